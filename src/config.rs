@@ -1,0 +1,417 @@
+//! Loading Istio YAML: files or directories, multi-document, dispatched on
+//! `apiVersion`/`kind`, every resource tagged with its file and line.
+//!
+//! Pure: reads files, opens no sockets, starts no tasks. Documents are parsed
+//! in two passes (head first, then the typed object) so that an error keeps
+//! its line and field path; one broken document never hides the others.
+
+pub mod destination_rule;
+pub mod gateway;
+pub mod meta;
+pub mod secret;
+pub mod service_entry;
+pub mod virtual_service;
+
+use std::collections::BTreeMap;
+use std::fmt;
+use std::path::{Path, PathBuf};
+
+use base64::Engine as _;
+use serde::Deserialize;
+use serde::de::DeserializeOwned;
+
+pub use meta::{Object, ObjectMeta, Source};
+
+use destination_rule::DestinationRuleSpec;
+use gateway::GatewaySpec;
+use service_entry::ServiceEntrySpec;
+use virtual_service::VirtualServiceSpec;
+
+/// Istio networking API versions meshgate accepts.
+pub const NETWORKING_VERSIONS: [&str; 3] = [
+    "networking.istio.io/v1",
+    "networking.istio.io/v1beta1",
+    "networking.istio.io/v1alpha3",
+];
+
+/// One parsed resource with its origin.
+#[derive(Debug, Clone)]
+pub struct Resource<S> {
+    /// File, line and `kind/namespace/name`.
+    pub source: Source,
+    /// The typed spec.
+    pub spec: S,
+}
+
+/// A `kind: Secret` with its values decoded to bytes.
+#[derive(Debug, Clone)]
+pub struct Secret {
+    /// File, line and `Secret/namespace/name`.
+    pub source: Source,
+    /// Key → value (`stringData` over `data`).
+    pub data: BTreeMap<String, Vec<u8>>,
+}
+
+/// Everything read from the config paths.
+#[derive(Debug, Clone, Default)]
+pub struct Config {
+    /// `ServiceEntry` resources in load order.
+    pub service_entries: Vec<Resource<ServiceEntrySpec>>,
+    /// `DestinationRule` resources in load order.
+    pub destination_rules: Vec<Resource<DestinationRuleSpec>>,
+    /// `VirtualService` resources in load order.
+    pub virtual_services: Vec<Resource<VirtualServiceSpec>>,
+    /// `Gateway` resources in load order.
+    pub gateways: Vec<Resource<GatewaySpec>>,
+    /// `Secret` resources in load order.
+    pub secrets: Vec<Secret>,
+    /// Non-fatal findings (skipped kinds, ...), each naming file and line.
+    pub warnings: Vec<String>,
+}
+
+/// One problem in the configuration.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct ConfigError {
+    /// File the problem is in.
+    pub file: PathBuf,
+    /// 1-based line (of the field when known, else of the document).
+    pub line: usize,
+    /// `kind/namespace/name`, when the document got that far.
+    pub resource: Option<String>,
+    /// Field path, e.g. `spec.ports[0].number`.
+    pub field: Option<String>,
+    /// What is wrong.
+    pub reason: String,
+}
+
+impl fmt::Display for ConfigError {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(f, "{}:{}:", self.file.display(), self.line)?;
+        if let Some(r) = &self.resource {
+            write!(f, " {r}:")?;
+        }
+        if let Some(field) = &self.field {
+            write!(f, " {field}:")?;
+        }
+        write!(f, " {}", self.reason)
+    }
+}
+
+/// All problems found while loading, reported together.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct ConfigErrors(pub Vec<ConfigError>);
+
+impl fmt::Display for ConfigErrors {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        for (i, e) in self.0.iter().enumerate() {
+            if i > 0 {
+                writeln!(f)?;
+            }
+            write!(f, "{e}")?;
+        }
+        Ok(())
+    }
+}
+
+impl std::error::Error for ConfigErrors {}
+
+/// Reads every file (directories: their `.yaml`, `.yml` and `.json` files,
+/// sorted, recursively) and parses all documents.
+pub fn load(paths: &[PathBuf]) -> Result<Config, ConfigErrors> {
+    let mut files = Vec::new();
+    let mut errors = Vec::new();
+    for p in paths {
+        collect_files(p, &mut files, &mut errors);
+    }
+    let mut config = Config::default();
+    for file in files {
+        match std::fs::read_to_string(&file) {
+            Ok(text) => parse_into(&file, &text, &mut config, &mut errors),
+            Err(e) => errors.push(file_error(&file, format!("cannot read file: {e}"))),
+        }
+    }
+    if errors.is_empty() {
+        Ok(config)
+    } else {
+        Err(ConfigErrors(errors))
+    }
+}
+
+/// Parses YAML text as if read from `file` (used by the demo and tests).
+pub fn load_str(file: impl AsRef<Path>, text: &str) -> Result<Config, ConfigErrors> {
+    let mut config = Config::default();
+    let mut errors = Vec::new();
+    parse_into(file.as_ref(), text, &mut config, &mut errors);
+    if errors.is_empty() {
+        Ok(config)
+    } else {
+        Err(ConfigErrors(errors))
+    }
+}
+
+fn file_error(file: &Path, reason: String) -> ConfigError {
+    ConfigError {
+        file: file.to_path_buf(),
+        line: 1,
+        resource: None,
+        field: None,
+        reason,
+    }
+}
+
+fn collect_files(path: &Path, files: &mut Vec<PathBuf>, errors: &mut Vec<ConfigError>) {
+    let meta = match std::fs::metadata(path) {
+        Ok(m) => m,
+        Err(e) => {
+            errors.push(file_error(path, format!("cannot read config path: {e}")));
+            return;
+        }
+    };
+    if !meta.is_dir() {
+        files.push(path.to_path_buf());
+        return;
+    }
+    let entries = match std::fs::read_dir(path) {
+        Ok(rd) => rd,
+        Err(e) => {
+            errors.push(file_error(path, format!("cannot list directory: {e}")));
+            return;
+        }
+    };
+    let mut children: Vec<PathBuf> = entries.filter_map(|e| e.ok().map(|e| e.path())).collect();
+    children.sort();
+    for child in children {
+        let name = child.file_name().and_then(|n| n.to_str()).unwrap_or("");
+        // Kubernetes ConfigMap mounts keep hidden `..data` twins; skip them.
+        if name.starts_with('.') {
+            continue;
+        }
+        if child.is_dir() {
+            collect_files(&child, files, errors);
+        } else if name.ends_with(".yaml") || name.ends_with(".yml") || name.ends_with(".json") {
+            files.push(child);
+        }
+    }
+}
+
+/// A document's text and the line it starts on.
+struct Document<'a> {
+    text: &'a str,
+    /// Line of the first line of `text` (parser lines are relative to it).
+    text_line: usize,
+    /// Line of the first line with content (what messages point at).
+    first_line: usize,
+}
+
+/// Splits a YAML stream at `---` lines (the way `kubectl` does), keeping each
+/// document's starting line. Documents holding only comments are dropped.
+fn split_documents(text: &str) -> Vec<Document<'_>> {
+    let mut docs = Vec::new();
+    let mut start = 0usize;
+    let mut start_line = 1usize;
+    let mut offset = 0usize;
+    for (i, line) in text.split_inclusive('\n').enumerate() {
+        let trimmed = line.trim_end();
+        let is_marker = trimmed == "---"
+            || trimmed.starts_with("--- ")
+            || trimmed.starts_with("---\t")
+            || trimmed == "...";
+        if is_marker {
+            docs.push(Document {
+                text: &text[start..offset],
+                text_line: start_line,
+                first_line: start_line,
+            });
+            start = offset + line.len();
+            start_line = i + 2;
+        }
+        offset += line.len();
+    }
+    docs.push(Document {
+        text: &text[start..],
+        text_line: start_line,
+        first_line: start_line,
+    });
+    // A document starts at its first line of content, not at a comment.
+    docs.into_iter()
+        .filter_map(|d| {
+            let skip = d
+                .text
+                .lines()
+                .position(|l| !l.trim().is_empty() && !l.trim_start().starts_with('#'))?;
+            Some(Document {
+                first_line: d.text_line + skip,
+                ..d
+            })
+        })
+        .collect()
+}
+
+/// The fields read before the kind is known.
+#[derive(Deserialize)]
+#[serde(rename_all = "camelCase")]
+struct Head {
+    api_version: Option<String>,
+    kind: Option<String>,
+    #[serde(default)]
+    metadata: Option<serde_json::Value>,
+}
+
+/// Deserializes one document into `T`, giving the field path and the line
+/// (relative to the document) on failure.
+fn parse_doc<T: DeserializeOwned>(text: &str) -> Result<T, (Option<String>, usize, String)> {
+    let mut path = None;
+    let res = serde_saphyr::with_deserializer_from_str(text, |de| {
+        serde_path_to_error::deserialize::<_, T>(de).map_err(|e| {
+            let p = e.path().to_string();
+            if p != "." && !p.is_empty() {
+                path = Some(p);
+            }
+            e.into_inner()
+        })
+    });
+    res.map_err(|e| {
+        let line = e.location().map(|l| l.line() as usize).unwrap_or(1);
+        (path, line, clean_message(&e))
+    })
+}
+
+/// The parser's message without its location prefix and snippet (the file
+/// and line are printed by [`ConfigError`]).
+fn clean_message(e: &serde_saphyr::Error) -> String {
+    let full = e.to_string();
+    let first = full.lines().next().unwrap_or("").trim();
+    let first = first.strip_prefix("error:").unwrap_or(first).trim();
+    // "line 3 column 9: message" → "message"
+    let msg = match first.split_once(": ") {
+        Some((loc, rest)) if loc.starts_with("line ") => rest,
+        _ => first,
+    };
+    msg.to_string()
+}
+
+fn parse_into(file: &Path, text: &str, config: &mut Config, errors: &mut Vec<ConfigError>) {
+    for doc in split_documents(text) {
+        parse_document(file, &doc, config, errors);
+    }
+}
+
+fn parse_document(
+    file: &Path,
+    doc: &Document<'_>,
+    config: &mut Config,
+    errors: &mut Vec<ConfigError>,
+) {
+    let error = |resource: Option<String>, field: Option<String>, line: usize, reason: String| {
+        ConfigError {
+            file: file.to_path_buf(),
+            line: doc.text_line + line.saturating_sub(1),
+            resource,
+            field,
+            reason,
+        }
+    };
+    let head: Head = match parse_doc(doc.text) {
+        Ok(h) => h,
+        Err((field, line, reason)) => {
+            errors.push(error(None, field, line, format!("invalid YAML: {reason}")));
+            return;
+        }
+    };
+    let meta: ObjectMeta = head
+        .metadata
+        .and_then(|m| serde_json::from_value(m).ok())
+        .unwrap_or_default();
+    let kind = head.kind.unwrap_or_default();
+    let api_version = head.api_version.unwrap_or_default();
+    let namespace = meta.namespace.clone().unwrap_or_else(|| "default".into());
+    let name = meta.name.clone().unwrap_or_default();
+    let source = Source {
+        file: file.to_path_buf(),
+        line: doc.first_line,
+        kind: kind.clone(),
+        namespace,
+        name: name.clone(),
+    };
+    if kind.is_empty() || api_version.is_empty() {
+        errors.push(error(
+            None,
+            Some(if kind.is_empty() { "kind" } else { "apiVersion" }.into()),
+            1,
+            "missing; every document needs apiVersion and kind".into(),
+        ));
+        return;
+    }
+    let resource = Some(source.resource());
+    if name.is_empty() {
+        errors.push(error(
+            resource,
+            Some("metadata.name".into()),
+            1,
+            "missing".into(),
+        ));
+        return;
+    }
+    let is_networking = NETWORKING_VERSIONS.contains(&api_version.as_str());
+    macro_rules! typed {
+        ($ty:ty, $list:ident) => {
+            match parse_doc::<Object<$ty>>(doc.text) {
+                Ok(obj) => config.$list.push(Resource {
+                    source,
+                    spec: obj.spec,
+                }),
+                Err((field, line, reason)) => errors.push(error(resource, field, line, reason)),
+            }
+        };
+    }
+    match (kind.as_str(), is_networking) {
+        ("ServiceEntry", true) => typed!(ServiceEntrySpec, service_entries),
+        ("DestinationRule", true) => typed!(DestinationRuleSpec, destination_rules),
+        ("VirtualService", true) => typed!(VirtualServiceSpec, virtual_services),
+        ("Gateway", true) => typed!(GatewaySpec, gateways),
+        ("Secret", _) if api_version == "v1" => match parse_doc::<secret::SecretObject>(doc.text) {
+            Ok(obj) => match decode_secret(&obj) {
+                Ok(data) => config.secrets.push(Secret { source, data }),
+                Err((field, reason)) => errors.push(error(resource, Some(field), 1, reason)),
+            },
+            Err((field, line, reason)) => errors.push(error(resource, field, line, reason)),
+        },
+        (
+            "ServiceEntry" | "DestinationRule" | "VirtualService" | "Gateway" | "Sidecar"
+            | "WorkloadEntry",
+            false,
+        ) if api_version.starts_with("networking.istio.io/") => errors.push(error(
+            resource,
+            Some("apiVersion".into()),
+            1,
+            format!(
+                "unsupported apiVersion {api_version:?}; use one of {}",
+                NETWORKING_VERSIONS.join(", ")
+            ),
+        )),
+        _ => config.warnings.push(format!(
+            "{}:{}: skipping {kind} ({api_version}) {}: kind not used by meshgate",
+            file.display(),
+            doc.first_line,
+            source.resource()
+        )),
+    }
+}
+
+fn decode_secret(obj: &secret::SecretObject) -> Result<BTreeMap<String, Vec<u8>>, (String, String)> {
+    let mut out = BTreeMap::new();
+    for (k, v) in &obj.data {
+        let compact: String = v.chars().filter(|c| !c.is_whitespace()).collect();
+        let bytes = base64::engine::general_purpose::STANDARD
+            .decode(compact.as_bytes())
+            .map_err(|e| (format!("data.{k}"), format!("not valid base64: {e}")))?;
+        out.insert(k.clone(), bytes);
+    }
+    for (k, v) in &obj.string_data {
+        out.insert(k.clone(), v.clone().into_bytes());
+    }
+    Ok(out)
+}
+
+#[cfg(test)]
+mod tests;

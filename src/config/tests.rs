@@ -1,0 +1,111 @@
+use super::*;
+
+const EGRESS: &str = r#"# Istio "Egress TLS Origination" task
+apiVersion: networking.istio.io/v1
+kind: ServiceEntry
+metadata:
+  name: edition-cnn-com
+spec:
+  hosts:
+  - edition.cnn.com
+  ports:
+  - number: 80
+    name: http-port
+    protocol: HTTP
+    targetPort: 443
+  - number: 443
+    name: https-port
+    protocol: HTTPS
+  resolution: DNS
+---
+apiVersion: networking.istio.io/v1
+kind: DestinationRule
+metadata:
+  name: edition-cnn-com
+spec:
+  host: edition.cnn.com
+  trafficPolicy:
+    portLevelSettings:
+    - port:
+        number: 80
+      tls:
+        mode: SIMPLE # initiates HTTPS when accessing edition.cnn.com
+"#;
+
+#[test]
+fn loads_the_istio_egress_task() {
+    let c = load_str("egress.yaml", EGRESS).expect("loads");
+    assert_eq!(c.service_entries.len(), 1);
+    assert_eq!(c.destination_rules.len(), 1);
+    let se = &c.service_entries[0];
+    assert_eq!(se.source.line, 2);
+    assert_eq!(se.source.resource(), "ServiceEntry/default/edition-cnn-com");
+    assert_eq!(se.spec.ports[0].target_port, Some(443));
+    assert_eq!(c.destination_rules[0].source.line, 19);
+}
+
+#[test]
+fn type_error_names_file_line_resource_and_field() {
+    let bad = EGRESS.replace("number: 443", "number: \"x\"");
+    let errs = load_str("egress.yaml", &bad).unwrap_err();
+    assert_eq!(errs.0.len(), 1, "{errs}");
+    let e = &errs.0[0];
+    let msg = e.to_string();
+    assert_eq!(e.line, 14, "{msg}");
+    assert_eq!(e.resource.as_deref(), Some("ServiceEntry/default/edition-cnn-com"));
+    assert_eq!(e.field.as_deref(), Some("spec.ports[1].number"), "{msg}");
+    assert!(msg.starts_with("egress.yaml:14: ServiceEntry/default/edition-cnn-com: spec.ports[1].number:"), "{msg}");
+}
+
+#[test]
+fn all_errors_are_reported_and_good_documents_still_load() {
+    let text = format!(
+        "{EGRESS}---\napiVersion: networking.istio.io/v1\nkind: DestinationRule\nmetadata:\n  name: two\nspec:\n  host: a.example.com\n  trafficPolicy:\n    tls:\n      mode: SIMPEL\n---\nkind: [unclosed\n"
+    );
+    let errs = load_str("many.yaml", &text).unwrap_err();
+    assert_eq!(errs.0.len(), 2, "{errs}");
+    let first = errs.0[0].to_string();
+    assert!(first.contains("DestinationRule/default/two"), "{first}");
+    assert!(first.contains("spec.trafficPolicy.tls.mode"), "{first}");
+    assert!(first.contains("SIMPEL"), "{first}");
+    assert_eq!(errs.0[0].line, 40, "{first}");
+    let second = errs.0[1].to_string();
+    assert!(second.contains("invalid YAML"), "{second}");
+}
+
+#[test]
+fn unknown_field_is_an_error_not_ignored() {
+    let bad = EGRESS.replace("resolution: DNS", "resolution: DNS\n  resolutoin: STATIC");
+    let errs = load_str("f.yaml", &bad).unwrap_err();
+    let msg = errs.to_string();
+    assert!(msg.contains("resolutoin"), "{msg}");
+}
+
+#[test]
+fn unknown_kinds_are_skipped_with_a_warning() {
+    let text = format!(
+        "{EGRESS}---\napiVersion: apps/v1\nkind: Deployment\nmetadata:\n  name: web\nspec: {{}}\n"
+    );
+    let c = load_str("k.yaml", &text).expect("loads");
+    assert_eq!(c.warnings.len(), 1);
+    assert!(c.warnings[0].starts_with("k.yaml:32: skipping Deployment"), "{:?}", c.warnings);
+}
+
+#[test]
+fn secrets_decode_data_and_string_data() {
+    let text = "apiVersion: v1\nkind: Secret\nmetadata:\n  name: client\n  namespace: istio-system\ndata:\n  tls.crt: aGVsbG8=\nstringData:\n  ca.crt: plain\n";
+    let c = load_str("s.yaml", text).expect("loads");
+    assert_eq!(c.secrets[0].data["tls.crt"], b"hello");
+    assert_eq!(c.secrets[0].data["ca.crt"], b"plain");
+    let bad = text.replace("aGVsbG8=", "not*base64");
+    let msg = load_str("s.yaml", &bad).unwrap_err().to_string();
+    assert!(msg.contains("Secret/istio-system/client: data.tls.crt: not valid base64"), "{msg}");
+}
+
+#[test]
+fn split_keeps_line_numbers() {
+    let docs = split_documents("---\na: 1\n---\n# only a comment\n---\nb: 2\n");
+    assert_eq!(docs.len(), 2);
+    assert_eq!(docs[0].first_line, 2);
+    assert_eq!(docs[1].first_line, 6);
+}
