@@ -19,8 +19,8 @@ use std::thread::sleep;
 use std::time::{Duration, Instant};
 
 use rcgen::{
-    BasicConstraints, CertificateParams, DistinguishedName, DnType, ExtendedKeyUsagePurpose,
-    IsCa, Issuer, KeyPair, KeyUsagePurpose,
+    BasicConstraints, CertificateParams, DistinguishedName, DnType, ExtendedKeyUsagePurpose, IsCa,
+    Issuer, KeyPair, KeyUsagePurpose,
 };
 
 const HOST: &str = "api.external.test";
@@ -250,9 +250,7 @@ http {{
             .stdout(Stdio::null())
             .stderr(stderr)
             .spawn()
-            .unwrap_or_else(|e| {
-                panic!("cannot spawn {NGINX} (install nginx / nginx-light): {e}")
-            });
+            .unwrap_or_else(|e| panic!("cannot spawn {NGINX} (install nginx / nginx-light): {e}"));
         let mut nginx = Nginx { child, port, dir };
         nginx.wait_listening(&stderr_path);
         nginx
@@ -355,7 +353,6 @@ impl Meshgate {
         };
 
         let deadline = Instant::now() + Duration::from_secs(20);
-        let mut last = String::new();
         loop {
             if let Some(status) = mg.child.try_wait().expect("try_wait meshgate") {
                 panic!(
@@ -363,11 +360,11 @@ impl Meshgate {
                     tail(&mg.log, 6000)
                 );
             }
-            match http_status(ready, "/healthz/ready") {
+            let last = match http_status(ready, "/healthz/ready") {
                 Ok(200) => return mg,
-                Ok(code) => last = format!("HTTP {code}"),
-                Err(e) => last = e.to_string(),
-            }
+                Ok(code) => format!("HTTP {code}"),
+                Err(e) => e.to_string(),
+            };
             if Instant::now() > deadline {
                 panic!(
                     "meshgate not ready within 20s (last /healthz/ready: {last}).\ncommand: {cmdline}\n--- meshgate log ---\n{}",
@@ -503,9 +500,8 @@ fn curl(args: &[&str]) -> CurlResult {
 /// `http_port`. `extra_tls_port` additionally declares a TLS port named
 /// `https` (same number on the endpoint), for CONNECT.
 fn service_entry(http_port: u16, extra_tls_port: Option<u16>) -> String {
-    let mut ports = String::from(
-        "  - number: 80\n    name: http\n    protocol: HTTP\n    targetPort: 443\n",
-    );
+    let mut ports =
+        String::from("  - number: 80\n    name: http\n    protocol: HTTP\n    targetPort: 443\n");
     let mut ep_ports = format!("      http: {http_port}\n");
     if let Some(p) = extra_tls_port {
         let _ = write!(
@@ -534,8 +530,14 @@ spec:
 }
 
 enum Tls<'a> {
-    Simple { ca: &'a Path },
-    Mutual { ca: &'a Path, cert: &'a Path, key: &'a Path },
+    Simple {
+        ca: &'a Path,
+    },
+    Mutual {
+        ca: &'a Path,
+        cert: &'a Path,
+        key: &'a Path,
+    },
 }
 
 /// DestinationRule originating TLS on port 80, as in Istio's
@@ -612,7 +614,13 @@ fn simple_origination_curl_to_nginx() {
     // Absolute-form, the way an app with http_proxy set talks.
     let url = format!("http://{HOST}/v1/items");
     let r = curl(&["-x", &mg.proxy_url(), &url]);
-    assert_eq!(r.code, 200, "absolute-form request\n{}\n{}", r.describe(), diag());
+    assert_eq!(
+        r.code,
+        200,
+        "absolute-form request\n{}\n{}",
+        r.describe(),
+        diag()
+    );
     assert!(
         r.body.contains("hello from nginx"),
         "not nginx's body\n{}\n{}",
@@ -647,7 +655,13 @@ fn simple_origination_curl_to_nginx() {
     let url = format!("{}/v1/items", mg.proxy_url());
     let host = format!("Host: {HOST}");
     let r = curl(&["-H", &host, &url]);
-    assert_eq!(r.code, 200, "origin-form request\n{}\n{}", r.describe(), diag());
+    assert_eq!(
+        r.code,
+        200,
+        "origin-form request\n{}\n{}",
+        r.describe(),
+        diag()
+    );
     assert!(
         r.body.contains("hello from nginx") && r.body.contains(&format!("sni={HOST} ")),
         "not nginx's body with SNI {HOST}\n{}\n{}",
@@ -684,7 +698,14 @@ fn mutual_origination_curl_to_nginx() {
 
     let url = format!("http://{HOST}/v1/items");
     let r = curl(&["-x", &mg.proxy_url(), &url]);
-    let diag = || format!("{}\n{}\n{}", r.describe(), mg.diagnostics(), nginx.diagnostics());
+    let diag = || {
+        format!(
+            "{}\n{}\n{}",
+            r.describe(),
+            mg.diagnostics(),
+            nginx.diagnostics()
+        )
+    };
     assert_eq!(r.code, 200, "MUTUAL origination\n{}", diag());
     assert!(r.body.contains("hello from nginx"), "{}", diag());
     assert!(
@@ -745,9 +766,17 @@ fn mutual_required_but_simple_configured() {
 
     let url = format!("http://{HOST}/v1/items");
     let r = curl(&["-x", &mg.proxy_url(), &url]);
-    let diag = || format!("{}\n{}\n{}", r.describe(), mg.diagnostics(), nginx.diagnostics());
+    let diag = || {
+        format!(
+            "{}\n{}\n{}",
+            r.describe(),
+            mg.diagnostics(),
+            nginx.diagnostics()
+        )
+    };
     assert_eq!(
-        r.code, 400,
+        r.code,
+        400,
         "meshgate should relay nginx's 400 (the TLS handshake itself succeeds)\n{}",
         diag()
     );
@@ -778,7 +807,14 @@ fn unknown_ca_gives_503() {
 
     let url = format!("http://{HOST}/v1/items");
     let r = curl(&["-x", &mg.proxy_url(), &url]);
-    let diag = || format!("{}\n{}\n{}", r.describe(), mg.diagnostics(), nginx.diagnostics());
+    let diag = || {
+        format!(
+            "{}\n{}\n{}",
+            r.describe(),
+            mg.diagnostics(),
+            nginx.diagnostics()
+        )
+    };
     assert_eq!(r.code, 503, "untrusted upstream certificate\n{}", diag());
     assert_eq!(
         r.header("x-meshgate-error").as_deref(),
@@ -833,7 +869,12 @@ fn connect_tunnel_through_meshgate() {
     let ca = pki.ca.display().to_string();
     let r = curl(&["-p", "-x", &mg.proxy_url(), "--cacert", &ca, &url]);
     let diag = |r: &CurlResult| {
-        format!("{}\n{}\n{}", r.describe(), mg.diagnostics(), nginx.diagnostics())
+        format!(
+            "{}\n{}\n{}",
+            r.describe(),
+            mg.diagnostics(),
+            nginx.diagnostics()
+        )
     };
     assert_eq!(r.code, 200, "CONNECT tunnel\n{}", diag(&r));
     assert!(
@@ -878,11 +919,21 @@ fn registry_only_refuses_unknown_host() {
         &["--outbound-traffic-policy", "REGISTRY_ONLY"],
     );
     let diag = |r: &CurlResult| {
-        format!("{}\n{}\n{}", r.describe(), mg.diagnostics(), nginx.diagnostics())
+        format!(
+            "{}\n{}\n{}",
+            r.describe(),
+            mg.diagnostics(),
+            nginx.diagnostics()
+        )
     };
 
     let r = curl(&["-x", &mg.proxy_url(), "http://not-registered.test/"]);
-    assert_eq!(r.code, 502, "unregistered host under REGISTRY_ONLY\n{}", diag(&r));
+    assert_eq!(
+        r.code,
+        502,
+        "unregistered host under REGISTRY_ONLY\n{}",
+        diag(&r)
+    );
     let body = r.body.to_ascii_lowercase();
     assert!(
         body.contains("not-registered.test")
@@ -894,6 +945,11 @@ fn registry_only_refuses_unknown_host() {
     // The registered host still goes through on the same listener.
     let url = format!("http://{HOST}/");
     let r = curl(&["-x", &mg.proxy_url(), &url]);
-    assert_eq!(r.code, 200, "registered host under REGISTRY_ONLY\n{}", diag(&r));
+    assert_eq!(
+        r.code,
+        200,
+        "registered host under REGISTRY_ONLY\n{}",
+        diag(&r)
+    );
     assert!(r.body.contains("hello from nginx"), "{}", diag(&r));
 }

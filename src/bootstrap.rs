@@ -1,0 +1,157 @@
+//! The proxy's own settings: listen addresses, config paths and the mesh-wide
+//! options Istio keeps in MeshConfig (`outboundTrafficPolicy`).
+//!
+//! Read from command-line flags and, optionally, a bootstrap YAML file whose
+//! keys follow MeshConfig's spelling. Pure: no sockets.
+
+use std::net::SocketAddr;
+use std::path::{Path, PathBuf};
+use std::time::Duration;
+
+use serde::{Deserialize, Serialize};
+
+/// MeshConfig `outboundTrafficPolicy.mode`.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default, Serialize, Deserialize, clap::ValueEnum)]
+#[serde(rename_all = "SCREAMING_SNAKE_CASE")]
+#[clap(rename_all = "SCREAMING_SNAKE_CASE")]
+pub enum OutboundTrafficPolicy {
+    /// Hosts without a ServiceEntry are forwarded as plain HTTP (Istio's default).
+    #[default]
+    AllowAny,
+    /// Hosts without a ServiceEntry are refused with 502.
+    RegistryOnly,
+}
+
+/// Everything the proxy needs besides the Istio resources.
+#[derive(Debug, Clone, Serialize)]
+pub struct Bootstrap {
+    /// Config files or directories.
+    pub config_paths: Vec<PathBuf>,
+    /// Directory holding Secrets laid out as Kubernetes mounts them
+    /// (`<dir>/<secret-name>/<key>`), for `credentialName`.
+    pub secrets_dir: Option<PathBuf>,
+    /// Namespace the proxy runs in (where `credentialName` Secrets live).
+    pub namespace: String,
+    /// Outbound capture / explicit proxy listener.
+    pub outbound_addr: SocketAddr,
+    /// Admin endpoint (`/config_dump`, `/ready`); loopback only.
+    pub admin_addr: SocketAddr,
+    /// Prometheus endpoint (`/stats/prometheus`).
+    pub stats_addr: SocketAddr,
+    /// Readiness endpoint (`/healthz/ready`).
+    pub ready_addr: SocketAddr,
+    /// Unknown-host policy.
+    pub outbound_traffic_policy: OutboundTrafficPolicy,
+    /// Longest wait for a client's request headers, also between requests
+    /// on a keep-alive connection (so idle connections are closed).
+    pub request_header_timeout: Duration,
+    /// Largest request head accepted (bytes); larger gets 431.
+    pub max_header_bytes: usize,
+}
+
+impl Default for Bootstrap {
+    fn default() -> Self {
+        Bootstrap {
+            config_paths: Vec::new(),
+            secrets_dir: None,
+            namespace: "default".into(),
+            outbound_addr: ([127, 0, 0, 1], 15001).into(),
+            admin_addr: ([127, 0, 0, 1], 15000).into(),
+            stats_addr: ([127, 0, 0, 1], 15020).into(),
+            ready_addr: ([127, 0, 0, 1], 15021).into(),
+            outbound_traffic_policy: OutboundTrafficPolicy::AllowAny,
+            request_header_timeout: Duration::from_secs(10),
+            max_header_bytes: 64 * 1024,
+        }
+    }
+}
+
+/// The bootstrap file: MeshConfig-style keys plus meshgate's listeners.
+#[derive(Debug, Default, Deserialize)]
+#[serde(rename_all = "camelCase", deny_unknown_fields)]
+struct BootstrapFile {
+    outbound_traffic_policy: Option<PolicyFile>,
+    namespace: Option<String>,
+    secrets_dir: Option<PathBuf>,
+    outbound_addr: Option<SocketAddr>,
+    admin_addr: Option<SocketAddr>,
+    stats_addr: Option<SocketAddr>,
+    ready_addr: Option<SocketAddr>,
+    request_header_timeout: Option<String>,
+    max_header_bytes: Option<usize>,
+}
+
+#[derive(Debug, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct PolicyFile {
+    mode: Option<OutboundTrafficPolicy>,
+}
+
+impl Bootstrap {
+    /// Applies a bootstrap YAML file over `self`. Errors name the file.
+    pub fn apply_file(&mut self, path: &Path) -> Result<(), String> {
+        let text = std::fs::read_to_string(path)
+            .map_err(|e| format!("{}: cannot read bootstrap file: {e}", path.display()))?;
+        let file: BootstrapFile = serde_saphyr::from_str(&text)
+            .map_err(|e| format!("{}: {}", path.display(), first_line(&e.to_string())))?;
+        let dur = |field: &str, v: &Option<String>| -> Result<Option<Duration>, String> {
+            v.as_deref()
+                .map(crate::plan::duration::parse)
+                .transpose()
+                .map_err(|e| format!("{}: {field}: {e}", path.display()))
+        };
+        if let Some(mode) = file.outbound_traffic_policy.and_then(|p| p.mode) {
+            self.outbound_traffic_policy = mode;
+        }
+        if let Some(ns) = file.namespace {
+            self.namespace = ns;
+        }
+        if file.secrets_dir.is_some() {
+            self.secrets_dir = file.secrets_dir;
+        }
+        self.outbound_addr = file.outbound_addr.unwrap_or(self.outbound_addr);
+        self.admin_addr = file.admin_addr.unwrap_or(self.admin_addr);
+        self.stats_addr = file.stats_addr.unwrap_or(self.stats_addr);
+        self.ready_addr = file.ready_addr.unwrap_or(self.ready_addr);
+        if let Some(d) = dur("requestHeaderTimeout", &file.request_header_timeout)? {
+            self.request_header_timeout = d;
+        }
+        self.max_header_bytes = file.max_header_bytes.unwrap_or(self.max_header_bytes);
+        Ok(())
+    }
+
+    /// Every address bound to port 0, for tests and the demo.
+    pub fn ephemeral() -> Bootstrap {
+        let any: SocketAddr = ([127, 0, 0, 1], 0).into();
+        Bootstrap {
+            outbound_addr: any,
+            admin_addr: any,
+            stats_addr: any,
+            ready_addr: any,
+            ..Bootstrap::default()
+        }
+    }
+}
+
+fn first_line(s: &str) -> String {
+    s.lines().next().unwrap_or("").to_string()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn bootstrap_file_sets_policy() {
+        let dir = tempfile::tempdir().unwrap();
+        let p = dir.path().join("b.yaml");
+        std::fs::write(&p, "outboundTrafficPolicy:\n  mode: REGISTRY_ONLY\noutboundAddr: 127.0.0.1:9999\n").unwrap();
+        let mut b = Bootstrap::default();
+        b.apply_file(&p).unwrap();
+        assert_eq!(b.outbound_traffic_policy, OutboundTrafficPolicy::RegistryOnly);
+        assert_eq!(b.outbound_addr.port(), 9999);
+        std::fs::write(&p, "outboundTrafficPolicy:\n  mode: DENY\n").unwrap();
+        let err = b.apply_file(&p).unwrap_err();
+        assert!(err.contains("b.yaml") && err.contains("DENY"), "{err}");
+    }
+}

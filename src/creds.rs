@@ -1,0 +1,265 @@
+//! Credentials: loading PEM files and Secrets, validating them, and keeping
+//! the results for the TLS builders.
+//!
+//! Validate, then publish: a key is checked against its leaf, validity dates
+//! are checked, and a certificate made the way older Istio docs make it
+//! (X.509 v1, CN only) is refused with a fix. Never logs or returns key
+//! material. Synchronous and pure apart from file reads.
+
+pub mod info;
+pub mod secret;
+
+use std::collections::HashMap;
+use std::path::{Path, PathBuf};
+use std::sync::Arc;
+
+use rustls::RootCertStore;
+use rustls::crypto::CryptoProvider;
+use rustls::sign::CertifiedKey;
+use rustls_pki_types::pem::PemObject;
+use rustls_pki_types::{CertificateDer, CertificateRevocationListDer, PrivateKeyDer};
+
+pub use info::CertInfo;
+
+use crate::bootstrap::Bootstrap;
+use crate::config::Config;
+use crate::plan::{IdentitySource, Plan, TrustSource};
+
+/// A client or server identity: a certificate chain with its key.
+#[derive(Debug)]
+pub struct Identity {
+    /// Chain (leaf first) and signing key, ready for rustls.
+    pub certified: Arc<CertifiedKey>,
+    /// What the leaf says (for logs and the admin view).
+    pub leaf: CertInfo,
+    /// Where it was loaded from (paths or `kubernetes://name`).
+    pub source: String,
+}
+
+/// A set of trust anchors and optional CRLs.
+#[derive(Debug)]
+pub struct Trust {
+    /// The roots.
+    pub roots: Arc<RootCertStore>,
+    /// Revocation lists checked against the server's chain.
+    pub crls: Vec<CertificateRevocationListDer<'static>>,
+    /// Where they were loaded from.
+    pub source: String,
+}
+
+/// Everything the plan references, loaded and checked.
+#[derive(Debug, Default)]
+pub struct Credentials {
+    /// Trust anchors per source (+ CRL file).
+    pub trust: HashMap<(TrustSource, Option<PathBuf>), Arc<Trust>>,
+    /// Client identities per source.
+    pub identities: HashMap<IdentitySource, Arc<Identity>>,
+}
+
+/// One credential problem, naming the resource that referenced it.
+#[derive(Debug, Clone)]
+pub struct CredentialError {
+    /// `file:line: Kind/ns/name: field` of the referencing setting.
+    pub origin: String,
+    /// What is wrong, with the path or secret name.
+    pub reason: String,
+}
+
+impl std::fmt::Display for CredentialError {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        write!(f, "{}: {}", self.origin, self.reason)
+    }
+}
+
+/// Loads every credential the plan references. All problems are returned.
+pub fn load(
+    plan: &Plan,
+    config: &Config,
+    bootstrap: &Bootstrap,
+) -> Result<Credentials, Vec<CredentialError>> {
+    let secrets = secret::SecretSource::new(config, bootstrap);
+    let provider = provider();
+    let mut creds = Credentials::default();
+    let mut errors = Vec::new();
+    let mut system: Option<Result<Arc<RootCertStore>, String>> = None;
+    let policies = plan.outbound.rules.iter().flat_map(|r| {
+        std::iter::once(&r.default)
+            .chain(r.ports.values())
+            .chain(r.subsets.values().flat_map(|s| std::iter::once(&s.default).chain(s.ports.values())))
+    });
+    for policy in policies {
+        let tls = &policy.tls;
+        if tls.mode == crate::plan::TlsMode::Disable || tls.insecure_skip_verify {
+            // insecureSkipVerify: no roots are consulted.
+            if let Some(id) = &tls.identity {
+                load_identity(id, &tls.origin, &secrets, &provider, &mut creds, &mut errors);
+            }
+            continue;
+        }
+        let key = (tls.trust.clone(), tls.crl.clone());
+        if !creds.trust.contains_key(&key) {
+            let loaded = match &tls.trust {
+                TrustSource::System => system
+                    .get_or_insert_with(system_roots)
+                    .clone()
+                    .map(|roots| (roots, "system".to_string())),
+                TrustSource::File(path) => read(path)
+                    .and_then(|pem| roots_from_pem(&pem))
+                    .map(|r| (Arc::new(r), path.display().to_string()))
+                    .map_err(|e| format!("caCertificates {}: {e}", path.display())),
+                TrustSource::Credential(c) => secrets
+                    .ca(c)
+                    .and_then(|(pem, src)| roots_from_pem(&pem).map(|r| (Arc::new(r), src.clone())).map_err(|e| format!("{src}: {e}"))),
+            };
+            let crls = match &tls.crl {
+                Some(p) => read(p)
+                    .and_then(|pem| crls_from_pem(&pem))
+                    .map_err(|e| format!("caCrl {}: {e}", p.display())),
+                None => Ok(Vec::new()),
+            };
+            match (loaded, crls) {
+                (Ok((roots, source)), Ok(crls)) => {
+                    creds.trust.insert(key, Arc::new(Trust { roots, crls, source }));
+                }
+                (Err(e), _) | (_, Err(e)) => errors.push(CredentialError {
+                    origin: tls.origin.clone(),
+                    reason: e,
+                }),
+            }
+        }
+        if let Some(id) = &tls.identity {
+            load_identity(id, &tls.origin, &secrets, &provider, &mut creds, &mut errors);
+        }
+    }
+    if errors.is_empty() { Ok(creds) } else { Err(errors) }
+}
+
+/// The crypto provider used everywhere (aws-lc-rs, post-quantum hybrid key
+/// exchange preferred).
+pub fn provider() -> Arc<CryptoProvider> {
+    Arc::new(rustls::crypto::aws_lc_rs::default_provider())
+}
+
+fn load_identity(
+    id: &IdentitySource,
+    origin: &str,
+    secrets: &secret::SecretSource,
+    provider: &CryptoProvider,
+    creds: &mut Credentials,
+    errors: &mut Vec<CredentialError>,
+) {
+    if creds.identities.contains_key(id) {
+        return;
+    }
+    let loaded = match id {
+        IdentitySource::Files { cert, key } => read(cert)
+            .map_err(|e| format!("clientCertificate {}: {e}", cert.display()))
+            .and_then(|c| {
+                read(key)
+                    .map_err(|e| format!("privateKey {}: {e}", key.display()))
+                    .map(|k| (c, k))
+            })
+            .and_then(|(c, k)| {
+                let source = format!("{} + {}", cert.display(), key.display());
+                identity_from_pem(&c, &k, provider, &source)
+            }),
+        IdentitySource::Credential(c) => secrets
+            .identity(c)
+            .and_then(|(c, k, src)| identity_from_pem(&c, &k, provider, &src)),
+    };
+    match loaded {
+        Ok(identity) => {
+            creds.identities.insert(id.clone(), Arc::new(identity));
+        }
+        Err(reason) => errors.push(CredentialError {
+            origin: origin.to_string(),
+            reason,
+        }),
+    }
+}
+
+fn read(path: &Path) -> Result<Vec<u8>, String> {
+    std::fs::read(path).map_err(|e| format!("cannot read {}: {e}", path.display()))
+}
+
+/// The OS trust bundle (honours `SSL_CERT_FILE` and `SSL_CERT_DIR`).
+pub fn system_roots() -> Result<Arc<RootCertStore>, String> {
+    let found = rustls_native_certs::load_native_certs();
+    let mut store = RootCertStore::empty();
+    let (added, _ignored) = store.add_parsable_certificates(found.certs);
+    if added == 0 {
+        let why = found
+            .errors
+            .first()
+            .map(|e| format!(": {e}"))
+            .unwrap_or_default();
+        return Err(format!(
+            "no usable system CA certificates found{why}; install the ca-certificates package, \
+             set SSL_CERT_FILE, or give caCertificates"
+        ));
+    }
+    Ok(Arc::new(store))
+}
+
+/// Certificates in a PEM bundle; an error when there are none.
+pub fn certs_from_pem(pem: &[u8]) -> Result<Vec<CertificateDer<'static>>, String> {
+    let certs = CertificateDer::pem_slice_iter(pem)
+        .collect::<Result<Vec<_>, _>>()
+        .map_err(|e| format!("invalid PEM: {e}"))?;
+    if certs.is_empty() {
+        return Err("no CERTIFICATE block found".into());
+    }
+    Ok(certs)
+}
+
+/// A root store from a PEM bundle; every certificate must parse.
+pub fn roots_from_pem(pem: &[u8]) -> Result<RootCertStore, String> {
+    let certs = certs_from_pem(pem)?;
+    let mut store = RootCertStore::empty();
+    for (i, c) in certs.into_iter().enumerate() {
+        store
+            .add(c)
+            .map_err(|e| format!("CA certificate #{} is not usable: {e}", i + 1))?;
+    }
+    Ok(store)
+}
+
+fn crls_from_pem(pem: &[u8]) -> Result<Vec<CertificateRevocationListDer<'static>>, String> {
+    let crls = CertificateRevocationListDer::pem_slice_iter(pem)
+        .collect::<Result<Vec<_>, _>>()
+        .map_err(|e| format!("invalid PEM: {e}"))?;
+    if crls.is_empty() {
+        return Err("no X509 CRL block found".into());
+    }
+    Ok(crls)
+}
+
+/// Builds an identity from PEM cert chain + key, with every check applied.
+pub fn identity_from_pem(
+    cert_pem: &[u8],
+    key_pem: &[u8],
+    provider: &CryptoProvider,
+    source: &str,
+) -> Result<Identity, String> {
+    let chain = certs_from_pem(cert_pem).map_err(|e| format!("{source}: certificate: {e}"))?;
+    let key = PrivateKeyDer::from_pem_slice(key_pem).map_err(|e| {
+        // pki-types' message never includes key bytes.
+        format!("{source}: private key: {e}")
+    })?;
+    let leaf = CertInfo::parse(&chain[0]).map_err(|e| format!("{source}: certificate: {e}"))?;
+    leaf.check_usable_leaf().map_err(|e| format!("{source}: {e}"))?;
+    let certified = CertifiedKey::from_der(chain, key, provider).map_err(|e| match e {
+        rustls::Error::InconsistentKeys(_) => {
+            format!("{source}: the private key does not match the certificate ({})", leaf.subject)
+        }
+        other => format!("{source}: private key: {other}"),
+    })?;
+    Ok(Identity {
+        certified: Arc::new(certified),
+        leaf,
+        source: source.to_string(),
+    })
+}
+
+#[cfg(test)]
+mod tests;

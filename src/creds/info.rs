@@ -1,0 +1,131 @@
+//! What a certificate says, for checks, logs and the admin view. Never
+//! holds key material.
+
+use rustls_pki_types::CertificateDer;
+use serde::Serialize;
+use x509_parser::prelude::{FromDer, GeneralName, X509Certificate};
+
+/// The facts about one certificate that operators ask for.
+#[derive(Debug, Clone, Serialize, PartialEq, Eq)]
+#[serde(rename_all = "camelCase")]
+pub struct CertInfo {
+    /// Subject DN.
+    pub subject: String,
+    /// Issuer DN.
+    pub issuer: String,
+    /// SANs as `DNS:name`, `IP:addr`, `URI:uri`.
+    pub sans: Vec<String>,
+    /// Serial number, hex.
+    pub serial: String,
+    /// Start of validity, Unix seconds.
+    pub not_before: i64,
+    /// End of validity, Unix seconds.
+    pub not_after: i64,
+    /// X.509 version (1 or 3).
+    pub version: u32,
+    /// Whether it is a CA certificate.
+    pub is_ca: bool,
+    /// SHA-256 of the DER, hex.
+    pub sha256: String,
+}
+
+impl CertInfo {
+    /// Parses a DER certificate.
+    pub fn parse(der: &CertificateDer<'_>) -> Result<CertInfo, String> {
+        let (_, cert) = X509Certificate::from_der(der.as_ref())
+            .map_err(|e| format!("not a valid X.509 certificate: {e}"))?;
+        let mut sans = Vec::new();
+        if let Ok(Some(ext)) = cert.subject_alternative_name() {
+            for n in &ext.value.general_names {
+                match n {
+                    GeneralName::DNSName(d) => sans.push(format!("DNS:{d}")),
+                    GeneralName::URI(u) => sans.push(format!("URI:{u}")),
+                    GeneralName::IPAddress(ip) => sans.push(match ip.len() {
+                        4 => format!("IP:{}", std::net::Ipv4Addr::new(ip[0], ip[1], ip[2], ip[3])),
+                        16 => {
+                            let mut b = [0u8; 16];
+                            b.copy_from_slice(ip);
+                            format!("IP:{}", std::net::Ipv6Addr::from(b))
+                        }
+                        _ => "IP:?".into(),
+                    }),
+                    other => sans.push(format!("{other:?}")),
+                }
+            }
+        }
+        let digest = aws_lc_rs::digest::digest(&aws_lc_rs::digest::SHA256, der.as_ref());
+        Ok(CertInfo {
+            subject: cert.subject().to_string(),
+            issuer: cert.issuer().to_string(),
+            sans,
+            serial: cert.raw_serial_as_string().replace(':', ""),
+            not_before: cert.validity().not_before.timestamp(),
+            not_after: cert.validity().not_after.timestamp(),
+            version: cert.version().0 + 1,
+            is_ca: cert.is_ca(),
+            sha256: hex(digest.as_ref()),
+        })
+    }
+
+    /// Checks a certificate that meshgate will present: X.509 v3, within its
+    /// validity period, not a CA.
+    pub fn check_usable_leaf(&self) -> Result<(), String> {
+        if self.version < 3 {
+            return Err(format!(
+                "certificate {:?} is X.509 v{} with no extensions (as `openssl x509 -req` makes \
+                 without -extfile, e.g. in older Istio docs); TLS peers reject it. Re-issue it as \
+                 v3 with a subjectAltName, e.g. `openssl x509 -req ... -extfile <(printf \
+                 \"subjectAltName=DNS:name\")`",
+                self.subject, self.version
+            ));
+        }
+        let now = now();
+        if now > self.not_after {
+            return Err(format!(
+                "certificate {:?} expired at {} (serial {})",
+                self.subject,
+                fmt_time(self.not_after),
+                self.serial
+            ));
+        }
+        if now < self.not_before {
+            return Err(format!(
+                "certificate {:?} is not valid until {} (serial {})",
+                self.subject,
+                fmt_time(self.not_before),
+                self.serial
+            ));
+        }
+        Ok(())
+    }
+
+    /// One line for logs: subject, issuer, SANs, validity.
+    pub fn summary(&self) -> String {
+        format!(
+            "subject={:?} issuer={:?} sans=[{}] notAfter={}",
+            self.subject,
+            self.issuer,
+            self.sans.join(", "),
+            fmt_time(self.not_after)
+        )
+    }
+}
+
+/// Current Unix time in seconds.
+pub fn now() -> i64 {
+    std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map(|d| d.as_secs() as i64)
+        .unwrap_or(0)
+}
+
+/// RFC 3339 UTC rendering of a Unix time.
+pub fn fmt_time(unix: i64) -> String {
+    x509_parser::time::ASN1Time::from_timestamp(unix)
+        .map(|t| t.to_string())
+        .unwrap_or_else(|_| unix.to_string())
+}
+
+fn hex(bytes: &[u8]) -> String {
+    bytes.iter().map(|b| format!("{b:02x}")).collect()
+}

@@ -1,0 +1,123 @@
+//! `credentialName` lookup with Istio's rules: `kind: Secret` documents in
+//! the config first, then a directory laid out as Kubernetes mounts Secrets
+//! (`<dir>/<name>/<key>`, `..data` symlinks followed). Keys: `cert`/`key`
+//! before `tls.crt`/`tls.key`; CA from `<name>-cacert` before `<name>`,
+//! `cacert` before `ca.crt`. Empty values count as missing.
+
+use std::collections::BTreeMap;
+use std::path::PathBuf;
+
+use crate::bootstrap::Bootstrap;
+use crate::config::Config;
+use crate::plan::CredentialRef;
+
+/// Where Secrets are looked up.
+pub struct SecretSource {
+    docs: Vec<(String, String, BTreeMap<String, Vec<u8>>)>,
+    dir: Option<PathBuf>,
+    namespace: String,
+}
+
+impl SecretSource {
+    /// Secrets from the config documents and the bootstrap's directory.
+    pub fn new(config: &Config, bootstrap: &Bootstrap) -> SecretSource {
+        SecretSource {
+            docs: config
+                .secrets
+                .iter()
+                .map(|s| (s.source.namespace.clone(), s.source.name.clone(), s.data.clone()))
+                .collect(),
+            dir: bootstrap.secrets_dir.clone(),
+            namespace: bootstrap.namespace.clone(),
+        }
+    }
+
+    /// The Secret's key/value map and a description of where it was found.
+    fn find(&self, name: &str, namespace: Option<&str>) -> Option<(BTreeMap<String, Vec<u8>>, String)> {
+        let ns = namespace.unwrap_or(&self.namespace);
+        if let Some((_, _, data)) = self.docs.iter().find(|(n_ns, n, _)| n == name && n_ns == ns) {
+            return Some((data.clone(), format!("Secret {ns}/{name}")));
+        }
+        let dir = self.dir.as_ref()?.join(name);
+        let entries = std::fs::read_dir(&dir).ok()?;
+        let mut data = BTreeMap::new();
+        for e in entries.flatten() {
+            let key = e.file_name().to_string_lossy().to_string();
+            if key.starts_with('.') {
+                continue; // `..data`, `..2024_...` — the kubelet's own entries
+            }
+            // Follows the `key -> ..data/key` symlink to the current version.
+            if let Ok(v) = std::fs::read(e.path()) {
+                data.insert(key, v);
+            }
+        }
+        Some((data, format!("secret directory {}", dir.display())))
+    }
+
+    /// Client/server identity: (`cert`, `key`) or (`tls.crt`, `tls.key`).
+    pub fn identity(&self, r: &CredentialRef) -> Result<(Vec<u8>, Vec<u8>, String), String> {
+        let (data, src) = self
+            .find(&r.name, r.namespace.as_deref())
+            .ok_or_else(|| self.not_found(r))?;
+        for (c, k) in [("cert", "key"), ("tls.crt", "tls.key")] {
+            if let (Some(cv), Some(kv)) = (non_empty(&data, c), non_empty(&data, k)) {
+                return Ok((cv.to_vec(), kv.to_vec(), format!("{r} ({src}, keys {c}/{k})")));
+            }
+        }
+        Err(format!(
+            "{r}: found {src}, but it does not have the expected keys (cert and key) or (tls.crt and tls.key); found: {}",
+            keys(&data)
+        ))
+    }
+
+    /// CA bundle: from `<name>-cacert`, else `<name>`; key `cacert` or `ca.crt`.
+    pub fn ca(&self, r: &CredentialRef) -> Result<(Vec<u8>, String), String> {
+        let mut looked = Vec::new();
+        for name in [format!("{}-cacert", r.name), r.name.clone()] {
+            if let Some((data, src)) = self.find(&name, r.namespace.as_deref()) {
+                for k in ["cacert", "ca.crt"] {
+                    if let Some(v) = non_empty(&data, k) {
+                        return Ok((v.to_vec(), format!("{r} ({src}, key {k})")));
+                    }
+                }
+                looked.push(format!("{src} has keys: {}", keys(&data)));
+            }
+        }
+        if looked.is_empty() {
+            return Err(self.not_found(r));
+        }
+        Err(format!(
+            "{r}: no CA certificate (key cacert or ca.crt) in {}-cacert or {}; {}",
+            r.name,
+            r.name,
+            looked.join("; ")
+        ))
+    }
+
+    fn not_found(&self, r: &CredentialRef) -> String {
+        let ns = r.namespace.as_deref().unwrap_or(&self.namespace);
+        match &self.dir {
+            Some(d) => format!(
+                "{r}: Secret {ns}/{} not found in the config or in {}",
+                r.name,
+                d.display()
+            ),
+            None => format!(
+                "{r}: Secret {ns}/{} not found in the config (no --secrets-dir given)",
+                r.name
+            ),
+        }
+    }
+}
+
+fn non_empty<'a>(data: &'a BTreeMap<String, Vec<u8>>, key: &str) -> Option<&'a [u8]> {
+    data.get(key).map(Vec::as_slice).filter(|v| !v.is_empty())
+}
+
+fn keys(data: &BTreeMap<String, Vec<u8>>) -> String {
+    if data.is_empty() {
+        "(none)".into()
+    } else {
+        data.keys().cloned().collect::<Vec<_>>().join(", ")
+    }
+}

@@ -1,0 +1,160 @@
+//! Prometheus metrics: one explicit registry, typed label sets, bounded
+//! label values only (never peer addresses or wire-supplied names).
+//!
+//! Names follow Istio where Istio has one (`istio_requests_total`), and are
+//! `meshgate_*` otherwise.
+
+use prometheus_client::encoding::EncodeLabelSet;
+use prometheus_client::metrics::counter::Counter;
+use prometheus_client::metrics::family::Family;
+use prometheus_client::metrics::gauge::Gauge;
+use prometheus_client::metrics::histogram::{Histogram, exponential_buckets};
+use prometheus_client::registry::Registry;
+
+/// `meshgate_tls_handshake_failures_total` labels.
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+pub struct FailureLabels {
+    /// `outbound` or `inbound`.
+    pub direction: &'static str,
+    /// Stable reason, see `tls::FailureReason`.
+    pub reason: &'static str,
+}
+
+/// `meshgate_tls_handshakes_total` labels.
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+pub struct HandshakeLabels {
+    /// `outbound` or `inbound`.
+    pub direction: &'static str,
+    /// `TLSv1_3` / `TLSv1_2`.
+    pub version: String,
+    /// Key-exchange group, e.g. `X25519MLKEM768`.
+    pub group: String,
+    /// Whether the session was resumed.
+    pub resumed: bool,
+}
+
+/// `istio_requests_total` labels (the subset meshgate knows).
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+pub struct RequestLabels {
+    /// `source` for outbound (the sidecar of the calling workload).
+    pub reporter: &'static str,
+    /// Registry host (pattern) of the destination, or Istio's
+    /// `PassthroughCluster` / `BlackHoleCluster`.
+    pub destination_service: String,
+    /// HTTP status sent to the app.
+    pub response_code: u16,
+    /// meshgate's error reason, empty on success.
+    pub response_flags: &'static str,
+}
+
+/// `meshgate_config_reloads_total` labels.
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+pub struct ReloadLabels {
+    /// `success` or `failure`.
+    pub result: &'static str,
+}
+
+/// All metrics of one proxy.
+pub struct Metrics {
+    registry: Registry,
+    /// Failed upstream/downstream handshakes by reason.
+    pub tls_failures: Family<FailureLabels, Counter>,
+    /// Completed handshakes by version and group.
+    pub tls_handshakes: Family<HandshakeLabels, Counter>,
+    /// Requests relayed to the app, by outcome.
+    pub requests: Family<RequestLabels, Counter>,
+    /// Request duration in milliseconds (Istio's histogram).
+    pub request_duration: Family<RequestLabels, Histogram>,
+    /// Upstream connections opened.
+    pub upstream_connections: Counter,
+    /// Upstream connections currently open.
+    pub upstream_connections_active: Gauge,
+    /// CONNECT tunnels opened.
+    pub tunnels: Counter,
+    /// Configuration reloads by result.
+    pub config_reloads: Family<ReloadLabels, Counter>,
+}
+
+impl Default for Metrics {
+    fn default() -> Self {
+        Self::new()
+    }
+}
+
+impl Metrics {
+    /// Creates and registers every metric.
+    pub fn new() -> Metrics {
+        let mut registry = Registry::default();
+        let tls_failures = Family::default();
+        registry.register(
+            "meshgate_tls_handshake_failures",
+            "TLS handshakes (and upstream connects) that failed, by direction and reason",
+            tls_failures.clone(),
+        );
+        let tls_handshakes = Family::default();
+        registry.register(
+            "meshgate_tls_handshakes",
+            "Completed TLS handshakes by direction, version and key-exchange group",
+            tls_handshakes.clone(),
+        );
+        let requests = Family::default();
+        registry.register("istio_requests", "Requests handled by the proxy", requests.clone());
+        let request_duration = Family::<RequestLabels, Histogram>::new_with_constructor(|| {
+            Histogram::new(exponential_buckets(1.0, 2.0, 16))
+        });
+        registry.register(
+            "istio_request_duration_milliseconds",
+            "Time from request received to response headers sent",
+            request_duration.clone(),
+        );
+        let upstream_connections = Counter::default();
+        registry.register(
+            "meshgate_upstream_connections",
+            "Upstream connections opened (TLS or plain)",
+            upstream_connections.clone(),
+        );
+        let upstream_connections_active = Gauge::default();
+        registry.register(
+            "meshgate_upstream_connections_active",
+            "Upstream connections currently open",
+            upstream_connections_active.clone(),
+        );
+        let tunnels = Counter::default();
+        registry.register("meshgate_connect_tunnels", "CONNECT tunnels opened", tunnels.clone());
+        let config_reloads = Family::default();
+        registry.register(
+            "meshgate_config_reloads",
+            "Configuration reloads by result (a failed reload keeps the last good config)",
+            config_reloads.clone(),
+        );
+        Metrics {
+            registry,
+            tls_failures,
+            tls_handshakes,
+            requests,
+            request_duration,
+            upstream_connections,
+            upstream_connections_active,
+            tunnels,
+            config_reloads,
+        }
+    }
+
+    /// Prometheus text exposition of every metric.
+    pub fn encode(&self) -> String {
+        let mut out = String::new();
+        // Writing to a String cannot fail.
+        let _ = prometheus_client::encoding::text::encode(&mut out, &self.registry);
+        out
+    }
+
+    /// Counts one failure.
+    pub fn tls_failure(&self, direction: &'static str, reason: crate::tls::FailureReason) {
+        self.tls_failures
+            .get_or_create(&FailureLabels {
+                direction,
+                reason: reason.as_str(),
+            })
+            .inc();
+    }
+}

@@ -1,0 +1,129 @@
+//! Host names and patterns as Istio matches them: exact names and left-most
+//! wildcards (`*.example.com`), case-insensitive, trailing dot ignored.
+
+use serde::Serialize;
+
+/// A host from a ServiceEntry, DestinationRule or VirtualService.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+#[serde(into = "String")]
+pub enum HostPattern {
+    /// `api.example.com`.
+    Exact(String),
+    /// `*.example.com`, stored as the suffix `.example.com`; matches any
+    /// name with at least one more label.
+    Wildcard(String),
+    /// `*`: every host.
+    Any,
+}
+
+impl From<HostPattern> for String {
+    fn from(h: HostPattern) -> String {
+        h.to_string()
+    }
+}
+
+impl std::fmt::Display for HostPattern {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match self {
+            HostPattern::Exact(h) => f.write_str(h),
+            HostPattern::Wildcard(s) => write!(f, "*{s}"),
+            HostPattern::Any => f.write_str("*"),
+        }
+    }
+}
+
+/// Lower-cases a host and drops a trailing dot.
+pub fn normalize(host: &str) -> String {
+    host.trim_end_matches('.').to_ascii_lowercase()
+}
+
+impl HostPattern {
+    /// Parses a host as written in a resource; `Err` says why it is invalid.
+    pub fn parse(raw: &str) -> Result<HostPattern, String> {
+        let h = normalize(raw.trim());
+        if h.is_empty() {
+            return Err("empty host".into());
+        }
+        if h == "*" {
+            return Ok(HostPattern::Any);
+        }
+        if let Some(rest) = h.strip_prefix("*.") {
+            check_name(rest)?;
+            return Ok(HostPattern::Wildcard(format!(".{rest}")));
+        }
+        if h.contains('*') {
+            return Err(format!(
+                "{raw:?}: a wildcard is only allowed as the left-most label (\"*.example.com\")"
+            ));
+        }
+        check_name(&h)?;
+        Ok(HostPattern::Exact(h))
+    }
+
+    /// Whether `host` (already normalized) falls under this pattern.
+    pub fn matches(&self, host: &str) -> bool {
+        match self {
+            HostPattern::Exact(h) => h == host,
+            HostPattern::Wildcard(suffix) => host.len() > suffix.len() && host.ends_with(suffix),
+            HostPattern::Any => true,
+        }
+    }
+
+    /// Specificity for "most specific wins": exact names first, then longer
+    /// wildcard suffixes.
+    pub fn specificity(&self) -> (u8, usize) {
+        match self {
+            HostPattern::Exact(h) => (2, h.len()),
+            HostPattern::Wildcard(s) => (1, s.len()),
+            HostPattern::Any => (0, 0),
+        }
+    }
+
+    /// Whether this is a wildcard pattern.
+    pub fn is_wildcard(&self) -> bool {
+        !matches!(self, HostPattern::Exact(_))
+    }
+}
+
+fn check_name(name: &str) -> Result<(), String> {
+    let ok = name.split('.').all(|label| {
+        !label.is_empty()
+            && label.len() <= 63
+            && label
+                .bytes()
+                .all(|b| b.is_ascii_alphanumeric() || b == b'-' || b == b'_')
+    });
+    if ok && name.len() <= 253 {
+        Ok(())
+    } else {
+        Err(format!("{name:?} is not a valid DNS name"))
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn exact_and_wildcard() {
+        let e = HostPattern::parse("API.Example.com.").unwrap();
+        assert!(e.matches("api.example.com"));
+        assert!(!e.matches("x.api.example.com"));
+        let w = HostPattern::parse("*.example.com").unwrap();
+        assert!(w.matches("a.example.com"));
+        assert!(w.matches("a.b.example.com"));
+        assert!(!w.matches("example.com"));
+        assert!(!w.matches("aexample.com"));
+        assert!(e.specificity() > w.specificity());
+        assert!(
+            HostPattern::parse("*.b.example.com").unwrap().specificity() > w.specificity()
+        );
+    }
+
+    #[test]
+    fn invalid_hosts() {
+        assert!(HostPattern::parse("a.*.com").is_err());
+        assert!(HostPattern::parse("").is_err());
+        assert!(HostPattern::parse("bad host").is_err());
+    }
+}

@@ -1,0 +1,849 @@
+//! Outbound routing: which upstream a request from the local app goes to,
+//! and with which TLS and pool settings.
+//!
+//! Istio's rules, applied here once so the runtime only looks up:
+//! - ServiceEntry hosts: exact beats wildcard, longer wildcard beats shorter;
+//!   a request counts as registered only on a declared port.
+//! - VirtualService bound to `mesh`: first HTTP route whose `match.port`
+//!   fits; `route.destination.{host,port}` rewrites the destination (the
+//!   classic 80 → 443 rewrite for origination).
+//! - DestinationRule: most specific host; a matching `portLevelSettings`
+//!   entry replaces the top-level policy entirely (no inheritance, omitted
+//!   parts take defaults), subsets override per component.
+//! - Unknown hosts: `ALLOW_ANY` passes them through as plain HTTP,
+//!   `REGISTRY_ONLY` refuses them.
+
+use std::collections::{BTreeMap, BTreeSet};
+use std::sync::Arc;
+use std::time::Duration;
+
+use serde::Serialize;
+
+use super::host::{HostPattern, normalize};
+use super::tls::{ClientTlsPlan, TlsMode};
+use super::{Diagnostics, duration, tls};
+use crate::bootstrap::{Bootstrap, OutboundTrafficPolicy};
+use crate::config::destination_rule::{ConnectionPool, H2UpgradePolicy, TrafficPolicy};
+use crate::config::service_entry::{Location, Resolution};
+use crate::config::{Config, Resource, Source};
+
+/// Istio's default upstream connect timeout.
+pub const DEFAULT_CONNECT_TIMEOUT: Duration = Duration::from_secs(10);
+/// Istio's default idle timeout for upstream connections.
+pub const DEFAULT_IDLE_TIMEOUT: Duration = Duration::from_secs(3600);
+
+/// Compiled outbound configuration.
+#[derive(Debug, Clone, Serialize)]
+#[serde(rename_all = "camelCase")]
+pub struct OutboundPlan {
+    /// What happens to hosts without a ServiceEntry.
+    pub policy: OutboundTrafficPolicy,
+    /// ServiceEntries.
+    pub services: Vec<Arc<ServicePlan>>,
+    /// DestinationRules.
+    pub rules: Vec<Arc<RulePlan>>,
+    /// VirtualServices bound to `mesh`.
+    pub routes: Vec<MeshRoutes>,
+}
+
+/// A compiled ServiceEntry.
+#[derive(Debug, Clone, Serialize)]
+#[serde(rename_all = "camelCase")]
+pub struct ServicePlan {
+    /// `kind/namespace/name` and where it was read.
+    pub resource: String,
+    /// Hosts it declares.
+    pub hosts: Vec<HostPattern>,
+    /// Ports it declares.
+    pub ports: Vec<PortPlan>,
+    /// How endpoints are found.
+    pub resolution: Resolution,
+    /// Inside or outside the mesh.
+    pub location: Location,
+    /// Explicit endpoints.
+    pub endpoints: Vec<EndpointPlan>,
+    /// Names accepted on the server certificate (unless the rule overrides).
+    pub subject_alt_names: Vec<String>,
+    /// Declared addresses (VIPs/CIDRs); informational for explicit proxying.
+    pub addresses: Vec<String>,
+}
+
+/// A declared service port.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+#[serde(rename_all = "camelCase")]
+pub struct PortPlan {
+    /// Port the app connects to.
+    pub number: u16,
+    /// Port name (endpoint `ports` maps use it).
+    pub name: String,
+    /// Declared protocol, upper case.
+    pub protocol: String,
+    /// Port on the endpoint.
+    pub target_port: u16,
+}
+
+/// A ServiceEntry endpoint.
+#[derive(Debug, Clone, Serialize)]
+#[serde(rename_all = "camelCase")]
+pub struct EndpointPlan {
+    /// IP address or DNS name.
+    pub address: String,
+    /// Port-name → endpoint port overrides.
+    pub ports: BTreeMap<String, u16>,
+    /// Relative weight.
+    pub weight: u32,
+}
+
+/// A compiled DestinationRule.
+#[derive(Debug, Clone, Serialize)]
+#[serde(rename_all = "camelCase")]
+pub struct RulePlan {
+    /// `kind/namespace/name` and where it was read.
+    pub resource: String,
+    /// Host it applies to.
+    pub host: HostPattern,
+    /// Policy for ports without a port-level entry.
+    pub default: Arc<UpstreamPolicy>,
+    /// Port-level replacements.
+    pub ports: BTreeMap<u16, Arc<UpstreamPolicy>>,
+    /// Subset policies.
+    pub subsets: BTreeMap<String, SubsetPlan>,
+}
+
+/// Policies of one subset.
+#[derive(Debug, Clone, Serialize)]
+pub struct SubsetPlan {
+    /// Policy for ports without a port-level entry.
+    pub default: Arc<UpstreamPolicy>,
+    /// Port-level replacements.
+    pub ports: BTreeMap<u16, Arc<UpstreamPolicy>>,
+}
+
+/// Everything about how to talk to one upstream (host, port).
+#[derive(Debug, Clone, PartialEq, Eq, Hash, Serialize)]
+#[serde(rename_all = "camelCase")]
+pub struct UpstreamPolicy {
+    /// TLS origination settings.
+    pub tls: ClientTlsPlan,
+    /// TCP connect timeout.
+    #[serde(with = "secs")]
+    pub connect_timeout: Duration,
+    /// Idle time before a pooled connection is closed (zero: never).
+    #[serde(with = "secs")]
+    pub idle_timeout: Duration,
+    /// Requests per connection (0: unlimited; 1: no keep-alive).
+    pub max_requests_per_connection: u32,
+    /// Speak HTTP/2 to the upstream (`h2UpgradePolicy: UPGRADE`).
+    pub h2: bool,
+}
+
+impl Default for UpstreamPolicy {
+    fn default() -> Self {
+        UpstreamPolicy {
+            tls: ClientTlsPlan::disabled(),
+            connect_timeout: DEFAULT_CONNECT_TIMEOUT,
+            idle_timeout: DEFAULT_IDLE_TIMEOUT,
+            max_requests_per_connection: 0,
+            h2: false,
+        }
+    }
+}
+
+mod secs {
+    pub fn serialize<S: serde::Serializer>(d: &std::time::Duration, s: S) -> Result<S::Ok, S::Error> {
+        s.serialize_str(&format!("{}s", d.as_secs_f64()))
+    }
+}
+
+/// HTTP routes of one VirtualService bound to `mesh`.
+#[derive(Debug, Clone, Serialize)]
+#[serde(rename_all = "camelCase")]
+pub struct MeshRoutes {
+    /// `kind/namespace/name` and where it was read.
+    pub resource: String,
+    /// Hosts the routes apply to.
+    pub hosts: Vec<HostPattern>,
+    /// Routes in order; the first match wins.
+    pub http: Vec<HttpRoutePlan>,
+}
+
+/// One HTTP route.
+#[derive(Debug, Clone, Serialize)]
+#[serde(rename_all = "camelCase")]
+pub struct HttpRoutePlan {
+    /// Ports the route matches; empty matches every port.
+    pub ports: Vec<u16>,
+    /// Weighted destinations.
+    pub destinations: Vec<RouteDestination>,
+    /// Request timeout (`timeout`).
+    #[serde(skip_serializing_if = "Option::is_none", with = "opt_secs")]
+    pub timeout: Option<Duration>,
+}
+
+mod opt_secs {
+    pub fn serialize<S: serde::Serializer>(
+        d: &Option<std::time::Duration>,
+        s: S,
+    ) -> Result<S::Ok, S::Error> {
+        match d {
+            Some(d) => super::secs::serialize(d, s),
+            None => s.serialize_none(),
+        }
+    }
+}
+
+/// A route destination.
+#[derive(Debug, Clone, Serialize)]
+#[serde(rename_all = "camelCase")]
+pub struct RouteDestination {
+    /// Destination host.
+    pub host: String,
+    /// Destination port; the request's port when absent.
+    pub port: Option<u16>,
+    /// DestinationRule subset.
+    pub subset: Option<String>,
+    /// Weight (all equal when none given).
+    pub weight: u32,
+}
+
+/// The outcome of routing one request.
+#[derive(Debug, Clone)]
+pub enum Decision {
+    /// A registered service: originate per its policy.
+    Registered(Box<Target>),
+    /// Not registered and the policy is ALLOW_ANY: forward as is.
+    Passthrough {
+        /// Host to connect to.
+        host: String,
+        /// Port to connect to.
+        port: u16,
+    },
+    /// Not registered and the policy is REGISTRY_ONLY.
+    Refused {
+        /// Why, for the response body and the log.
+        reason: String,
+    },
+}
+
+/// A routed request's upstream.
+#[derive(Debug, Clone)]
+pub struct Target {
+    /// The host the app asked for (drives automatic SNI and SAN checks).
+    pub request_host: String,
+    /// Destination host after VirtualService routing.
+    pub host: String,
+    /// The service that declares it.
+    pub service: Arc<ServicePlan>,
+    /// The declared port the request goes to (after routing).
+    pub port: PortPlan,
+    /// Pool, timeout and TLS settings.
+    pub policy: Arc<UpstreamPolicy>,
+    /// The DestinationRule that supplied `policy`, if any.
+    pub rule: Option<String>,
+    /// The VirtualService that routed the request, if any.
+    pub route: Option<String>,
+    /// Request timeout from the route.
+    pub timeout: Option<Duration>,
+}
+
+impl Target {
+    /// The SNI to send: `sni` when set, else the request's host.
+    pub fn sni(&self) -> &str {
+        self.policy.tls.sni.as_deref().unwrap_or(&self.request_host)
+    }
+
+    /// Names the server certificate must carry (any one of them):
+    /// DestinationRule `subjectAltNames`, else ServiceEntry
+    /// `subjectAltNames`, else the request's host.
+    pub fn verify_names(&self) -> Vec<String> {
+        if !self.policy.tls.subject_alt_names.is_empty() {
+            self.policy.tls.subject_alt_names.clone()
+        } else if !self.service.subject_alt_names.is_empty() {
+            self.service.subject_alt_names.clone()
+        } else {
+            vec![self.request_host.clone()]
+        }
+    }
+
+    /// Endpoint addresses with ports, per the service's resolution.
+    pub fn endpoints(&self) -> Vec<(String, u16)> {
+        match self.service.resolution {
+            Resolution::Static | Resolution::Dns | Resolution::DnsRoundRobin
+                if !self.service.endpoints.is_empty() =>
+            {
+                let eps = self.service.endpoints.iter().map(|e| {
+                    let port = e
+                        .ports
+                        .get(&self.port.name)
+                        .copied()
+                        .unwrap_or(self.port.target_port);
+                    (e.address.clone(), port)
+                });
+                if self.service.resolution == Resolution::DnsRoundRobin {
+                    eps.take(1).collect()
+                } else {
+                    eps.collect()
+                }
+            }
+            // NONE (the address the app resolved), DNS without endpoints and
+            // DYNAMIC_DNS all resolve the host itself.
+            _ => vec![(self.host.clone(), self.port.target_port)],
+        }
+    }
+}
+
+impl OutboundPlan {
+    /// Routes a request for `host:port`. `pick` chooses among weighted
+    /// destinations (any counter will do).
+    pub fn route(&self, host: &str, port: u16, pick: u64) -> Decision {
+        let request_host = normalize(host);
+        let mut dest_host = request_host.clone();
+        let mut dest_port = port;
+        let mut subset = None;
+        let mut route_name = None;
+        let mut timeout = None;
+        if let Some(vs) = best_match(&self.routes, &request_host, |r| &r.hosts) {
+            if let Some(r) = vs
+                .http
+                .iter()
+                .find(|r| r.ports.is_empty() || r.ports.contains(&port))
+            {
+                if let Some(d) = pick_weighted(&r.destinations, pick) {
+                    dest_host = normalize(&d.host);
+                    dest_port = d.port.unwrap_or(port);
+                    subset = d.subset.clone();
+                    route_name = Some(vs.resource.clone());
+                    timeout = r.timeout;
+                }
+            }
+        }
+        let found = self
+            .services
+            .iter()
+            .filter(|s| s.ports.iter().any(|p| p.number == dest_port))
+            .filter_map(|s| {
+                s.hosts
+                    .iter()
+                    .filter(|h| h.matches(&dest_host))
+                    .map(|h| h.specificity())
+                    .max()
+                    .map(|spec| (spec, s))
+            })
+            // `max_by_key` keeps the last of equals; reverse so the first
+            // loaded wins ties.
+            .rev()
+            .max_by_key(|(spec, _)| *spec);
+        let Some((_, service)) = found else {
+            return match self.policy {
+                OutboundTrafficPolicy::AllowAny => Decision::Passthrough {
+                    host: dest_host,
+                    port: dest_port,
+                },
+                OutboundTrafficPolicy::RegistryOnly => Decision::Refused {
+                    reason: format!(
+                        "{dest_host}:{dest_port} is not in the service registry (no ServiceEntry \
+                         declares this host and port) and outboundTrafficPolicy is REGISTRY_ONLY"
+                    ),
+                },
+            };
+        };
+        let service_port = service
+            .ports
+            .iter()
+            .find(|p| p.number == dest_port)
+            .cloned()
+            .expect("filtered on a declared port above");
+        let (policy, rule) = match best_match(&self.rules, &dest_host, |r| std::slice::from_ref(&r.host)) {
+            Some(rule) => (rule.policy_for(subset.as_deref(), dest_port), Some(rule.resource.clone())),
+            None => (Arc::new(UpstreamPolicy::default()), None),
+        };
+        Decision::Registered(Box::new(Target {
+            request_host,
+            host: dest_host,
+            service: service.clone(),
+            port: service_port,
+            policy,
+            rule,
+            route: route_name,
+            timeout,
+        }))
+    }
+}
+
+impl RulePlan {
+    fn policy_for(&self, subset: Option<&str>, port: u16) -> Arc<UpstreamPolicy> {
+        if let Some(s) = subset.and_then(|s| self.subsets.get(s)) {
+            return s.ports.get(&port).unwrap_or(&s.default).clone();
+        }
+        self.ports.get(&port).unwrap_or(&self.default).clone()
+    }
+}
+
+/// The item whose hosts match `host` most specifically; first wins ties.
+fn best_match<'a, T>(
+    items: &'a [T],
+    host: &str,
+    hosts: impl Fn(&'a T) -> &'a [HostPattern],
+) -> Option<&'a T> {
+    let mut best: Option<((u8, usize), &T)> = None;
+    for item in items {
+        let spec = hosts(item)
+            .iter()
+            .filter(|h| h.matches(host))
+            .map(|h| h.specificity())
+            .max();
+        if let Some(spec) = spec {
+            if best.is_none_or(|(b, _)| spec > b) {
+                best = Some((spec, item));
+            }
+        }
+    }
+    best.map(|(_, item)| item)
+}
+
+fn pick_weighted(dests: &[RouteDestination], pick: u64) -> Option<&RouteDestination> {
+    let total: u64 = dests.iter().map(|d| u64::from(d.weight)).sum();
+    if total == 0 {
+        return dests.first();
+    }
+    let mut n = pick % total;
+    for d in dests {
+        let w = u64::from(d.weight);
+        if n < w {
+            return Some(d);
+        }
+        n -= w;
+    }
+    dests.last()
+}
+
+// === compile ===
+
+pub(crate) fn compile(config: &Config, bootstrap: &Bootstrap, diag: &mut Diagnostics) -> OutboundPlan {
+    OutboundPlan {
+        policy: bootstrap.outbound_traffic_policy,
+        services: config
+            .service_entries
+            .iter()
+            .filter_map(|se| compile_service(se, diag))
+            .map(Arc::new)
+            .collect(),
+        rules: compile_rules(config, diag),
+        routes: config
+            .virtual_services
+            .iter()
+            .filter_map(|vs| compile_routes(vs, diag))
+            .collect(),
+    }
+}
+
+fn port_number(v: Option<u32>, source: &Source, field: &str, diag: &mut Diagnostics) -> Option<u16> {
+    match v {
+        Some(n) if (1..=65535).contains(&n) => Some(n as u16),
+        Some(n) => {
+            diag.error(source, field, format!("{n} is not a valid port (1-65535)"));
+            None
+        }
+        None => {
+            diag.error(source, field, "required");
+            None
+        }
+    }
+}
+
+const PROTOCOLS: [&str; 9] = ["HTTP", "HTTPS", "GRPC", "GRPC-WEB", "HTTP2", "MONGO", "TCP", "TLS", "UDP"];
+
+fn compile_service(
+    se: &Resource<crate::config::service_entry::ServiceEntrySpec>,
+    diag: &mut Diagnostics,
+) -> Option<ServicePlan> {
+    let src = &se.source;
+    let spec = &se.spec;
+    let before = diag.errors.len();
+    if spec.hosts.is_empty() {
+        diag.error(src, "spec.hosts", "at least one host is required");
+    }
+    let mut hosts = Vec::new();
+    for (i, h) in spec.hosts.iter().enumerate() {
+        match HostPattern::parse(h) {
+            Ok(HostPattern::Any) => diag.error(
+                src,
+                format!("spec.hosts[{i}]"),
+                "\"*\" is not allowed in a ServiceEntry; use a domain wildcard such as \"*.example.com\"",
+            ),
+            Ok(p) => hosts.push(p),
+            Err(e) => diag.error(src, format!("spec.hosts[{i}]"), e),
+        }
+    }
+    let mut ports = Vec::new();
+    let mut seen = BTreeSet::new();
+    for (i, p) in spec.ports.iter().enumerate() {
+        let field = format!("spec.ports[{i}]");
+        let Some(number) = port_number(p.number, src, &format!("{field}.number"), diag) else {
+            continue;
+        };
+        if !seen.insert(number) {
+            diag.error(src, format!("{field}.number"), format!("port {number} is declared twice"));
+        }
+        let protocol = p.protocol.clone().unwrap_or_default().to_ascii_uppercase();
+        if !PROTOCOLS.contains(&protocol.as_str()) {
+            diag.error(
+                src,
+                format!("{field}.protocol"),
+                format!("{:?}: expected one of {}", p.protocol.clone().unwrap_or_default(), PROTOCOLS.join(", ")),
+            );
+        }
+        let name = p.name.clone().unwrap_or_default();
+        if name.is_empty() {
+            diag.error(src, format!("{field}.name"), "required");
+        }
+        let target_port = match p.target_port {
+            None | Some(0) => number,
+            Some(t) => port_number(Some(t), src, &format!("{field}.targetPort"), diag).unwrap_or(number),
+        };
+        ports.push(PortPlan {
+            number,
+            name,
+            protocol,
+            target_port,
+        });
+    }
+    if spec.ports.is_empty() {
+        diag.error(src, "spec.ports", "at least one port is required");
+    }
+    let resolution = spec.resolution.unwrap_or(Resolution::None);
+    let wildcard = hosts.iter().any(HostPattern::is_wildcard);
+    match resolution {
+        Resolution::None if !spec.endpoints.is_empty() => diag.error(
+            src,
+            "spec.endpoints",
+            "endpoints cannot be set with resolution NONE; use STATIC or DNS",
+        ),
+        Resolution::Static if spec.endpoints.is_empty() => diag.error(
+            src,
+            "spec.endpoints",
+            "resolution STATIC needs endpoints (workloadSelector is not supported)",
+        ),
+        Resolution::Dns | Resolution::DnsRoundRobin if wildcard && spec.endpoints.is_empty() => diag.error(
+            src,
+            "spec.resolution",
+            "wildcard hosts cannot be resolved with DNS; use DYNAMIC_DNS or NONE, or list endpoints",
+        ),
+        Resolution::DnsRoundRobin if spec.endpoints.len() > 1 => diag.error(
+            src,
+            "spec.endpoints",
+            "resolution DNS_ROUND_ROBIN allows at most one endpoint",
+        ),
+        Resolution::DynamicDns if !wildcard => diag.error(
+            src,
+            "spec.resolution",
+            "DYNAMIC_DNS is for wildcard hosts only; use DNS for exact hosts",
+        ),
+        _ => {}
+    }
+    if spec.workload_selector.is_some() {
+        diag.error(src, "spec.workloadSelector", "not supported (no Kubernetes pod registry); list endpoints instead");
+    }
+    let mut endpoints = Vec::new();
+    for (i, ep) in spec.endpoints.iter().enumerate() {
+        let field = format!("spec.endpoints[{i}]");
+        let address = ep.address.clone().unwrap_or_default();
+        if address.is_empty() {
+            diag.error(src, format!("{field}.address"), "required");
+            continue;
+        }
+        if address.starts_with("unix://") {
+            diag.error(src, format!("{field}.address"), "unix domain socket endpoints are not supported yet");
+            continue;
+        }
+        if resolution == Resolution::Static && address.parse::<std::net::IpAddr>().is_err() {
+            diag.error(
+                src,
+                format!("{field}.address"),
+                format!("{address:?}: resolution STATIC needs IP addresses; use DNS for names"),
+            );
+        }
+        let mut ep_ports = BTreeMap::new();
+        for (name, p) in &ep.ports {
+            if !ports.iter().any(|sp| &sp.name == name) {
+                diag.error(
+                    src,
+                    format!("{field}.ports.{name}"),
+                    "no port with this name in spec.ports",
+                );
+            }
+            if let Some(n) = port_number(Some(*p), src, &format!("{field}.ports.{name}"), diag) {
+                ep_ports.insert(name.clone(), n);
+            }
+        }
+        endpoints.push(EndpointPlan {
+            address,
+            ports: ep_ports,
+            weight: ep.weight.unwrap_or(1).max(1),
+        });
+    }
+    (diag.errors.len() == before).then(|| ServicePlan {
+        resource: src.to_string(),
+        hosts,
+        ports,
+        resolution,
+        location: spec.location.unwrap_or(Location::MeshExternal),
+        endpoints,
+        subject_alt_names: spec.subject_alt_names.clone(),
+        addresses: spec.addresses.clone(),
+    })
+}
+
+fn compile_rules(config: &Config, diag: &mut Diagnostics) -> Vec<Arc<RulePlan>> {
+    let mut rules: Vec<Arc<RulePlan>> = Vec::new();
+    for dr in &config.destination_rules {
+        let src = &dr.source;
+        let before = diag.errors.len();
+        let host = match dr.spec.host.as_deref().map(HostPattern::parse) {
+            Some(Ok(h)) => Some(h),
+            Some(Err(e)) => {
+                diag.error(src, "spec.host", e);
+                None
+            }
+            None => {
+                diag.error(src, "spec.host", "required");
+                None
+            }
+        };
+        let empty = TrafficPolicy::default();
+        let top = dr.spec.traffic_policy.as_ref().unwrap_or(&empty);
+        let (default, ports) = compile_policy_set(top, None, src, "spec.trafficPolicy", diag);
+        let mut subsets = BTreeMap::new();
+        for (i, s) in dr.spec.subsets.iter().enumerate() {
+            let field = format!("spec.subsets[{i}]");
+            let Some(name) = s.name.clone().filter(|n| !n.is_empty()) else {
+                diag.error(src, format!("{field}.name"), "required");
+                continue;
+            };
+            let (d, p) = match &s.traffic_policy {
+                Some(sp) => compile_policy_set(sp, Some(top), src, &format!("{field}.trafficPolicy"), diag),
+                None => (default.clone(), ports.clone()),
+            };
+            subsets.insert(name, SubsetPlan { default: d, ports: p });
+        }
+        let Some(host) = host else { continue };
+        if diag.errors.len() != before {
+            continue;
+        }
+        if let Some(prev) = rules.iter().find(|r| r.host == host) {
+            diag.warn(
+                src,
+                "spec.host",
+                format!("{host} already has a DestinationRule ({}); this one is ignored", prev.resource),
+            );
+            continue;
+        }
+        rules.push(Arc::new(RulePlan {
+            resource: src.to_string(),
+            host,
+            default,
+            ports,
+            subsets,
+        }));
+    }
+    rules
+}
+
+type PolicySet = (Arc<UpstreamPolicy>, BTreeMap<u16, Arc<UpstreamPolicy>>);
+
+/// Compiles a TrafficPolicy into its default and per-port policies. For a
+/// subset, `parent` supplies the components the subset leaves unset.
+fn compile_policy_set(
+    tp: &TrafficPolicy,
+    parent: Option<&TrafficPolicy>,
+    src: &Source,
+    field: &str,
+    diag: &mut Diagnostics,
+) -> PolicySet {
+    for (name, set) in [
+        ("loadBalancer", tp.load_balancer.is_some()),
+        ("outlierDetection", tp.outlier_detection.is_some()),
+        ("retryBudget", tp.retry_budget.is_some()),
+    ] {
+        if set {
+            diag.warn(src, &format!("{field}.{name}"), "not implemented yet; ignored (round robin, no ejection)");
+        }
+    }
+    for (name, set) in [("tunnel", tp.tunnel.is_some()), ("proxyProtocol", tp.proxy_protocol.is_some())] {
+        if set {
+            diag.error(src, format!("{field}.{name}"), "not supported yet");
+        }
+    }
+    let tls = tp.tls.as_ref().or(parent.and_then(|p| p.tls.as_ref()));
+    let pool = tp.connection_pool.as_ref().or(parent.and_then(|p| p.connection_pool.as_ref()));
+    let tls_field = if tp.tls.is_some() { format!("{field}.tls") } else { "spec.trafficPolicy.tls".into() };
+    let default = Arc::new(compile_policy(tls, &tls_field, pool, src, field, diag));
+    let mut ports = BTreeMap::new();
+    let port_level = if tp.port_level_settings.is_empty() {
+        parent.map(|p| p.port_level_settings.as_slice()).unwrap_or(&[])
+    } else {
+        &tp.port_level_settings
+    };
+    for (i, pl) in port_level.iter().enumerate() {
+        let pfield = format!("{field}.portLevelSettings[{i}]");
+        let Some(number) = port_number(pl.port.as_ref().and_then(|p| p.number), src, &format!("{pfield}.port.number"), diag) else {
+            continue;
+        };
+        if pl.load_balancer.is_some() || pl.outlier_detection.is_some() {
+            diag.warn(src, &pfield, "loadBalancer/outlierDetection not implemented yet; ignored");
+        }
+        let policy = compile_policy(pl.tls.as_ref(), &format!("{pfield}.tls"), pl.connection_pool.as_ref(), src, &pfield, diag);
+        if ports.insert(number, Arc::new(policy)).is_some() {
+            diag.error(src, format!("{pfield}.port.number"), format!("port {number} appears twice"));
+        }
+    }
+    (default, ports)
+}
+
+fn compile_policy(
+    tls: Option<&crate::config::destination_rule::ClientTls>,
+    tls_field: &str,
+    pool: Option<&ConnectionPool>,
+    src: &Source,
+    field: &str,
+    diag: &mut Diagnostics,
+) -> UpstreamPolicy {
+    let mut policy = UpstreamPolicy::default();
+    if let Some(t) = tls {
+        if let Some(plan) = tls::compile(t, src, tls_field, diag) {
+            policy.tls = plan;
+        }
+    }
+    let Some(pool) = pool else { return policy };
+    let mut dur = |v: &Option<String>, name: &str| -> Option<Duration> {
+        let raw = v.as_deref()?;
+        duration::parse(raw)
+            .map_err(|e| diag.error(src, format!("{field}.connectionPool.{name}"), e))
+            .ok()
+    };
+    if let Some(tcp) = &pool.tcp {
+        if let Some(d) = dur(&tcp.connect_timeout, "tcp.connectTimeout") {
+            policy.connect_timeout = d;
+        }
+        if let Some(d) = dur(&tcp.idle_timeout, "tcp.idleTimeout") {
+            policy.idle_timeout = d;
+        }
+        dur(&tcp.max_connection_duration, "tcp.maxConnectionDuration");
+    }
+    if let Some(http) = &pool.http {
+        if let Some(d) = dur(&http.idle_timeout, "http.idleTimeout") {
+            policy.idle_timeout = d;
+        }
+        policy.max_requests_per_connection = http.max_requests_per_connection.unwrap_or(0);
+        policy.h2 = http.h2_upgrade_policy == Some(H2UpgradePolicy::Upgrade);
+        if http.use_client_protocol == Some(true) {
+            diag.warn(src, &format!("{field}.connectionPool.http.useClientProtocol"), "not implemented yet; the upstream protocol follows h2UpgradePolicy");
+        }
+    }
+    if policy.h2 && policy.tls.mode == TlsMode::Disable {
+        diag.warn(src, &format!("{field}.connectionPool.http.h2UpgradePolicy"), "UPGRADE without TLS is not implemented (no h2c to upstreams yet); HTTP/1.1 is used");
+        policy.h2 = false;
+    }
+    policy
+}
+
+fn compile_routes(
+    vs: &Resource<crate::config::virtual_service::VirtualServiceSpec>,
+    diag: &mut Diagnostics,
+) -> Option<MeshRoutes> {
+    let src = &vs.source;
+    let spec = &vs.spec;
+    let mesh_bound = spec.gateways.is_empty() || spec.gateways.iter().any(|g| g == "mesh");
+    if !mesh_bound {
+        diag.warn(src, "spec.gateways", "bound to gateways only; gateway routing is not served yet");
+        return None;
+    }
+    let before = diag.errors.len();
+    let mut hosts = Vec::new();
+    for (i, h) in spec.hosts.iter().enumerate() {
+        match HostPattern::parse(h) {
+            Ok(p) => hosts.push(p),
+            Err(e) => diag.error(src, format!("spec.hosts[{i}]"), e),
+        }
+    }
+    if hosts.is_empty() {
+        diag.error(src, "spec.hosts", "at least one host is required");
+    }
+    if !spec.tls.is_empty() || !spec.tcp.is_empty() {
+        diag.warn(src, "spec.tls/spec.tcp", "TLS and TCP routes are not served yet; CONNECT traffic follows the ServiceEntry");
+    }
+    let mut http = Vec::new();
+    for (i, r) in spec.http.iter().enumerate() {
+        let field = format!("spec.http[{i}]");
+        let mut ports = Vec::new();
+        let mut mesh_match = r.matches.is_empty();
+        for (j, m) in r.matches.iter().enumerate() {
+            let mfield = format!("{field}.match[{j}]");
+            if !m.gateways.is_empty() && !m.gateways.iter().any(|g| g == "mesh") {
+                continue; // this condition is for a gateway
+            }
+            mesh_match = true;
+            if let Some(k) = m.other.keys().next() {
+                diag.error(src, format!("{mfield}.{k}"), "not supported for mesh routes yet (only port)");
+            }
+            match m.port {
+                Some(p) => ports.extend(port_number(Some(p), src, &format!("{mfield}.port"), diag)),
+                None => ports.clear(),
+            }
+            if m.port.is_none() {
+                // one unrestricted condition makes the route match every port
+                ports.clear();
+                break;
+            }
+        }
+        if !mesh_match {
+            continue;
+        }
+        let mut timeout = None;
+        for (k, v) in &r.other {
+            match k.as_str() {
+                "timeout" => match v.as_str().map(duration::parse) {
+                    Some(Ok(d)) => timeout = Some(d),
+                    Some(Err(e)) => diag.error(src, format!("{field}.timeout"), e),
+                    None => diag.error(src, format!("{field}.timeout"), "expected a duration such as \"5s\""),
+                },
+                "retries" => diag.warn(src, &format!("{field}.retries"), "not implemented yet; requests are not retried"),
+                other => diag.error(src, format!("{field}.{other}"), "not supported for mesh routes yet"),
+            }
+        }
+        let mut destinations = Vec::new();
+        for (j, d) in r.route.iter().enumerate() {
+            let dfield = format!("{field}.route[{j}].destination");
+            let Some(dest) = &d.destination else {
+                diag.error(src, dfield, "required");
+                continue;
+            };
+            let host = dest.host.clone().unwrap_or_default();
+            if let Err(e) = HostPattern::parse(&host) {
+                diag.error(src, format!("{dfield}.host"), e);
+            }
+            if d.headers.is_some() {
+                diag.error(src, format!("{field}.route[{j}].headers"), "not supported for mesh routes yet");
+            }
+            let port = match dest.port.as_ref().and_then(|p| p.number) {
+                Some(n) => port_number(Some(n), src, &format!("{dfield}.port.number"), diag),
+                None => None,
+            };
+            destinations.push(RouteDestination {
+                host,
+                port,
+                subset: dest.subset.clone(),
+                weight: d.weight.unwrap_or(0),
+            });
+        }
+        if destinations.is_empty() {
+            diag.error(src, format!("{field}.route"), "at least one destination is required (redirects and direct responses are not supported yet)");
+        }
+        http.push(HttpRoutePlan { ports, destinations, timeout });
+    }
+    (diag.errors.len() == before).then(|| MeshRoutes {
+        resource: src.to_string(),
+        hosts,
+        http,
+    })
+}

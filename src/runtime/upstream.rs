@@ -1,0 +1,387 @@
+//! Upstream connections: resolve, connect, TLS handshake, HTTP handshake,
+//! and a keep-alive pool per (endpoints, TLS settings).
+//!
+//! Never falls back to plain text or to an unverified connection: a failed
+//! step is an [`UpstreamError`] with a classified reason.
+
+use std::collections::HashMap;
+use std::net::SocketAddr;
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, Instant};
+
+use http::{Request, Response};
+use hyper::body::Incoming;
+use hyper::client::conn::{http1, http2};
+use hyper_util::rt::{TokioExecutor, TokioIo, TokioTimer};
+use rustls::ClientConfig;
+use rustls::pki_types::ServerName;
+use tokio::net::TcpStream;
+use tokio_rustls::TlsConnector;
+
+use super::http::Body;
+use crate::creds::Credentials;
+use crate::metrics::{HandshakeLabels, Metrics};
+use crate::plan::outbound::UpstreamPolicy;
+use crate::tls::{FailureReason, classify};
+
+/// A failed upstream step.
+#[derive(Debug, Clone)]
+pub struct UpstreamError {
+    /// Stable reason (header, metric label).
+    pub reason: FailureReason,
+    /// Human details for the log.
+    pub detail: String,
+}
+
+impl UpstreamError {
+    fn new(reason: FailureReason, detail: impl Into<String>) -> Self {
+        UpstreamError {
+            reason,
+            detail: detail.into(),
+        }
+    }
+}
+
+/// Identifies connections that may be shared: same endpoints, same TLS
+/// settings and expected names, same configuration generation.
+#[derive(Debug, Clone, PartialEq, Eq, Hash)]
+pub struct PoolKey {
+    /// Endpoints (host or IP, port).
+    pub endpoints: Vec<(String, u16)>,
+    /// SNI sent, if TLS.
+    pub sni: Option<String>,
+    /// Names the server certificate is verified against.
+    pub names: Vec<String>,
+    /// The policy (TLS, timeouts, protocol).
+    pub policy: UpstreamPolicy,
+    /// Configuration generation.
+    pub generation: u64,
+}
+
+/// How to reach one upstream.
+pub struct UpstreamSpec {
+    /// Pool identity (and endpoints).
+    pub key: PoolKey,
+    /// TLS client config and SNI; `None` for plain text.
+    pub tls: Option<(Arc<ClientConfig>, ServerName<'static>)>,
+}
+
+enum Sender {
+    H1(http1::SendRequest<Body>),
+    H2(http2::SendRequest<Body>),
+}
+
+struct IdleConn {
+    sender: http1::SendRequest<Body>,
+    uses: u32,
+    since: Instant,
+}
+
+/// Pools, TLS configs and connection bookkeeping for all upstreams.
+pub struct Upstreams {
+    metrics: Arc<Metrics>,
+    tls_cache: Mutex<HashMap<(UpstreamPolicy, Vec<String>, u64), Arc<ClientConfig>>>,
+    idle: Arc<Mutex<HashMap<PoolKey, Vec<IdleConn>>>>,
+    h2: Mutex<HashMap<PoolKey, http2::SendRequest<Body>>>,
+}
+
+impl Upstreams {
+    /// Empty pools.
+    pub fn new(metrics: Arc<Metrics>) -> Upstreams {
+        Upstreams {
+            metrics,
+            tls_cache: Mutex::new(HashMap::new()),
+            idle: Arc::new(Mutex::new(HashMap::new())),
+            h2: Mutex::new(HashMap::new()),
+        }
+    }
+
+    /// Drops cached TLS configs (after a reload).
+    pub fn clear_tls_cache(&self) {
+        lock(&self.tls_cache).clear();
+    }
+
+    /// The client config for `policy` verifying `names`; built once and
+    /// reused so TLS sessions resume.
+    pub fn tls_config(
+        &self,
+        policy: &UpstreamPolicy,
+        names: &[String],
+        creds: &Credentials,
+        generation: u64,
+    ) -> Result<Arc<ClientConfig>, String> {
+        let key = (policy.clone(), names.to_vec(), generation);
+        if let Some(c) = lock(&self.tls_cache).get(&key) {
+            return Ok(c.clone());
+        }
+        let config = crate::tls::client::build(&policy.tls, names, policy.h2, creds)?;
+        lock(&self.tls_cache).insert(key, config.clone());
+        Ok(config)
+    }
+
+    /// Sends `req` on a pooled or new connection. A request that a reused
+    /// connection could not send (closed by the peer while idle) is retried
+    /// once on a new connection.
+    pub async fn send(
+        &self,
+        spec: &UpstreamSpec,
+        mut req: Request<Body>,
+        pick: u64,
+    ) -> Result<Response<Incoming>, UpstreamError> {
+        for _attempt in 0..2 {
+            let (sender, uses, reused) = match self.checkout(&spec.key) {
+                Some((s, uses)) => (s, uses, true),
+                None => (self.connect(spec, pick).await?, 0, false),
+            };
+            match sender {
+                Sender::H2(mut s) => {
+                    return match s.try_send_request(req).await {
+                        Ok(resp) => Ok(resp),
+                        Err(mut e) => {
+                            lock(&self.h2).remove(&spec.key);
+                            match e.take_message() {
+                                Some(r) if reused => {
+                                    req = r;
+                                    continue;
+                                }
+                                _ => Err(response_error(e.error())),
+                            }
+                        }
+                    };
+                }
+                Sender::H1(mut s) => match s.try_send_request(req).await {
+                    Ok(resp) => {
+                        self.release(spec, s, uses + 1);
+                        return Ok(resp);
+                    }
+                    Err(mut e) => match e.take_message() {
+                        Some(r) if reused => {
+                            req = r;
+                            continue;
+                        }
+                        _ => return Err(response_error(e.error())),
+                    },
+                },
+            }
+        }
+        Err(UpstreamError::new(
+            FailureReason::ConnectionReset,
+            "pooled connection closed before the request could be sent, and so did a new one",
+        ))
+    }
+
+    fn checkout(&self, key: &PoolKey) -> Option<(Sender, u32)> {
+        if key.policy.h2 {
+            let mut h2 = lock(&self.h2);
+            if let Some(s) = h2.get(key) {
+                if !s.is_closed() {
+                    return Some((Sender::H2(s.clone()), 0));
+                }
+                h2.remove(key);
+            }
+        }
+        let mut idle = lock(&self.idle);
+        let list = idle.get_mut(key)?;
+        let max_idle = key.policy.idle_timeout;
+        while let Some(c) = list.pop() {
+            let expired = !max_idle.is_zero() && c.since.elapsed() > max_idle;
+            if !expired && c.sender.is_ready() && !c.sender.is_closed() {
+                return Some((Sender::H1(c.sender), c.uses));
+            }
+        }
+        None
+    }
+
+    /// Returns an HTTP/1.1 connection to the pool once its response is
+    /// complete, unless it reached `maxRequestsPerConnection`.
+    fn release(&self, spec: &UpstreamSpec, mut sender: http1::SendRequest<Body>, uses: u32) {
+        let max = spec.key.policy.max_requests_per_connection;
+        if max != 0 && uses >= max {
+            return; // dropping the sender closes the connection
+        }
+        let key = spec.key.clone();
+        let pool = self.idle.clone();
+        tokio::spawn(async move {
+            if sender.ready().await.is_ok() {
+                lock(&pool)
+                    .entry(key)
+                    .or_default()
+                    .push(IdleConn {
+                        sender,
+                        uses,
+                        since: Instant::now(),
+                    });
+            }
+        });
+    }
+
+    /// Resolves and connects TCP to the first reachable endpoint, starting
+    /// at `pick` (round robin).
+    pub async fn connect_tcp(
+        &self,
+        endpoints: &[(String, u16)],
+        timeout: Duration,
+        pick: u64,
+    ) -> Result<TcpStream, UpstreamError> {
+        let mut last = UpstreamError::new(FailureReason::DnsFailure, "no endpoints");
+        let n = endpoints.len().max(1);
+        for i in 0..endpoints.len() {
+            let (host, port) = &endpoints[(pick as usize + i) % n];
+            let addrs = match resolve(host, *port, timeout).await {
+                Ok(a) => a,
+                Err(e) => {
+                    last = e;
+                    continue;
+                }
+            };
+            for addr in addrs {
+                match tokio::time::timeout(timeout, TcpStream::connect(addr)).await {
+                    Ok(Ok(s)) => {
+                        let _ = s.set_nodelay(true);
+                        return Ok(s);
+                    }
+                    Ok(Err(e)) => {
+                        let reason = if e.kind() == std::io::ErrorKind::ConnectionRefused {
+                            FailureReason::ConnectRefused
+                        } else {
+                            FailureReason::ConnectionReset
+                        };
+                        last = UpstreamError::new(reason, format!("connect to {addr} ({host}): {e}"));
+                    }
+                    Err(_) => {
+                        last = UpstreamError::new(
+                            FailureReason::ConnectTimeout,
+                            format!("connect to {addr} ({host}) took longer than {timeout:?}"),
+                        );
+                    }
+                }
+            }
+        }
+        Err(last)
+    }
+
+    async fn connect(&self, spec: &UpstreamSpec, pick: u64) -> Result<Sender, UpstreamError> {
+        let policy = &spec.key.policy;
+        let tcp = self
+            .connect_tcp(&spec.key.endpoints, policy.connect_timeout, pick)
+            .await?;
+        self.metrics.upstream_connections.inc();
+        match &spec.tls {
+            None => self.handshake_http(TokioIo::new(tcp), false).await,
+            Some((config, sni)) => {
+                let connector = TlsConnector::from(config.clone());
+                let tls = match tokio::time::timeout(policy.connect_timeout, connector.connect(sni.clone(), tcp)).await {
+                    Ok(Ok(s)) => s,
+                    Ok(Err(e)) => {
+                        let err = match classify(&e) {
+                            Some((reason, detail)) => UpstreamError::new(reason, detail),
+                            None => UpstreamError::new(FailureReason::HandshakeFailure, format!("TLS handshake: {e}")),
+                        };
+                        return Err(err);
+                    }
+                    Err(_) => {
+                        return Err(UpstreamError::new(
+                            FailureReason::ConnectTimeout,
+                            format!("TLS handshake took longer than {:?}", policy.connect_timeout),
+                        ));
+                    }
+                };
+                let (_, conn) = tls.get_ref();
+                self.metrics
+                    .tls_handshakes
+                    .get_or_create(&HandshakeLabels {
+                        direction: "outbound",
+                        version: conn.protocol_version().map(|v| format!("{v:?}")).unwrap_or_default(),
+                        group: conn
+                            .negotiated_key_exchange_group()
+                            .map(|g| format!("{:?}", g.name()))
+                            .unwrap_or_default(),
+                        resumed: conn.handshake_kind() == Some(rustls::HandshakeKind::Resumed),
+                    })
+                    .inc();
+                let h2 = conn.alpn_protocol() == Some(crate::tls::client::ALPN_H2);
+                self.handshake_http(TokioIo::new(tls), h2).await.map(|s| {
+                    if let Sender::H2(s2) = &s {
+                        lock(&self.h2).insert(spec.key.clone(), s2.clone());
+                    }
+                    s
+                })
+            }
+        }
+    }
+
+    async fn handshake_http<T>(&self, io: TokioIo<T>, h2: bool) -> Result<Sender, UpstreamError>
+    where
+        T: tokio::io::AsyncRead + tokio::io::AsyncWrite + Unpin + Send + 'static,
+    {
+        let metrics = self.metrics.clone();
+        metrics.upstream_connections_active.inc();
+        let done = move || {
+            metrics.upstream_connections_active.dec();
+        };
+        if h2 {
+            let (sender, conn) = http2::Builder::new(TokioExecutor::new())
+                .timer(TokioTimer::new())
+                .handshake(io)
+                .await
+                .map_err(|e| {
+                    response_error(&e)
+                })?;
+            tokio::spawn(async move {
+                let _ = conn.await;
+                done();
+            });
+            Ok(Sender::H2(sender))
+        } else {
+            let (sender, conn) = http1::Builder::new()
+                .handshake(io)
+                .await
+                .map_err(|e| response_error(&e))?;
+            tokio::spawn(async move {
+                let _ = conn.await;
+                done();
+            });
+            Ok(Sender::H1(sender))
+        }
+    }
+}
+
+/// Classifies an error that happened while exchanging the request: a TLS
+/// alert sent after the handshake (TLS 1.3 client-certificate rejection)
+/// or a reset.
+fn response_error(e: &hyper::Error) -> UpstreamError {
+    match classify(e) {
+        Some((reason, detail)) => UpstreamError::new(reason, detail),
+        None => UpstreamError::new(FailureReason::ConnectionReset, format!("upstream: {e}")),
+    }
+}
+
+async fn resolve(host: &str, port: u16, timeout: Duration) -> Result<Vec<SocketAddr>, UpstreamError> {
+    let bare = host.trim_start_matches('[').trim_end_matches(']');
+    if let Ok(ip) = bare.parse::<std::net::IpAddr>() {
+        return Ok(vec![SocketAddr::new(ip, port)]);
+    }
+    // The system resolver, so /etc/hosts and resolv.conf apply as they do
+    // for the application.
+    match tokio::time::timeout(timeout, tokio::net::lookup_host((host, port))).await {
+        Ok(Ok(addrs)) => {
+            let v: Vec<_> = addrs.collect();
+            if v.is_empty() {
+                Err(UpstreamError::new(FailureReason::DnsFailure, format!("{host}: no addresses")))
+            } else {
+                Ok(v)
+            }
+        }
+        Ok(Err(e)) => Err(UpstreamError::new(FailureReason::DnsFailure, format!("{host}: {e}"))),
+        Err(_) => Err(UpstreamError::new(
+            FailureReason::DnsFailure,
+            format!("{host}: resolution took longer than {timeout:?}"),
+        )),
+    }
+}
+
+fn lock<T>(m: &Mutex<T>) -> std::sync::MutexGuard<'_, T> {
+    // A panic while holding the lock cannot leave these maps inconsistent
+    // (single inserts/removes), so keep serving.
+    m.lock().unwrap_or_else(|p| p.into_inner())
+}

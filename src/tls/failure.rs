@@ -1,0 +1,205 @@
+//! Stable, actionable reasons for TLS and connection failures.
+//!
+//! A reason is short and bounded (safe as a metric label and in the
+//! `x-meshgate-error` header); the details (expected vs presented names,
+//! issuer, notAfter) go to the log only.
+
+use std::error::Error as StdError;
+use std::fmt;
+
+use rustls::{AlertDescription, CertificateError};
+
+/// Why an upstream connection or handshake failed.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+pub enum FailureReason {
+    /// The certificate does not chain to a trusted CA.
+    UnknownCa,
+    /// The certificate has expired.
+    Expired,
+    /// The certificate is not valid yet.
+    NotYetValid,
+    /// None of the expected names is in the certificate.
+    SanMismatch,
+    /// The certificate is revoked by a configured CRL.
+    Revoked,
+    /// The certificate cannot be used (X.509 v1, unsupported algorithm, bad encoding).
+    BadCertificate,
+    /// The peer requires a client certificate and none was configured.
+    ClientCertRequired,
+    /// The peer rejected the client certificate.
+    ClientCertRejected,
+    /// No TLS version in common.
+    ProtocolVersion,
+    /// Any other handshake failure (no shared cipher or group, bad message).
+    HandshakeFailure,
+    /// The peer answered in plain text, not TLS.
+    NotTls,
+    /// TCP connection refused.
+    ConnectRefused,
+    /// TCP connect (or TLS handshake) took longer than the connect timeout.
+    ConnectTimeout,
+    /// The host name did not resolve.
+    DnsFailure,
+    /// The connection was reset or closed during the exchange.
+    ConnectionReset,
+}
+
+impl FailureReason {
+    /// The stable name used in headers, metrics and logs.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            FailureReason::UnknownCa => "unknown_ca",
+            FailureReason::Expired => "expired",
+            FailureReason::NotYetValid => "not_yet_valid",
+            FailureReason::SanMismatch => "san_mismatch",
+            FailureReason::Revoked => "revoked",
+            FailureReason::BadCertificate => "bad_certificate",
+            FailureReason::ClientCertRequired => "client_cert_required",
+            FailureReason::ClientCertRejected => "client_cert_rejected",
+            FailureReason::ProtocolVersion => "protocol_version",
+            FailureReason::HandshakeFailure => "handshake_failure",
+            FailureReason::NotTls => "not_tls",
+            FailureReason::ConnectRefused => "connect_refused",
+            FailureReason::ConnectTimeout => "connect_timeout",
+            FailureReason::DnsFailure => "dns_failure",
+            FailureReason::ConnectionReset => "upstream_reset",
+        }
+    }
+
+    /// Whether this is a TLS-level failure (counted as a handshake failure).
+    pub fn is_tls(self) -> bool {
+        !matches!(
+            self,
+            FailureReason::ConnectRefused
+                | FailureReason::ConnectTimeout
+                | FailureReason::DnsFailure
+                | FailureReason::ConnectionReset
+        )
+    }
+}
+
+impl fmt::Display for FailureReason {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(self.as_str())
+    }
+}
+
+/// A verification failure with its reason and human details, carried
+/// through rustls as `CertificateError::Other`.
+#[derive(Debug)]
+pub struct VerifyFailure {
+    /// Classified reason.
+    pub reason: FailureReason,
+    /// Expected vs presented names, issuer, validity.
+    pub detail: String,
+}
+
+impl fmt::Display for VerifyFailure {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(f, "{}: {}", self.reason, self.detail)
+    }
+}
+
+impl StdError for VerifyFailure {}
+
+/// Finds a rustls error in an error chain (through `io::Error` wrappers)
+/// and classifies it. `None` when the chain holds no TLS error.
+pub fn classify(err: &(dyn StdError + 'static)) -> Option<(FailureReason, String)> {
+    let mut cur: Option<&(dyn StdError + 'static)> = Some(err);
+    while let Some(e) = cur {
+        if let Some(t) = e.downcast_ref::<rustls::Error>() {
+            return Some(classify_rustls(t));
+        }
+        if let Some(io) = e.downcast_ref::<std::io::Error>() {
+            if let Some(inner) = io.get_ref() {
+                if let Some(t) = inner.downcast_ref::<rustls::Error>() {
+                    return Some(classify_rustls(t));
+                }
+            }
+        }
+        cur = e.source();
+    }
+    None
+}
+
+/// Classifies one rustls error.
+pub fn classify_rustls(e: &rustls::Error) -> (FailureReason, String) {
+    use FailureReason as R;
+    let reason = match e {
+        rustls::Error::InvalidCertificate(ce) => match ce {
+            CertificateError::Other(other) => {
+                if let Some(v) = other.0.downcast_ref::<VerifyFailure>() {
+                    return (v.reason, v.detail.clone());
+                }
+                R::BadCertificate
+            }
+            CertificateError::UnknownIssuer => R::UnknownCa,
+            CertificateError::Expired | CertificateError::ExpiredContext { .. } => R::Expired,
+            CertificateError::NotValidYet | CertificateError::NotValidYetContext { .. } => {
+                R::NotYetValid
+            }
+            CertificateError::NotValidForName | CertificateError::NotValidForNameContext { .. } => {
+                R::SanMismatch
+            }
+            CertificateError::Revoked => R::Revoked,
+            _ => R::BadCertificate,
+        },
+        rustls::Error::AlertReceived(a) => match a {
+            AlertDescription::CertificateRequired => R::ClientCertRequired,
+            AlertDescription::BadCertificate
+            | AlertDescription::UnknownCA
+            | AlertDescription::CertificateUnknown
+            | AlertDescription::CertificateExpired
+            | AlertDescription::CertificateRevoked
+            | AlertDescription::UnsupportedCertificate
+            | AlertDescription::AccessDenied => R::ClientCertRejected,
+            AlertDescription::ProtocolVersion => R::ProtocolVersion,
+            _ => R::HandshakeFailure,
+        },
+        rustls::Error::InvalidMessage(rustls::InvalidMessage::InvalidContentType)
+        | rustls::Error::InvalidMessage(rustls::InvalidMessage::UnknownProtocolVersion) => R::NotTls,
+        rustls::Error::PeerIncompatible(p) => {
+            if format!("{p:?}").contains("Version") {
+                R::ProtocolVersion
+            } else {
+                R::HandshakeFailure
+            }
+        }
+        _ => R::HandshakeFailure,
+    };
+    let detail = match (reason, e) {
+        (R::NotTls, _) => "the upstream answered in plain text on a TLS connection (is this port plain HTTP? use tls.mode DISABLE)".to_string(),
+        (R::ClientCertRequired, _) => "the upstream requires a client certificate; use tls.mode MUTUAL with clientCertificate/privateKey or credentialName".to_string(),
+        _ => e.to_string(),
+    };
+    (reason, detail)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn classifies_through_io_wrappers() {
+        let io = std::io::Error::new(
+            std::io::ErrorKind::InvalidData,
+            rustls::Error::InvalidCertificate(CertificateError::UnknownIssuer),
+        );
+        let (r, _) = classify(&io).unwrap();
+        assert_eq!(r, FailureReason::UnknownCa);
+        let alert = std::io::Error::other(rustls::Error::AlertReceived(
+            AlertDescription::CertificateRequired,
+        ));
+        assert_eq!(classify(&alert).unwrap().0, FailureReason::ClientCertRequired);
+        let plain = std::io::Error::other("nope");
+        assert!(classify(&plain).is_none());
+    }
+
+    #[test]
+    fn names_are_stable() {
+        assert_eq!(FailureReason::SanMismatch.as_str(), "san_mismatch");
+        assert_eq!(FailureReason::ConnectRefused.as_str(), "connect_refused");
+        assert!(!FailureReason::ConnectTimeout.is_tls());
+        assert!(FailureReason::UnknownCa.is_tls());
+    }
+}
