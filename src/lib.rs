@@ -8,3 +8,6 @@ pub mod devpki;
 pub mod tls;
 pub mod metrics;
 pub mod runtime;
+pub mod admin;
+pub mod app;
+pub mod standin;

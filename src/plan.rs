@@ -10,6 +10,7 @@
 pub mod duration;
 pub mod host;
 pub mod outbound;
+mod rule;
 pub mod tls;
 
 use serde::Serialize;

@@ -20,10 +20,9 @@ use std::time::Duration;
 use serde::Serialize;
 
 use super::host::{HostPattern, normalize};
-use super::tls::{ClientTlsPlan, TlsMode};
-use super::{Diagnostics, duration, tls};
+use super::tls::ClientTlsPlan;
+use super::{Diagnostics, duration};
 use crate::bootstrap::{Bootstrap, OutboundTrafficPolicy};
-use crate::config::destination_rule::{ConnectionPool, H2UpgradePolicy, TrafficPolicy};
 use crate::config::service_entry::{Location, Resolution};
 use crate::config::{Config, Resource, Source};
 
@@ -310,7 +309,14 @@ impl OutboundPlan {
             {
                 if let Some(d) = pick_weighted(&r.destinations, pick) {
                     dest_host = normalize(&d.host);
-                    dest_port = d.port.unwrap_or(port);
+                    // Istio: a destination whose service exposes a single
+                    // port needs no port; otherwise the request's port.
+                    dest_port = d.port.unwrap_or_else(|| {
+                        match best_match(&self.services, &dest_host, |s| &s.hosts) {
+                            Some(s) if s.ports.len() == 1 => s.ports[0].number,
+                            _ => port,
+                        }
+                    });
                     subset = d.subset.clone();
                     route_name = Some(vs.resource.clone());
                     timeout = r.timeout;
@@ -428,7 +434,7 @@ pub(crate) fn compile(config: &Config, bootstrap: &Bootstrap, diag: &mut Diagnos
             .filter_map(|se| compile_service(se, diag))
             .map(Arc::new)
             .collect(),
-        rules: compile_rules(config, diag),
+        rules: super::rule::compile(config, diag),
         routes: config
             .virtual_services
             .iter()
@@ -437,7 +443,7 @@ pub(crate) fn compile(config: &Config, bootstrap: &Bootstrap, diag: &mut Diagnos
     }
 }
 
-fn port_number(v: Option<u32>, source: &Source, field: &str, diag: &mut Diagnostics) -> Option<u16> {
+pub(crate) fn port_number(v: Option<u32>, source: &Source, field: &str, diag: &mut Diagnostics) -> Option<u16> {
     match v {
         Some(n) if (1..=65535).contains(&n) => Some(n as u16),
         Some(n) => {
@@ -592,159 +598,6 @@ fn compile_service(
         subject_alt_names: spec.subject_alt_names.clone(),
         addresses: spec.addresses.clone(),
     })
-}
-
-fn compile_rules(config: &Config, diag: &mut Diagnostics) -> Vec<Arc<RulePlan>> {
-    let mut rules: Vec<Arc<RulePlan>> = Vec::new();
-    for dr in &config.destination_rules {
-        let src = &dr.source;
-        let before = diag.errors.len();
-        let host = match dr.spec.host.as_deref().map(HostPattern::parse) {
-            Some(Ok(h)) => Some(h),
-            Some(Err(e)) => {
-                diag.error(src, "spec.host", e);
-                None
-            }
-            None => {
-                diag.error(src, "spec.host", "required");
-                None
-            }
-        };
-        let empty = TrafficPolicy::default();
-        let top = dr.spec.traffic_policy.as_ref().unwrap_or(&empty);
-        let (default, ports) = compile_policy_set(top, None, src, "spec.trafficPolicy", diag);
-        let mut subsets = BTreeMap::new();
-        for (i, s) in dr.spec.subsets.iter().enumerate() {
-            let field = format!("spec.subsets[{i}]");
-            let Some(name) = s.name.clone().filter(|n| !n.is_empty()) else {
-                diag.error(src, format!("{field}.name"), "required");
-                continue;
-            };
-            let (d, p) = match &s.traffic_policy {
-                Some(sp) => compile_policy_set(sp, Some(top), src, &format!("{field}.trafficPolicy"), diag),
-                None => (default.clone(), ports.clone()),
-            };
-            subsets.insert(name, SubsetPlan { default: d, ports: p });
-        }
-        let Some(host) = host else { continue };
-        if diag.errors.len() != before {
-            continue;
-        }
-        if let Some(prev) = rules.iter().find(|r| r.host == host) {
-            diag.warn(
-                src,
-                "spec.host",
-                format!("{host} already has a DestinationRule ({}); this one is ignored", prev.resource),
-            );
-            continue;
-        }
-        rules.push(Arc::new(RulePlan {
-            resource: src.to_string(),
-            host,
-            default,
-            ports,
-            subsets,
-        }));
-    }
-    rules
-}
-
-type PolicySet = (Arc<UpstreamPolicy>, BTreeMap<u16, Arc<UpstreamPolicy>>);
-
-/// Compiles a TrafficPolicy into its default and per-port policies. For a
-/// subset, `parent` supplies the components the subset leaves unset.
-fn compile_policy_set(
-    tp: &TrafficPolicy,
-    parent: Option<&TrafficPolicy>,
-    src: &Source,
-    field: &str,
-    diag: &mut Diagnostics,
-) -> PolicySet {
-    for (name, set) in [
-        ("loadBalancer", tp.load_balancer.is_some()),
-        ("outlierDetection", tp.outlier_detection.is_some()),
-        ("retryBudget", tp.retry_budget.is_some()),
-    ] {
-        if set {
-            diag.warn(src, &format!("{field}.{name}"), "not implemented yet; ignored (round robin, no ejection)");
-        }
-    }
-    for (name, set) in [("tunnel", tp.tunnel.is_some()), ("proxyProtocol", tp.proxy_protocol.is_some())] {
-        if set {
-            diag.error(src, format!("{field}.{name}"), "not supported yet");
-        }
-    }
-    let tls = tp.tls.as_ref().or(parent.and_then(|p| p.tls.as_ref()));
-    let pool = tp.connection_pool.as_ref().or(parent.and_then(|p| p.connection_pool.as_ref()));
-    let tls_field = if tp.tls.is_some() { format!("{field}.tls") } else { "spec.trafficPolicy.tls".into() };
-    let default = Arc::new(compile_policy(tls, &tls_field, pool, src, field, diag));
-    let mut ports = BTreeMap::new();
-    let port_level = if tp.port_level_settings.is_empty() {
-        parent.map(|p| p.port_level_settings.as_slice()).unwrap_or(&[])
-    } else {
-        &tp.port_level_settings
-    };
-    for (i, pl) in port_level.iter().enumerate() {
-        let pfield = format!("{field}.portLevelSettings[{i}]");
-        let Some(number) = port_number(pl.port.as_ref().and_then(|p| p.number), src, &format!("{pfield}.port.number"), diag) else {
-            continue;
-        };
-        if pl.load_balancer.is_some() || pl.outlier_detection.is_some() {
-            diag.warn(src, &pfield, "loadBalancer/outlierDetection not implemented yet; ignored");
-        }
-        let policy = compile_policy(pl.tls.as_ref(), &format!("{pfield}.tls"), pl.connection_pool.as_ref(), src, &pfield, diag);
-        if ports.insert(number, Arc::new(policy)).is_some() {
-            diag.error(src, format!("{pfield}.port.number"), format!("port {number} appears twice"));
-        }
-    }
-    (default, ports)
-}
-
-fn compile_policy(
-    tls: Option<&crate::config::destination_rule::ClientTls>,
-    tls_field: &str,
-    pool: Option<&ConnectionPool>,
-    src: &Source,
-    field: &str,
-    diag: &mut Diagnostics,
-) -> UpstreamPolicy {
-    let mut policy = UpstreamPolicy::default();
-    if let Some(t) = tls {
-        if let Some(plan) = tls::compile(t, src, tls_field, diag) {
-            policy.tls = plan;
-        }
-    }
-    let Some(pool) = pool else { return policy };
-    let mut dur = |v: &Option<String>, name: &str| -> Option<Duration> {
-        let raw = v.as_deref()?;
-        duration::parse(raw)
-            .map_err(|e| diag.error(src, format!("{field}.connectionPool.{name}"), e))
-            .ok()
-    };
-    if let Some(tcp) = &pool.tcp {
-        if let Some(d) = dur(&tcp.connect_timeout, "tcp.connectTimeout") {
-            policy.connect_timeout = d;
-        }
-        if let Some(d) = dur(&tcp.idle_timeout, "tcp.idleTimeout") {
-            policy.idle_timeout = d;
-        }
-        dur(&tcp.max_connection_duration, "tcp.maxConnectionDuration");
-    }
-    if let Some(http) = &pool.http {
-        if let Some(d) = dur(&http.idle_timeout, "http.idleTimeout") {
-            policy.idle_timeout = d;
-        }
-        policy.max_requests_per_connection = http.max_requests_per_connection.unwrap_or(0);
-        policy.h2 = http.h2_upgrade_policy == Some(H2UpgradePolicy::Upgrade);
-        if http.use_client_protocol == Some(true) {
-            diag.warn(src, &format!("{field}.connectionPool.http.useClientProtocol"), "not implemented yet; the upstream protocol follows h2UpgradePolicy");
-        }
-    }
-    if policy.h2 && policy.tls.mode == TlsMode::Disable {
-        diag.warn(src, &format!("{field}.connectionPool.http.h2UpgradePolicy"), "UPGRADE without TLS is not implemented (no h2c to upstreams yet); HTTP/1.1 is used");
-        policy.h2 = false;
-    }
-    policy
 }
 
 fn compile_routes(

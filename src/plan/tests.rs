@@ -2,7 +2,7 @@
 //! Istio's documented semantics (ServiceEntry, DestinationRule,
 //! VirtualService as a sidecar applies them to outbound traffic).
 
-use std::path::PathBuf;
+use std::path::{Path, PathBuf};
 use std::time::Duration;
 
 use super::outbound::{DEFAULT_CONNECT_TIMEOUT, DEFAULT_IDLE_TIMEOUT, PortPlan};
@@ -790,17 +790,16 @@ connectionPool:
         if got != row.want {
             failures.push(format!("{}: got {got:?}, want {:?}", row.case, row.want));
         }
-        if let Some(w) = row.warning {
-            if !plan
+        if let Some(w) = row.warning
+            && !plan
                 .warnings
                 .iter()
                 .any(|x| x.contains("DestinationRule/default/pool") && x.contains(w))
-            {
-                failures.push(format!(
-                    "{}: no warning naming {w}: {:?}",
-                    row.case, plan.warnings
-                ));
-            }
+        {
+            failures.push(format!(
+                "{}: no warning naming {w}: {:?}",
+                row.case, plan.warnings
+            ));
         }
     }
     assert_no_failures(&failures);
@@ -1014,7 +1013,7 @@ fn errors_name_file_resource_field_and_reason() {
         let e = &errs.0[0];
         let msg = errs.to_string();
         let prefix = format!("{}:1: {}: {}: ", case.file, case.resource, case.field);
-        let ok_struct = e.file == PathBuf::from(case.file)
+        let ok_struct = e.file.as_path() == Path::new(case.file)
             && e.line == 1
             && e.resource.as_deref() == Some(case.resource)
             && e.field.as_deref() == Some(case.field);
@@ -1439,15 +1438,24 @@ fn inherited_policy_problems_are_reported_once() {
             None,
         )
     };
+    let mut failures = Vec::new();
     let errs = compile_errors(FILE, &yaml("{mode: ISTIO_MUTUAL}"));
-    assert_eq!(errs.0.len(), 1, "{errs}");
+    if errs.0.len() != 1 {
+        failures.push(format!("{} errors, want 1:\n{errs}", errs.0.len()));
+    }
     let plan = compiled(&yaml("{mode: SIMPLE, insecureSkipVerify: true}"));
-    let n = plan
+    let warnings: Vec<&String> = plan
         .warnings
         .iter()
         .filter(|w| w.contains("insecureSkipVerify"))
-        .count();
-    assert_eq!(n, 1, "{:#?}", plan.warnings);
+        .collect();
+    if warnings.len() != 1 {
+        failures.push(format!(
+            "{} insecureSkipVerify warnings, want 1:\n{warnings:#?}",
+            warnings.len()
+        ));
+    }
+    assert_no_failures(&failures);
 }
 
 // === VirtualService routing ===

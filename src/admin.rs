@@ -1,0 +1,150 @@
+//! Admin, Prometheus and readiness endpoints (Istio's 15000, 15020, 15021).
+//!
+//! Never serves key material: `config_dump` is the plan (file paths and
+//! Secret names only) and certificate facts (subject, SANs, serial,
+//! validity, fingerprint).
+
+use std::convert::Infallible;
+use std::sync::Arc;
+use std::sync::atomic::Ordering;
+
+use bytes::Bytes;
+use http::{Method, Request, Response, StatusCode, header};
+use http_body_util::Full;
+use hyper::body::Incoming;
+use hyper::service::service_fn;
+use hyper_util::rt::{TokioIo, TokioTimer};
+use serde::Serialize;
+use tokio::net::TcpListener;
+use tokio_util::sync::CancellationToken;
+use tracing::debug;
+
+use crate::creds::CertInfo;
+use crate::runtime::State;
+
+/// Which endpoint set a listener serves.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Role {
+    /// 15000: everything, loopback only.
+    Admin,
+    /// 15020: Prometheus text.
+    Stats,
+    /// 15021: readiness.
+    Ready,
+}
+
+/// Serves `role`'s endpoints until `shutdown`.
+pub async fn run(listener: TcpListener, role: Role, state: Arc<State>, shutdown: CancellationToken) {
+    loop {
+        let (stream, _) = tokio::select! {
+            _ = shutdown.cancelled() => return,
+            r = listener.accept() => match r {
+                Ok(x) => x,
+                Err(e) => {
+                    debug!(error = %e, "admin accept failed");
+                    tokio::time::sleep(std::time::Duration::from_millis(50)).await;
+                    continue;
+                }
+            },
+        };
+        let state = state.clone();
+        tokio::spawn(async move {
+            let svc = service_fn(move |req| {
+                let state = state.clone();
+                async move { Ok::<_, Infallible>(handle(role, &state, &req)) }
+            });
+            let _ = hyper::server::conn::http1::Builder::new()
+                .timer(TokioTimer::new())
+                .header_read_timeout(std::time::Duration::from_secs(10))
+                .serve_connection(TokioIo::new(stream), svc)
+                .await;
+        });
+    }
+}
+
+fn handle(role: Role, state: &State, req: &Request<Incoming>) -> Response<Full<Bytes>> {
+    if req.method() != Method::GET && req.method() != Method::HEAD {
+        return text(StatusCode::METHOD_NOT_ALLOWED, "only GET\n".into());
+    }
+    let path = req.uri().path();
+    match (role, path) {
+        (Role::Admin | Role::Stats, "/stats/prometheus" | "/metrics") => {
+            let mut r = text(StatusCode::OK, state.metrics.encode());
+            r.headers_mut().insert(
+                header::CONTENT_TYPE,
+                header::HeaderValue::from_static("text/plain; version=0.0.4; charset=utf-8"),
+            );
+            r
+        }
+        (Role::Ready, "/healthz/ready") | (Role::Admin, "/ready") => {
+            if state.ready.load(Ordering::Acquire) {
+                text(StatusCode::OK, "LIVE\n".into())
+            } else {
+                text(StatusCode::SERVICE_UNAVAILABLE, "not ready: listeners or config not loaded yet\n".into())
+            }
+        }
+        (Role::Admin, "/config_dump") => json(&config_dump(state)),
+        (Role::Admin, "/certs") => json(&certs(state)),
+        (Role::Admin, "/") => text(
+            StatusCode::OK,
+            "meshgate admin\n  /config_dump  compiled configuration (JSON)\n  /certs        certificates in use\n  /ready        readiness\n  /stats/prometheus  metrics\n".into(),
+        ),
+        _ => text(StatusCode::NOT_FOUND, format!("no such endpoint: {path}\n")),
+    }
+}
+
+#[derive(Serialize)]
+#[serde(rename_all = "camelCase")]
+struct CertView {
+    source: String,
+    #[serde(flatten)]
+    info: CertInfo,
+}
+
+fn certs(state: &State) -> Vec<CertView> {
+    let snap = state.snapshot();
+    let mut v: Vec<CertView> = snap
+        .creds
+        .identities
+        .values()
+        .map(|id| CertView {
+            source: id.source.clone(),
+            info: id.leaf.clone(),
+        })
+        .collect();
+    v.sort_by(|a, b| a.source.cmp(&b.source));
+    v
+}
+
+fn config_dump(state: &State) -> serde_json::Value {
+    let snap = state.snapshot();
+    serde_json::json!({
+        "generation": snap.generation,
+        "bootstrap": state.bootstrap,
+        "plan": *snap.plan,
+        "certificates": certs(state),
+        "trustSources": snap.creds.trust.values().map(|t| serde_json::json!({
+            "source": t.source, "roots": t.roots.len(), "crls": t.crls.len()
+        })).collect::<Vec<_>>(),
+    })
+}
+
+fn text(status: StatusCode, body: String) -> Response<Full<Bytes>> {
+    let mut r = Response::new(Full::new(Bytes::from(body)));
+    *r.status_mut() = status;
+    r.headers_mut()
+        .insert(header::CONTENT_TYPE, header::HeaderValue::from_static("text/plain; charset=utf-8"));
+    r
+}
+
+fn json<T: Serialize>(v: &T) -> Response<Full<Bytes>> {
+    match serde_json::to_string_pretty(v) {
+        Ok(s) => {
+            let mut r = text(StatusCode::OK, s + "\n");
+            r.headers_mut()
+                .insert(header::CONTENT_TYPE, header::HeaderValue::from_static("application/json"));
+            r
+        }
+        Err(e) => text(StatusCode::INTERNAL_SERVER_ERROR, format!("cannot render: {e}\n")),
+    }
+}

@@ -1,0 +1,150 @@
+//! Wiring: load → compile → credentials → bind → serve. Returns the real
+//! bound addresses so tests and the demo can use port 0.
+
+use std::net::SocketAddr;
+use std::sync::Arc;
+use std::sync::atomic::Ordering;
+
+use tokio::net::TcpListener;
+use tokio_util::sync::CancellationToken;
+use tracing::{info, warn};
+
+use crate::bootstrap::Bootstrap;
+use crate::config::{self, Config};
+use crate::creds::{self, Credentials};
+use crate::metrics::{Metrics, ReloadLabels};
+use crate::plan::{self, Plan};
+use crate::runtime::State;
+
+/// Everything wrong with a configuration, one line per problem.
+#[derive(Debug, Clone)]
+pub struct LoadErrors(pub Vec<String>);
+
+impl std::fmt::Display for LoadErrors {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(&self.0.join("\n"))
+    }
+}
+
+impl std::error::Error for LoadErrors {}
+
+/// A fully checked configuration.
+pub struct Loaded {
+    /// The compiled plan.
+    pub plan: Plan,
+    /// The credentials it references, validated.
+    pub creds: Credentials,
+}
+
+/// Loads the bootstrap's config paths and checks everything.
+pub fn load(bootstrap: &Bootstrap) -> Result<Loaded, LoadErrors> {
+    let config = config::load(&bootstrap.config_paths)
+        .map_err(|e| LoadErrors(e.0.iter().map(ToString::to_string).collect()))?;
+    check(&config, bootstrap)
+}
+
+/// Compiles parsed config and loads its credentials.
+pub fn check(config: &Config, bootstrap: &Bootstrap) -> Result<Loaded, LoadErrors> {
+    let plan = plan::compile(config, bootstrap)
+        .map_err(|e| LoadErrors(e.0.iter().map(ToString::to_string).collect()))?;
+    let creds = creds::load(&plan, config, bootstrap)
+        .map_err(|e| LoadErrors(e.iter().map(ToString::to_string).collect()))?;
+    Ok(Loaded { plan, creds })
+}
+
+/// A running proxy. Dropping it stops the listeners.
+pub struct Proxy {
+    /// Outbound listener address.
+    pub outbound: SocketAddr,
+    /// Admin address.
+    pub admin: SocketAddr,
+    /// Prometheus address.
+    pub stats: SocketAddr,
+    /// Readiness address.
+    pub ready: SocketAddr,
+    /// Shared state (metrics, snapshot).
+    pub state: Arc<State>,
+    shutdown: CancellationToken,
+}
+
+async fn bind(addr: SocketAddr, what: &str) -> std::io::Result<TcpListener> {
+    TcpListener::bind(addr).await.map_err(|e| {
+        std::io::Error::new(e.kind(), format!("cannot bind the {what} listener on {addr}: {e}"))
+    })
+}
+
+/// Binds every listener and starts serving `loaded`.
+pub async fn build(bootstrap: Bootstrap, loaded: Loaded) -> std::io::Result<Proxy> {
+    for w in &loaded.plan.warnings {
+        warn!("{w}");
+    }
+    let outbound = bind(bootstrap.outbound_addr, "outbound").await?;
+    let admin = bind(bootstrap.admin_addr, "admin").await?;
+    let stats = bind(bootstrap.stats_addr, "stats").await?;
+    let ready = bind(bootstrap.ready_addr, "readiness").await?;
+    let addrs = (outbound.local_addr()?, admin.local_addr()?, stats.local_addr()?, ready.local_addr()?);
+    let metrics = Arc::new(Metrics::new());
+    let state = Arc::new(State::new(bootstrap, loaded.plan, loaded.creds, metrics));
+    let shutdown = CancellationToken::new();
+    tokio::spawn(crate::runtime::outbound::run(outbound, state.clone(), shutdown.clone()));
+    for (l, role) in [
+        (admin, crate::admin::Role::Admin),
+        (stats, crate::admin::Role::Stats),
+        (ready, crate::admin::Role::Ready),
+    ] {
+        tokio::spawn(crate::admin::run(l, role, state.clone(), shutdown.clone()));
+    }
+    state.ready.store(true, Ordering::Release);
+    info!(
+        outbound = %addrs.0, admin = %addrs.1, stats = %addrs.2, ready = %addrs.3,
+        "listeners bound; ready"
+    );
+    Ok(Proxy {
+        outbound: addrs.0,
+        admin: addrs.1,
+        stats: addrs.2,
+        ready: addrs.3,
+        state,
+        shutdown,
+    })
+}
+
+impl Proxy {
+    /// Re-reads the config paths. On success the new config serves new
+    /// connections; on failure the last good config stays and the errors
+    /// are returned (and counted).
+    pub fn reload(&self) -> Result<(), LoadErrors> {
+        let result = load(&self.state.bootstrap);
+        let label = |r| ReloadLabels { result: r };
+        match result {
+            Ok(loaded) => {
+                for w in &loaded.plan.warnings {
+                    warn!("{w}");
+                }
+                self.state.publish(loaded.plan, loaded.creds);
+                self.state.metrics.config_reloads.get_or_create(&label("success")).inc();
+                info!("configuration reloaded");
+                Ok(())
+            }
+            Err(e) => {
+                self.state.metrics.config_reloads.get_or_create(&label("failure")).inc();
+                for line in &e.0 {
+                    warn!("reload refused, keeping the last good configuration: {line}");
+                }
+                Err(e)
+            }
+        }
+    }
+
+    /// Stops accepting and lets open connections finish.
+    pub fn shutdown(&self) {
+        self.state.ready.store(false, Ordering::Release);
+        self.shutdown.cancel();
+    }
+}
+
+impl Drop for Proxy {
+    fn drop(&mut self) {
+        self.shutdown.cancel();
+    }
+}

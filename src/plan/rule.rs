@@ -1,0 +1,239 @@
+//! DestinationRule compilation: the policy for every (subset, port) pair,
+//! merged the way Istio's `MergeTrafficPolicy` does.
+//!
+//! For a port: a matching top-level `portLevelSettings` entry replaces the
+//! top-level components entirely (omitted ones take defaults). For a subset:
+//! that result, then the subset's own components where set, then the
+//! subset's matching port entry replacing everything. Each block is
+//! compiled once, so a problem is reported once.
+
+use std::collections::BTreeMap;
+use std::sync::Arc;
+use std::time::Duration;
+
+use super::host::HostPattern;
+use super::outbound::{RulePlan, SubsetPlan, UpstreamPolicy, port_number};
+use super::tls::{ClientTlsPlan, TlsMode};
+use super::{Diagnostics, duration, tls};
+use crate::config::destination_rule::{ClientTls, ConnectionPool, H2UpgradePolicy, TrafficPolicy};
+use crate::config::{Config, Source};
+
+/// Compiled connection pool settings (defaults applied).
+#[derive(Debug, Clone, PartialEq)]
+struct Pool {
+    connect_timeout: Duration,
+    idle_timeout: Duration,
+    max_requests_per_connection: u32,
+    h2: bool,
+}
+
+impl Default for Pool {
+    fn default() -> Self {
+        let d = UpstreamPolicy::default();
+        Pool {
+            connect_timeout: d.connect_timeout,
+            idle_timeout: d.idle_timeout,
+            max_requests_per_connection: d.max_requests_per_connection,
+            h2: d.h2,
+        }
+    }
+}
+
+/// The components of one policy block; `None` = not set in that block.
+#[derive(Debug, Clone, Default)]
+struct Components {
+    tls: Option<ClientTlsPlan>,
+    pool: Option<Pool>,
+}
+
+impl Components {
+    /// `over`'s set components replace `self`'s.
+    fn overlay(&self, over: &Components) -> Components {
+        Components {
+            tls: over.tls.clone().or_else(|| self.tls.clone()),
+            pool: over.pool.clone().or_else(|| self.pool.clone()),
+        }
+    }
+
+    fn policy(&self) -> Arc<UpstreamPolicy> {
+        let tls = self.tls.clone().unwrap_or_else(ClientTlsPlan::disabled);
+        let pool = self.pool.clone().unwrap_or_default();
+        Arc::new(UpstreamPolicy {
+            // HTTP/2 to upstreams is negotiated by ALPN, so only over TLS.
+            h2: pool.h2 && tls.mode != TlsMode::Disable,
+            tls,
+            connect_timeout: pool.connect_timeout,
+            idle_timeout: pool.idle_timeout,
+            max_requests_per_connection: pool.max_requests_per_connection,
+        })
+    }
+}
+
+/// A compiled TrafficPolicy: its own components and its port entries.
+struct Block {
+    own: Components,
+    ports: BTreeMap<u16, Components>,
+}
+
+pub(crate) fn compile(config: &Config, diag: &mut Diagnostics) -> Vec<Arc<RulePlan>> {
+    let mut rules: Vec<Arc<RulePlan>> = Vec::new();
+    for dr in &config.destination_rules {
+        let src = &dr.source;
+        let before = diag.errors.len();
+        let host = match dr.spec.host.as_deref().map(HostPattern::parse) {
+            Some(Ok(h)) => Some(h),
+            Some(Err(e)) => {
+                diag.error(src, "spec.host", e);
+                None
+            }
+            None => {
+                diag.error(src, "spec.host", "required");
+                None
+            }
+        };
+        let empty = TrafficPolicy::default();
+        let top = compile_block(dr.spec.traffic_policy.as_ref().unwrap_or(&empty), src, "spec.trafficPolicy", diag);
+        // Ports named anywhere get their own merged policy.
+        let default = top.own.policy();
+        let ports: BTreeMap<u16, Arc<UpstreamPolicy>> =
+            top.ports.iter().map(|(p, c)| (*p, c.policy())).collect();
+        let mut subsets = BTreeMap::new();
+        for (i, s) in dr.spec.subsets.iter().enumerate() {
+            let field = format!("spec.subsets[{i}]");
+            let Some(name) = s.name.clone().filter(|n| !n.is_empty()) else {
+                diag.error(src, format!("{field}.name"), "required");
+                continue;
+            };
+            let Some(tp) = &s.traffic_policy else {
+                subsets.insert(name, SubsetPlan { default: default.clone(), ports: ports.clone() });
+                continue;
+            };
+            let sub = compile_block(tp, src, &format!("{field}.trafficPolicy"), diag);
+            let mut sports = BTreeMap::new();
+            for port in top.ports.keys().chain(sub.ports.keys()) {
+                let merged = match sub.ports.get(port) {
+                    Some(c) => c.clone(),
+                    None => top.ports.get(port).unwrap_or(&top.own).overlay(&sub.own),
+                };
+                sports.insert(*port, merged.policy());
+            }
+            subsets.insert(
+                name,
+                SubsetPlan {
+                    default: top.own.overlay(&sub.own).policy(),
+                    ports: sports,
+                },
+            );
+        }
+        let Some(host) = host else { continue };
+        if diag.errors.len() != before {
+            continue;
+        }
+        if let Some(prev) = rules.iter().find(|r| r.host == host) {
+            diag.warn(
+                src,
+                "spec.host",
+                format!("{host} already has a DestinationRule ({}); this one is ignored", prev.resource),
+            );
+            continue;
+        }
+        rules.push(Arc::new(RulePlan {
+            resource: src.to_string(),
+            host,
+            default,
+            ports,
+            subsets,
+        }));
+    }
+    rules
+}
+
+fn compile_block(tp: &TrafficPolicy, src: &Source, field: &str, diag: &mut Diagnostics) -> Block {
+    for (name, set) in [
+        ("loadBalancer", tp.load_balancer.is_some()),
+        ("outlierDetection", tp.outlier_detection.is_some()),
+        ("retryBudget", tp.retry_budget.is_some()),
+    ] {
+        if set {
+            diag.warn(src, &format!("{field}.{name}"), "not implemented yet; ignored (round robin, no ejection)");
+        }
+    }
+    for (name, set) in [("tunnel", tp.tunnel.is_some()), ("proxyProtocol", tp.proxy_protocol.is_some())] {
+        if set {
+            diag.error(src, format!("{field}.{name}"), "not supported yet");
+        }
+    }
+    let own = components(tp.tls.as_ref(), tp.connection_pool.as_ref(), src, field, diag);
+    let mut ports = BTreeMap::new();
+    for (i, pl) in tp.port_level_settings.iter().enumerate() {
+        let pfield = format!("{field}.portLevelSettings[{i}]");
+        let number = pl.port.as_ref().and_then(|p| p.number);
+        let Some(number) = port_number(number, src, &format!("{pfield}.port.number"), diag) else {
+            continue;
+        };
+        if pl.load_balancer.is_some() || pl.outlier_detection.is_some() {
+            diag.warn(src, &pfield, "loadBalancer/outlierDetection not implemented yet; ignored");
+        }
+        let c = components(pl.tls.as_ref(), pl.connection_pool.as_ref(), src, &pfield, diag);
+        if ports.insert(number, c).is_some() {
+            diag.error(src, format!("{pfield}.port.number"), format!("port {number} appears twice"));
+        }
+    }
+    Block { own, ports }
+}
+
+fn components(
+    tls_cfg: Option<&ClientTls>,
+    pool: Option<&ConnectionPool>,
+    src: &Source,
+    field: &str,
+    diag: &mut Diagnostics,
+) -> Components {
+    let c = Components {
+        tls: tls_cfg.and_then(|t| tls::compile(t, src, &format!("{field}.tls"), diag)),
+        pool: pool.map(|p| compile_pool(p, src, field, diag)),
+    };
+    let plain = c.tls.as_ref().is_none_or(|t| t.mode == TlsMode::Disable);
+    if plain && c.pool.as_ref().is_some_and(|p| p.h2) {
+        diag.warn(
+            src,
+            &format!("{field}.connectionPool.http.h2UpgradePolicy"),
+            "UPGRADE without TLS is not implemented (no h2c to upstreams yet); HTTP/1.1 is used",
+        );
+    }
+    c
+}
+
+fn compile_pool(pool: &ConnectionPool, src: &Source, field: &str, diag: &mut Diagnostics) -> Pool {
+    let mut out = Pool::default();
+    let mut dur = |v: &Option<String>, name: &str| -> Option<Duration> {
+        let raw = v.as_deref()?;
+        duration::parse(raw)
+            .map_err(|e| diag.error(src, format!("{field}.connectionPool.{name}"), e))
+            .ok()
+    };
+    if let Some(tcp) = &pool.tcp {
+        if let Some(d) = dur(&tcp.connect_timeout, "tcp.connectTimeout") {
+            out.connect_timeout = d;
+        }
+        if let Some(d) = dur(&tcp.idle_timeout, "tcp.idleTimeout") {
+            out.idle_timeout = d;
+        }
+        dur(&tcp.max_connection_duration, "tcp.maxConnectionDuration");
+    }
+    if let Some(http) = &pool.http {
+        if let Some(d) = dur(&http.idle_timeout, "http.idleTimeout") {
+            out.idle_timeout = d;
+        }
+        out.max_requests_per_connection = http.max_requests_per_connection.unwrap_or(0);
+        out.h2 = http.h2_upgrade_policy == Some(H2UpgradePolicy::Upgrade);
+        if http.use_client_protocol == Some(true) {
+            diag.warn(
+                src,
+                &format!("{field}.connectionPool.http.useClientProtocol"),
+                "not implemented yet; the upstream protocol follows h2UpgradePolicy",
+            );
+        }
+    }
+    out
+}
