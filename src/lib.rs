@@ -11,3 +11,4 @@ pub mod runtime;
 pub mod admin;
 pub mod app;
 pub mod standin;
+pub mod demo;

@@ -1,1 +1,246 @@
-fn main() {}
+//! The `meshgate` command: thin CLI over the library.
+
+use std::net::SocketAddr;
+use std::path::PathBuf;
+use std::process::ExitCode;
+
+use clap::{Args, Parser, Subcommand};
+use meshgate::bootstrap::{Bootstrap, OutboundTrafficPolicy};
+
+/// Exit status of `run` when the configuration does not load (EX_USAGE).
+const EXIT_BAD_CONFIG: u8 = 64;
+
+#[derive(Parser)]
+#[command(
+    name = "meshgate",
+    version,
+    about = "A TLS sidecar proxy for service meshes, configured with Istio's own resources",
+    long_about = "meshgate sits beside a service and handles TLS for it. The app sends plain \
+HTTP to its sidecar (127.0.0.1:15001, as an explicit proxy or with the Host header); meshgate \
+recognises the host from a ServiceEntry, applies the DestinationRule's TLS settings \
+(SIMPLE / MUTUAL, SNI, SANs, CA) and relays the request over verified TLS.\n\n\
+Start with `meshgate demo`."
+)]
+struct Cli {
+    /// Log filter: error, warn, info, debug, trace, or a tracing filter
+    /// such as `meshgate=debug` (RUST_LOG overrides it).
+    #[arg(long, global = true, default_value = "info", env = "MESHGATE_LOG_LEVEL")]
+    log_level: String,
+    /// Log as JSON lines instead of text.
+    #[arg(long, global = true)]
+    log_json: bool,
+    #[command(subcommand)]
+    command: Command,
+}
+
+#[derive(Subcommand)]
+enum Command {
+    /// Run the proxy on Istio YAML (ServiceEntry, DestinationRule, VirtualService, Secret).
+    Run(RunArgs),
+    /// Load and compile configuration, print every error; exit 1 if any.
+    Validate(ConfigArgs),
+    /// Run the built-in demo: a stand-in external HTTPS service, meshgate
+    /// originating verified TLS to it, and a request through.
+    Demo(DemoArgs),
+}
+
+#[derive(Args)]
+struct ConfigArgs {
+    /// Config files or directories (multi-document YAML). Repeatable.
+    #[arg(long = "config", short = 'c', value_name = "PATH", required = true, num_args = 1..)]
+    config: Vec<PathBuf>,
+    /// Bootstrap file: MeshConfig-style `outboundTrafficPolicy.mode`, listen
+    /// addresses, `secretsDir`, `namespace`. Flags override it.
+    #[arg(long, value_name = "FILE")]
+    bootstrap: Option<PathBuf>,
+    /// Directory of Secrets as Kubernetes mounts them (`DIR/<name>/tls.crt`),
+    /// for `credentialName`.
+    #[arg(long, value_name = "DIR")]
+    secrets_dir: Option<PathBuf>,
+    /// Namespace the proxy runs in (where `credentialName` Secrets are looked up).
+    #[arg(long)]
+    namespace: Option<String>,
+    /// What to do with hosts that no ServiceEntry declares (default ALLOW_ANY, as in Istio).
+    #[arg(long, value_enum)]
+    outbound_traffic_policy: Option<OutboundTrafficPolicy>,
+}
+
+#[derive(Args)]
+struct RunArgs {
+    #[command(flatten)]
+    config: ConfigArgs,
+    /// Outbound listener [default: 127.0.0.1:15001].
+    #[arg(long)]
+    outbound_addr: Option<SocketAddr>,
+    /// Admin listener (/config_dump, /certs) [default: 127.0.0.1:15000].
+    #[arg(long)]
+    admin_addr: Option<SocketAddr>,
+    /// Prometheus listener (/stats/prometheus) [default: 127.0.0.1:15020].
+    #[arg(long)]
+    stats_addr: Option<SocketAddr>,
+    /// Readiness listener (/healthz/ready) [default: 127.0.0.1:15021].
+    #[arg(long)]
+    ready_addr: Option<SocketAddr>,
+}
+
+#[derive(Args)]
+struct DemoArgs {
+    /// Outbound listener the demo's app uses.
+    #[arg(long, default_value = "127.0.0.1:15001")]
+    outbound_addr: SocketAddr,
+    /// Send the request, print the result and exit instead of staying up.
+    #[arg(long)]
+    once: bool,
+}
+
+fn bootstrap_from(args: &ConfigArgs) -> Result<Bootstrap, String> {
+    let mut b = Bootstrap::default();
+    if let Some(f) = &args.bootstrap {
+        b.apply_file(f)?;
+    }
+    b.config_paths = args.config.clone();
+    if args.secrets_dir.is_some() {
+        b.secrets_dir = args.secrets_dir.clone();
+    }
+    if let Some(ns) = &args.namespace {
+        b.namespace = ns.clone();
+    }
+    if let Some(p) = args.outbound_traffic_policy {
+        b.outbound_traffic_policy = p;
+    }
+    Ok(b)
+}
+
+fn init_logging(filter: &str, json: bool) {
+    let filter = tracing_subscriber::EnvFilter::try_from_default_env()
+        .or_else(|_| tracing_subscriber::EnvFilter::try_new(filter))
+        .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("info"));
+    let builder = tracing_subscriber::fmt().with_env_filter(filter).with_writer(std::io::stderr);
+    if json {
+        builder.json().init();
+    } else {
+        builder.init();
+    }
+}
+
+fn main() -> ExitCode {
+    let cli = Cli::parse();
+    init_logging(&cli.log_level, cli.log_json);
+    let runtime = match tokio::runtime::Builder::new_multi_thread().enable_all().build() {
+        Ok(r) => r,
+        Err(e) => {
+            eprintln!("meshgate: cannot start the runtime: {e}");
+            return ExitCode::FAILURE;
+        }
+    };
+    match cli.command {
+        Command::Validate(args) => validate(&args),
+        Command::Run(args) => runtime.block_on(run(args)),
+        Command::Demo(args) => runtime.block_on(async {
+            match meshgate::demo::run(args.outbound_addr, args.once).await {
+                Ok(()) => ExitCode::SUCCESS,
+                Err(e) => {
+                    eprintln!("meshgate demo: {e}");
+                    ExitCode::FAILURE
+                }
+            }
+        }),
+    }
+}
+
+fn validate(args: &ConfigArgs) -> ExitCode {
+    let bootstrap = match bootstrap_from(args) {
+        Ok(b) => b,
+        Err(e) => {
+            eprintln!("{e}");
+            return ExitCode::from(1);
+        }
+    };
+    let config = match meshgate::config::load(&bootstrap.config_paths) {
+        Ok(c) => c,
+        Err(errs) => {
+            for e in &errs.0 {
+                eprintln!("error: {e}");
+            }
+            eprintln!("{} error(s)", errs.0.len());
+            return ExitCode::from(1);
+        }
+    };
+    match meshgate::app::check(&config, &bootstrap) {
+        Ok(loaded) => {
+            for w in &loaded.plan.warnings {
+                eprintln!("warning: {w}");
+            }
+            let o = &loaded.plan.outbound;
+            println!(
+                "ok: {} ServiceEntry, {} DestinationRule, {} VirtualService (mesh), {} Secret; {} warning(s); outbound policy {:?}",
+                o.services.len(),
+                o.rules.len(),
+                o.routes.len(),
+                config.secrets.len(),
+                loaded.plan.warnings.len(),
+                o.policy
+            );
+            ExitCode::SUCCESS
+        }
+        Err(errs) => {
+            for e in &errs.0 {
+                eprintln!("error: {e}");
+            }
+            eprintln!("{} error(s)", errs.0.len());
+            ExitCode::from(1)
+        }
+    }
+}
+
+async fn run(args: RunArgs) -> ExitCode {
+    let mut bootstrap = match bootstrap_from(&args.config) {
+        Ok(b) => b,
+        Err(e) => {
+            eprintln!("meshgate: {e}");
+            return ExitCode::from(EXIT_BAD_CONFIG);
+        }
+    };
+    bootstrap.outbound_addr = args.outbound_addr.unwrap_or(bootstrap.outbound_addr);
+    bootstrap.admin_addr = args.admin_addr.unwrap_or(bootstrap.admin_addr);
+    bootstrap.stats_addr = args.stats_addr.unwrap_or(bootstrap.stats_addr);
+    bootstrap.ready_addr = args.ready_addr.unwrap_or(bootstrap.ready_addr);
+    let loaded = match meshgate::app::load(&bootstrap) {
+        Ok(l) => l,
+        Err(errs) => {
+            for e in &errs.0 {
+                eprintln!("error: {e}");
+            }
+            eprintln!("meshgate: configuration refused ({} error(s))", errs.0.len());
+            return ExitCode::from(EXIT_BAD_CONFIG);
+        }
+    };
+    let proxy = match meshgate::app::build(bootstrap, loaded).await {
+        Ok(p) => p,
+        Err(e) => {
+            eprintln!("meshgate: {e}");
+            return ExitCode::FAILURE;
+        }
+    };
+    wait_for_signals(&proxy).await;
+    proxy.shutdown();
+    // Give open connections a moment to finish their current request.
+    tokio::time::sleep(std::time::Duration::from_millis(200)).await;
+    ExitCode::SUCCESS
+}
+
+/// Reloads on SIGHUP; returns on SIGINT or SIGTERM.
+async fn wait_for_signals(proxy: &meshgate::app::Proxy) {
+    use tokio::signal::unix::{SignalKind, signal};
+    let (Ok(mut hup), Ok(mut term)) = (signal(SignalKind::hangup()), signal(SignalKind::terminate())) else {
+        let _ = tokio::signal::ctrl_c().await;
+        return;
+    };
+    loop {
+        tokio::select! {
+            _ = hup.recv() => { let _ = proxy.reload(); }
+            _ = term.recv() => return,
+            _ = tokio::signal::ctrl_c() => return,
+        }
+    }
+}
