@@ -12,3 +12,5 @@ pub mod admin;
 pub mod app;
 pub mod standin;
 pub mod demo;
+#[cfg(feature = "testing")]
+pub mod test_util;

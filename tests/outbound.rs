@@ -1,0 +1,525 @@
+//! Outbound TLS origination, end to end: the proxy in-process on port 0, a
+//! stand-in upstream with real rustls, certificates made here with rcgen.
+
+use meshgate::bootstrap::OutboundTrafficPolicy;
+use meshgate::devpki::{DevCa, LeafSpec};
+use meshgate::standin::{StandIn, StandInConfig, fetch};
+use meshgate::test_util::{TestProxy, tempdir, write};
+
+const HOST: &str = "api.external.test";
+
+/// ServiceEntry (port 80 → targetPort 443, STATIC endpoint on the stand-in)
+/// plus a DestinationRule whose port-level tls block is `tls`.
+fn egress_yaml(upstream_port: u16, tls: &str) -> String {
+    format!(
+        r#"apiVersion: networking.istio.io/v1
+kind: ServiceEntry
+metadata:
+  name: external
+spec:
+  hosts: [{HOST}]
+  location: MESH_EXTERNAL
+  ports:
+  - number: 80
+    name: http
+    protocol: HTTP
+    targetPort: 443
+  resolution: STATIC
+  endpoints:
+  - address: 127.0.0.1
+    ports:
+      http: {upstream_port}
+---
+apiVersion: networking.istio.io/v1
+kind: DestinationRule
+metadata:
+  name: external
+spec:
+  host: {HOST}
+  trafficPolicy:
+    portLevelSettings:
+    - port:
+        number: 80
+      tls:
+{tls}
+"#
+    )
+}
+
+struct Pki {
+    ca: DevCa,
+    dir: tempfile::TempDir,
+    ca_file: std::path::PathBuf,
+}
+
+fn pki() -> Pki {
+    let dir = tempdir();
+    let ca = DevCa::new("test CA");
+    let ca_file = ca.write_cert(dir.path(), "ca.crt").unwrap();
+    Pki { ca, dir, ca_file }
+}
+
+async fn upstream(pki: &Pki, spec: LeafSpec) -> StandIn {
+    let leaf = pki.ca.issue(&spec);
+    StandIn::start(([127, 0, 0, 1], 0).into(), StandInConfig::new(&leaf.cert_pem, &leaf.key_pem))
+        .await
+        .unwrap()
+}
+
+fn simple(ca: &std::path::Path) -> String {
+    format!("        mode: SIMPLE\n        caCertificates: {}", ca.display())
+}
+
+async fn proxy(pki: Pki, yaml: &str) -> TestProxy {
+    TestProxy::start(pki.dir, yaml, |_| {}).await.unwrap()
+}
+
+#[tokio::test]
+async fn simple_with_ca_file_originates_verified_tls() {
+    let pki = pki();
+    let up = upstream(&pki, LeafSpec::server(&[HOST])).await;
+    let yaml = egress_yaml(up.addr.port(), &simple(&pki.ca_file));
+    let p = proxy(pki, &yaml).await;
+    let r = p.get(HOST, "/v1/items?x=1").await;
+    assert_eq!(r.status, 200, "{}", r.body);
+    let v: serde_json::Value = serde_json::from_str(&r.body).unwrap();
+    assert_eq!(v["tls"]["sni"], HOST, "automatic SNI from the Host header");
+    assert_eq!(v["path"], "/v1/items?x=1");
+    assert_eq!(v["host"], HOST);
+    assert_eq!(v["tls"]["version"], "TLSv1_3");
+    assert_eq!(v["tls"]["group"], "X25519MLKEM768", "post-quantum hybrid preferred");
+    let m = p.metrics().await;
+    assert!(m.contains("meshgate_tls_handshakes_total{direction=\"outbound\",version=\"TLSv1_3\",group=\"X25519MLKEM768\",resumed=\"false\"} 1"), "{m}");
+}
+
+#[tokio::test]
+async fn connection_reuse_one_handshake_for_many_requests() {
+    let pki = pki();
+    let up = upstream(&pki, LeafSpec::server(&[HOST])).await;
+    let yaml = egress_yaml(up.addr.port(), &simple(&pki.ca_file));
+    let p = proxy(pki, &yaml).await;
+    for i in 0..20 {
+        let r = p.get(HOST, &format!("/n/{i}")).await;
+        assert_eq!(r.status, 200, "{}", r.body);
+    }
+    assert_eq!(up.handshakes(), 1, "20 sequential requests share one upstream TLS connection");
+}
+
+#[tokio::test]
+async fn max_requests_per_connection_one_uses_session_resumption() {
+    let pki = pki();
+    let up = upstream(&pki, LeafSpec::server(&[HOST])).await;
+    let tls = format!("{}\n      connectionPool:\n        http:\n          maxRequestsPerConnection: 1", simple(&pki.ca_file));
+    let yaml = egress_yaml(up.addr.port(), &tls);
+    let p = proxy(pki, &yaml).await;
+    for _ in 0..3 {
+        assert_eq!(p.get(HOST, "/").await.status, 200);
+    }
+    assert_eq!(up.handshakes(), 3, "keep-alive disabled: one connection per request");
+    assert!(up.last().unwrap().resumed, "later handshakes resume the TLS session");
+    let resumed = p
+        .metric("meshgate_tls_handshakes_total{direction=\"outbound\",version=\"TLSv1_3\",group=\"X25519MLKEM768\",resumed=\"true\"}")
+        .await;
+    assert!(resumed >= 1.0, "resumed handshakes counted");
+}
+
+async fn expect_failure(spec: LeafSpec, trust_other_ca: bool, reason: &str) {
+    let pki = pki();
+    let up = upstream(&pki, spec).await;
+    let ca_file = if trust_other_ca {
+        DevCa::new("unrelated CA").write_cert(pki.dir.path(), "other.crt").unwrap()
+    } else {
+        pki.ca_file.clone()
+    };
+    let yaml = egress_yaml(up.addr.port(), &simple(&ca_file));
+    let p = proxy(pki, &yaml).await;
+    let r = p.get(HOST, "/").await;
+    assert_eq!(r.status, 503, "{}", r.body);
+    assert_eq!(r.headers["x-meshgate-error"], reason, "{}", r.body);
+    assert!(r.body.contains(reason) && r.body.contains(HOST), "{}", r.body);
+    assert!(!r.body.contains("BEGIN"), "no certificate material in responses");
+    let c = p
+        .metric(&format!("meshgate_tls_handshake_failures_total{{direction=\"outbound\",reason=\"{reason}\"}}"))
+        .await;
+    assert_eq!(c, 1.0, "failure counted under {reason}");
+    // Never falls back to an unverified or plain connection: a retry fails the same way.
+    assert_eq!(p.get(HOST, "/").await.status, 503);
+}
+
+#[tokio::test]
+async fn unknown_ca_is_503_unknown_ca() {
+    expect_failure(LeafSpec::server(&[HOST]), true, "unknown_ca").await;
+}
+
+#[tokio::test]
+async fn san_mismatch_is_503_san_mismatch() {
+    expect_failure(LeafSpec::server(&["other.example.com"]), false, "san_mismatch").await;
+}
+
+#[tokio::test]
+async fn expired_is_503_expired() {
+    expect_failure(LeafSpec::server(&[HOST]).expired(), false, "expired").await;
+}
+
+#[tokio::test]
+async fn not_yet_valid_is_503_not_yet_valid() {
+    expect_failure(LeafSpec::server(&[HOST]).not_yet_valid(), false, "not_yet_valid").await;
+}
+
+#[tokio::test]
+async fn subject_alt_names_override_the_host() {
+    let pki = pki();
+    let up = upstream(&pki, LeafSpec::server(&["backend.internal"])).await;
+    let tls = format!("{}\n        subjectAltNames: [backend.internal]\n        sni: backend.internal", simple(&pki.ca_file));
+    let yaml = egress_yaml(up.addr.port(), &tls);
+    let p = proxy(pki, &yaml).await;
+    let r = p.get(HOST, "/").await;
+    assert_eq!(r.status, 200, "{}", r.body);
+    let v: serde_json::Value = serde_json::from_str(&r.body).unwrap();
+    assert_eq!(v["tls"]["sni"], "backend.internal");
+    assert_eq!(v["host"], HOST, "the Host header stays what the app sent");
+}
+
+#[tokio::test]
+async fn mutual_presents_the_client_certificate() {
+    let pki = pki();
+    let server = pki.ca.issue(&LeafSpec::server(&[HOST]));
+    let mut cfg = StandInConfig::new(&server.cert_pem, &server.key_pem);
+    cfg.client_ca_pem = Some(pki.ca.cert_pem.clone());
+    let up = StandIn::start(([127, 0, 0, 1], 0).into(), cfg).await.unwrap();
+    let (cert, key) = pki.ca.issue(&LeafSpec::client("frontend.client")).write(pki.dir.path(), "client").unwrap();
+    let tls = format!(
+        "        mode: MUTUAL\n        caCertificates: {}\n        clientCertificate: {}\n        privateKey: {}",
+        pki.ca_file.display(),
+        cert.display(),
+        key.display()
+    );
+    let yaml = egress_yaml(up.addr.port(), &tls);
+    let p = proxy(pki, &yaml).await;
+    let r = p.get(HOST, "/").await;
+    assert_eq!(r.status, 200, "{}", r.body);
+    let v: serde_json::Value = serde_json::from_str(&r.body).unwrap();
+    assert_eq!(v["tls"]["client_cert"], "CN=frontend.client");
+}
+
+#[tokio::test]
+async fn upstream_requiring_a_client_cert_without_one_is_a_clear_503() {
+    let pki = pki();
+    let server = pki.ca.issue(&LeafSpec::server(&[HOST]));
+    let mut cfg = StandInConfig::new(&server.cert_pem, &server.key_pem);
+    cfg.client_ca_pem = Some(pki.ca.cert_pem.clone());
+    let up = StandIn::start(([127, 0, 0, 1], 0).into(), cfg).await.unwrap();
+    let yaml = egress_yaml(up.addr.port(), &simple(&pki.ca_file));
+    let p = proxy(pki, &yaml).await;
+    let r = p.get(HOST, "/").await;
+    assert_eq!(r.status, 503, "{}", r.body);
+    assert_eq!(r.headers["x-meshgate-error"], "client_cert_required", "{}", r.body);
+    let c = p
+        .metric("meshgate_tls_handshake_failures_total{direction=\"outbound\",reason=\"client_cert_required\"}")
+        .await;
+    assert_eq!(c, 1.0);
+}
+
+#[tokio::test]
+async fn connect_refused_is_503_connect_refused() {
+    let pki = pki();
+    let port = {
+        let l = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+        l.local_addr().unwrap().port()
+    };
+    let yaml = egress_yaml(port, &simple(&pki.ca_file));
+    let p = proxy(pki, &yaml).await;
+    let r = p.get(HOST, "/").await;
+    assert_eq!(r.status, 503);
+    assert_eq!(r.headers["x-meshgate-error"], "connect_refused");
+}
+
+#[tokio::test]
+async fn target_port_is_used_when_no_endpoint_port_is_given() {
+    // ServiceEntry port 80 with targetPort = the stand-in's port; the
+    // endpoint has no per-port override.
+    let pki = pki();
+    let up = upstream(&pki, LeafSpec::server(&[HOST])).await;
+    let yaml = egress_yaml(up.addr.port(), &simple(&pki.ca_file))
+        .replace("targetPort: 443", &format!("targetPort: {}", up.addr.port()))
+        .replace(&format!("    ports:\n      http: {}\n", up.addr.port()), "");
+    assert!(!yaml.contains("http: "), "{yaml}");
+    let p = proxy(pki, &yaml).await;
+    assert_eq!(p.get(HOST, "/").await.status, 200);
+}
+
+#[tokio::test]
+async fn port_level_settings_apply_only_to_their_port() {
+    // Port 80 originates TLS; port 8080 of the same host has no TLS block,
+    // so the same TLS upstream answered in plain text fails as not_tls...
+    // the other way round: 8080 is plain to a plain server.
+    let pki = pki();
+    let up = upstream(&pki, LeafSpec::server(&[HOST])).await;
+    let plain = plain_server().await;
+    let yaml = egress_yaml(up.addr.port(), &simple(&pki.ca_file))
+        .replace(
+            "    targetPort: 443\n",
+            &format!("    targetPort: 443\n  - number: 8080\n    name: plain\n    protocol: HTTP\n    targetPort: {}\n", plain.port()),
+        );
+    let p = proxy(pki, &yaml).await;
+    assert_eq!(p.get(HOST, "/").await.status, 200, "port 80: TLS");
+    let r = p.get(&format!("{HOST}:8080"), "/plain").await;
+    assert_eq!(r.status, 200, "{}", r.body);
+    assert_eq!(r.body, "plain:/plain", "port 8080: no TLS (port-level settings do not leak)");
+}
+
+#[tokio::test]
+async fn plain_text_upstream_on_a_tls_port_is_not_tls() {
+    let pki = pki();
+    let plain = plain_server().await;
+    let yaml = egress_yaml(plain.port(), &simple(&pki.ca_file));
+    let p = proxy(pki, &yaml).await;
+    let r = p.get(HOST, "/").await;
+    assert_eq!(r.status, 503);
+    assert_eq!(r.headers["x-meshgate-error"], "not_tls", "{}", r.body);
+}
+
+#[tokio::test]
+async fn wildcard_service_entry_host() {
+    let pki = pki();
+    let up = upstream(&pki, LeafSpec::server(&["en.wiki.test"])).await;
+    let yaml = format!(
+        r#"apiVersion: networking.istio.io/v1
+kind: ServiceEntry
+metadata: {{name: wiki}}
+spec:
+  hosts: ["*.wiki.test"]
+  ports: [{{number: 80, name: http, protocol: HTTP, targetPort: 443}}]
+  resolution: STATIC
+  endpoints: [{{address: 127.0.0.1, ports: {{http: {port}}}}}]
+---
+apiVersion: networking.istio.io/v1beta1
+kind: DestinationRule
+metadata: {{name: wiki}}
+spec:
+  host: "*.wiki.test"
+  trafficPolicy:
+    tls: {{mode: SIMPLE, caCertificates: {ca}}}
+"#,
+        port = up.addr.port(),
+        ca = pki.ca_file.display()
+    );
+    let p = TestProxy::start(pki.dir, &yaml, |b| b.outbound_traffic_policy = OutboundTrafficPolicy::RegistryOnly)
+        .await
+        .unwrap();
+    let r = p.get("en.wiki.test", "/").await;
+    assert_eq!(r.status, 200, "{}", r.body);
+    let v: serde_json::Value = serde_json::from_str(&r.body).unwrap();
+    assert_eq!(v["tls"]["sni"], "en.wiki.test", "SNI is the request's host, not the pattern");
+    // A different subdomain is registered too, but its certificate name is checked.
+    let r = p.get("de.wiki.test", "/").await;
+    assert_eq!(r.headers["x-meshgate-error"], "san_mismatch");
+    // The bare domain is not covered by the wildcard.
+    assert_eq!(p.get("wiki.test", "/").await.status, 502);
+}
+
+#[tokio::test]
+async fn registry_only_refuses_unknown_hosts_with_502() {
+    let pki = pki();
+    let up = upstream(&pki, LeafSpec::server(&[HOST])).await;
+    let yaml = egress_yaml(up.addr.port(), &simple(&pki.ca_file));
+    let p = TestProxy::start(pki.dir, &yaml, |b| b.outbound_traffic_policy = OutboundTrafficPolicy::RegistryOnly)
+        .await
+        .unwrap();
+    let r = p.get("unknown.example.org", "/").await;
+    assert_eq!(r.status, 502);
+    assert_eq!(r.headers["x-meshgate-error"], "registry_only");
+    assert!(r.body.contains("unknown.example.org:80") && r.body.contains("REGISTRY_ONLY"), "{}", r.body);
+    // Registered host, undeclared port: refused too.
+    assert_eq!(p.get(&format!("{HOST}:8443"), "/").await.status, 502);
+    assert_eq!(p.get(HOST, "/").await.status, 200);
+    let m = p.metrics().await;
+    assert!(m.contains("destination_service=\"BlackHoleCluster\",response_code=\"502\""), "{m}");
+}
+
+#[tokio::test]
+async fn allow_any_forwards_unknown_hosts_as_plain_http() {
+    let pki = pki();
+    let plain = plain_server().await;
+    let yaml = egress_yaml(1, &simple(&pki.ca_file));
+    let p = proxy(pki, &yaml).await;
+    let r = p.get(&format!("localhost:{}", plain.port()), "/hello").await;
+    assert_eq!(r.status, 200, "{}", r.body);
+    assert_eq!(r.body, "plain:/hello");
+    let m = p.metrics().await;
+    assert!(m.contains("destination_service=\"PassthroughCluster\",response_code=\"200\""), "{m}");
+}
+
+#[tokio::test]
+async fn absolute_form_requests_work_like_an_http_proxy() {
+    let pki = pki();
+    let up = upstream(&pki, LeafSpec::server(&[HOST])).await;
+    let yaml = egress_yaml(up.addr.port(), &simple(&pki.ca_file));
+    let p = proxy(pki, &yaml).await;
+    let r = fetch(p.proxy.outbound, "GET", &format!("http://{HOST}/abs?q=1"), None).await.unwrap();
+    assert_eq!(r.status, 200, "{}", r.body);
+    let v: serde_json::Value = serde_json::from_str(&r.body).unwrap();
+    assert_eq!(v["path"], "/abs?q=1", "origin-form upstream");
+    assert_eq!(v["host"], HOST);
+}
+
+#[tokio::test]
+async fn two_host_headers_or_none_is_400() {
+    use tokio::io::{AsyncReadExt, AsyncWriteExt};
+    let pki = pki();
+    let yaml = egress_yaml(1, &simple(&pki.ca_file));
+    let p = proxy(pki, &yaml).await;
+    for req in [
+        "GET / HTTP/1.1\r\nHost: a.test\r\nHost: b.test\r\nConnection: close\r\n\r\n",
+        "GET / HTTP/1.0\r\n\r\n",
+    ] {
+        let mut s = tokio::net::TcpStream::connect(p.proxy.outbound).await.unwrap();
+        s.write_all(req.as_bytes()).await.unwrap();
+        let mut out = String::new();
+        s.read_to_string(&mut out).await.unwrap();
+        assert!(out.starts_with("HTTP/1.") && out.contains(" 400 "), "{req:?} → {out}");
+    }
+}
+
+#[tokio::test]
+async fn oversized_headers_are_refused() {
+    use tokio::io::{AsyncReadExt, AsyncWriteExt};
+    let pki = pki();
+    let yaml = egress_yaml(1, &simple(&pki.ca_file));
+    let p = TestProxy::start(pki.dir, &yaml, |b| b.max_header_bytes = 16 * 1024).await.unwrap();
+    let mut s = tokio::net::TcpStream::connect(p.proxy.outbound).await.unwrap();
+    let big = "x".repeat(64 * 1024);
+    let req = format!("GET / HTTP/1.1\r\nHost: {HOST}\r\nX-Big: {big}\r\n\r\n");
+    let _ = s.write_all(req.as_bytes()).await;
+    let mut out = Vec::new();
+    let _ = s.read_to_end(&mut out).await;
+    let out = String::from_utf8_lossy(&out);
+    assert!(out.is_empty() || out.contains(" 431 "), "{out}");
+}
+
+#[tokio::test]
+async fn connect_tunnel_relays_bytes_untouched() {
+    use tokio::io::{AsyncReadExt, AsyncWriteExt};
+    let pki = pki();
+    let up = upstream(&pki, LeafSpec::server(&[HOST])).await;
+    let yaml = egress_yaml(up.addr.port(), &simple(&pki.ca_file)).replace(
+        "    targetPort: 443\n",
+        "    targetPort: 443\n  - number: 443\n    name: https\n    protocol: TLS\n",
+    ).replace(&format!("      http: {}\n", up.addr.port()), &format!("      http: {p}\n      https: {p}\n", p = up.addr.port()));
+    let ca_pem = pki.ca.cert_pem.clone();
+    let p = TestProxy::start(pki.dir, &yaml, |b| b.outbound_traffic_policy = OutboundTrafficPolicy::RegistryOnly)
+        .await
+        .unwrap();
+    // Refused by host policy.
+    let mut s = tokio::net::TcpStream::connect(p.proxy.outbound).await.unwrap();
+    s.write_all(b"CONNECT evil.test:443 HTTP/1.1\r\nHost: evil.test:443\r\n\r\n").await.unwrap();
+    let mut buf = vec![0u8; 1024];
+    let n = s.read(&mut buf).await.unwrap();
+    assert!(String::from_utf8_lossy(&buf[..n]).contains(" 502 "));
+    // Allowed: the app speaks TLS itself through the tunnel.
+    let mut s = tokio::net::TcpStream::connect(p.proxy.outbound).await.unwrap();
+    s.write_all(format!("CONNECT {HOST}:443 HTTP/1.1\r\nHost: {HOST}:443\r\n\r\n").as_bytes()).await.unwrap();
+    let n = s.read(&mut buf).await.unwrap();
+    let head = String::from_utf8_lossy(&buf[..n]);
+    assert!(head.starts_with("HTTP/1.1 200"), "{head}");
+    let roots = meshgate::creds::roots_from_pem(ca_pem.as_bytes()).unwrap();
+    let cfg = rustls::ClientConfig::builder_with_provider(meshgate::creds::provider())
+        .with_safe_default_protocol_versions()
+        .unwrap()
+        .with_root_certificates(roots)
+        .with_no_client_auth();
+    let tls = tokio_rustls::TlsConnector::from(std::sync::Arc::new(cfg))
+        .connect(HOST.try_into().unwrap(), s)
+        .await
+        .expect("end-to-end TLS through the tunnel");
+    let mut tls = tls;
+    tls.write_all(format!("GET /tunnel HTTP/1.1\r\nHost: {HOST}\r\nConnection: close\r\n\r\n").as_bytes()).await.unwrap();
+    let mut out = String::new();
+    let _ = tls.read_to_string(&mut out).await;
+    assert!(out.starts_with("HTTP/1.1 200") && out.contains("/tunnel"), "{out}");
+    assert_eq!(up.last().unwrap().sni.as_deref(), Some(HOST), "the app's own TLS, relayed untouched");
+}
+
+#[tokio::test]
+async fn h2_upgrade_speaks_http2_to_the_upstream() {
+    let pki = pki();
+    let leaf = pki.ca.issue(&LeafSpec::server(&[HOST]));
+    let mut cfg = StandInConfig::new(&leaf.cert_pem, &leaf.key_pem);
+    cfg.h2 = true;
+    let up = StandIn::start(([127, 0, 0, 1], 0).into(), cfg).await.unwrap();
+    let tls = format!("{}\n      connectionPool:\n        http:\n          h2UpgradePolicy: UPGRADE", simple(&pki.ca_file));
+    let yaml = egress_yaml(up.addr.port(), &tls);
+    let p = proxy(pki, &yaml).await;
+    for _ in 0..3 {
+        let r = p.get(HOST, "/h2").await;
+        assert_eq!(r.status, 200, "{}", r.body);
+        let v: serde_json::Value = serde_json::from_str(&r.body).unwrap();
+        assert_eq!(v["http"], "HTTP/2.0");
+        assert_eq!(v["tls"]["alpn"], "h2");
+    }
+    assert_eq!(up.handshakes(), 1, "one multiplexed HTTP/2 connection");
+}
+
+#[tokio::test]
+async fn reload_keeps_the_last_good_config() {
+    let pki = pki();
+    let up = upstream(&pki, LeafSpec::server(&[HOST])).await;
+    let yaml = egress_yaml(up.addr.port(), &simple(&pki.ca_file));
+    let p = proxy(pki, &yaml).await;
+    write(p.dir.path(), "config.yaml", &yaml.replace("mode: SIMPLE", "mode: SIMPEL"));
+    let err = p.proxy.reload().unwrap_err().to_string();
+    assert!(err.contains("config.yaml") && err.contains("DestinationRule/default/external") && err.contains("mode"), "{err}");
+    assert_eq!(p.get(HOST, "/").await.status, 200, "still serving the last good config");
+    assert_eq!(p.metric("meshgate_config_reloads_total{result=\"failure\"}").await, 1.0);
+    write(p.dir.path(), "config.yaml", &yaml.replace(&format!("http: {}", up.addr.port()), "http: 1"));
+    p.proxy.reload().unwrap();
+    assert_eq!(p.get(HOST, "/").await.status, 503, "the new config is in force");
+}
+
+#[tokio::test]
+async fn admin_config_dump_shows_the_plan_and_no_key_material() {
+    let pki = pki();
+    let up = upstream(&pki, LeafSpec::server(&[HOST])).await;
+    let (cert, key) = pki.ca.issue(&LeafSpec::client("frontend")).write(pki.dir.path(), "client").unwrap();
+    let tls = format!(
+        "        mode: MUTUAL\n        caCertificates: {}\n        clientCertificate: {}\n        privateKey: {}",
+        pki.ca_file.display(),
+        cert.display(),
+        key.display()
+    );
+    let key_pem = std::fs::read_to_string(&key).unwrap();
+    let yaml = egress_yaml(up.addr.port(), &tls);
+    let p = proxy(pki, &yaml).await;
+    let dump = fetch(p.proxy.admin, "GET", "/config_dump", Some("localhost")).await.unwrap();
+    assert_eq!(dump.status, 200);
+    assert!(dump.body.contains(HOST) && dump.body.contains("MUTUAL") && dump.body.contains("CN=frontend"), "{}", dump.body);
+    assert!(!dump.body.contains("PRIVATE KEY"));
+    let key_body: String = key_pem.lines().filter(|l| !l.starts_with("-----")).collect();
+    assert!(!dump.body.contains(&key_body[..40]), "no key bytes in config_dump");
+    let ready = fetch(p.proxy.ready, "GET", "/healthz/ready", Some("localhost")).await.unwrap();
+    assert_eq!(ready.status, 200);
+}
+
+/// A plain HTTP/1.1 server answering `plain:<path>`.
+async fn plain_server() -> std::net::SocketAddr {
+    use http_body_util::Full;
+    let l = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let addr = l.local_addr().unwrap();
+    tokio::spawn(async move {
+        loop {
+            let Ok((s, _)) = l.accept().await else { return };
+            tokio::spawn(async move {
+                let svc = hyper::service::service_fn(|req: http::Request<hyper::body::Incoming>| async move {
+                    Ok::<_, std::convert::Infallible>(http::Response::new(Full::new(bytes::Bytes::from(format!(
+                        "plain:{}",
+                        req.uri().path()
+                    )))))
+                });
+                let _ = hyper::server::conn::http1::Builder::new()
+                    .serve_connection(hyper_util::rt::TokioIo::new(s), svc)
+                    .await;
+            });
+        }
+    });
+    addr
+}
