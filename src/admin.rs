@@ -34,7 +34,12 @@ pub enum Role {
 }
 
 /// Serves `role`'s endpoints until `shutdown`.
-pub async fn run(listener: TcpListener, role: Role, state: Arc<State>, shutdown: CancellationToken) {
+pub async fn run(
+    listener: TcpListener,
+    role: Role,
+    state: Arc<State>,
+    shutdown: CancellationToken,
+) {
     loop {
         let (stream, _) = tokio::select! {
             _ = shutdown.cancelled() => return,
@@ -132,8 +137,10 @@ fn config_dump(state: &State) -> serde_json::Value {
 fn text(status: StatusCode, body: String) -> Response<Full<Bytes>> {
     let mut r = Response::new(Full::new(Bytes::from(body)));
     *r.status_mut() = status;
-    r.headers_mut()
-        .insert(header::CONTENT_TYPE, header::HeaderValue::from_static("text/plain; charset=utf-8"));
+    r.headers_mut().insert(
+        header::CONTENT_TYPE,
+        header::HeaderValue::from_static("text/plain; charset=utf-8"),
+    );
     r
 }
 
@@ -141,10 +148,15 @@ fn json<T: Serialize>(v: &T) -> Response<Full<Bytes>> {
     match serde_json::to_string_pretty(v) {
         Ok(s) => {
             let mut r = text(StatusCode::OK, s + "\n");
-            r.headers_mut()
-                .insert(header::CONTENT_TYPE, header::HeaderValue::from_static("application/json"));
+            r.headers_mut().insert(
+                header::CONTENT_TYPE,
+                header::HeaderValue::from_static("application/json"),
+            );
             r
         }
-        Err(e) => text(StatusCode::INTERNAL_SERVER_ERROR, format!("cannot render: {e}\n")),
+        Err(e) => text(
+            StatusCode::INTERNAL_SERVER_ERROR,
+            format!("cannot render: {e}\n"),
+        ),
     }
 }

@@ -69,7 +69,10 @@ pub struct Proxy {
 
 async fn bind(addr: SocketAddr, what: &str) -> std::io::Result<TcpListener> {
     TcpListener::bind(addr).await.map_err(|e| {
-        std::io::Error::new(e.kind(), format!("cannot bind the {what} listener on {addr}: {e}"))
+        std::io::Error::new(
+            e.kind(),
+            format!("cannot bind the {what} listener on {addr}: {e}"),
+        )
     })
 }
 
@@ -82,11 +85,20 @@ pub async fn build(bootstrap: Bootstrap, loaded: Loaded) -> std::io::Result<Prox
     let admin = bind(bootstrap.admin_addr, "admin").await?;
     let stats = bind(bootstrap.stats_addr, "stats").await?;
     let ready = bind(bootstrap.ready_addr, "readiness").await?;
-    let addrs = (outbound.local_addr()?, admin.local_addr()?, stats.local_addr()?, ready.local_addr()?);
+    let addrs = (
+        outbound.local_addr()?,
+        admin.local_addr()?,
+        stats.local_addr()?,
+        ready.local_addr()?,
+    );
     let metrics = Arc::new(Metrics::new());
     let state = Arc::new(State::new(bootstrap, loaded.plan, loaded.creds, metrics));
     let shutdown = CancellationToken::new();
-    tokio::spawn(crate::runtime::outbound::run(outbound, state.clone(), shutdown.clone()));
+    tokio::spawn(crate::runtime::outbound::run(
+        outbound,
+        state.clone(),
+        shutdown.clone(),
+    ));
     for (l, role) in [
         (admin, crate::admin::Role::Admin),
         (stats, crate::admin::Role::Stats),
@@ -122,12 +134,20 @@ impl Proxy {
                     warn!("{w}");
                 }
                 self.state.publish(loaded.plan, loaded.creds);
-                self.state.metrics.config_reloads.get_or_create(&label("success")).inc();
+                self.state
+                    .metrics
+                    .config_reloads
+                    .get_or_create(&label("success"))
+                    .inc();
                 info!("configuration reloaded");
                 Ok(())
             }
             Err(e) => {
-                self.state.metrics.config_reloads.get_or_create(&label("failure")).inc();
+                self.state
+                    .metrics
+                    .config_reloads
+                    .get_or_create(&label("failure"))
+                    .inc();
                 for line in &e.0 {
                     warn!("reload refused, keeping the last good configuration: {line}");
                 }

@@ -145,10 +145,17 @@ mod tests {
     fn bootstrap_file_sets_policy() {
         let dir = tempfile::tempdir().unwrap();
         let p = dir.path().join("b.yaml");
-        std::fs::write(&p, "outboundTrafficPolicy:\n  mode: REGISTRY_ONLY\noutboundAddr: 127.0.0.1:9999\n").unwrap();
+        std::fs::write(
+            &p,
+            "outboundTrafficPolicy:\n  mode: REGISTRY_ONLY\noutboundAddr: 127.0.0.1:9999\n",
+        )
+        .unwrap();
         let mut b = Bootstrap::default();
         b.apply_file(&p).unwrap();
-        assert_eq!(b.outbound_traffic_policy, OutboundTrafficPolicy::RegistryOnly);
+        assert_eq!(
+            b.outbound_traffic_policy,
+            OutboundTrafficPolicy::RegistryOnly
+        );
         assert_eq!(b.outbound_addr.port(), 9999);
         std::fs::write(&p, "outboundTrafficPolicy:\n  mode: DENY\n").unwrap();
         let err = b.apply_file(&p).unwrap_err();

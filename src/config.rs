@@ -336,7 +336,14 @@ fn parse_document(
     if kind.is_empty() || api_version.is_empty() {
         errors.push(error(
             None,
-            Some(if kind.is_empty() { "kind" } else { "apiVersion" }.into()),
+            Some(
+                if kind.is_empty() {
+                    "kind"
+                } else {
+                    "apiVersion"
+                }
+                .into(),
+            ),
             1,
             "missing; every document needs apiVersion and kind".into(),
         ));
@@ -398,7 +405,9 @@ fn parse_document(
     }
 }
 
-fn decode_secret(obj: &secret::SecretObject) -> Result<BTreeMap<String, Vec<u8>>, (String, String)> {
+fn decode_secret(
+    obj: &secret::SecretObject,
+) -> Result<BTreeMap<String, Vec<u8>>, (String, String)> {
     let mut out = BTreeMap::new();
     for (k, v) in &obj.data {
         let compact: String = v.chars().filter(|c| !c.is_whitespace()).collect();

@@ -9,7 +9,8 @@
 pub mod info;
 pub mod secret;
 
-use std::collections::HashMap;
+use std::collections::hash_map::Entry;
+use std::collections::{HashMap, HashSet};
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
 
@@ -82,56 +83,100 @@ pub fn load(
     let mut creds = Credentials::default();
     let mut errors = Vec::new();
     let mut system: Option<Result<Arc<RootCertStore>, String>> = None;
+    let mut failed = HashSet::new();
     let policies = plan.outbound.rules.iter().flat_map(|r| {
-        std::iter::once(&r.default)
-            .chain(r.ports.values())
-            .chain(r.subsets.values().flat_map(|s| std::iter::once(&s.default).chain(s.ports.values())))
+        std::iter::once(&r.default).chain(r.ports.values()).chain(
+            r.subsets
+                .values()
+                .flat_map(|s| std::iter::once(&s.default).chain(s.ports.values())),
+        )
     });
     for policy in policies {
         let tls = &policy.tls;
         if tls.mode == crate::plan::TlsMode::Disable || tls.insecure_skip_verify {
             // insecureSkipVerify: no roots are consulted.
             if let Some(id) = &tls.identity {
-                load_identity(id, &tls.origin, &secrets, &provider, &mut creds, &mut errors);
+                load_identity(
+                    id,
+                    &tls.origin,
+                    &secrets,
+                    &provider,
+                    &mut creds,
+                    &mut errors,
+                );
             }
             continue;
         }
         let key = (tls.trust.clone(), tls.crl.clone());
-        if !creds.trust.contains_key(&key) {
-            let loaded = match &tls.trust {
-                TrustSource::System => system
-                    .get_or_insert_with(system_roots)
-                    .clone()
-                    .map(|roots| (roots, "system".to_string())),
-                TrustSource::File(path) => read(path)
-                    .and_then(|pem| roots_from_pem(&pem))
-                    .map(|r| (Arc::new(r), path.display().to_string()))
-                    .map_err(|e| format!("caCertificates {}: {e}", path.display())),
-                TrustSource::Credential(c) => secrets
-                    .ca(c)
-                    .and_then(|(pem, src)| roots_from_pem(&pem).map(|r| (Arc::new(r), src.clone())).map_err(|e| format!("{src}: {e}"))),
-            };
-            let crls = match &tls.crl {
-                Some(p) => read(p)
-                    .and_then(|pem| crls_from_pem(&pem))
-                    .map_err(|e| format!("caCrl {}: {e}", p.display())),
-                None => Ok(Vec::new()),
-            };
-            match (loaded, crls) {
-                (Ok((roots, source)), Ok(crls)) => {
-                    creds.trust.insert(key, Arc::new(Trust { roots, crls, source }));
+        if let Entry::Vacant(slot) = creds.trust.entry(key.clone())
+            && !failed.contains(&key)
+        {
+            match load_trust(&tls.trust, tls.crl.as_deref(), &secrets, &mut system) {
+                Ok(trust) => {
+                    slot.insert(Arc::new(trust));
                 }
-                (Err(e), _) | (_, Err(e)) => errors.push(CredentialError {
-                    origin: tls.origin.clone(),
-                    reason: e,
-                }),
+                Err(reason) => {
+                    failed.insert(key);
+                    errors.push(CredentialError {
+                        origin: tls.origin.clone(),
+                        reason,
+                    });
+                }
             }
         }
         if let Some(id) = &tls.identity {
-            load_identity(id, &tls.origin, &secrets, &provider, &mut creds, &mut errors);
+            load_identity(
+                id,
+                &tls.origin,
+                &secrets,
+                &provider,
+                &mut creds,
+                &mut errors,
+            );
         }
     }
-    if errors.is_empty() { Ok(creds) } else { Err(errors) }
+    if errors.is_empty() {
+        Ok(creds)
+    } else {
+        Err(errors)
+    }
+}
+
+/// Roots (+ CRLs) for one trust source. The system bundle is read once.
+fn load_trust(
+    source: &TrustSource,
+    crl: Option<&Path>,
+    secrets: &secret::SecretSource,
+    system: &mut Option<Result<Arc<RootCertStore>, String>>,
+) -> Result<Trust, String> {
+    let (roots, source) = match source {
+        TrustSource::System => (
+            system.get_or_insert_with(system_roots).clone()?,
+            "system roots".to_string(),
+        ),
+        TrustSource::File(path) => {
+            let roots = read(path)
+                .and_then(|pem| roots_from_pem(&pem))
+                .map_err(|e| format!("caCertificates {}: {e}", path.display()))?;
+            (Arc::new(roots), path.display().to_string())
+        }
+        TrustSource::Credential(c) => {
+            let (pem, src) = secrets.ca(c)?;
+            let roots = roots_from_pem(&pem).map_err(|e| format!("{src}: {e}"))?;
+            (Arc::new(roots), src)
+        }
+    };
+    let crls = match crl {
+        Some(p) => read(p)
+            .and_then(|pem| crls_from_pem(&pem))
+            .map_err(|e| format!("caCrl {}: {e}", p.display()))?,
+        None => Vec::new(),
+    };
+    Ok(Trust {
+        roots,
+        crls,
+        source,
+    })
 }
 
 /// The crypto provider used everywhere (aws-lc-rs, post-quantum hybrid key
@@ -247,10 +292,14 @@ pub fn identity_from_pem(
         format!("{source}: private key: {e}")
     })?;
     let leaf = CertInfo::parse(&chain[0]).map_err(|e| format!("{source}: certificate: {e}"))?;
-    leaf.check_usable_leaf().map_err(|e| format!("{source}: {e}"))?;
+    leaf.check_usable_leaf()
+        .map_err(|e| format!("{source}: {e}"))?;
     let certified = CertifiedKey::from_der(chain, key, provider).map_err(|e| match e {
         rustls::Error::InconsistentKeys(_) => {
-            format!("{source}: the private key does not match the certificate ({})", leaf.subject)
+            format!(
+                "{source}: the private key does not match the certificate ({})",
+                leaf.subject
+            )
         }
         other => format!("{source}: private key: {other}"),
     })?;

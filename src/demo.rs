@@ -28,7 +28,11 @@ pub async fn run(outbound_addr: SocketAddr, once: bool) -> Result<(), String> {
     let ca = DevCa::new("meshgate demo CA");
     let ca_file = ca.write_cert(&dir, "ca.crt").map_err(|e| e.to_string())?;
     let leaf = ca.issue(&LeafSpec::server(&[HOST]));
-    let external = StandIn::start(([127, 0, 0, 1], 0).into(), StandInConfig::new(&leaf.cert_pem, &leaf.key_pem)).await?;
+    let external = StandIn::start(
+        ([127, 0, 0, 1], 0).into(),
+        StandInConfig::new(&leaf.cert_pem, &leaf.key_pem),
+    )
+    .await?;
 
     let yaml = DEMO_YAML
         .replace("${STANDIN_PORT}", &external.addr.port().to_string())
@@ -51,24 +55,51 @@ pub async fn run(outbound_addr: SocketAddr, once: bool) -> Result<(), String> {
 
     println!("meshgate demo: TLS origination for the seed scenario\n");
     println!("  config            {}", config_file.display());
-    println!("  external service  https://{HOST} (stand-in on {}, cert from a fresh dev CA)", external.addr);
-    println!("  meshgate          outbound {} · admin http://{}/config_dump · metrics http://{}/stats/prometheus\n", proxy.outbound, proxy.admin, proxy.stats);
+    println!(
+        "  external service  https://{HOST} (stand-in on {}, cert from a fresh dev CA)",
+        external.addr
+    );
+    println!(
+        "  meshgate          outbound {} · admin http://{}/config_dump · metrics http://{}/stats/prometheus\n",
+        proxy.outbound, proxy.admin, proxy.stats
+    );
     println!("app → GET http://{HOST}/v1/items (plain HTTP, to the sidecar)");
 
     let start = Instant::now();
     let resp = fetch(proxy.outbound, "GET", "/v1/items", Some(HOST)).await?;
     let latency = start.elapsed();
     if resp.status != 200 {
-        return Err(format!("request through meshgate failed: {} {}", resp.status, resp.body.trim()));
+        return Err(format!(
+            "request through meshgate failed: {} {}",
+            resp.status,
+            resp.body.trim()
+        ));
     }
-    let seen = external.last().ok_or("the external service saw no TLS connection")?;
-    println!("  ← {} in {:.1} ms, relayed over TLS:", resp.status, latency.as_secs_f64() * 1000.0);
+    let seen = external
+        .last()
+        .ok_or("the external service saw no TLS connection")?;
+    println!(
+        "  ← {} in {:.1} ms, relayed over TLS:",
+        resp.status,
+        latency.as_secs_f64() * 1000.0
+    );
     println!("     TLS version     {}", seen.version);
     println!("     cipher suite    {}", seen.cipher);
     println!("     key exchange    {}", seen.group);
-    println!("     SNI             {}", seen.sni.as_deref().unwrap_or("(none)"));
-    println!("     verified name   {} (chain checked against {})", target.verify_names().join(", "), ca_file.display());
-    println!("     via             {} → {}", target.service.resource, target.rule.as_deref().unwrap_or("-"));
+    println!(
+        "     SNI             {}",
+        seen.sni.as_deref().unwrap_or("(none)")
+    );
+    println!(
+        "     verified name   {} (chain checked against {})",
+        target.verify_names().join(", "),
+        ca_file.display()
+    );
+    println!(
+        "     via             {} → {}",
+        target.service.resource,
+        target.rule.as_deref().unwrap_or("-")
+    );
     println!("     body            {}", resp.body.trim());
 
     let start = Instant::now();
@@ -86,7 +117,10 @@ pub async fn run(outbound_addr: SocketAddr, once: bool) -> Result<(), String> {
     println!("try it by hand (Ctrl-C to stop):");
     println!("  curl -sS -H 'Host: {HOST}' http://{o}/v1/items");
     println!("  curl -sS -x http://{o} http://{HOST}/v1/items");
-    println!("  curl -sS http://{}/stats/prometheus | grep meshgate_", proxy.stats);
+    println!(
+        "  curl -sS http://{}/stats/prometheus | grep meshgate_",
+        proxy.stats
+    );
     let _ = tokio::signal::ctrl_c().await;
     Ok(())
 }

@@ -119,19 +119,28 @@ impl DevCa {
             sans.push(SanType::URI(u.clone().try_into().expect("valid URI SAN")));
         }
         params.subject_alt_names = sans;
-        params.key_usages = vec![KeyUsagePurpose::DigitalSignature, KeyUsagePurpose::KeyEncipherment];
+        params.key_usages = vec![
+            KeyUsagePurpose::DigitalSignature,
+            KeyUsagePurpose::KeyEncipherment,
+        ];
         if spec.server {
-            params.extended_key_usages.push(ExtendedKeyUsagePurpose::ServerAuth);
+            params
+                .extended_key_usages
+                .push(ExtendedKeyUsagePurpose::ServerAuth);
         }
         if spec.client {
-            params.extended_key_usages.push(ExtendedKeyUsagePurpose::ClientAuth);
+            params
+                .extended_key_usages
+                .push(ExtendedKeyUsagePurpose::ClientAuth);
         }
         let now = OffsetDateTime::now_utc();
         params.not_before = now + spec.not_before;
         params.not_after = now + spec.not_after;
         params.use_authority_key_identifier_extension = true;
         let key = KeyPair::generate().expect("key generation with aws-lc-rs");
-        let cert = params.signed_by(&key, &self.issuer).expect("signing a leaf");
+        let cert = params
+            .signed_by(&key, &self.issuer)
+            .expect("signing a leaf");
         Leaf {
             cert_pem: cert.pem(),
             key_pem: key.serialize_pem(),

@@ -1,16 +1,16 @@
 //! meshgate: a TLS sidecar proxy for service meshes, configured with Istio's
 //! own resources.
-pub mod config;
-pub mod bootstrap;
-pub mod plan;
-pub mod creds;
-pub mod devpki;
-pub mod tls;
-pub mod metrics;
-pub mod runtime;
 pub mod admin;
 pub mod app;
-pub mod standin;
+pub mod bootstrap;
+pub mod config;
+pub mod creds;
 pub mod demo;
+pub mod devpki;
+pub mod metrics;
+pub mod plan;
+pub mod runtime;
+pub mod standin;
 #[cfg(feature = "testing")]
 pub mod test_util;
+pub mod tls;

@@ -24,7 +24,12 @@ Start with `meshgate demo`."
 struct Cli {
     /// Log filter: error, warn, info, debug, trace, or a tracing filter
     /// such as `meshgate=debug` (RUST_LOG overrides it).
-    #[arg(long, global = true, default_value = "info", env = "MESHGATE_LOG_LEVEL")]
+    #[arg(
+        long,
+        global = true,
+        default_value = "info",
+        env = "MESHGATE_LOG_LEVEL"
+    )]
     log_level: String,
     /// Log as JSON lines instead of text.
     #[arg(long, global = true)]
@@ -115,7 +120,9 @@ fn init_logging(filter: &str, json: bool) {
     let filter = tracing_subscriber::EnvFilter::try_from_default_env()
         .or_else(|_| tracing_subscriber::EnvFilter::try_new(filter))
         .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("info"));
-    let builder = tracing_subscriber::fmt().with_env_filter(filter).with_writer(std::io::stderr);
+    let builder = tracing_subscriber::fmt()
+        .with_env_filter(filter)
+        .with_writer(std::io::stderr);
     if json {
         builder.json().init();
     } else {
@@ -126,7 +133,10 @@ fn init_logging(filter: &str, json: bool) {
 fn main() -> ExitCode {
     let cli = Cli::parse();
     init_logging(&cli.log_level, cli.log_json);
-    let runtime = match tokio::runtime::Builder::new_multi_thread().enable_all().build() {
+    let runtime = match tokio::runtime::Builder::new_multi_thread()
+        .enable_all()
+        .build()
+    {
         Ok(r) => r,
         Err(e) => {
             eprintln!("meshgate: cannot start the runtime: {e}");
@@ -211,7 +221,10 @@ async fn run(args: RunArgs) -> ExitCode {
             for e in &errs.0 {
                 eprintln!("error: {e}");
             }
-            eprintln!("meshgate: configuration refused ({} error(s))", errs.0.len());
+            eprintln!(
+                "meshgate: configuration refused ({} error(s))",
+                errs.0.len()
+            );
             return ExitCode::from(EXIT_BAD_CONFIG);
         }
     };
@@ -232,7 +245,10 @@ async fn run(args: RunArgs) -> ExitCode {
 /// Reloads on SIGHUP; returns on SIGINT or SIGTERM.
 async fn wait_for_signals(proxy: &meshgate::app::Proxy) {
     use tokio::signal::unix::{SignalKind, signal};
-    let (Ok(mut hup), Ok(mut term)) = (signal(SignalKind::hangup()), signal(SignalKind::terminate())) else {
+    let (Ok(mut hup), Ok(mut term)) = (
+        signal(SignalKind::hangup()),
+        signal(SignalKind::terminate()),
+    ) else {
         let _ = tokio::signal::ctrl_c().await;
         return;
     };

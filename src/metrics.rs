@@ -98,7 +98,11 @@ impl Metrics {
             tls_handshakes.clone(),
         );
         let requests = Family::default();
-        registry.register("istio_requests", "Requests handled by the proxy", requests.clone());
+        registry.register(
+            "istio_requests",
+            "Requests handled by the proxy",
+            requests.clone(),
+        );
         let request_duration = Family::<RequestLabels, Histogram>::new_with_constructor(|| {
             Histogram::new(exponential_buckets(1.0, 2.0, 16))
         });
@@ -120,7 +124,11 @@ impl Metrics {
             upstream_connections_active.clone(),
         );
         let tunnels = Counter::default();
-        registry.register("meshgate_connect_tunnels", "CONNECT tunnels opened", tunnels.clone());
+        registry.register(
+            "meshgate_connect_tunnels",
+            "CONNECT tunnels opened",
+            tunnels.clone(),
+        );
         let config_reloads = Family::default();
         registry.register(
             "meshgate_config_reloads",

@@ -50,8 +50,7 @@ impl Diagnostics {
     }
 
     pub fn warn(&mut self, source: &Source, field: &str, reason: impl std::fmt::Display) {
-        self.warnings
-            .push(format!("{source}: {field}: {reason}"));
+        self.warnings.push(format!("{source}: {field}: {reason}"));
     }
 }
 

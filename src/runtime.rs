@@ -46,7 +46,12 @@ pub struct State {
 
 impl State {
     /// New state around a first good configuration.
-    pub fn new(bootstrap: Bootstrap, plan: Plan, creds: Credentials, metrics: Arc<Metrics>) -> State {
+    pub fn new(
+        bootstrap: Bootstrap,
+        plan: Plan,
+        creds: Credentials,
+        metrics: Arc<Metrics>,
+    ) -> State {
         State {
             bootstrap,
             snapshot: ArcSwap::from_pointee(Snapshot {

@@ -16,9 +16,9 @@ use hyper::body::Incoming;
 use hyper::service::service_fn;
 use hyper_util::rt::{TokioExecutor, TokioIo};
 use rustls::ServerConfig;
+use rustls::server::WebPkiClientVerifier;
 use rustls_pki_types::PrivateKeyDer;
 use rustls_pki_types::pem::PemObject;
-use rustls::server::WebPkiClientVerifier;
 use serde::Serialize;
 use tokio::net::TcpListener;
 use tokio_rustls::TlsAcceptor;
@@ -100,9 +100,10 @@ impl StandIn {
         let builder = match &cfg.client_ca_pem {
             Some(ca) => {
                 let roots = creds::roots_from_pem(ca.as_bytes())?;
-                let v = WebPkiClientVerifier::builder_with_provider(Arc::new(roots), provider.clone())
-                    .build()
-                    .map_err(|e| e.to_string())?;
+                let v =
+                    WebPkiClientVerifier::builder_with_provider(Arc::new(roots), provider.clone())
+                        .build()
+                        .map_err(|e| e.to_string())?;
                 builder.with_client_cert_verifier(v)
             }
             None => builder.with_no_client_auth(),
@@ -119,7 +120,9 @@ impl StandIn {
             vec![b"http/1.1".to_vec()]
         };
         let acceptor = TlsAcceptor::from(Arc::new(config));
-        let listener = TcpListener::bind(addr).await.map_err(|e| format!("bind {addr}: {e}"))?;
+        let listener = TcpListener::bind(addr)
+            .await
+            .map_err(|e| format!("bind {addr}: {e}"))?;
         let addr = listener.local_addr().map_err(|e| e.to_string())?;
         let s = StandIn {
             addr,
@@ -128,8 +131,12 @@ impl StandIn {
             last: Arc::default(),
             shutdown: CancellationToken::new(),
         };
-        let (handshakes, failures, last, shutdown) =
-            (s.handshakes.clone(), s.failures.clone(), s.last.clone(), s.shutdown.clone());
+        let (handshakes, failures, last, shutdown) = (
+            s.handshakes.clone(),
+            s.failures.clone(),
+            s.last.clone(),
+            s.shutdown.clone(),
+        );
         tokio::spawn(async move {
             loop {
                 let (tcp, _) = tokio::select! {
@@ -137,12 +144,16 @@ impl StandIn {
                     r = listener.accept() => match r { Ok(x) => x, Err(_) => continue },
                 };
                 let acceptor = acceptor.clone();
-                let (handshakes, failures, last) = (handshakes.clone(), failures.clone(), last.clone());
+                let (handshakes, failures, last) =
+                    (handshakes.clone(), failures.clone(), last.clone());
                 tokio::spawn(async move {
                     let tls = match acceptor.accept(tcp).await {
                         Ok(t) => t,
                         Err(e) => {
-                            failures.lock().unwrap_or_else(|p| p.into_inner()).push(e.to_string());
+                            failures
+                                .lock()
+                                .unwrap_or_else(|p| p.into_inner())
+                                .push(e.to_string());
                             return;
                         }
                     };
@@ -150,10 +161,22 @@ impl StandIn {
                     let (_, conn) = tls.get_ref();
                     let seen = Seen {
                         sni: conn.server_name().map(str::to_string),
-                        version: conn.protocol_version().map(|v| format!("{v:?}")).unwrap_or_default(),
-                        cipher: conn.negotiated_cipher_suite().map(|c| format!("{:?}", c.suite())).unwrap_or_default(),
-                        group: conn.negotiated_key_exchange_group().map(|g| format!("{:?}", g.name())).unwrap_or_default(),
-                        alpn: conn.alpn_protocol().map(|a| String::from_utf8_lossy(a).into_owned()).unwrap_or_default(),
+                        version: conn
+                            .protocol_version()
+                            .map(|v| format!("{v:?}"))
+                            .unwrap_or_default(),
+                        cipher: conn
+                            .negotiated_cipher_suite()
+                            .map(|c| format!("{:?}", c.suite()))
+                            .unwrap_or_default(),
+                        group: conn
+                            .negotiated_key_exchange_group()
+                            .map(|g| format!("{:?}", g.name()))
+                            .unwrap_or_default(),
+                        alpn: conn
+                            .alpn_protocol()
+                            .map(|a| String::from_utf8_lossy(a).into_owned())
+                            .unwrap_or_default(),
                         client_cert: conn
                             .peer_certificates()
                             .and_then(|c| c.first())
@@ -182,7 +205,10 @@ impl StandIn {
 
     /// Handshake errors seen by the server.
     pub fn failures(&self) -> Vec<String> {
-        self.failures.lock().unwrap_or_else(|p| p.into_inner()).clone()
+        self.failures
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .clone()
     }
 
     /// What the most recent connection negotiated.
@@ -205,16 +231,28 @@ async fn echo(req: Request<Incoming>, seen: &Seen) -> Response<Full<Bytes>> {
         .map(str::to_string)
         .or_else(|| req.uri().authority().map(|a| a.to_string()));
     let method = req.method().to_string();
-    let path = req.uri().path_and_query().map(|p| p.to_string()).unwrap_or_default();
+    let path = req
+        .uri()
+        .path_and_query()
+        .map(|p| p.to_string())
+        .unwrap_or_default();
     let version = format!("{:?}", req.version());
-    let body = req.into_body().collect().await.map(|b| b.to_bytes().len()).unwrap_or(0);
+    let body = req
+        .into_body()
+        .collect()
+        .await
+        .map(|b| b.to_bytes().len())
+        .unwrap_or(0);
     let v = serde_json::json!({
         "service": "stand-in external service",
         "method": method, "path": path, "host": host, "http": version, "bodyBytes": body,
         "tls": seen,
     });
     let mut r = Response::new(Full::new(Bytes::from(v.to_string() + "\n")));
-    r.headers_mut().insert(http::header::CONTENT_TYPE, http::HeaderValue::from_static("application/json"));
+    r.headers_mut().insert(
+        http::header::CONTENT_TYPE,
+        http::HeaderValue::from_static("application/json"),
+    );
     r
 }
 
@@ -232,8 +270,15 @@ pub struct Fetched {
 /// Sends one plain HTTP/1.1 request to `addr` with the given request target
 /// (origin-form `/path` or absolute-form `http://host/path`) and `Host`
 /// header, like an application behind the sidecar.
-pub async fn fetch(addr: SocketAddr, method: &str, target: &str, host: Option<&str>) -> Result<Fetched, String> {
-    let tcp = tokio::net::TcpStream::connect(addr).await.map_err(|e| format!("connect {addr}: {e}"))?;
+pub async fn fetch(
+    addr: SocketAddr,
+    method: &str,
+    target: &str,
+    host: Option<&str>,
+) -> Result<Fetched, String> {
+    let tcp = tokio::net::TcpStream::connect(addr)
+        .await
+        .map_err(|e| format!("connect {addr}: {e}"))?;
     let (mut sender, conn) = hyper::client::conn::http1::handshake(TokioIo::new(tcp))
         .await
         .map_err(|e| e.to_string())?;
@@ -248,7 +293,12 @@ pub async fn fetch(addr: SocketAddr, method: &str, target: &str, host: Option<&s
     let resp = sender.send_request(req).await.map_err(|e| e.to_string())?;
     let status = resp.status().as_u16();
     let headers = resp.headers().clone();
-    let body = resp.into_body().collect().await.map_err(|e| e.to_string())?.to_bytes();
+    let body = resp
+        .into_body()
+        .collect()
+        .await
+        .map_err(|e| e.to_string())?
+        .to_bytes();
     Ok(Fetched {
         status,
         headers,

@@ -23,7 +23,11 @@ pub fn tempdir() -> tempfile::TempDir {
 impl TestProxy {
     /// Writes `yaml` to `<dir>/config.yaml` and starts a proxy on it with
     /// every listener on port 0. `tweak` adjusts the bootstrap.
-    pub async fn start(dir: tempfile::TempDir, yaml: &str, tweak: impl FnOnce(&mut Bootstrap)) -> Result<TestProxy, String> {
+    pub async fn start(
+        dir: tempfile::TempDir,
+        yaml: &str,
+        tweak: impl FnOnce(&mut Bootstrap),
+    ) -> Result<TestProxy, String> {
         let config = dir.path().join("config.yaml");
         std::fs::write(&config, yaml).map_err(|e| e.to_string())?;
         let mut bootstrap = Bootstrap {
@@ -32,7 +36,9 @@ impl TestProxy {
         };
         tweak(&mut bootstrap);
         let loaded = app::load(&bootstrap).map_err(|e| e.to_string())?;
-        let proxy = app::build(bootstrap, loaded).await.map_err(|e| e.to_string())?;
+        let proxy = app::build(bootstrap, loaded)
+            .await
+            .map_err(|e| e.to_string())?;
         Ok(TestProxy { proxy, dir })
     }
 
@@ -55,10 +61,15 @@ impl TestProxy {
 
     /// The Prometheus text.
     pub async fn metrics(&self) -> String {
-        fetch(self.proxy.stats, "GET", "/stats/prometheus", Some("localhost"))
-            .await
-            .expect("stats endpoint answers")
-            .body
+        fetch(
+            self.proxy.stats,
+            "GET",
+            "/stats/prometheus",
+            Some("localhost"),
+        )
+        .await
+        .expect("stats endpoint answers")
+        .body
     }
 
     /// The value of one metric line (exact labels as printed), 0 if absent.

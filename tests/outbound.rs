@@ -61,13 +61,19 @@ fn pki() -> Pki {
 
 async fn upstream(pki: &Pki, spec: LeafSpec) -> StandIn {
     let leaf = pki.ca.issue(&spec);
-    StandIn::start(([127, 0, 0, 1], 0).into(), StandInConfig::new(&leaf.cert_pem, &leaf.key_pem))
-        .await
-        .unwrap()
+    StandIn::start(
+        ([127, 0, 0, 1], 0).into(),
+        StandInConfig::new(&leaf.cert_pem, &leaf.key_pem),
+    )
+    .await
+    .unwrap()
 }
 
 fn simple(ca: &std::path::Path) -> String {
-    format!("        mode: SIMPLE\n        caCertificates: {}", ca.display())
+    format!(
+        "        mode: SIMPLE\n        caCertificates: {}",
+        ca.display()
+    )
 }
 
 async fn proxy(pki: Pki, yaml: &str) -> TestProxy {
@@ -87,7 +93,10 @@ async fn simple_with_ca_file_originates_verified_tls() {
     assert_eq!(v["path"], "/v1/items?x=1");
     assert_eq!(v["host"], HOST);
     assert_eq!(v["tls"]["version"], "TLSv1_3");
-    assert_eq!(v["tls"]["group"], "X25519MLKEM768", "post-quantum hybrid preferred");
+    assert_eq!(
+        v["tls"]["group"], "X25519MLKEM768",
+        "post-quantum hybrid preferred"
+    );
     let m = p.metrics().await;
     assert!(m.contains("meshgate_tls_handshakes_total{direction=\"outbound\",version=\"TLSv1_3\",group=\"X25519MLKEM768\",resumed=\"false\"} 1"), "{m}");
 }
@@ -102,21 +111,35 @@ async fn connection_reuse_one_handshake_for_many_requests() {
         let r = p.get(HOST, &format!("/n/{i}")).await;
         assert_eq!(r.status, 200, "{}", r.body);
     }
-    assert_eq!(up.handshakes(), 1, "20 sequential requests share one upstream TLS connection");
+    assert_eq!(
+        up.handshakes(),
+        1,
+        "20 sequential requests share one upstream TLS connection"
+    );
 }
 
 #[tokio::test]
 async fn max_requests_per_connection_one_uses_session_resumption() {
     let pki = pki();
     let up = upstream(&pki, LeafSpec::server(&[HOST])).await;
-    let tls = format!("{}\n      connectionPool:\n        http:\n          maxRequestsPerConnection: 1", simple(&pki.ca_file));
+    let tls = format!(
+        "{}\n      connectionPool:\n        http:\n          maxRequestsPerConnection: 1",
+        simple(&pki.ca_file)
+    );
     let yaml = egress_yaml(up.addr.port(), &tls);
     let p = proxy(pki, &yaml).await;
     for _ in 0..3 {
         assert_eq!(p.get(HOST, "/").await.status, 200);
     }
-    assert_eq!(up.handshakes(), 3, "keep-alive disabled: one connection per request");
-    assert!(up.last().unwrap().resumed, "later handshakes resume the TLS session");
+    assert_eq!(
+        up.handshakes(),
+        3,
+        "keep-alive disabled: one connection per request"
+    );
+    assert!(
+        up.last().unwrap().resumed,
+        "later handshakes resume the TLS session"
+    );
     let resumed = p
         .metric("meshgate_tls_handshakes_total{direction=\"outbound\",version=\"TLSv1_3\",group=\"X25519MLKEM768\",resumed=\"true\"}")
         .await;
@@ -127,7 +150,9 @@ async fn expect_failure(spec: LeafSpec, trust_other_ca: bool, reason: &str) {
     let pki = pki();
     let up = upstream(&pki, spec).await;
     let ca_file = if trust_other_ca {
-        DevCa::new("unrelated CA").write_cert(pki.dir.path(), "other.crt").unwrap()
+        DevCa::new("unrelated CA")
+            .write_cert(pki.dir.path(), "other.crt")
+            .unwrap()
     } else {
         pki.ca_file.clone()
     };
@@ -136,10 +161,19 @@ async fn expect_failure(spec: LeafSpec, trust_other_ca: bool, reason: &str) {
     let r = p.get(HOST, "/").await;
     assert_eq!(r.status, 503, "{}", r.body);
     assert_eq!(r.headers["x-meshgate-error"], reason, "{}", r.body);
-    assert!(r.body.contains(reason) && r.body.contains(HOST), "{}", r.body);
-    assert!(!r.body.contains("BEGIN"), "no certificate material in responses");
+    assert!(
+        r.body.contains(reason) && r.body.contains(HOST),
+        "{}",
+        r.body
+    );
+    assert!(
+        !r.body.contains("BEGIN"),
+        "no certificate material in responses"
+    );
     let c = p
-        .metric(&format!("meshgate_tls_handshake_failures_total{{direction=\"outbound\",reason=\"{reason}\"}}"))
+        .metric(&format!(
+            "meshgate_tls_handshake_failures_total{{direction=\"outbound\",reason=\"{reason}\"}}"
+        ))
         .await;
     assert_eq!(c, 1.0, "failure counted under {reason}");
     // Never falls back to an unverified or plain connection: a retry fails the same way.
@@ -153,7 +187,12 @@ async fn unknown_ca_is_503_unknown_ca() {
 
 #[tokio::test]
 async fn san_mismatch_is_503_san_mismatch() {
-    expect_failure(LeafSpec::server(&["other.example.com"]), false, "san_mismatch").await;
+    expect_failure(
+        LeafSpec::server(&["other.example.com"]),
+        false,
+        "san_mismatch",
+    )
+    .await;
 }
 
 #[tokio::test]
@@ -163,14 +202,22 @@ async fn expired_is_503_expired() {
 
 #[tokio::test]
 async fn not_yet_valid_is_503_not_yet_valid() {
-    expect_failure(LeafSpec::server(&[HOST]).not_yet_valid(), false, "not_yet_valid").await;
+    expect_failure(
+        LeafSpec::server(&[HOST]).not_yet_valid(),
+        false,
+        "not_yet_valid",
+    )
+    .await;
 }
 
 #[tokio::test]
 async fn subject_alt_names_override_the_host() {
     let pki = pki();
     let up = upstream(&pki, LeafSpec::server(&["backend.internal"])).await;
-    let tls = format!("{}\n        subjectAltNames: [backend.internal]\n        sni: backend.internal", simple(&pki.ca_file));
+    let tls = format!(
+        "{}\n        subjectAltNames: [backend.internal]\n        sni: backend.internal",
+        simple(&pki.ca_file)
+    );
     let yaml = egress_yaml(up.addr.port(), &tls);
     let p = proxy(pki, &yaml).await;
     let r = p.get(HOST, "/").await;
@@ -186,8 +233,14 @@ async fn mutual_presents_the_client_certificate() {
     let server = pki.ca.issue(&LeafSpec::server(&[HOST]));
     let mut cfg = StandInConfig::new(&server.cert_pem, &server.key_pem);
     cfg.client_ca_pem = Some(pki.ca.cert_pem.clone());
-    let up = StandIn::start(([127, 0, 0, 1], 0).into(), cfg).await.unwrap();
-    let (cert, key) = pki.ca.issue(&LeafSpec::client("frontend.client")).write(pki.dir.path(), "client").unwrap();
+    let up = StandIn::start(([127, 0, 0, 1], 0).into(), cfg)
+        .await
+        .unwrap();
+    let (cert, key) = pki
+        .ca
+        .issue(&LeafSpec::client("frontend.client"))
+        .write(pki.dir.path(), "client")
+        .unwrap();
     let tls = format!(
         "        mode: MUTUAL\n        caCertificates: {}\n        clientCertificate: {}\n        privateKey: {}",
         pki.ca_file.display(),
@@ -208,12 +261,18 @@ async fn upstream_requiring_a_client_cert_without_one_is_a_clear_503() {
     let server = pki.ca.issue(&LeafSpec::server(&[HOST]));
     let mut cfg = StandInConfig::new(&server.cert_pem, &server.key_pem);
     cfg.client_ca_pem = Some(pki.ca.cert_pem.clone());
-    let up = StandIn::start(([127, 0, 0, 1], 0).into(), cfg).await.unwrap();
+    let up = StandIn::start(([127, 0, 0, 1], 0).into(), cfg)
+        .await
+        .unwrap();
     let yaml = egress_yaml(up.addr.port(), &simple(&pki.ca_file));
     let p = proxy(pki, &yaml).await;
     let r = p.get(HOST, "/").await;
     assert_eq!(r.status, 503, "{}", r.body);
-    assert_eq!(r.headers["x-meshgate-error"], "client_cert_required", "{}", r.body);
+    assert_eq!(
+        r.headers["x-meshgate-error"], "client_cert_required",
+        "{}",
+        r.body
+    );
     let c = p
         .metric("meshgate_tls_handshake_failures_total{direction=\"outbound\",reason=\"client_cert_required\"}")
         .await;
@@ -241,7 +300,10 @@ async fn target_port_is_used_when_no_endpoint_port_is_given() {
     let pki = pki();
     let up = upstream(&pki, LeafSpec::server(&[HOST])).await;
     let yaml = egress_yaml(up.addr.port(), &simple(&pki.ca_file))
-        .replace("targetPort: 443", &format!("targetPort: {}", up.addr.port()))
+        .replace(
+            "targetPort: 443",
+            &format!("targetPort: {}", up.addr.port()),
+        )
         .replace(&format!("    ports:\n      http: {}\n", up.addr.port()), "");
     assert!(!yaml.contains("http: "), "{yaml}");
     let p = proxy(pki, &yaml).await;
@@ -265,7 +327,10 @@ async fn port_level_settings_apply_only_to_their_port() {
     assert_eq!(p.get(HOST, "/").await.status, 200, "port 80: TLS");
     let r = p.get(&format!("{HOST}:8080"), "/plain").await;
     assert_eq!(r.status, 200, "{}", r.body);
-    assert_eq!(r.body, "plain:/plain", "port 8080: no TLS (port-level settings do not leak)");
+    assert_eq!(
+        r.body, "plain:/plain",
+        "port 8080: no TLS (port-level settings do not leak)"
+    );
 }
 
 #[tokio::test]
@@ -304,13 +369,18 @@ spec:
         port = up.addr.port(),
         ca = pki.ca_file.display()
     );
-    let p = TestProxy::start(pki.dir, &yaml, |b| b.outbound_traffic_policy = OutboundTrafficPolicy::RegistryOnly)
-        .await
-        .unwrap();
+    let p = TestProxy::start(pki.dir, &yaml, |b| {
+        b.outbound_traffic_policy = OutboundTrafficPolicy::RegistryOnly
+    })
+    .await
+    .unwrap();
     let r = p.get("en.wiki.test", "/").await;
     assert_eq!(r.status, 200, "{}", r.body);
     let v: serde_json::Value = serde_json::from_str(&r.body).unwrap();
-    assert_eq!(v["tls"]["sni"], "en.wiki.test", "SNI is the request's host, not the pattern");
+    assert_eq!(
+        v["tls"]["sni"], "en.wiki.test",
+        "SNI is the request's host, not the pattern"
+    );
     // A different subdomain is registered too, but its certificate name is checked.
     let r = p.get("de.wiki.test", "/").await;
     assert_eq!(r.headers["x-meshgate-error"], "san_mismatch");
@@ -323,18 +393,27 @@ async fn registry_only_refuses_unknown_hosts_with_502() {
     let pki = pki();
     let up = upstream(&pki, LeafSpec::server(&[HOST])).await;
     let yaml = egress_yaml(up.addr.port(), &simple(&pki.ca_file));
-    let p = TestProxy::start(pki.dir, &yaml, |b| b.outbound_traffic_policy = OutboundTrafficPolicy::RegistryOnly)
-        .await
-        .unwrap();
+    let p = TestProxy::start(pki.dir, &yaml, |b| {
+        b.outbound_traffic_policy = OutboundTrafficPolicy::RegistryOnly
+    })
+    .await
+    .unwrap();
     let r = p.get("unknown.example.org", "/").await;
     assert_eq!(r.status, 502);
     assert_eq!(r.headers["x-meshgate-error"], "registry_only");
-    assert!(r.body.contains("unknown.example.org:80") && r.body.contains("REGISTRY_ONLY"), "{}", r.body);
+    assert!(
+        r.body.contains("unknown.example.org:80") && r.body.contains("REGISTRY_ONLY"),
+        "{}",
+        r.body
+    );
     // Registered host, undeclared port: refused too.
     assert_eq!(p.get(&format!("{HOST}:8443"), "/").await.status, 502);
     assert_eq!(p.get(HOST, "/").await.status, 200);
     let m = p.metrics().await;
-    assert!(m.contains("destination_service=\"BlackHoleCluster\",response_code=\"502\""), "{m}");
+    assert!(
+        m.contains("destination_service=\"BlackHoleCluster\",response_code=\"502\""),
+        "{m}"
+    );
 }
 
 #[tokio::test]
@@ -343,11 +422,16 @@ async fn allow_any_forwards_unknown_hosts_as_plain_http() {
     let plain = plain_server().await;
     let yaml = egress_yaml(1, &simple(&pki.ca_file));
     let p = proxy(pki, &yaml).await;
-    let r = p.get(&format!("localhost:{}", plain.port()), "/hello").await;
+    let r = p
+        .get(&format!("localhost:{}", plain.port()), "/hello")
+        .await;
     assert_eq!(r.status, 200, "{}", r.body);
     assert_eq!(r.body, "plain:/hello");
     let m = p.metrics().await;
-    assert!(m.contains("destination_service=\"PassthroughCluster\",response_code=\"200\""), "{m}");
+    assert!(
+        m.contains("destination_service=\"PassthroughCluster\",response_code=\"200\""),
+        "{m}"
+    );
 }
 
 #[tokio::test]
@@ -356,7 +440,14 @@ async fn absolute_form_requests_work_like_an_http_proxy() {
     let up = upstream(&pki, LeafSpec::server(&[HOST])).await;
     let yaml = egress_yaml(up.addr.port(), &simple(&pki.ca_file));
     let p = proxy(pki, &yaml).await;
-    let r = fetch(p.proxy.outbound, "GET", &format!("http://{HOST}/abs?q=1"), None).await.unwrap();
+    let r = fetch(
+        p.proxy.outbound,
+        "GET",
+        &format!("http://{HOST}/abs?q=1"),
+        None,
+    )
+    .await
+    .unwrap();
     assert_eq!(r.status, 200, "{}", r.body);
     let v: serde_json::Value = serde_json::from_str(&r.body).unwrap();
     assert_eq!(v["path"], "/abs?q=1", "origin-form upstream");
@@ -373,11 +464,16 @@ async fn two_host_headers_or_none_is_400() {
         "GET / HTTP/1.1\r\nHost: a.test\r\nHost: b.test\r\nConnection: close\r\n\r\n",
         "GET / HTTP/1.0\r\n\r\n",
     ] {
-        let mut s = tokio::net::TcpStream::connect(p.proxy.outbound).await.unwrap();
+        let mut s = tokio::net::TcpStream::connect(p.proxy.outbound)
+            .await
+            .unwrap();
         s.write_all(req.as_bytes()).await.unwrap();
         let mut out = String::new();
         s.read_to_string(&mut out).await.unwrap();
-        assert!(out.starts_with("HTTP/1.") && out.contains(" 400 "), "{req:?} → {out}");
+        assert!(
+            out.starts_with("HTTP/1.") && out.contains(" 400 "),
+            "{req:?} → {out}"
+        );
     }
 }
 
@@ -386,8 +482,12 @@ async fn oversized_headers_are_refused() {
     use tokio::io::{AsyncReadExt, AsyncWriteExt};
     let pki = pki();
     let yaml = egress_yaml(1, &simple(&pki.ca_file));
-    let p = TestProxy::start(pki.dir, &yaml, |b| b.max_header_bytes = 16 * 1024).await.unwrap();
-    let mut s = tokio::net::TcpStream::connect(p.proxy.outbound).await.unwrap();
+    let p = TestProxy::start(pki.dir, &yaml, |b| b.max_header_bytes = 16 * 1024)
+        .await
+        .unwrap();
+    let mut s = tokio::net::TcpStream::connect(p.proxy.outbound)
+        .await
+        .unwrap();
     let big = "x".repeat(64 * 1024);
     let req = format!("GET / HTTP/1.1\r\nHost: {HOST}\r\nX-Big: {big}\r\n\r\n");
     let _ = s.write_all(req.as_bytes()).await;
@@ -402,23 +502,38 @@ async fn connect_tunnel_relays_bytes_untouched() {
     use tokio::io::{AsyncReadExt, AsyncWriteExt};
     let pki = pki();
     let up = upstream(&pki, LeafSpec::server(&[HOST])).await;
-    let yaml = egress_yaml(up.addr.port(), &simple(&pki.ca_file)).replace(
-        "    targetPort: 443\n",
-        "    targetPort: 443\n  - number: 443\n    name: https\n    protocol: TLS\n",
-    ).replace(&format!("      http: {}\n", up.addr.port()), &format!("      http: {p}\n      https: {p}\n", p = up.addr.port()));
+    let yaml = egress_yaml(up.addr.port(), &simple(&pki.ca_file))
+        .replace(
+            "    targetPort: 443\n",
+            "    targetPort: 443\n  - number: 443\n    name: https\n    protocol: TLS\n",
+        )
+        .replace(
+            &format!("      http: {}\n", up.addr.port()),
+            &format!("      http: {p}\n      https: {p}\n", p = up.addr.port()),
+        );
     let ca_pem = pki.ca.cert_pem.clone();
-    let p = TestProxy::start(pki.dir, &yaml, |b| b.outbound_traffic_policy = OutboundTrafficPolicy::RegistryOnly)
+    let p = TestProxy::start(pki.dir, &yaml, |b| {
+        b.outbound_traffic_policy = OutboundTrafficPolicy::RegistryOnly
+    })
+    .await
+    .unwrap();
+    // Refused by host policy.
+    let mut s = tokio::net::TcpStream::connect(p.proxy.outbound)
         .await
         .unwrap();
-    // Refused by host policy.
-    let mut s = tokio::net::TcpStream::connect(p.proxy.outbound).await.unwrap();
-    s.write_all(b"CONNECT evil.test:443 HTTP/1.1\r\nHost: evil.test:443\r\n\r\n").await.unwrap();
+    s.write_all(b"CONNECT evil.test:443 HTTP/1.1\r\nHost: evil.test:443\r\n\r\n")
+        .await
+        .unwrap();
     let mut buf = vec![0u8; 1024];
     let n = s.read(&mut buf).await.unwrap();
     assert!(String::from_utf8_lossy(&buf[..n]).contains(" 502 "));
     // Allowed: the app speaks TLS itself through the tunnel.
-    let mut s = tokio::net::TcpStream::connect(p.proxy.outbound).await.unwrap();
-    s.write_all(format!("CONNECT {HOST}:443 HTTP/1.1\r\nHost: {HOST}:443\r\n\r\n").as_bytes()).await.unwrap();
+    let mut s = tokio::net::TcpStream::connect(p.proxy.outbound)
+        .await
+        .unwrap();
+    s.write_all(format!("CONNECT {HOST}:443 HTTP/1.1\r\nHost: {HOST}:443\r\n\r\n").as_bytes())
+        .await
+        .unwrap();
     let n = s.read(&mut buf).await.unwrap();
     let head = String::from_utf8_lossy(&buf[..n]);
     assert!(head.starts_with("HTTP/1.1 200"), "{head}");
@@ -433,11 +548,22 @@ async fn connect_tunnel_relays_bytes_untouched() {
         .await
         .expect("end-to-end TLS through the tunnel");
     let mut tls = tls;
-    tls.write_all(format!("GET /tunnel HTTP/1.1\r\nHost: {HOST}\r\nConnection: close\r\n\r\n").as_bytes()).await.unwrap();
+    tls.write_all(
+        format!("GET /tunnel HTTP/1.1\r\nHost: {HOST}\r\nConnection: close\r\n\r\n").as_bytes(),
+    )
+    .await
+    .unwrap();
     let mut out = String::new();
     let _ = tls.read_to_string(&mut out).await;
-    assert!(out.starts_with("HTTP/1.1 200") && out.contains("/tunnel"), "{out}");
-    assert_eq!(up.last().unwrap().sni.as_deref(), Some(HOST), "the app's own TLS, relayed untouched");
+    assert!(
+        out.starts_with("HTTP/1.1 200") && out.contains("/tunnel"),
+        "{out}"
+    );
+    assert_eq!(
+        up.last().unwrap().sni.as_deref(),
+        Some(HOST),
+        "the app's own TLS, relayed untouched"
+    );
 }
 
 #[tokio::test]
@@ -446,8 +572,13 @@ async fn h2_upgrade_speaks_http2_to_the_upstream() {
     let leaf = pki.ca.issue(&LeafSpec::server(&[HOST]));
     let mut cfg = StandInConfig::new(&leaf.cert_pem, &leaf.key_pem);
     cfg.h2 = true;
-    let up = StandIn::start(([127, 0, 0, 1], 0).into(), cfg).await.unwrap();
-    let tls = format!("{}\n      connectionPool:\n        http:\n          h2UpgradePolicy: UPGRADE", simple(&pki.ca_file));
+    let up = StandIn::start(([127, 0, 0, 1], 0).into(), cfg)
+        .await
+        .unwrap();
+    let tls = format!(
+        "{}\n      connectionPool:\n        http:\n          h2UpgradePolicy: UPGRADE",
+        simple(&pki.ca_file)
+    );
     let yaml = egress_yaml(up.addr.port(), &tls);
     let p = proxy(pki, &yaml).await;
     for _ in 0..3 {
@@ -466,21 +597,50 @@ async fn reload_keeps_the_last_good_config() {
     let up = upstream(&pki, LeafSpec::server(&[HOST])).await;
     let yaml = egress_yaml(up.addr.port(), &simple(&pki.ca_file));
     let p = proxy(pki, &yaml).await;
-    write(p.dir.path(), "config.yaml", &yaml.replace("mode: SIMPLE", "mode: SIMPEL"));
+    write(
+        p.dir.path(),
+        "config.yaml",
+        &yaml.replace("mode: SIMPLE", "mode: SIMPEL"),
+    );
     let err = p.proxy.reload().unwrap_err().to_string();
-    assert!(err.contains("config.yaml") && err.contains("DestinationRule/default/external") && err.contains("mode"), "{err}");
-    assert_eq!(p.get(HOST, "/").await.status, 200, "still serving the last good config");
-    assert_eq!(p.metric("meshgate_config_reloads_total{result=\"failure\"}").await, 1.0);
-    write(p.dir.path(), "config.yaml", &yaml.replace(&format!("http: {}", up.addr.port()), "http: 1"));
+    assert!(
+        err.contains("config.yaml")
+            && err.contains("DestinationRule/default/external")
+            && err.contains("mode"),
+        "{err}"
+    );
+    assert_eq!(
+        p.get(HOST, "/").await.status,
+        200,
+        "still serving the last good config"
+    );
+    assert_eq!(
+        p.metric("meshgate_config_reloads_total{result=\"failure\"}")
+            .await,
+        1.0
+    );
+    write(
+        p.dir.path(),
+        "config.yaml",
+        &yaml.replace(&format!("http: {}", up.addr.port()), "http: 1"),
+    );
     p.proxy.reload().unwrap();
-    assert_eq!(p.get(HOST, "/").await.status, 503, "the new config is in force");
+    assert_eq!(
+        p.get(HOST, "/").await.status,
+        503,
+        "the new config is in force"
+    );
 }
 
 #[tokio::test]
 async fn admin_config_dump_shows_the_plan_and_no_key_material() {
     let pki = pki();
     let up = upstream(&pki, LeafSpec::server(&[HOST])).await;
-    let (cert, key) = pki.ca.issue(&LeafSpec::client("frontend")).write(pki.dir.path(), "client").unwrap();
+    let (cert, key) = pki
+        .ca
+        .issue(&LeafSpec::client("frontend"))
+        .write(pki.dir.path(), "client")
+        .unwrap();
     let tls = format!(
         "        mode: MUTUAL\n        caCertificates: {}\n        clientCertificate: {}\n        privateKey: {}",
         pki.ca_file.display(),
@@ -490,13 +650,29 @@ async fn admin_config_dump_shows_the_plan_and_no_key_material() {
     let key_pem = std::fs::read_to_string(&key).unwrap();
     let yaml = egress_yaml(up.addr.port(), &tls);
     let p = proxy(pki, &yaml).await;
-    let dump = fetch(p.proxy.admin, "GET", "/config_dump", Some("localhost")).await.unwrap();
+    let dump = fetch(p.proxy.admin, "GET", "/config_dump", Some("localhost"))
+        .await
+        .unwrap();
     assert_eq!(dump.status, 200);
-    assert!(dump.body.contains(HOST) && dump.body.contains("MUTUAL") && dump.body.contains("CN=frontend"), "{}", dump.body);
+    assert!(
+        dump.body.contains(HOST)
+            && dump.body.contains("MUTUAL")
+            && dump.body.contains("CN=frontend"),
+        "{}",
+        dump.body
+    );
     assert!(!dump.body.contains("PRIVATE KEY"));
-    let key_body: String = key_pem.lines().filter(|l| !l.starts_with("-----")).collect();
-    assert!(!dump.body.contains(&key_body[..40]), "no key bytes in config_dump");
-    let ready = fetch(p.proxy.ready, "GET", "/healthz/ready", Some("localhost")).await.unwrap();
+    let key_body: String = key_pem
+        .lines()
+        .filter(|l| !l.starts_with("-----"))
+        .collect();
+    assert!(
+        !dump.body.contains(&key_body[..40]),
+        "no key bytes in config_dump"
+    );
+    let ready = fetch(p.proxy.ready, "GET", "/healthz/ready", Some("localhost"))
+        .await
+        .unwrap();
     assert_eq!(ready.status, 200);
 }
 
@@ -509,12 +685,13 @@ async fn plain_server() -> std::net::SocketAddr {
         loop {
             let Ok((s, _)) = l.accept().await else { return };
             tokio::spawn(async move {
-                let svc = hyper::service::service_fn(|req: http::Request<hyper::body::Incoming>| async move {
-                    Ok::<_, std::convert::Infallible>(http::Response::new(Full::new(bytes::Bytes::from(format!(
-                        "plain:{}",
-                        req.uri().path()
-                    )))))
-                });
+                let svc = hyper::service::service_fn(
+                    |req: http::Request<hyper::body::Incoming>| async move {
+                        Ok::<_, std::convert::Infallible>(http::Response::new(Full::new(
+                            bytes::Bytes::from(format!("plain:{}", req.uri().path())),
+                        )))
+                    },
+                );
                 let _ = hyper::server::conn::http1::Builder::new()
                     .serve_connection(hyper_util::rt::TokioIo::new(s), svc)
                     .await;

@@ -52,9 +52,17 @@ fn type_error_names_file_line_resource_and_field() {
     let e = &errs.0[0];
     let msg = e.to_string();
     assert_eq!(e.line, 14, "{msg}");
-    assert_eq!(e.resource.as_deref(), Some("ServiceEntry/default/edition-cnn-com"));
+    assert_eq!(
+        e.resource.as_deref(),
+        Some("ServiceEntry/default/edition-cnn-com")
+    );
     assert_eq!(e.field.as_deref(), Some("spec.ports[1].number"), "{msg}");
-    assert!(msg.starts_with("egress.yaml:14: ServiceEntry/default/edition-cnn-com: spec.ports[1].number:"), "{msg}");
+    assert!(
+        msg.starts_with(
+            "egress.yaml:14: ServiceEntry/default/edition-cnn-com: spec.ports[1].number:"
+        ),
+        "{msg}"
+    );
 }
 
 #[test]
@@ -88,7 +96,11 @@ fn unknown_kinds_are_skipped_with_a_warning() {
     );
     let c = load_str("k.yaml", &text).expect("loads");
     assert_eq!(c.warnings.len(), 1);
-    assert!(c.warnings[0].starts_with("k.yaml:32: skipping Deployment"), "{:?}", c.warnings);
+    assert!(
+        c.warnings[0].starts_with("k.yaml:32: skipping Deployment"),
+        "{:?}",
+        c.warnings
+    );
 }
 
 #[test]
@@ -99,7 +111,10 @@ fn secrets_decode_data_and_string_data() {
     assert_eq!(c.secrets[0].data["ca.crt"], b"plain");
     let bad = text.replace("aGVsbG8=", "not*base64");
     let msg = load_str("s.yaml", &bad).unwrap_err().to_string();
-    assert!(msg.contains("Secret/istio-system/client: data.tls.crt: not valid base64"), "{msg}");
+    assert!(
+        msg.contains("Secret/istio-system/client: data.tls.crt: not valid base64"),
+        "{msg}"
+    );
 }
 
 #[test]

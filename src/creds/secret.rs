@@ -25,7 +25,13 @@ impl SecretSource {
             docs: config
                 .secrets
                 .iter()
-                .map(|s| (s.source.namespace.clone(), s.source.name.clone(), s.data.clone()))
+                .map(|s| {
+                    (
+                        s.source.namespace.clone(),
+                        s.source.name.clone(),
+                        s.data.clone(),
+                    )
+                })
                 .collect(),
             dir: bootstrap.secrets_dir.clone(),
             namespace: bootstrap.namespace.clone(),
@@ -33,9 +39,17 @@ impl SecretSource {
     }
 
     /// The Secret's key/value map and a description of where it was found.
-    fn find(&self, name: &str, namespace: Option<&str>) -> Option<(BTreeMap<String, Vec<u8>>, String)> {
+    fn find(
+        &self,
+        name: &str,
+        namespace: Option<&str>,
+    ) -> Option<(BTreeMap<String, Vec<u8>>, String)> {
         let ns = namespace.unwrap_or(&self.namespace);
-        if let Some((_, _, data)) = self.docs.iter().find(|(n_ns, n, _)| n == name && n_ns == ns) {
+        if let Some((_, _, data)) = self
+            .docs
+            .iter()
+            .find(|(n_ns, n, _)| n == name && n_ns == ns)
+        {
             return Some((data.clone(), format!("Secret {ns}/{name}")));
         }
         let dir = self.dir.as_ref()?.join(name);
@@ -61,7 +75,11 @@ impl SecretSource {
             .ok_or_else(|| self.not_found(r))?;
         for (c, k) in [("cert", "key"), ("tls.crt", "tls.key")] {
             if let (Some(cv), Some(kv)) = (non_empty(&data, c), non_empty(&data, k)) {
-                return Ok((cv.to_vec(), kv.to_vec(), format!("{r} ({src}, keys {c}/{k})")));
+                return Ok((
+                    cv.to_vec(),
+                    kv.to_vec(),
+                    format!("{r} ({src}, keys {c}/{k})"),
+                ));
             }
         }
         Err(format!(

@@ -32,7 +32,11 @@ pub fn parse(raw: &str) -> Result<Duration, String> {
             "s" => 1.0,
             "m" => 60.0,
             "h" => 3600.0,
-            _ => return Err(format!("{raw:?}: unknown unit {unit:?} (use ms, s, m or h)")),
+            _ => {
+                return Err(format!(
+                    "{raw:?}: unknown unit {unit:?} (use ms, s, m or h)"
+                ));
+            }
         };
         total += value * scale;
         rest = next;

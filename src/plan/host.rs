@@ -115,9 +115,7 @@ mod tests {
         assert!(!w.matches("example.com"));
         assert!(!w.matches("aexample.com"));
         assert!(e.specificity() > w.specificity());
-        assert!(
-            HostPattern::parse("*.b.example.com").unwrap().specificity() > w.specificity()
-        );
+        assert!(HostPattern::parse("*.b.example.com").unwrap().specificity() > w.specificity());
     }
 
     #[test]

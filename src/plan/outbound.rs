@@ -149,7 +149,10 @@ impl Default for UpstreamPolicy {
 }
 
 mod secs {
-    pub fn serialize<S: serde::Serializer>(d: &std::time::Duration, s: S) -> Result<S::Ok, S::Error> {
+    pub fn serialize<S: serde::Serializer>(
+        d: &std::time::Duration,
+        s: S,
+    ) -> Result<S::Ok, S::Error> {
         s.serialize_str(&format!("{}s", d.as_secs_f64()))
     }
 }
@@ -301,27 +304,25 @@ impl OutboundPlan {
         let mut subset = None;
         let mut route_name = None;
         let mut timeout = None;
-        if let Some(vs) = best_match(&self.routes, &request_host, |r| &r.hosts) {
-            if let Some(r) = vs
+        if let Some(vs) = best_match(&self.routes, &request_host, |r| &r.hosts)
+            && let Some(r) = vs
                 .http
                 .iter()
                 .find(|r| r.ports.is_empty() || r.ports.contains(&port))
-            {
-                if let Some(d) = pick_weighted(&r.destinations, pick) {
-                    dest_host = normalize(&d.host);
-                    // Istio: a destination whose service exposes a single
-                    // port needs no port; otherwise the request's port.
-                    dest_port = d.port.unwrap_or_else(|| {
-                        match best_match(&self.services, &dest_host, |s| &s.hosts) {
-                            Some(s) if s.ports.len() == 1 => s.ports[0].number,
-                            _ => port,
-                        }
-                    });
-                    subset = d.subset.clone();
-                    route_name = Some(vs.resource.clone());
-                    timeout = r.timeout;
+            && let Some(d) = pick_weighted(&r.destinations, pick)
+        {
+            dest_host = normalize(&d.host);
+            // Istio: a destination whose service exposes a single
+            // port needs no port; otherwise the request's port.
+            dest_port = d.port.unwrap_or_else(|| {
+                match best_match(&self.services, &dest_host, |s| &s.hosts) {
+                    Some(s) if s.ports.len() == 1 => s.ports[0].number,
+                    _ => port,
                 }
-            }
+            });
+            subset = d.subset.clone();
+            route_name = Some(vs.resource.clone());
+            timeout = r.timeout;
         }
         let found = self
             .services
@@ -359,10 +360,14 @@ impl OutboundPlan {
             .find(|p| p.number == dest_port)
             .cloned()
             .expect("filtered on a declared port above");
-        let (policy, rule) = match best_match(&self.rules, &dest_host, |r| std::slice::from_ref(&r.host)) {
-            Some(rule) => (rule.policy_for(subset.as_deref(), dest_port), Some(rule.resource.clone())),
-            None => (Arc::new(UpstreamPolicy::default()), None),
-        };
+        let (policy, rule) =
+            match best_match(&self.rules, &dest_host, |r| std::slice::from_ref(&r.host)) {
+                Some(rule) => (
+                    rule.policy_for(subset.as_deref(), dest_port),
+                    Some(rule.resource.clone()),
+                ),
+                None => (Arc::new(UpstreamPolicy::default()), None),
+            };
         Decision::Registered(Box::new(Target {
             request_host,
             host: dest_host,
@@ -398,10 +403,10 @@ fn best_match<'a, T>(
             .filter(|h| h.matches(host))
             .map(|h| h.specificity())
             .max();
-        if let Some(spec) = spec {
-            if best.is_none_or(|(b, _)| spec > b) {
-                best = Some((spec, item));
-            }
+        if let Some(spec) = spec
+            && best.is_none_or(|(b, _)| spec > b)
+        {
+            best = Some((spec, item));
         }
     }
     best.map(|(_, item)| item)
@@ -425,7 +430,11 @@ fn pick_weighted(dests: &[RouteDestination], pick: u64) -> Option<&RouteDestinat
 
 // === compile ===
 
-pub(crate) fn compile(config: &Config, bootstrap: &Bootstrap, diag: &mut Diagnostics) -> OutboundPlan {
+pub(crate) fn compile(
+    config: &Config,
+    bootstrap: &Bootstrap,
+    diag: &mut Diagnostics,
+) -> OutboundPlan {
     OutboundPlan {
         policy: bootstrap.outbound_traffic_policy,
         services: config
@@ -443,7 +452,12 @@ pub(crate) fn compile(config: &Config, bootstrap: &Bootstrap, diag: &mut Diagnos
     }
 }
 
-pub(crate) fn port_number(v: Option<u32>, source: &Source, field: &str, diag: &mut Diagnostics) -> Option<u16> {
+pub(crate) fn port_number(
+    v: Option<u32>,
+    source: &Source,
+    field: &str,
+    diag: &mut Diagnostics,
+) -> Option<u16> {
     match v {
         Some(n) if (1..=65535).contains(&n) => Some(n as u16),
         Some(n) => {
@@ -457,7 +471,9 @@ pub(crate) fn port_number(v: Option<u32>, source: &Source, field: &str, diag: &m
     }
 }
 
-const PROTOCOLS: [&str; 9] = ["HTTP", "HTTPS", "GRPC", "GRPC-WEB", "HTTP2", "MONGO", "TCP", "TLS", "UDP"];
+const PROTOCOLS: [&str; 9] = [
+    "HTTP", "HTTPS", "GRPC", "GRPC-WEB", "HTTP2", "MONGO", "TCP", "TLS", "UDP",
+];
 
 fn compile_service(
     se: &Resource<crate::config::service_entry::ServiceEntrySpec>,
@@ -489,14 +505,22 @@ fn compile_service(
             continue;
         };
         if !seen.insert(number) {
-            diag.error(src, format!("{field}.number"), format!("port {number} is declared twice"));
+            diag.error(
+                src,
+                format!("{field}.number"),
+                format!("port {number} is declared twice"),
+            );
         }
         let protocol = p.protocol.clone().unwrap_or_default().to_ascii_uppercase();
         if !PROTOCOLS.contains(&protocol.as_str()) {
             diag.error(
                 src,
                 format!("{field}.protocol"),
-                format!("{:?}: expected one of {}", p.protocol.clone().unwrap_or_default(), PROTOCOLS.join(", ")),
+                format!(
+                    "{:?}: expected one of {}",
+                    p.protocol.clone().unwrap_or_default(),
+                    PROTOCOLS.join(", ")
+                ),
             );
         }
         let name = p.name.clone().unwrap_or_default();
@@ -505,7 +529,9 @@ fn compile_service(
         }
         let target_port = match p.target_port {
             None | Some(0) => number,
-            Some(t) => port_number(Some(t), src, &format!("{field}.targetPort"), diag).unwrap_or(number),
+            Some(t) => {
+                port_number(Some(t), src, &format!("{field}.targetPort"), diag).unwrap_or(number)
+            }
         };
         ports.push(PortPlan {
             number,
@@ -548,7 +574,11 @@ fn compile_service(
         _ => {}
     }
     if spec.workload_selector.is_some() {
-        diag.error(src, "spec.workloadSelector", "not supported (no Kubernetes pod registry); list endpoints instead");
+        diag.error(
+            src,
+            "spec.workloadSelector",
+            "not supported (no Kubernetes pod registry); list endpoints instead",
+        );
     }
     let mut endpoints = Vec::new();
     for (i, ep) in spec.endpoints.iter().enumerate() {
@@ -559,7 +589,11 @@ fn compile_service(
             continue;
         }
         if address.starts_with("unix://") {
-            diag.error(src, format!("{field}.address"), "unix domain socket endpoints are not supported yet");
+            diag.error(
+                src,
+                format!("{field}.address"),
+                "unix domain socket endpoints are not supported yet",
+            );
             continue;
         }
         if resolution == Resolution::Static && address.parse::<std::net::IpAddr>().is_err() {
@@ -608,7 +642,11 @@ fn compile_routes(
     let spec = &vs.spec;
     let mesh_bound = spec.gateways.is_empty() || spec.gateways.iter().any(|g| g == "mesh");
     if !mesh_bound {
-        diag.warn(src, "spec.gateways", "bound to gateways only; gateway routing is not served yet");
+        diag.warn(
+            src,
+            "spec.gateways",
+            "bound to gateways only; gateway routing is not served yet",
+        );
         return None;
     }
     let before = diag.errors.len();
@@ -623,7 +661,11 @@ fn compile_routes(
         diag.error(src, "spec.hosts", "at least one host is required");
     }
     if !spec.tls.is_empty() || !spec.tcp.is_empty() {
-        diag.warn(src, "spec.tls/spec.tcp", "TLS and TCP routes are not served yet; CONNECT traffic follows the ServiceEntry");
+        diag.warn(
+            src,
+            "spec.tls/spec.tcp",
+            "TLS and TCP routes are not served yet; CONNECT traffic follows the ServiceEntry",
+        );
     }
     let mut http = Vec::new();
     for (i, r) in spec.http.iter().enumerate() {
@@ -637,7 +679,11 @@ fn compile_routes(
             }
             mesh_match = true;
             if let Some(k) = m.other.keys().next() {
-                diag.error(src, format!("{mfield}.{k}"), "not supported for mesh routes yet (only port)");
+                diag.error(
+                    src,
+                    format!("{mfield}.{k}"),
+                    "not supported for mesh routes yet (only port)",
+                );
             }
             match m.port {
                 Some(p) => ports.extend(port_number(Some(p), src, &format!("{mfield}.port"), diag)),
@@ -658,10 +704,22 @@ fn compile_routes(
                 "timeout" => match v.as_str().map(duration::parse) {
                     Some(Ok(d)) => timeout = Some(d),
                     Some(Err(e)) => diag.error(src, format!("{field}.timeout"), e),
-                    None => diag.error(src, format!("{field}.timeout"), "expected a duration such as \"5s\""),
+                    None => diag.error(
+                        src,
+                        format!("{field}.timeout"),
+                        "expected a duration such as \"5s\"",
+                    ),
                 },
-                "retries" => diag.warn(src, &format!("{field}.retries"), "not implemented yet; requests are not retried"),
-                other => diag.error(src, format!("{field}.{other}"), "not supported for mesh routes yet"),
+                "retries" => diag.warn(
+                    src,
+                    &format!("{field}.retries"),
+                    "not implemented yet; requests are not retried",
+                ),
+                other => diag.error(
+                    src,
+                    format!("{field}.{other}"),
+                    "not supported for mesh routes yet",
+                ),
             }
         }
         let mut destinations = Vec::new();
@@ -676,7 +734,11 @@ fn compile_routes(
                 diag.error(src, format!("{dfield}.host"), e);
             }
             if d.headers.is_some() {
-                diag.error(src, format!("{field}.route[{j}].headers"), "not supported for mesh routes yet");
+                diag.error(
+                    src,
+                    format!("{field}.route[{j}].headers"),
+                    "not supported for mesh routes yet",
+                );
             }
             let port = match dest.port.as_ref().and_then(|p| p.number) {
                 Some(n) => port_number(Some(n), src, &format!("{dfield}.port.number"), diag),
@@ -692,7 +754,11 @@ fn compile_routes(
         if destinations.is_empty() {
             diag.error(src, format!("{field}.route"), "at least one destination is required (redirects and direct responses are not supported yet)");
         }
-        http.push(HttpRoutePlan { ports, destinations, timeout });
+        http.push(HttpRoutePlan {
+            ports,
+            destinations,
+            timeout,
+        });
     }
     (diag.errors.len() == before).then(|| MeshRoutes {
         resource: src.to_string(),

@@ -92,7 +92,12 @@ pub(crate) fn compile(config: &Config, diag: &mut Diagnostics) -> Vec<Arc<RulePl
             }
         };
         let empty = TrafficPolicy::default();
-        let top = compile_block(dr.spec.traffic_policy.as_ref().unwrap_or(&empty), src, "spec.trafficPolicy", diag);
+        let top = compile_block(
+            dr.spec.traffic_policy.as_ref().unwrap_or(&empty),
+            src,
+            "spec.trafficPolicy",
+            diag,
+        );
         // Ports named anywhere get their own merged policy.
         let default = top.own.policy();
         let ports: BTreeMap<u16, Arc<UpstreamPolicy>> =
@@ -105,7 +110,13 @@ pub(crate) fn compile(config: &Config, diag: &mut Diagnostics) -> Vec<Arc<RulePl
                 continue;
             };
             let Some(tp) = &s.traffic_policy else {
-                subsets.insert(name, SubsetPlan { default: default.clone(), ports: ports.clone() });
+                subsets.insert(
+                    name,
+                    SubsetPlan {
+                        default: default.clone(),
+                        ports: ports.clone(),
+                    },
+                );
                 continue;
             };
             let sub = compile_block(tp, src, &format!("{field}.trafficPolicy"), diag);
@@ -133,7 +144,10 @@ pub(crate) fn compile(config: &Config, diag: &mut Diagnostics) -> Vec<Arc<RulePl
             diag.warn(
                 src,
                 "spec.host",
-                format!("{host} already has a DestinationRule ({}); this one is ignored", prev.resource),
+                format!(
+                    "{host} already has a DestinationRule ({}); this one is ignored",
+                    prev.resource
+                ),
             );
             continue;
         }
@@ -155,15 +169,28 @@ fn compile_block(tp: &TrafficPolicy, src: &Source, field: &str, diag: &mut Diagn
         ("retryBudget", tp.retry_budget.is_some()),
     ] {
         if set {
-            diag.warn(src, &format!("{field}.{name}"), "not implemented yet; ignored (round robin, no ejection)");
+            diag.warn(
+                src,
+                &format!("{field}.{name}"),
+                "not implemented yet; ignored (round robin, no ejection)",
+            );
         }
     }
-    for (name, set) in [("tunnel", tp.tunnel.is_some()), ("proxyProtocol", tp.proxy_protocol.is_some())] {
+    for (name, set) in [
+        ("tunnel", tp.tunnel.is_some()),
+        ("proxyProtocol", tp.proxy_protocol.is_some()),
+    ] {
         if set {
             diag.error(src, format!("{field}.{name}"), "not supported yet");
         }
     }
-    let own = components(tp.tls.as_ref(), tp.connection_pool.as_ref(), src, field, diag);
+    let own = components(
+        tp.tls.as_ref(),
+        tp.connection_pool.as_ref(),
+        src,
+        field,
+        diag,
+    );
     let mut ports = BTreeMap::new();
     for (i, pl) in tp.port_level_settings.iter().enumerate() {
         let pfield = format!("{field}.portLevelSettings[{i}]");
@@ -172,11 +199,25 @@ fn compile_block(tp: &TrafficPolicy, src: &Source, field: &str, diag: &mut Diagn
             continue;
         };
         if pl.load_balancer.is_some() || pl.outlier_detection.is_some() {
-            diag.warn(src, &pfield, "loadBalancer/outlierDetection not implemented yet; ignored");
+            diag.warn(
+                src,
+                &pfield,
+                "loadBalancer/outlierDetection not implemented yet; ignored",
+            );
         }
-        let c = components(pl.tls.as_ref(), pl.connection_pool.as_ref(), src, &pfield, diag);
+        let c = components(
+            pl.tls.as_ref(),
+            pl.connection_pool.as_ref(),
+            src,
+            &pfield,
+            diag,
+        );
         if ports.insert(number, c).is_some() {
-            diag.error(src, format!("{pfield}.port.number"), format!("port {number} appears twice"));
+            diag.error(
+                src,
+                format!("{pfield}.port.number"),
+                format!("port {number} appears twice"),
+            );
         }
     }
     Block { own, ports }

@@ -167,7 +167,11 @@ pub(crate) fn compile(
             || tls.sni.is_some()
             || !tls.subject_alt_names.is_empty();
         if set {
-            diag.warn(source, field, "mode is DISABLE, so the other TLS fields are ignored");
+            diag.warn(
+                source,
+                field,
+                "mode is DISABLE, so the other TLS fields are ignored",
+            );
         }
         return Some(plan);
     }
@@ -237,13 +241,21 @@ pub(crate) fn compile(
     if let Some(sni) = non_empty(&tls.sni) {
         if super::host::HostPattern::parse(sni).is_err() && sni.parse::<std::net::IpAddr>().is_err()
         {
-            diag.error(source, format!("{field}.sni"), format!("{sni:?} is not a valid server name"));
+            diag.error(
+                source,
+                format!("{field}.sni"),
+                format!("{sni:?} is not a valid server name"),
+            );
         }
         plan.sni = Some(super::host::normalize(sni));
     }
     for (i, san) in tls.subject_alt_names.iter().enumerate() {
         if san.trim().is_empty() {
-            diag.error(source, format!("{field}.subjectAltNames[{i}]"), "empty name");
+            diag.error(
+                source,
+                format!("{field}.subjectAltNames[{i}]"),
+                "empty name",
+            );
         }
     }
     plan.subject_alt_names = tls.subject_alt_names.clone();

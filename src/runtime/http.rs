@@ -31,7 +31,10 @@ pub fn local_response(status: StatusCode, reason: &str, message: String) -> Resp
     let mut resp = Response::new(boxed(Full::new(Bytes::from(message + "\n"))));
     *resp.status_mut() = status;
     let h = resp.headers_mut();
-    h.insert(header::CONTENT_TYPE, HeaderValue::from_static("text/plain; charset=utf-8"));
+    h.insert(
+        header::CONTENT_TYPE,
+        HeaderValue::from_static("text/plain; charset=utf-8"),
+    );
     if let Ok(v) = HeaderValue::from_str(reason) {
         h.insert(ERROR_HEADER, v);
     }
@@ -73,7 +76,10 @@ mod tests {
     #[test]
     fn strips_listed_and_standard_hop_headers() {
         let mut h = HeaderMap::new();
-        h.insert(header::CONNECTION, HeaderValue::from_static("keep-alive, x-secret"));
+        h.insert(
+            header::CONNECTION,
+            HeaderValue::from_static("keep-alive, x-secret"),
+        );
         h.insert("x-secret", HeaderValue::from_static("1"));
         h.insert("keep-alive", HeaderValue::from_static("timeout=5"));
         h.insert("proxy-authorization", HeaderValue::from_static("basic x"));

@@ -75,7 +75,11 @@ async fn serve_connection(
 ) {
     // One snapshot per connection: a reload never splits a connection.
     let snapshot = state.snapshot();
-    let ctx = Arc::new(ConnCtx { state: state.clone(), snapshot, peer });
+    let ctx = Arc::new(ConnCtx {
+        state: state.clone(),
+        snapshot,
+        peer,
+    });
     let service = service_fn(move |req| {
         let ctx = ctx.clone();
         async move { Ok::<_, Infallible>(ctx.handle(req).await) }
@@ -86,7 +90,9 @@ async fn serve_connection(
         .header_read_timeout(state.bootstrap.request_header_timeout)
         .max_buf_size(state.bootstrap.max_header_bytes.max(8192))
         .max_headers(128);
-    let conn = builder.serve_connection(TokioIo::new(stream), service).with_upgrades();
+    let conn = builder
+        .serve_connection(TokioIo::new(stream), service)
+        .with_upgrades();
     tokio::pin!(conn);
     tokio::select! {
         r = conn.as_mut() => if let Err(e) = r { debug!(error = %e, "downstream connection ended with an error") },
@@ -120,7 +126,12 @@ impl ConnCtx {
         let (resp, outcome) = match authority {
             Err(msg) => (
                 local_response(StatusCode::BAD_REQUEST, "bad_request", msg.clone()),
-                Outcome { destination: "unknown".into(), status: StatusCode::BAD_REQUEST, flag: "bad_request", upstream: "-".into() },
+                Outcome {
+                    destination: "unknown".into(),
+                    status: StatusCode::BAD_REQUEST,
+                    flag: "bad_request",
+                    upstream: "-".into(),
+                },
             ),
             Ok((host, port)) => {
                 if method == Method::CONNECT {
@@ -157,7 +168,12 @@ impl ConnCtx {
         resp
     }
 
-    async fn forward(&self, req: Request<Incoming>, host: &str, port: u16) -> (Response<Body>, Outcome) {
+    async fn forward(
+        &self,
+        req: Request<Incoming>,
+        host: &str,
+        port: u16,
+    ) -> (Response<Body>, Outcome) {
         let pick = self.state.next();
         let decision = self.snapshot.plan.outbound.route(host, port, pick);
         let (endpoints, policy, names, sni, destination, timeout) = match decision {
@@ -196,17 +212,34 @@ impl ConnCtx {
         let tls = if policy.tls.mode == TlsMode::Disable {
             None
         } else {
-            let config = match self.state.upstreams.tls_config(&policy, &names, &self.snapshot.creds, self.snapshot.generation) {
+            let config = match self.state.upstreams.tls_config(
+                &policy,
+                &names,
+                &self.snapshot.creds,
+                self.snapshot.generation,
+            ) {
                 Ok(c) => c,
                 Err(e) => {
-                    return fail(UpstreamError { reason: crate::tls::FailureReason::HandshakeFailure, detail: e }, destination);
+                    return fail(
+                        UpstreamError {
+                            reason: crate::tls::FailureReason::HandshakeFailure,
+                            detail: e,
+                        },
+                        destination,
+                    );
                 }
             };
             let sni_str = sni.clone().unwrap_or_else(|| host.to_string());
             let server_name = match ServerName::try_from(sni_str.clone()) {
                 Ok(n) => n,
                 Err(_) => {
-                    return fail(UpstreamError { reason: crate::tls::FailureReason::HandshakeFailure, detail: format!("{sni_str:?} cannot be sent as SNI") }, destination);
+                    return fail(
+                        UpstreamError {
+                            reason: crate::tls::FailureReason::HandshakeFailure,
+                            detail: format!("{sni_str:?} cannot be sent as SNI"),
+                        },
+                        destination,
+                    );
                 }
             };
             Some((config, server_name))
@@ -221,24 +254,37 @@ impl ConnCtx {
             },
             tls,
         };
-        let upstream_req = match build_upstream_request(req, host, port, policy.h2 && spec.tls.is_some()) {
-            Ok(r) => r,
-            Err(msg) => {
-                return (
-                    local_response(StatusCode::BAD_REQUEST, "bad_request", msg),
-                    Outcome { destination, status: StatusCode::BAD_REQUEST, flag: "bad_request", upstream: "-".into() },
-                );
-            }
-        };
+        let upstream_req =
+            match build_upstream_request(req, host, port, policy.h2 && spec.tls.is_some()) {
+                Ok(r) => r,
+                Err(msg) => {
+                    return (
+                        local_response(StatusCode::BAD_REQUEST, "bad_request", msg),
+                        Outcome {
+                            destination,
+                            status: StatusCode::BAD_REQUEST,
+                            flag: "bad_request",
+                            upstream: "-".into(),
+                        },
+                    );
+                }
+            };
         let send = self.state.upstreams.send(&spec, upstream_req, pick);
         let result = match timeout {
             Some(t) => match tokio::time::timeout(t, send).await {
                 Ok(r) => r,
                 Err(_) => {
-                    let msg = format!("meshgate: upstream {host}:{port} did not answer within the route timeout of {t:?}");
+                    let msg = format!(
+                        "meshgate: upstream {host}:{port} did not answer within the route timeout of {t:?}"
+                    );
                     return (
                         local_response(StatusCode::GATEWAY_TIMEOUT, "request_timeout", msg),
-                        Outcome { destination, status: StatusCode::GATEWAY_TIMEOUT, flag: "request_timeout", upstream: upstream_desc },
+                        Outcome {
+                            destination,
+                            status: StatusCode::GATEWAY_TIMEOUT,
+                            flag: "request_timeout",
+                            upstream: upstream_desc,
+                        },
                     );
                 }
             },
@@ -252,7 +298,12 @@ impl ConnCtx {
                 let status = parts.status;
                 (
                     Response::from_parts(parts, boxed(body)),
-                    Outcome { destination, status, flag: "", upstream: upstream_desc },
+                    Outcome {
+                        destination,
+                        status,
+                        flag: "",
+                        upstream: upstream_desc,
+                    },
                 )
             }
             Err(e) => fail(e, destination),
@@ -277,30 +328,56 @@ impl ConnCtx {
             detail = %e.detail,
             "upstream connection failed"
         );
-        let what = if e.reason.is_tls() { "TLS handshake with" } else { "connection to" };
+        let what = if e.reason.is_tls() {
+            "TLS handshake with"
+        } else {
+            "connection to"
+        };
         let msg = format!(
             "meshgate: {what} upstream {host}:{port} failed: {}; the proxy log has the details",
             e.reason
         );
         (
             local_response(StatusCode::SERVICE_UNAVAILABLE, e.reason.as_str(), msg),
-            Outcome { destination, status: StatusCode::SERVICE_UNAVAILABLE, flag: e.reason.as_str(), upstream },
+            Outcome {
+                destination,
+                status: StatusCode::SERVICE_UNAVAILABLE,
+                flag: e.reason.as_str(),
+                upstream,
+            },
         )
     }
 
-    async fn connect(&self, req: Request<Incoming>, host: &str, port: u16) -> (Response<Body>, Outcome) {
+    async fn connect(
+        &self,
+        req: Request<Incoming>,
+        host: &str,
+        port: u16,
+    ) -> (Response<Body>, Outcome) {
         let pick = self.state.next();
-        let (endpoints, timeout, destination) = match self.snapshot.plan.outbound.route(host, port, pick) {
-            Decision::Refused { reason } => return refused(reason),
-            Decision::Passthrough { host, port } => (
-                vec![(host, port)],
-                crate::plan::outbound::DEFAULT_CONNECT_TIMEOUT,
-                "PassthroughCluster".to_string(),
-            ),
-            Decision::Registered(t) => (t.endpoints(), t.policy.connect_timeout, service_label(&t)),
-        };
-        let upstream_desc = endpoints.iter().map(|(h, p)| format!("{h}:{p}")).collect::<Vec<_>>().join(",");
-        let mut upstream = match self.state.upstreams.connect_tcp(&endpoints, timeout, pick).await {
+        let (endpoints, timeout, destination) =
+            match self.snapshot.plan.outbound.route(host, port, pick) {
+                Decision::Refused { reason } => return refused(reason),
+                Decision::Passthrough { host, port } => (
+                    vec![(host, port)],
+                    crate::plan::outbound::DEFAULT_CONNECT_TIMEOUT,
+                    "PassthroughCluster".to_string(),
+                ),
+                Decision::Registered(t) => {
+                    (t.endpoints(), t.policy.connect_timeout, service_label(&t))
+                }
+            };
+        let upstream_desc = endpoints
+            .iter()
+            .map(|(h, p)| format!("{h}:{p}"))
+            .collect::<Vec<_>>()
+            .join(",");
+        let mut upstream = match self
+            .state
+            .upstreams
+            .connect_tcp(&endpoints, timeout, pick)
+            .await
+        {
             Ok(s) => s,
             Err(e) => return self.upstream_failed(e, destination, upstream_desc, host, port),
         };
@@ -311,7 +388,9 @@ impl ConnCtx {
                 Ok(upgraded) => {
                     let mut client = TokioIo::new(upgraded);
                     match tokio::io::copy_bidirectional(&mut client, &mut upstream).await {
-                        Ok((up, down)) => debug!(%peer, bytes_up = up, bytes_down = down, "tunnel closed"),
+                        Ok((up, down)) => {
+                            debug!(%peer, bytes_up = up, bytes_down = down, "tunnel closed")
+                        }
                         Err(e) => debug!(%peer, error = %e, "tunnel ended with an error"),
                     }
                 }
@@ -319,13 +398,25 @@ impl ConnCtx {
             }
         });
         let resp = Response::new(boxed(http_body_util::Empty::new()));
-        (resp, Outcome { destination, status: StatusCode::OK, flag: "", upstream: upstream_desc })
+        (
+            resp,
+            Outcome {
+                destination,
+                status: StatusCode::OK,
+                flag: "",
+                upstream: upstream_desc,
+            },
+        )
     }
 }
 
 fn refused(reason: String) -> (Response<Body>, Outcome) {
     (
-        local_response(StatusCode::BAD_GATEWAY, "registry_only", format!("meshgate: {reason}")),
+        local_response(
+            StatusCode::BAD_GATEWAY,
+            "registry_only",
+            format!("meshgate: {reason}"),
+        ),
         Outcome {
             destination: "BlackHoleCluster".into(),
             status: StatusCode::BAD_GATEWAY,
@@ -351,7 +442,11 @@ fn service_label(t: &crate::plan::Target) -> String {
 /// URI's authority, or the single `Host` header (two or none → error).
 fn authority_of(req: &Request<Incoming>) -> Result<(String, u16), String> {
     if let Some(auth) = req.uri().authority() {
-        let default = if req.uri().scheme_str() == Some("https") { 443 } else { 80 };
+        let default = if req.uri().scheme_str() == Some("https") {
+            443
+        } else {
+            80
+        };
         if req.method() == Method::CONNECT && auth.port_u16().is_none() {
             return Err("meshgate: CONNECT needs host:port".into());
         }
@@ -361,7 +456,9 @@ fn authority_of(req: &Request<Incoming>) -> Result<(String, u16), String> {
     let (Some(h), None) = (hosts.next(), hosts.next()) else {
         return Err("meshgate: the request must carry exactly one Host header".into());
     };
-    let h = h.to_str().map_err(|_| "meshgate: Host header is not valid text".to_string())?;
+    let h = h
+        .to_str()
+        .map_err(|_| "meshgate: Host header is not valid text".to_string())?;
     split_host(h, 80)
 }
 
@@ -382,16 +479,30 @@ fn split_host(authority: &str, default_port: u16) -> Result<(String, u16), Strin
 /// The request as sent upstream: origin-form for HTTP/1.1 (absolute URI for
 /// HTTP/2, which carries it as `:authority`), hop-by-hop headers removed, a
 /// `Host` header as the app addressed it.
-fn build_upstream_request(req: Request<Incoming>, host: &str, port: u16, h2: bool) -> Result<Request<Body>, String> {
+fn build_upstream_request(
+    req: Request<Incoming>,
+    host: &str,
+    port: u16,
+    h2: bool,
+) -> Result<Request<Body>, String> {
     let (mut parts, body) = req.into_parts();
     let host_header = match parts.headers.get(header::HOST) {
         Some(h) if parts.uri.authority().is_none() => h.clone(),
         _ => {
-            let v = if port == 80 { host.to_string() } else { format!("{host}:{port}") };
+            let v = if port == 80 {
+                host.to_string()
+            } else {
+                format!("{host}:{port}")
+            };
             HeaderValue::from_str(&v).map_err(|_| "meshgate: invalid host".to_string())?
         }
     };
-    let pq = parts.uri.path_and_query().map(|p| p.as_str()).unwrap_or("/").to_string();
+    let pq = parts
+        .uri
+        .path_and_query()
+        .map(|p| p.as_str())
+        .unwrap_or("/")
+        .to_string();
     strip_hop_by_hop(&mut parts.headers);
     if h2 {
         let authority = host_header.to_str().unwrap_or(host).to_string();
@@ -404,7 +515,9 @@ fn build_upstream_request(req: Request<Incoming>, host: &str, port: u16, h2: boo
         parts.headers.remove(header::HOST);
         parts.version = http::Version::HTTP_2;
     } else {
-        parts.uri = pq.parse().map_err(|_| "meshgate: invalid request target".to_string())?;
+        parts.uri = pq
+            .parse()
+            .map_err(|_| "meshgate: invalid request target".to_string())?;
         parts.headers.insert(header::HOST, host_header);
         parts.version = http::Version::HTTP_11;
     }
@@ -417,8 +530,14 @@ mod tests {
 
     #[test]
     fn split_host_forms() {
-        assert_eq!(split_host("API.example.com", 80).unwrap(), ("api.example.com".into(), 80));
-        assert_eq!(split_host("a.example.com:8443", 80).unwrap(), ("a.example.com".into(), 8443));
+        assert_eq!(
+            split_host("API.example.com", 80).unwrap(),
+            ("api.example.com".into(), 80)
+        );
+        assert_eq!(
+            split_host("a.example.com:8443", 80).unwrap(),
+            ("a.example.com".into(), 8443)
+        );
         assert_eq!(split_host("[::1]:9000", 80).unwrap(), ("::1".into(), 9000));
         assert!(split_host("user@host", 80).is_err());
         assert!(split_host("host:0", 80).is_err());

@@ -66,6 +66,9 @@ pub struct UpstreamSpec {
     pub tls: Option<(Arc<ClientConfig>, ServerName<'static>)>,
 }
 
+/// Client configs are cached per (policy, expected names, generation).
+type TlsKey = (UpstreamPolicy, Vec<String>, u64);
+
 enum Sender {
     H1(http1::SendRequest<Body>),
     H2(http2::SendRequest<Body>),
@@ -80,7 +83,7 @@ struct IdleConn {
 /// Pools, TLS configs and connection bookkeeping for all upstreams.
 pub struct Upstreams {
     metrics: Arc<Metrics>,
-    tls_cache: Mutex<HashMap<(UpstreamPolicy, Vec<String>, u64), Arc<ClientConfig>>>,
+    tls_cache: Mutex<HashMap<TlsKey, Arc<ClientConfig>>>,
     idle: Arc<Mutex<HashMap<PoolKey, Vec<IdleConn>>>>,
     h2: Mutex<HashMap<PoolKey, http2::SendRequest<Body>>>,
 }
@@ -203,14 +206,11 @@ impl Upstreams {
         let pool = self.idle.clone();
         tokio::spawn(async move {
             if sender.ready().await.is_ok() {
-                lock(&pool)
-                    .entry(key)
-                    .or_default()
-                    .push(IdleConn {
-                        sender,
-                        uses,
-                        since: Instant::now(),
-                    });
+                lock(&pool).entry(key).or_default().push(IdleConn {
+                    sender,
+                    uses,
+                    since: Instant::now(),
+                });
             }
         });
     }
@@ -246,7 +246,8 @@ impl Upstreams {
                         } else {
                             FailureReason::ConnectionReset
                         };
-                        last = UpstreamError::new(reason, format!("connect to {addr} ({host}): {e}"));
+                        last =
+                            UpstreamError::new(reason, format!("connect to {addr} ({host}): {e}"));
                     }
                     Err(_) => {
                         last = UpstreamError::new(
@@ -270,19 +271,30 @@ impl Upstreams {
             None => self.handshake_http(TokioIo::new(tcp), false).await,
             Some((config, sni)) => {
                 let connector = TlsConnector::from(config.clone());
-                let tls = match tokio::time::timeout(policy.connect_timeout, connector.connect(sni.clone(), tcp)).await {
+                let tls = match tokio::time::timeout(
+                    policy.connect_timeout,
+                    connector.connect(sni.clone(), tcp),
+                )
+                .await
+                {
                     Ok(Ok(s)) => s,
                     Ok(Err(e)) => {
                         let err = match classify(&e) {
                             Some((reason, detail)) => UpstreamError::new(reason, detail),
-                            None => UpstreamError::new(FailureReason::HandshakeFailure, format!("TLS handshake: {e}")),
+                            None => UpstreamError::new(
+                                FailureReason::HandshakeFailure,
+                                format!("TLS handshake: {e}"),
+                            ),
                         };
                         return Err(err);
                     }
                     Err(_) => {
                         return Err(UpstreamError::new(
                             FailureReason::ConnectTimeout,
-                            format!("TLS handshake took longer than {:?}", policy.connect_timeout),
+                            format!(
+                                "TLS handshake took longer than {:?}",
+                                policy.connect_timeout
+                            ),
                         ));
                     }
                 };
@@ -291,7 +303,10 @@ impl Upstreams {
                     .tls_handshakes
                     .get_or_create(&HandshakeLabels {
                         direction: "outbound",
-                        version: conn.protocol_version().map(|v| format!("{v:?}")).unwrap_or_default(),
+                        version: conn
+                            .protocol_version()
+                            .map(|v| format!("{v:?}"))
+                            .unwrap_or_default(),
                         group: conn
                             .negotiated_key_exchange_group()
                             .map(|g| format!("{:?}", g.name()))
@@ -300,12 +315,13 @@ impl Upstreams {
                     })
                     .inc();
                 let h2 = conn.alpn_protocol() == Some(crate::tls::client::ALPN_H2);
-                self.handshake_http(TokioIo::new(tls), h2).await.map(|s| {
-                    if let Sender::H2(s2) = &s {
-                        lock(&self.h2).insert(spec.key.clone(), s2.clone());
-                    }
-                    s
-                })
+                self.handshake_http(TokioIo::new(tls), h2)
+                    .await
+                    .inspect(|s| {
+                        if let Sender::H2(s2) = s {
+                            lock(&self.h2).insert(spec.key.clone(), s2.clone());
+                        }
+                    })
             }
         }
     }
@@ -324,9 +340,7 @@ impl Upstreams {
                 .timer(TokioTimer::new())
                 .handshake(io)
                 .await
-                .map_err(|e| {
-                    response_error(&e)
-                })?;
+                .map_err(|e| response_error(&e))?;
             tokio::spawn(async move {
                 let _ = conn.await;
                 done();
@@ -356,7 +370,11 @@ fn response_error(e: &hyper::Error) -> UpstreamError {
     }
 }
 
-async fn resolve(host: &str, port: u16, timeout: Duration) -> Result<Vec<SocketAddr>, UpstreamError> {
+async fn resolve(
+    host: &str,
+    port: u16,
+    timeout: Duration,
+) -> Result<Vec<SocketAddr>, UpstreamError> {
     let bare = host.trim_start_matches('[').trim_end_matches(']');
     if let Ok(ip) = bare.parse::<std::net::IpAddr>() {
         return Ok(vec![SocketAddr::new(ip, port)]);
@@ -367,12 +385,18 @@ async fn resolve(host: &str, port: u16, timeout: Duration) -> Result<Vec<SocketA
         Ok(Ok(addrs)) => {
             let v: Vec<_> = addrs.collect();
             if v.is_empty() {
-                Err(UpstreamError::new(FailureReason::DnsFailure, format!("{host}: no addresses")))
+                Err(UpstreamError::new(
+                    FailureReason::DnsFailure,
+                    format!("{host}: no addresses"),
+                ))
             } else {
                 Ok(v)
             }
         }
-        Ok(Err(e)) => Err(UpstreamError::new(FailureReason::DnsFailure, format!("{host}: {e}"))),
+        Ok(Err(e)) => Err(UpstreamError::new(
+            FailureReason::DnsFailure,
+            format!("{host}: {e}"),
+        )),
         Err(_) => Err(UpstreamError::new(
             FailureReason::DnsFailure,
             format!("{host}: resolution took longer than {timeout:?}"),

@@ -45,10 +45,11 @@ pub fn build(
             .trust
             .get(&(tls.trust.clone(), tls.crl.clone()))
             .ok_or_else(|| format!("{}: trust roots were not loaded", tls.origin))?;
-        let inner = WebPkiServerVerifier::builder_with_provider(trust.roots.clone(), provider.clone())
-            .with_crls(trust.crls.clone())
-            .build()
-            .map_err(|e| format!("{}: verifier: {e}", tls.origin))?;
+        let inner =
+            WebPkiServerVerifier::builder_with_provider(trust.roots.clone(), provider.clone())
+                .with_crls(trust.crls.clone())
+                .build()
+                .map_err(|e| format!("{}: verifier: {e}", tls.origin))?;
         Arc::new(NamesVerifier::new(inner, names, trust.source.clone()))
     };
     let builder = builder.with_custom_certificate_verifier(verifier);
@@ -118,7 +119,12 @@ impl NamesVerifier {
         }
     }
 
-    fn failure(&self, reason: FailureReason, end_entity: &CertificateDer<'_>, what: String) -> rustls::Error {
+    fn failure(
+        &self,
+        reason: FailureReason,
+        end_entity: &CertificateDer<'_>,
+        what: String,
+    ) -> rustls::Error {
         let presented = CertInfo::parse(end_entity)
             .map(|i| {
                 let mut s = i.summary();
@@ -155,47 +161,73 @@ impl ServerCertVerifier for NamesVerifier {
         // URI SANs are expected.
         let placeholder = ServerName::try_from("meshgate.invalid").expect("static name");
         let first = self.server_names.first().unwrap_or(&placeholder);
-        let chain_ok = match self.inner.verify_server_cert(end_entity, intermediates, first, ocsp, now) {
-            Ok(v) => return Ok(v),
-            Err(rustls::Error::InvalidCertificate(
-                CertificateError::NotValidForName | CertificateError::NotValidForNameContext { .. },
-            )) => true,
-            Err(rustls::Error::InvalidCertificate(ce)) => {
-                let (reason, what) = match &ce {
-                    CertificateError::UnknownIssuer => (
-                        FailureReason::UnknownCa,
-                        format!("the certificate chain does not lead to a CA in {}", self.trust_source),
-                    ),
-                    CertificateError::Expired | CertificateError::ExpiredContext { .. } => {
-                        (FailureReason::Expired, format!("certificate expired ({ce})"))
-                    }
-                    CertificateError::NotValidYet | CertificateError::NotValidYetContext { .. } => {
-                        (FailureReason::NotYetValid, format!("certificate not valid yet ({ce})"))
-                    }
-                    CertificateError::Revoked => (FailureReason::Revoked, "certificate revoked by the configured CRL".into()),
-                    _ => (FailureReason::BadCertificate, format!("certificate rejected: {ce}")),
-                };
-                return Err(self.failure(reason, end_entity, what));
-            }
-            Err(e) => return Err(e),
-        };
+        let chain_ok =
+            match self
+                .inner
+                .verify_server_cert(end_entity, intermediates, first, ocsp, now)
+            {
+                Ok(v) => return Ok(v),
+                Err(rustls::Error::InvalidCertificate(
+                    CertificateError::NotValidForName
+                    | CertificateError::NotValidForNameContext { .. },
+                )) => true,
+                Err(rustls::Error::InvalidCertificate(ce)) => {
+                    let (reason, what) = match &ce {
+                        CertificateError::UnknownIssuer => (
+                            FailureReason::UnknownCa,
+                            format!(
+                                "the certificate chain does not lead to a CA in {}",
+                                self.trust_source
+                            ),
+                        ),
+                        CertificateError::Expired | CertificateError::ExpiredContext { .. } => (
+                            FailureReason::Expired,
+                            format!("certificate expired ({ce})"),
+                        ),
+                        CertificateError::NotValidYet
+                        | CertificateError::NotValidYetContext { .. } => (
+                            FailureReason::NotYetValid,
+                            format!("certificate not valid yet ({ce})"),
+                        ),
+                        CertificateError::Revoked => (
+                            FailureReason::Revoked,
+                            "certificate revoked by the configured CRL".into(),
+                        ),
+                        _ => (
+                            FailureReason::BadCertificate,
+                            format!("certificate rejected: {ce}"),
+                        ),
+                    };
+                    return Err(self.failure(reason, end_entity, what));
+                }
+                Err(e) => return Err(e),
+            };
         debug_assert!(chain_ok);
         for name in self.server_names.iter().skip(1) {
-            if let Ok(v) = self.inner.verify_server_cert(end_entity, intermediates, name, ocsp, now) {
+            if let Ok(v) = self
+                .inner
+                .verify_server_cert(end_entity, intermediates, name, ocsp, now)
+            {
                 return Ok(v);
             }
         }
-        if !self.uris.is_empty() {
-            if let Ok(info) = CertInfo::parse(end_entity) {
-                if info.sans.iter().any(|s| s.strip_prefix("URI:").is_some_and(|u| self.uris.iter().any(|x| x == u))) {
-                    return Ok(ServerCertVerified::assertion());
-                }
-            }
+        if !self.uris.is_empty()
+            && let Ok(info) = CertInfo::parse(end_entity)
+            && info
+                .sans
+                .iter()
+                .filter_map(|s| s.strip_prefix("URI:"))
+                .any(|u| self.uris.iter().any(|x| x == u))
+        {
+            return Ok(ServerCertVerified::assertion());
         }
         Err(self.failure(
             FailureReason::SanMismatch,
             end_entity,
-            format!("expected one of [{}] in the certificate's subjectAltName", self.expected.join(", ")),
+            format!(
+                "expected one of [{}] in the certificate's subjectAltName",
+                self.expected.join(", ")
+            ),
         ))
     }
 
@@ -247,7 +279,12 @@ impl ServerCertVerifier for NoVerify {
         cert: &CertificateDer<'_>,
         dss: &DigitallySignedStruct,
     ) -> Result<HandshakeSignatureValid, rustls::Error> {
-        rustls::crypto::verify_tls12_signature(message, cert, dss, &self.0.signature_verification_algorithms)
+        rustls::crypto::verify_tls12_signature(
+            message,
+            cert,
+            dss,
+            &self.0.signature_verification_algorithms,
+        )
     }
 
     fn verify_tls13_signature(
@@ -256,7 +293,12 @@ impl ServerCertVerifier for NoVerify {
         cert: &CertificateDer<'_>,
         dss: &DigitallySignedStruct,
     ) -> Result<HandshakeSignatureValid, rustls::Error> {
-        rustls::crypto::verify_tls13_signature(message, cert, dss, &self.0.signature_verification_algorithms)
+        rustls::crypto::verify_tls13_signature(
+            message,
+            cert,
+            dss,
+            &self.0.signature_verification_algorithms,
+        )
     }
 
     fn supported_verify_schemes(&self) -> Vec<SignatureScheme> {

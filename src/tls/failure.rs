@@ -110,12 +110,10 @@ pub fn classify(err: &(dyn StdError + 'static)) -> Option<(FailureReason, String
         if let Some(t) = e.downcast_ref::<rustls::Error>() {
             return Some(classify_rustls(t));
         }
-        if let Some(io) = e.downcast_ref::<std::io::Error>() {
-            if let Some(inner) = io.get_ref() {
-                if let Some(t) = inner.downcast_ref::<rustls::Error>() {
-                    return Some(classify_rustls(t));
-                }
-            }
+        if let Some(io) = e.downcast_ref::<std::io::Error>()
+            && let Some(t) = io.get_ref().and_then(|i| i.downcast_ref::<rustls::Error>())
+        {
+            return Some(classify_rustls(t));
         }
         cur = e.source();
     }
@@ -157,7 +155,9 @@ pub fn classify_rustls(e: &rustls::Error) -> (FailureReason, String) {
             _ => R::HandshakeFailure,
         },
         rustls::Error::InvalidMessage(rustls::InvalidMessage::InvalidContentType)
-        | rustls::Error::InvalidMessage(rustls::InvalidMessage::UnknownProtocolVersion) => R::NotTls,
+        | rustls::Error::InvalidMessage(rustls::InvalidMessage::UnknownProtocolVersion) => {
+            R::NotTls
+        }
         rustls::Error::PeerIncompatible(p) => {
             if format!("{p:?}").contains("Version") {
                 R::ProtocolVersion
@@ -190,7 +190,10 @@ mod tests {
         let alert = std::io::Error::other(rustls::Error::AlertReceived(
             AlertDescription::CertificateRequired,
         ));
-        assert_eq!(classify(&alert).unwrap().0, FailureReason::ClientCertRequired);
+        assert_eq!(
+            classify(&alert).unwrap().0,
+            FailureReason::ClientCertRequired
+        );
         let plain = std::io::Error::other("nope");
         assert!(classify(&plain).is_none());
     }
