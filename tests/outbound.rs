@@ -700,3 +700,67 @@ async fn plain_server() -> std::net::SocketAddr {
     });
     addr
 }
+
+#[tokio::test]
+async fn insecure_skip_verify_is_honoured_when_configured() {
+    let pki = pki();
+    // Wrong CA and wrong name: only insecureSkipVerify lets this through.
+    let up = upstream(&pki, LeafSpec::server(&["elsewhere.test"])).await;
+    let other = DevCa::new("unrelated CA")
+        .write_cert(pki.dir.path(), "other.crt")
+        .unwrap();
+    let tls = format!("{}\n        insecureSkipVerify: true", simple(&other));
+    let yaml = egress_yaml(up.addr.port(), &tls);
+    let p = proxy(pki, &yaml).await;
+    assert!(
+        p.proxy
+            .state
+            .snapshot()
+            .plan
+            .warnings
+            .iter()
+            .any(|w| w.contains("insecureSkipVerify")),
+        "a warning at load"
+    );
+    assert_eq!(p.get(HOST, "/").await.status, 200);
+}
+
+#[tokio::test]
+async fn idle_and_slow_downstream_connections_are_closed() {
+    use tokio::io::{AsyncReadExt, AsyncWriteExt};
+    let pki = pki();
+    let up = upstream(&pki, LeafSpec::server(&[HOST])).await;
+    let yaml = egress_yaml(up.addr.port(), &simple(&pki.ca_file));
+    let p = TestProxy::start(pki.dir, &yaml, |b| {
+        b.request_header_timeout = std::time::Duration::from_millis(300)
+    })
+    .await
+    .unwrap();
+    // Half a request head, then nothing: closed after the deadline.
+    let mut s = tokio::net::TcpStream::connect(p.proxy.outbound)
+        .await
+        .unwrap();
+    s.write_all(b"GET / HTTP/1.1\r\nHost: ").await.unwrap();
+    let mut buf = Vec::new();
+    let r = tokio::time::timeout(std::time::Duration::from_secs(5), s.read_to_end(&mut buf)).await;
+    assert!(
+        r.is_ok(),
+        "a stalled request head is dropped after the header timeout"
+    );
+    // A keep-alive connection left idle after a request is closed too.
+    let mut s = tokio::net::TcpStream::connect(p.proxy.outbound)
+        .await
+        .unwrap();
+    s.write_all(format!("GET / HTTP/1.1\r\nHost: {HOST}\r\n\r\n").as_bytes())
+        .await
+        .unwrap();
+    let mut first = vec![0u8; 4096];
+    let n = s.read(&mut first).await.unwrap();
+    assert!(String::from_utf8_lossy(&first[..n]).starts_with("HTTP/1.1 200"));
+    let mut rest = Vec::new();
+    let r = tokio::time::timeout(std::time::Duration::from_secs(5), s.read_to_end(&mut rest)).await;
+    assert!(
+        r.is_ok(),
+        "an idle keep-alive connection is closed after the header timeout"
+    );
+}
