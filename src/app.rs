@@ -93,6 +93,7 @@ pub async fn build(bootstrap: Bootstrap, loaded: Loaded) -> std::io::Result<Prox
     );
     let metrics = Arc::new(Metrics::new());
     let state = Arc::new(State::new(bootstrap, loaded.plan, loaded.creds, metrics));
+    state.upstreams.set_own_address(addrs.0);
     let shutdown = CancellationToken::new();
     tokio::spawn(crate::runtime::outbound::run(
         outbound,

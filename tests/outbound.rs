@@ -764,3 +764,16 @@ async fn idle_and_slow_downstream_connections_are_closed() {
         "an idle keep-alive connection is closed after the header timeout"
     );
 }
+
+#[tokio::test]
+async fn a_request_for_the_proxy_itself_does_not_loop() {
+    let pki = pki();
+    let yaml = egress_yaml(1, &simple(&pki.ca_file));
+    let p = proxy(pki, &yaml).await;
+    let own = format!("127.0.0.1:{}", p.proxy.outbound.port());
+    let r = tokio::time::timeout(std::time::Duration::from_secs(5), p.get(&own, "/"))
+        .await
+        .expect("answers at once instead of forwarding to itself");
+    assert_eq!(r.status, 503);
+    assert_eq!(r.headers["x-meshgate-error"], "loop_detected");
+}

@@ -66,6 +66,9 @@ pub struct UpstreamSpec {
     pub tls: Option<(Arc<ClientConfig>, ServerName<'static>)>,
 }
 
+/// Idle keep-alive connections kept per pool key.
+const MAX_IDLE_PER_KEY: usize = 64;
+
 /// Client configs are cached per (policy, expected names, generation).
 type TlsKey = (UpstreamPolicy, Vec<String>, u64);
 
@@ -86,6 +89,9 @@ pub struct Upstreams {
     tls_cache: Mutex<HashMap<TlsKey, Arc<ClientConfig>>>,
     idle: Arc<Mutex<HashMap<PoolKey, Vec<IdleConn>>>>,
     h2: Mutex<HashMap<PoolKey, http2::SendRequest<Body>>>,
+    /// The proxy's own outbound listener: never a valid upstream (a request
+    /// for it would loop through the proxy until resources run out).
+    own: std::sync::OnceLock<SocketAddr>,
 }
 
 impl Upstreams {
@@ -96,7 +102,22 @@ impl Upstreams {
             tls_cache: Mutex::new(HashMap::new()),
             idle: Arc::new(Mutex::new(HashMap::new())),
             h2: Mutex::new(HashMap::new()),
+            own: std::sync::OnceLock::new(),
         }
+    }
+
+    /// Records the proxy's own listener address for loop detection.
+    pub fn set_own_address(&self, addr: SocketAddr) {
+        let _ = self.own.set(addr);
+    }
+
+    fn is_own(&self, addr: SocketAddr) -> bool {
+        self.own.get().is_some_and(|own| {
+            own.port() == addr.port()
+                && (own.ip() == addr.ip()
+                    || (own.ip().is_unspecified()
+                        && (addr.ip().is_loopback() || addr.ip().is_unspecified())))
+        })
     }
 
     /// Drops cached TLS configs (after a reload).
@@ -206,7 +227,19 @@ impl Upstreams {
         let pool = self.idle.clone();
         tokio::spawn(async move {
             if sender.ready().await.is_ok() {
-                lock(&pool).entry(key).or_default().push(IdleConn {
+                let idle_timeout = key.policy.idle_timeout;
+                let mut pool = lock(&pool);
+                let list = pool.entry(key).or_default();
+                // Drop connections the peer closed or that idled out, and
+                // keep at most MAX_IDLE_PER_KEY (the oldest go first).
+                list.retain(|c| {
+                    !c.sender.is_closed()
+                        && (idle_timeout.is_zero() || c.since.elapsed() <= idle_timeout)
+                });
+                if list.len() >= MAX_IDLE_PER_KEY {
+                    list.remove(0);
+                }
+                list.push(IdleConn {
                     sender,
                     uses,
                     since: Instant::now(),
@@ -235,6 +268,15 @@ impl Upstreams {
                 }
             };
             for addr in addrs {
+                if self.is_own(addr) {
+                    last = UpstreamError::new(
+                        FailureReason::LoopDetected,
+                        format!(
+                            "{host}:{port} resolves to {addr}, meshgate's own outbound listener"
+                        ),
+                    );
+                    continue;
+                }
                 match tokio::time::timeout(timeout, TcpStream::connect(addr)).await {
                     Ok(Ok(s)) => {
                         let _ = s.set_nodelay(true);

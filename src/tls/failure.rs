@@ -42,6 +42,8 @@ pub enum FailureReason {
     DnsFailure,
     /// The connection was reset or closed during the exchange.
     ConnectionReset,
+    /// The destination is meshgate's own listener.
+    LoopDetected,
 }
 
 impl FailureReason {
@@ -63,6 +65,7 @@ impl FailureReason {
             FailureReason::ConnectTimeout => "connect_timeout",
             FailureReason::DnsFailure => "dns_failure",
             FailureReason::ConnectionReset => "upstream_reset",
+            FailureReason::LoopDetected => "loop_detected",
         }
     }
 
@@ -74,6 +77,7 @@ impl FailureReason {
                 | FailureReason::ConnectTimeout
                 | FailureReason::DnsFailure
                 | FailureReason::ConnectionReset
+                | FailureReason::LoopDetected
         )
     }
 }
