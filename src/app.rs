@@ -36,11 +36,18 @@ pub struct Loaded {
     pub creds: Credentials,
 }
 
-/// Loads the bootstrap's config paths and checks everything.
+/// Loads the bootstrap's config paths and checks everything. Documents
+/// that parse are compiled even when others do not, so every problem is
+/// reported in one go.
 pub fn load(bootstrap: &Bootstrap) -> Result<Loaded, LoadErrors> {
-    let config = config::load(&bootstrap.config_paths)
-        .map_err(|e| LoadErrors(e.0.iter().map(ToString::to_string).collect()))?;
-    check(&config, bootstrap)
+    let (config, parse_errors) = config::load_partial(&bootstrap.config_paths);
+    let mut errors: Vec<String> = parse_errors.0.iter().map(ToString::to_string).collect();
+    match check(&config, bootstrap) {
+        Ok(loaded) if errors.is_empty() => return Ok(loaded),
+        Ok(_) => {}
+        Err(e) => errors.extend(e.0),
+    }
+    Err(LoadErrors(errors))
 }
 
 /// Compiles parsed config and loads its credentials.

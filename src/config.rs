@@ -118,6 +118,17 @@ impl std::error::Error for ConfigErrors {}
 /// Reads every file (directories: their `.yaml`, `.yml` and `.json` files,
 /// sorted, recursively) and parses all documents.
 pub fn load(paths: &[PathBuf]) -> Result<Config, ConfigErrors> {
+    let (config, errors) = load_partial(paths);
+    if errors.0.is_empty() {
+        Ok(config)
+    } else {
+        Err(errors)
+    }
+}
+
+/// Like [`load`], but also returns the documents that did parse, so a
+/// caller can report problems in them too (`meshgate validate`).
+pub fn load_partial(paths: &[PathBuf]) -> (Config, ConfigErrors) {
     let mut files = Vec::new();
     let mut errors = Vec::new();
     for p in paths {
@@ -130,11 +141,7 @@ pub fn load(paths: &[PathBuf]) -> Result<Config, ConfigErrors> {
             Err(e) => errors.push(file_error(&file, format!("cannot read file: {e}"))),
         }
     }
-    if errors.is_empty() {
-        Ok(config)
-    } else {
-        Err(ConfigErrors(errors))
-    }
+    (config, ConfigErrors(errors))
 }
 
 /// Parses YAML text as if read from `file` (used by the demo and tests).

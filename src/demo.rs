@@ -111,6 +111,7 @@ pub async fn run(outbound_addr: SocketAddr, once: bool) -> Result<(), String> {
         external.handshakes()
     );
     if once {
+        let _ = std::fs::remove_dir_all(&dir);
         return Ok(());
     }
     let o = proxy.outbound;
@@ -122,5 +123,6 @@ pub async fn run(outbound_addr: SocketAddr, once: bool) -> Result<(), String> {
         proxy.stats
     );
     let _ = tokio::signal::ctrl_c().await;
+    let _ = std::fs::remove_dir_all(&dir);
     Ok(())
 }

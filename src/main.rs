@@ -166,17 +166,12 @@ fn validate(args: &ConfigArgs) -> ExitCode {
             return ExitCode::from(1);
         }
     };
-    let config = match meshgate::config::load(&bootstrap.config_paths) {
-        Ok(c) => c,
-        Err(errs) => {
-            for e in &errs.0 {
-                eprintln!("error: {e}");
-            }
-            eprintln!("{} error(s)", errs.0.len());
-            return ExitCode::from(1);
-        }
-    };
+    // Documents that parse are compiled even if others do not: every
+    // problem is reported in one run.
+    let (config, parse_errors) = meshgate::config::load_partial(&bootstrap.config_paths);
+    let mut errors: Vec<String> = parse_errors.0.iter().map(ToString::to_string).collect();
     match meshgate::app::check(&config, &bootstrap) {
+        Ok(_) if !errors.is_empty() => {}
         Ok(loaded) => {
             for w in &loaded.plan.warnings {
                 eprintln!("warning: {w}");
@@ -191,16 +186,15 @@ fn validate(args: &ConfigArgs) -> ExitCode {
                 loaded.plan.warnings.len(),
                 o.policy
             );
-            ExitCode::SUCCESS
+            return ExitCode::SUCCESS;
         }
-        Err(errs) => {
-            for e in &errs.0 {
-                eprintln!("error: {e}");
-            }
-            eprintln!("{} error(s)", errs.0.len());
-            ExitCode::from(1)
-        }
+        Err(errs) => errors.extend(errs.0),
     }
+    for e in &errors {
+        eprintln!("error: {e}");
+    }
+    eprintln!("{} error(s)", errors.len());
+    ExitCode::from(1)
 }
 
 async fn run(args: RunArgs) -> ExitCode {

@@ -1,8 +1,7 @@
-//! `VirtualService` (networking.istio.io): routing rules.
-//!
-//! The foundation reads the mesh-side HTTP routes (`match.port`,
-//! `route.destination.{host,port}`); the rest is parsed so that the ingress
-//! work can build on it.
+//! `VirtualService` (networking.istio.io): routing rules for the mesh
+//! (outbound) and for gateways (inbound).
+
+use std::collections::BTreeMap;
 
 use serde::{Deserialize, Serialize};
 
@@ -21,10 +20,10 @@ pub struct VirtualServiceSpec {
     pub http: Vec<HttpRoute>,
     /// TLS (SNI) routes.
     #[serde(default)]
-    pub tls: Vec<serde_json::Value>,
+    pub tls: Vec<TlsRoute>,
     /// TCP routes.
     #[serde(default)]
-    pub tcp: Vec<serde_json::Value>,
+    pub tcp: Vec<TcpRoute>,
     /// Visibility; ignored (single workload).
     #[serde(default)]
     pub export_to: Vec<String>,
@@ -42,35 +41,111 @@ pub struct HttpRoute {
     /// Destinations with weights.
     #[serde(default)]
     pub route: Vec<RouteDestination>,
-    /// Any other HTTPRoute field (rewrite, timeout, retries, headers, ...).
+    /// URI / authority rewrite.
+    pub rewrite: Option<Rewrite>,
+    /// Request timeout, e.g. `5s`.
+    pub timeout: Option<String>,
+    /// Header manipulation.
+    pub headers: Option<Headers>,
+    /// Any other HTTPRoute field (redirect, retries, fault, mirror, ...).
     #[serde(flatten)]
-    pub other: std::collections::BTreeMap<String, serde_json::Value>,
+    pub other: BTreeMap<String, serde_json::Value>,
 }
 
 /// `HTTPMatchRequest`.
 #[derive(Debug, Clone, Default, Deserialize, Serialize)]
 #[serde(rename_all = "camelCase")]
 pub struct HttpMatch {
+    /// Match name.
+    pub name: Option<String>,
+    /// URI condition.
+    pub uri: Option<StringMatch>,
+    /// Scheme condition.
+    pub scheme: Option<StringMatch>,
+    /// Method condition.
+    pub method: Option<StringMatch>,
+    /// Authority (Host) condition.
+    pub authority: Option<StringMatch>,
+    /// Header conditions (lower-case names).
+    #[serde(default)]
+    pub headers: BTreeMap<String, StringMatch>,
     /// Destination port of the request.
     pub port: Option<u32>,
     /// Gateways this match applies to.
     #[serde(default)]
     pub gateways: Vec<String>,
-    /// Any other condition (uri, headers, method, ...).
+    /// Case-insensitive URI matching.
+    pub ignore_uri_case: Option<bool>,
+    /// Query parameter conditions.
+    #[serde(default)]
+    pub query_params: BTreeMap<String, StringMatch>,
+    /// Headers that must be absent (or not match).
+    #[serde(default)]
+    pub without_headers: BTreeMap<String, StringMatch>,
+    /// Any other condition (sourceLabels, sourceNamespace, statPrefix).
     #[serde(flatten)]
-    pub other: std::collections::BTreeMap<String, serde_json::Value>,
+    pub other: BTreeMap<String, serde_json::Value>,
 }
 
-/// `HTTPRouteDestination`.
+/// `StringMatch`: exactly one of exact, prefix, regex.
 #[derive(Debug, Clone, Default, Deserialize, Serialize)]
-#[serde(rename_all = "camelCase")]
+#[serde(rename_all = "camelCase", deny_unknown_fields)]
+pub struct StringMatch {
+    /// Exact value.
+    pub exact: Option<String>,
+    /// Prefix.
+    pub prefix: Option<String>,
+    /// RE2 regular expression, matched against the whole value.
+    pub regex: Option<String>,
+}
+
+/// `HTTPRewrite`.
+#[derive(Debug, Clone, Default, Deserialize, Serialize)]
+#[serde(rename_all = "camelCase", deny_unknown_fields)]
+pub struct Rewrite {
+    /// Replaces the matched prefix (or the whole path for exact/regex).
+    pub uri: Option<String>,
+    /// Replaces the Host / authority.
+    pub authority: Option<String>,
+    /// Regex rewrite; not implemented.
+    pub uri_regex_rewrite: Option<serde_json::Value>,
+}
+
+/// `Headers`.
+#[derive(Debug, Clone, Default, Deserialize, Serialize)]
+#[serde(rename_all = "camelCase", deny_unknown_fields)]
+pub struct Headers {
+    /// Changes to the request.
+    pub request: Option<HeaderOperations>,
+    /// Changes to the response.
+    pub response: Option<HeaderOperations>,
+}
+
+/// `Headers.HeaderOperations`.
+#[derive(Debug, Clone, Default, Deserialize, Serialize)]
+#[serde(rename_all = "camelCase", deny_unknown_fields)]
+pub struct HeaderOperations {
+    /// Overwrite.
+    #[serde(default)]
+    pub set: BTreeMap<String, String>,
+    /// Append.
+    #[serde(default)]
+    pub add: BTreeMap<String, String>,
+    /// Remove.
+    #[serde(default)]
+    pub remove: Vec<String>,
+}
+
+/// `HTTPRouteDestination` / `RouteDestination`.
+#[derive(Debug, Clone, Default, Deserialize, Serialize)]
+#[serde(rename_all = "camelCase", deny_unknown_fields)]
 pub struct RouteDestination {
     /// Where to send the request.
     pub destination: Option<Destination>,
     /// Share of traffic, percent.
     pub weight: Option<u32>,
-    /// Header manipulation; ingress work.
-    pub headers: Option<serde_json::Value>,
+    /// Header manipulation for this destination.
+    pub headers: Option<Headers>,
 }
 
 /// `Destination`.
@@ -91,4 +166,59 @@ pub struct Destination {
 pub struct PortSelector {
     /// Port number.
     pub number: Option<u32>,
+}
+
+/// `TLSRoute`.
+#[derive(Debug, Clone, Default, Deserialize, Serialize)]
+#[serde(rename_all = "camelCase", deny_unknown_fields)]
+pub struct TlsRoute {
+    /// Conditions (SNI hosts).
+    #[serde(rename = "match", default)]
+    pub matches: Vec<TlsMatch>,
+    /// Destinations.
+    #[serde(default)]
+    pub route: Vec<RouteDestination>,
+}
+
+/// `TLSMatchAttributes`.
+#[derive(Debug, Clone, Default, Deserialize, Serialize)]
+#[serde(rename_all = "camelCase")]
+pub struct TlsMatch {
+    /// SNI values (wildcards allowed).
+    #[serde(default)]
+    pub sni_hosts: Vec<String>,
+    /// Port.
+    pub port: Option<u32>,
+    /// Gateways.
+    #[serde(default)]
+    pub gateways: Vec<String>,
+    /// Other conditions (destinationSubnets, sourceLabels, sourceNamespace).
+    #[serde(flatten)]
+    pub other: BTreeMap<String, serde_json::Value>,
+}
+
+/// `TCPRoute`.
+#[derive(Debug, Clone, Default, Deserialize, Serialize)]
+#[serde(rename_all = "camelCase", deny_unknown_fields)]
+pub struct TcpRoute {
+    /// Conditions.
+    #[serde(rename = "match", default)]
+    pub matches: Vec<L4Match>,
+    /// Destinations.
+    #[serde(default)]
+    pub route: Vec<RouteDestination>,
+}
+
+/// `L4MatchAttributes`.
+#[derive(Debug, Clone, Default, Deserialize, Serialize)]
+#[serde(rename_all = "camelCase")]
+pub struct L4Match {
+    /// Port.
+    pub port: Option<u32>,
+    /// Gateways.
+    #[serde(default)]
+    pub gateways: Vec<String>,
+    /// Other conditions.
+    #[serde(flatten)]
+    pub other: BTreeMap<String, serde_json::Value>,
 }

@@ -678,7 +678,22 @@ fn compile_routes(
                 continue; // this condition is for a gateway
             }
             mesh_match = true;
-            if let Some(k) = m.other.keys().next() {
+            let typed = [
+                ("uri", m.uri.is_some()),
+                ("scheme", m.scheme.is_some()),
+                ("method", m.method.is_some()),
+                ("authority", m.authority.is_some()),
+                ("headers", !m.headers.is_empty()),
+                ("queryParams", !m.query_params.is_empty()),
+                ("withoutHeaders", !m.without_headers.is_empty()),
+                ("ignoreUriCase", m.ignore_uri_case.is_some()),
+            ];
+            let unsupported = typed
+                .iter()
+                .filter(|(_, set)| *set)
+                .map(|(k, _)| k.to_string())
+                .chain(m.other.keys().filter(|k| *k != "name").cloned());
+            for k in unsupported {
                 diag.error(
                     src,
                     format!("{mfield}.{k}"),
@@ -698,28 +713,28 @@ fn compile_routes(
         if !mesh_match {
             continue;
         }
-        let mut timeout = None;
-        for (k, v) in &r.other {
-            match k.as_str() {
-                "timeout" => match v.as_str().map(duration::parse) {
-                    Some(Ok(d)) => timeout = Some(d),
-                    Some(Err(e)) => diag.error(src, format!("{field}.timeout"), e),
-                    None => diag.error(
-                        src,
-                        format!("{field}.timeout"),
-                        "expected a duration such as \"5s\"",
-                    ),
-                },
-                "retries" => diag.warn(
+        let timeout = match r.timeout.as_deref().map(duration::parse) {
+            Some(Ok(d)) => Some(d),
+            Some(Err(e)) => {
+                diag.error(src, format!("{field}.timeout"), e);
+                None
+            }
+            None => None,
+        };
+        for (k, set) in [("rewrite", r.rewrite.is_some()), ("headers", r.headers.is_some())] {
+            if set {
+                diag.error(src, format!("{field}.{k}"), "not supported for mesh routes yet");
+            }
+        }
+        for k in r.other.keys() {
+            if k == "retries" {
+                diag.warn(
                     src,
                     &format!("{field}.retries"),
                     "not implemented yet; requests are not retried",
-                ),
-                other => diag.error(
-                    src,
-                    format!("{field}.{other}"),
-                    "not supported for mesh routes yet",
-                ),
+                );
+            } else {
+                diag.error(src, format!("{field}.{k}"), "not supported for mesh routes yet");
             }
         }
         let mut destinations = Vec::new();
