@@ -721,9 +721,16 @@ fn compile_routes(
             }
             None => None,
         };
-        for (k, set) in [("rewrite", r.rewrite.is_some()), ("headers", r.headers.is_some())] {
+        for (k, set) in [
+            ("rewrite", r.rewrite.is_some()),
+            ("headers", r.headers.is_some()),
+        ] {
             if set {
-                diag.error(src, format!("{field}.{k}"), "not supported for mesh routes yet");
+                diag.error(
+                    src,
+                    format!("{field}.{k}"),
+                    "not supported for mesh routes yet",
+                );
             }
         }
         for k in r.other.keys() {
@@ -734,7 +741,11 @@ fn compile_routes(
                     "not implemented yet; requests are not retried",
                 );
             } else {
-                diag.error(src, format!("{field}.{k}"), "not supported for mesh routes yet");
+                diag.error(
+                    src,
+                    format!("{field}.{k}"),
+                    "not supported for mesh routes yet",
+                );
             }
         }
         let mut destinations = Vec::new();
