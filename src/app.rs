@@ -1,6 +1,7 @@
 //! Wiring: load → compile → credentials → bind → serve. Returns the real
 //! bound addresses so tests and the demo can use port 0.
 
+use std::collections::{BTreeMap, HashMap};
 use std::net::SocketAddr;
 use std::sync::Arc;
 use std::sync::atomic::Ordering;
@@ -34,6 +35,8 @@ pub struct Loaded {
     pub plan: Plan,
     /// The credentials it references, validated.
     pub creds: Credentials,
+    /// rustls server configs per inbound server (keyed by its origin).
+    pub server_tls: HashMap<String, Arc<rustls::ServerConfig>>,
 }
 
 /// Loads the bootstrap's config paths and checks everything. Documents
@@ -56,7 +59,26 @@ pub fn check(config: &Config, bootstrap: &Bootstrap) -> Result<Loaded, LoadError
         .map_err(|e| LoadErrors(e.0.iter().map(ToString::to_string).collect()))?;
     let creds = creds::load(&plan, config, bootstrap)
         .map_err(|e| LoadErrors(e.iter().map(ToString::to_string).collect()))?;
-    Ok(Loaded { plan, creds })
+    let mut server_tls = HashMap::new();
+    let mut errors = Vec::new();
+    for server in plan.inbound.listeners.iter().flat_map(|l| l.servers.iter()) {
+        if let Some(tls) = server.tls.as_ref().filter(|_| server.terminates()) {
+            match crate::tls::server::build(tls, server.protocol.is_http(), &creds) {
+                Ok(c) => {
+                    server_tls.insert(server.origin.clone(), c);
+                }
+                Err(e) => errors.push(e),
+            }
+        }
+    }
+    if !errors.is_empty() {
+        return Err(LoadErrors(errors));
+    }
+    Ok(Loaded {
+        plan,
+        creds,
+        server_tls,
+    })
 }
 
 /// A running proxy. Dropping it stops the listeners.
@@ -69,6 +91,8 @@ pub struct Proxy {
     pub stats: SocketAddr,
     /// Readiness address.
     pub ready: SocketAddr,
+    /// Inbound listeners: config port → bound address.
+    pub inbound: BTreeMap<u16, SocketAddr>,
     /// Shared state (metrics, snapshot).
     pub state: Arc<State>,
     shutdown: CancellationToken,
@@ -85,10 +109,16 @@ async fn bind(addr: SocketAddr, what: &str) -> std::io::Result<TcpListener> {
 
 /// Binds every listener and starts serving `loaded`.
 pub async fn build(bootstrap: Bootstrap, loaded: Loaded) -> std::io::Result<Proxy> {
-    for w in &loaded.plan.warnings {
+    for w in loaded.plan.warnings.iter().chain(&loaded.creds.warnings) {
         warn!("{w}");
     }
     let outbound = bind(bootstrap.outbound_addr, "outbound").await?;
+    let mut inbound_listeners = Vec::new();
+    for l in &loaded.plan.inbound.listeners {
+        let addr = bootstrap.inbound_addr(l.port, l.bind.as_deref());
+        let listener = bind(addr, &format!("inbound port {}", l.port)).await?;
+        inbound_listeners.push((l.port, listener));
+    }
     let admin = bind(bootstrap.admin_addr, "admin").await?;
     let stats = bind(bootstrap.stats_addr, "stats").await?;
     let ready = bind(bootstrap.ready_addr, "readiness").await?;
@@ -99,7 +129,7 @@ pub async fn build(bootstrap: Bootstrap, loaded: Loaded) -> std::io::Result<Prox
         ready.local_addr()?,
     );
     let metrics = Arc::new(Metrics::new());
-    let state = Arc::new(State::new(bootstrap, loaded.plan, loaded.creds, metrics));
+    let state = Arc::new(State::new(bootstrap, loaded, metrics));
     state.upstreams.set_own_address(addrs.0);
     let shutdown = CancellationToken::new();
     tokio::spawn(crate::runtime::outbound::run(
@@ -107,6 +137,18 @@ pub async fn build(bootstrap: Bootstrap, loaded: Loaded) -> std::io::Result<Prox
         state.clone(),
         shutdown.clone(),
     ));
+    let mut inbound = BTreeMap::new();
+    for (port, listener) in inbound_listeners {
+        let local = listener.local_addr()?;
+        inbound.insert(port, local);
+        info!(port, addr = %local, "inbound listener bound");
+        tokio::spawn(crate::runtime::inbound::run(
+            listener,
+            port,
+            state.clone(),
+            shutdown.clone(),
+        ));
+    }
     for (l, role) in [
         (admin, crate::admin::Role::Admin),
         (stats, crate::admin::Role::Stats),
@@ -124,6 +166,7 @@ pub async fn build(bootstrap: Bootstrap, loaded: Loaded) -> std::io::Result<Prox
         admin: addrs.1,
         stats: addrs.2,
         ready: addrs.3,
+        inbound,
         state,
         shutdown,
     })
@@ -138,10 +181,10 @@ impl Proxy {
         let label = |r| ReloadLabels { result: r };
         match result {
             Ok(loaded) => {
-                for w in &loaded.plan.warnings {
+                for w in loaded.plan.warnings.iter().chain(&loaded.creds.warnings) {
                     warn!("{w}");
                 }
-                self.state.publish(loaded.plan, loaded.creds);
+                self.state.publish(loaded);
                 self.state
                     .metrics
                     .config_reloads

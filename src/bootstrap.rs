@@ -4,7 +4,8 @@
 //! Read from command-line flags and, optionally, a bootstrap YAML file whose
 //! keys follow MeshConfig's spelling. Pure: no sockets.
 
-use std::net::SocketAddr;
+use std::collections::BTreeMap;
+use std::net::{IpAddr, SocketAddr};
 use std::path::{Path, PathBuf};
 use std::time::Duration;
 
@@ -47,6 +48,15 @@ pub struct Bootstrap {
     pub request_header_timeout: Duration,
     /// Largest request head accepted (bytes); larger gets 431.
     pub max_header_bytes: usize,
+    /// IP that inbound (Gateway / Sidecar ingress) listeners bind to when
+    /// the server gives no `bind`.
+    pub inbound_bind: IpAddr,
+    /// Rebinds a config port to another address (`443 → 127.0.0.1:8443`);
+    /// port 0 picks a free one (tests).
+    pub port_map: BTreeMap<u16, SocketAddr>,
+    /// Longest time from accept to a completed TLS handshake (and to the
+    /// first bytes of a ClientHello).
+    pub handshake_timeout: Duration,
 }
 
 impl Default for Bootstrap {
@@ -62,6 +72,9 @@ impl Default for Bootstrap {
             outbound_traffic_policy: OutboundTrafficPolicy::AllowAny,
             request_header_timeout: Duration::from_secs(10),
             max_header_bytes: 64 * 1024,
+            inbound_bind: IpAddr::from([0, 0, 0, 0]),
+            port_map: BTreeMap::new(),
+            handshake_timeout: Duration::from_secs(10),
         }
     }
 }
@@ -79,6 +92,10 @@ struct BootstrapFile {
     ready_addr: Option<SocketAddr>,
     request_header_timeout: Option<String>,
     max_header_bytes: Option<usize>,
+    inbound_bind: Option<IpAddr>,
+    #[serde(default)]
+    port_map: BTreeMap<u16, SocketAddr>,
+    handshake_timeout: Option<String>,
 }
 
 #[derive(Debug, Default, Deserialize)]
@@ -117,7 +134,24 @@ impl Bootstrap {
             self.request_header_timeout = d;
         }
         self.max_header_bytes = file.max_header_bytes.unwrap_or(self.max_header_bytes);
+        self.inbound_bind = file.inbound_bind.unwrap_or(self.inbound_bind);
+        self.port_map.extend(file.port_map);
+        if let Some(d) = dur("handshakeTimeout", &file.handshake_timeout)? {
+            self.handshake_timeout = d;
+        }
         Ok(())
+    }
+
+    /// Where the listener for config port `port` (with optional `bind`
+    /// IP) binds.
+    pub fn inbound_addr(&self, port: u16, bind: Option<&str>) -> SocketAddr {
+        if let Some(a) = self.port_map.get(&port) {
+            return *a;
+        }
+        let ip = bind
+            .and_then(|b| b.parse().ok())
+            .unwrap_or(self.inbound_bind);
+        SocketAddr::new(ip, port)
     }
 
     /// Every address bound to port 0, for tests and the demo.

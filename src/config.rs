@@ -10,6 +10,7 @@ pub mod gateway;
 pub mod meta;
 pub mod secret;
 pub mod service_entry;
+pub mod sidecar;
 pub mod virtual_service;
 
 use std::collections::BTreeMap;
@@ -25,6 +26,7 @@ pub use meta::{Object, ObjectMeta, Source};
 use destination_rule::DestinationRuleSpec;
 use gateway::GatewaySpec;
 use service_entry::ServiceEntrySpec;
+use sidecar::SidecarSpec;
 use virtual_service::VirtualServiceSpec;
 
 /// Istio networking API versions meshgate accepts.
@@ -63,8 +65,12 @@ pub struct Config {
     pub virtual_services: Vec<Resource<VirtualServiceSpec>>,
     /// `Gateway` resources in load order.
     pub gateways: Vec<Resource<GatewaySpec>>,
+    /// `Sidecar` resources in load order.
+    pub sidecars: Vec<Resource<SidecarSpec>>,
     /// `Secret` resources in load order.
     pub secrets: Vec<Secret>,
+    /// `ConfigMap` resources (CA bundles for `caCertCredentialName`).
+    pub config_maps: Vec<Secret>,
     /// Non-fatal findings (skipped kinds, ...), each naming file and line.
     pub warnings: Vec<String>,
 }
@@ -383,6 +389,18 @@ fn parse_document(
         ("DestinationRule", true) => typed!(DestinationRuleSpec, destination_rules),
         ("VirtualService", true) => typed!(VirtualServiceSpec, virtual_services),
         ("Gateway", true) => typed!(GatewaySpec, gateways),
+        ("Sidecar", true) => typed!(SidecarSpec, sidecars),
+        ("ConfigMap", _) if api_version == "v1" => match parse_doc::<ConfigMapObject>(doc.text) {
+            Ok(obj) => config.config_maps.push(Secret {
+                source,
+                data: obj
+                    .data
+                    .into_iter()
+                    .map(|(k, v)| (k, v.into_bytes()))
+                    .collect(),
+            }),
+            Err((field, line, reason)) => errors.push(error(resource, field, line, reason)),
+        },
         ("Secret", _) if api_version == "v1" => match parse_doc::<secret::SecretObject>(doc.text) {
             Ok(obj) => match decode_secret(&obj) {
                 Ok(data) => config.secrets.push(Secret { source, data }),
@@ -410,6 +428,14 @@ fn parse_document(
             source.resource()
         )),
     }
+}
+
+/// A `kind: ConfigMap`; only `data` is read.
+#[derive(Deserialize)]
+#[serde(rename_all = "camelCase")]
+struct ConfigMapObject {
+    #[serde(default)]
+    data: BTreeMap<String, String>,
 }
 
 fn decode_secret(

@@ -24,6 +24,7 @@ pub use info::CertInfo;
 
 use crate::bootstrap::Bootstrap;
 use crate::config::Config;
+use crate::plan::inbound::{ClientCaSource, ServerCertSource, ServerPlan, TlsServerMode};
 use crate::plan::{IdentitySource, Plan, TrustSource};
 
 /// A client or server identity: a certificate chain with its key.
@@ -55,6 +56,13 @@ pub struct Credentials {
     pub trust: HashMap<(TrustSource, Option<PathBuf>), Arc<Trust>>,
     /// Client identities per source.
     pub identities: HashMap<IdentitySource, Arc<Identity>>,
+    /// Server certificates per source.
+    pub servers: HashMap<ServerCertSource, Arc<Identity>>,
+    /// CAs (+ CRL) for client certificates, per source.
+    pub client_cas: HashMap<(ClientCaSource, Option<PathBuf>), Arc<Trust>>,
+    /// Findings that do not stop the proxy (certificate names not covering
+    /// a server's hosts).
+    pub warnings: Vec<String>,
 }
 
 /// One credential problem, naming the resource that referenced it.
@@ -135,6 +143,9 @@ pub fn load(
             );
         }
     }
+    for server in plan.inbound.listeners.iter().flat_map(|l| l.servers.iter()) {
+        load_server(server, &secrets, &provider, &mut creds, &mut errors);
+    }
     // One missing Secret can be named by both the CA and the identity.
     let mut seen = HashSet::new();
     errors.retain(|e| seen.insert(e.to_string()));
@@ -142,6 +153,114 @@ pub fn load(
         Ok(creds)
     } else {
         Err(errors)
+    }
+}
+
+/// Server certificates and client CA of one Gateway server.
+fn load_server(
+    server: &ServerPlan,
+    secrets: &secret::SecretSource,
+    provider: &CryptoProvider,
+    creds: &mut Credentials,
+    errors: &mut Vec<CredentialError>,
+) {
+    let Some(tls) = &server.tls else { return };
+    if tls.mode == TlsServerMode::Passthrough {
+        return;
+    }
+    let error = |reason: String| CredentialError {
+        origin: tls.origin.clone(),
+        reason,
+    };
+    for source in &tls.certs {
+        let identity = match creds.servers.get(source) {
+            Some(i) => i.clone(),
+            None => {
+                let loaded = match source {
+                    ServerCertSource::Files { cert, key } => read(cert)
+                        .map_err(|e| format!("serverCertificate {}: {e}", cert.display()))
+                        .and_then(|c| {
+                            read(key)
+                                .map_err(|e| format!("privateKey {}: {e}", key.display()))
+                                .map(|k| (c, k))
+                        })
+                        .and_then(|(c, k)| {
+                            let src = format!("{} + {}", cert.display(), key.display());
+                            identity_from_pem(&c, &k, provider, &src)
+                        }),
+                    ServerCertSource::Credential(r) => secrets
+                        .identity(r)
+                        .and_then(|(c, k, src)| identity_from_pem(&c, &k, provider, &src)),
+                };
+                match loaded {
+                    Ok(i) => {
+                        let i = Arc::new(i);
+                        creds.servers.insert(source.clone(), i.clone());
+                        i
+                    }
+                    Err(e) => {
+                        errors.push(error(e));
+                        continue;
+                    }
+                }
+            }
+        };
+        let uncovered: Vec<String> = server
+            .hosts
+            .iter()
+            .filter(|h| !identity.leaf.covers(h))
+            .map(ToString::to_string)
+            .collect();
+        if !uncovered.is_empty() {
+            creds.warnings.push(format!(
+                "{}: certificate {} ({}) does not cover host(s) {}; clients verifying the name will reject it",
+                tls.origin,
+                identity.source,
+                identity.leaf.sans.join(", "),
+                uncovered.join(", ")
+            ));
+        }
+    }
+    if let Some(ca) = &tls.client_ca {
+        let key = (ca.clone(), tls.crl.clone());
+        if creds.client_cas.contains_key(&key) {
+            return;
+        }
+        let roots = match ca {
+            ClientCaSource::File(path) => read(path)
+                .and_then(|pem| roots_from_pem(&pem))
+                .map(|r| (r, path.display().to_string()))
+                .map_err(|e| format!("caCertificates {}: {e}", path.display())),
+            ClientCaSource::Credential(r) => secrets.ca(r).and_then(|(pem, src)| {
+                roots_from_pem(&pem)
+                    .map(|r| (r, src.clone()))
+                    .map_err(|e| format!("{src}: {e}"))
+            }),
+            ClientCaSource::CaCredential(r) => secrets.ca_exact(r).and_then(|(pem, src)| {
+                roots_from_pem(&pem)
+                    .map(|r| (r, src.clone()))
+                    .map_err(|e| format!("{src}: {e}"))
+            }),
+        };
+        let crls = match &tls.crl {
+            Some(p) => read(p)
+                .and_then(|pem| crls_from_pem(&pem))
+                .map_err(|e| format!("caCrl {}: {e}", p.display())),
+            None => Ok(Vec::new()),
+        };
+        match (roots, crls) {
+            (Ok((roots, source)), Ok(crls)) => {
+                creds.client_cas.insert(
+                    key,
+                    Arc::new(Trust {
+                        roots: Arc::new(roots),
+                        crls,
+                        source,
+                    }),
+                );
+            }
+            (Err(e), _) | (_, Err(e)) => errors.push(error(e)),
+        }
     }
 }
 

@@ -25,6 +25,8 @@ pub struct FailureLabels {
 pub struct HandshakeLabels {
     /// `outbound` or `inbound`.
     pub direction: &'static str,
+    /// `outbound`, or the inbound listener's `ip_port`.
+    pub listener: String,
     /// `TLSv1_3` / `TLSv1_2`.
     pub version: String,
     /// Key-exchange group, e.g. `X25519MLKEM768`.

@@ -9,7 +9,9 @@
 
 pub mod duration;
 pub mod host;
+pub mod inbound;
 pub mod outbound;
+pub mod route;
 mod rule;
 pub mod tls;
 
@@ -26,6 +28,8 @@ pub use tls::{ClientTlsPlan, CredentialRef, IdentitySource, TlsMode, TrustSource
 pub struct Plan {
     /// Outbound (origination) routing and upstream policy.
     pub outbound: OutboundPlan,
+    /// Inbound (termination) listeners.
+    pub inbound: inbound::InboundPlan,
     /// Findings that do not stop the proxy (unsupported tuning fields,
     /// `insecureSkipVerify`, skipped kinds).
     pub warnings: Vec<String>,
@@ -61,16 +65,11 @@ pub fn compile(config: &Config, bootstrap: &Bootstrap) -> Result<Plan, ConfigErr
         ..Default::default()
     };
     let outbound = outbound::compile(config, bootstrap, &mut diag);
-    for gw in &config.gateways {
-        diag.warn(
-            &gw.source,
-            "spec.servers",
-            "Gateway parsed; ingress termination is not served yet",
-        );
-    }
+    let inbound = inbound::compile(config, &mut diag);
     if diag.errors.is_empty() {
         Ok(Plan {
             outbound,
+            inbound,
             warnings: diag.warnings,
         })
     } else {

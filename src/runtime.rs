@@ -4,7 +4,10 @@
 //! downstream connection takes one snapshot when accepted, so it never sees
 //! half of a reload.
 
+pub mod forward;
 pub mod http;
+pub mod inbound;
+mod inbound_http;
 pub mod outbound;
 pub mod upstream;
 
@@ -13,6 +16,9 @@ use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 
 use arc_swap::ArcSwap;
 
+use std::collections::HashMap;
+
+use crate::app::Loaded;
 use crate::bootstrap::Bootstrap;
 use crate::creds::Credentials;
 use crate::metrics::Metrics;
@@ -24,6 +30,8 @@ pub struct Snapshot {
     pub plan: Arc<Plan>,
     /// Loaded, validated credentials.
     pub creds: Arc<Credentials>,
+    /// rustls server configs per inbound server (keyed by its origin).
+    pub server_tls: HashMap<String, Arc<rustls::ServerConfig>>,
     /// Increments on every successful reload; keys TLS config caches.
     pub generation: u64,
 }
@@ -46,17 +54,13 @@ pub struct State {
 
 impl State {
     /// New state around a first good configuration.
-    pub fn new(
-        bootstrap: Bootstrap,
-        plan: Plan,
-        creds: Credentials,
-        metrics: Arc<Metrics>,
-    ) -> State {
+    pub fn new(bootstrap: Bootstrap, loaded: Loaded, metrics: Arc<Metrics>) -> State {
         State {
             bootstrap,
             snapshot: ArcSwap::from_pointee(Snapshot {
-                plan: Arc::new(plan),
-                creds: Arc::new(creds),
+                plan: Arc::new(loaded.plan),
+                creds: Arc::new(loaded.creds),
+                server_tls: loaded.server_tls,
                 generation: 0,
             }),
             upstreams: upstream::Upstreams::new(metrics.clone()),
@@ -72,11 +76,12 @@ impl State {
     }
 
     /// Puts a new configuration in force for new connections.
-    pub fn publish(&self, plan: Plan, creds: Credentials) {
+    pub fn publish(&self, loaded: Loaded) {
         let generation = self.snapshot.load().generation + 1;
         self.snapshot.store(Arc::new(Snapshot {
-            plan: Arc::new(plan),
-            creds: Arc::new(creds),
+            plan: Arc::new(loaded.plan),
+            creds: Arc::new(loaded.creds),
+            server_tls: loaded.server_tls,
             generation,
         }));
         self.upstreams.clear_tls_cache();
@@ -85,5 +90,47 @@ impl State {
     /// Next value of the shared counter.
     pub fn next(&self) -> u64 {
         self.counter.fetch_add(1, Ordering::Relaxed)
+    }
+}
+
+/// Most connections a listener serves at once; more wait in the backlog.
+const MAX_CONNECTIONS: usize = 10_000;
+
+/// Accepts connections until `shutdown`, handing each to `handler` on its
+/// own task. A connection limit bounds memory; accept errors (EMFILE, ...)
+/// back off instead of spinning.
+pub(crate) async fn accept_loop<F, Fut>(
+    listener: tokio::net::TcpListener,
+    shutdown: tokio_util::sync::CancellationToken,
+    what: &'static str,
+    handler: F,
+) where
+    F: Fn(tokio::net::TcpStream, std::net::SocketAddr) -> Fut,
+    Fut: std::future::Future<Output = ()> + Send + 'static,
+{
+    let limit = Arc::new(tokio::sync::Semaphore::new(MAX_CONNECTIONS));
+    let mut backoff = std::time::Duration::from_millis(5);
+    loop {
+        let permit = tokio::select! {
+            _ = shutdown.cancelled() => return,
+            p = limit.clone().acquire_owned() => match p { Ok(p) => p, Err(_) => return },
+        };
+        let (stream, peer) = tokio::select! {
+            _ = shutdown.cancelled() => return,
+            r = listener.accept() => match r {
+                Ok(x) => { backoff = std::time::Duration::from_millis(5); x }
+                Err(e) => {
+                    tracing::warn!(error = %e, listener = what, "accept failed");
+                    tokio::time::sleep(backoff).await;
+                    backoff = (backoff * 2).min(std::time::Duration::from_secs(1));
+                    continue;
+                }
+            },
+        };
+        let fut = handler(stream, peer);
+        tokio::spawn(async move {
+            fut.await;
+            drop(permit);
+        });
     }
 }

@@ -6,5 +6,6 @@
 
 pub mod client;
 pub mod failure;
+pub mod server;
 
 pub use failure::{FailureReason, classify};

@@ -98,7 +98,7 @@ async fn simple_with_ca_file_originates_verified_tls() {
         "post-quantum hybrid preferred"
     );
     let m = p.metrics().await;
-    assert!(m.contains("meshgate_tls_handshakes_total{direction=\"outbound\",version=\"TLSv1_3\",group=\"X25519MLKEM768\",resumed=\"false\"} 1"), "{m}");
+    assert!(m.contains("meshgate_tls_handshakes_total{direction=\"outbound\",listener=\"outbound\",version=\"TLSv1_3\",group=\"X25519MLKEM768\",resumed=\"false\"} 1"), "{m}");
 }
 
 #[tokio::test]
@@ -141,7 +141,7 @@ async fn max_requests_per_connection_one_uses_session_resumption() {
         "later handshakes resume the TLS session"
     );
     let resumed = p
-        .metric("meshgate_tls_handshakes_total{direction=\"outbound\",version=\"TLSv1_3\",group=\"X25519MLKEM768\",resumed=\"true\"}")
+        .metric("meshgate_tls_handshakes_total{direction=\"outbound\",listener=\"outbound\",version=\"TLSv1_3\",group=\"X25519MLKEM768\",resumed=\"true\"}")
         .await;
     assert!(resumed >= 1.0, "resumed handshakes counted");
 }

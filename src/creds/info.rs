@@ -99,6 +99,30 @@ impl CertInfo {
         Ok(())
     }
 
+    /// Whether a DNS SAN of this certificate matches every name `host`
+    /// stands for (exact, or a `*.` SAN for a name one level below).
+    pub fn covers(&self, host: &crate::plan::host::HostPattern) -> bool {
+        use crate::plan::host::HostPattern;
+        self.sans
+            .iter()
+            .filter_map(|s| s.strip_prefix("DNS:"))
+            .any(|san| {
+                let san = san.to_ascii_lowercase();
+                match host {
+                    HostPattern::Exact(h) => {
+                        san == *h
+                            || san.strip_prefix("*.").is_some_and(|suffix| {
+                                h.split_once('.').is_some_and(|(_, rest)| rest == suffix)
+                            })
+                    }
+                    HostPattern::Wildcard(suffix) => {
+                        san.strip_prefix('*').is_some_and(|s| s == suffix)
+                    }
+                    HostPattern::Any => true,
+                }
+            })
+    }
+
     /// One line for logs: subject, issuer, SANs, validity.
     pub fn summary(&self) -> String {
         format!(

@@ -14,6 +14,7 @@ use crate::plan::CredentialRef;
 /// Where Secrets are looked up.
 pub struct SecretSource {
     docs: Vec<(String, String, BTreeMap<String, Vec<u8>>)>,
+    maps: Vec<(String, String, BTreeMap<String, Vec<u8>>)>,
     dir: Option<PathBuf>,
     namespace: String,
 }
@@ -22,17 +23,8 @@ impl SecretSource {
     /// Secrets from the config documents and the bootstrap's directory.
     pub fn new(config: &Config, bootstrap: &Bootstrap) -> SecretSource {
         SecretSource {
-            docs: config
-                .secrets
-                .iter()
-                .map(|s| {
-                    (
-                        s.source.namespace.clone(),
-                        s.source.name.clone(),
-                        s.data.clone(),
-                    )
-                })
-                .collect(),
+            docs: named(&config.secrets),
+            maps: named(&config.config_maps),
             dir: bootstrap.secrets_dir.clone(),
             namespace: bootstrap.namespace.clone(),
         }
@@ -112,6 +104,27 @@ impl SecretSource {
         ))
     }
 
+    /// `caCertCredentialName`: the CA in exactly this Secret or ConfigMap.
+    pub fn ca_exact(&self, r: &CredentialRef) -> Result<(Vec<u8>, String), String> {
+        let ns = r.namespace.as_deref().unwrap_or(&self.namespace);
+        let found = self.find(&r.name, r.namespace.as_deref()).or_else(|| {
+            self.maps
+                .iter()
+                .find(|(m_ns, n, _)| n == &r.name && m_ns == ns)
+                .map(|(_, _, d)| (d.clone(), format!("ConfigMap {ns}/{}", r.name)))
+        });
+        let (data, src) = found.ok_or_else(|| self.not_found(r))?;
+        for k in ["cacert", "ca.crt"] {
+            if let Some(v) = non_empty(&data, k) {
+                return Ok((v.to_vec(), format!("{r} ({src}, key {k})")));
+            }
+        }
+        Err(format!(
+            "{r}: {src} has no CA certificate (key cacert or ca.crt); found: {}",
+            keys(&data)
+        ))
+    }
+
     fn not_found(&self, r: &CredentialRef) -> String {
         let ns = r.namespace.as_deref().unwrap_or(&self.namespace);
         match &self.dir {
@@ -126,6 +139,18 @@ impl SecretSource {
             ),
         }
     }
+}
+
+fn named(list: &[crate::config::Secret]) -> Vec<(String, String, BTreeMap<String, Vec<u8>>)> {
+    list.iter()
+        .map(|s| {
+            (
+                s.source.namespace.clone(),
+                s.source.name.clone(),
+                s.data.clone(),
+            )
+        })
+        .collect()
 }
 
 fn non_empty<'a>(data: &'a BTreeMap<String, Vec<u8>>, key: &str) -> Option<&'a [u8]> {

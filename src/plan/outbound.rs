@@ -324,14 +324,73 @@ impl OutboundPlan {
             route_name = Some(vs.resource.clone());
             timeout = r.timeout;
         }
-        let found = self
-            .services
+        if let Some(t) = self.registered(&request_host, &dest_host, dest_port, subset.as_deref()) {
+            return Decision::Registered(Box::new(Target {
+                route: route_name,
+                timeout,
+                ..t
+            }));
+        }
+        match self.policy {
+            OutboundTrafficPolicy::AllowAny => Decision::Passthrough {
+                host: dest_host,
+                port: dest_port,
+            },
+            OutboundTrafficPolicy::RegistryOnly => Decision::Refused {
+                reason: format!(
+                    "{dest_host}:{dest_port} is not in the service registry (no ServiceEntry \
+                     declares this host and port) and outboundTrafficPolicy is REGISTRY_ONLY"
+                ),
+            },
+        }
+    }
+
+    /// The registered service for `dest_host:dest_port`, with the policy of
+    /// the DestinationRule (and `subset`) that applies. `request_host`
+    /// drives automatic SNI and SAN checks.
+    pub fn registered(
+        &self,
+        request_host: &str,
+        dest_host: &str,
+        dest_port: u16,
+        subset: Option<&str>,
+    ) -> Option<Target> {
+        let service = self.service_for(dest_host, Some(dest_port))?;
+        let service_port = service
+            .ports
             .iter()
-            .filter(|s| s.ports.iter().any(|p| p.number == dest_port))
+            .find(|p| p.number == dest_port)?
+            .clone();
+        let (policy, rule) =
+            match best_match(&self.rules, dest_host, |r| std::slice::from_ref(&r.host)) {
+                Some(rule) => (
+                    rule.policy_for(subset, dest_port),
+                    Some(rule.resource.clone()),
+                ),
+                None => (Arc::new(UpstreamPolicy::default()), None),
+            };
+        Some(Target {
+            request_host: request_host.to_string(),
+            host: dest_host.to_string(),
+            service,
+            port: service_port,
+            policy,
+            rule,
+            route: None,
+            timeout: None,
+        })
+    }
+
+    /// The most specific ServiceEntry declaring `host` (on `port` when
+    /// given); the first loaded wins ties.
+    pub fn service_for(&self, host: &str, port: Option<u16>) -> Option<Arc<ServicePlan>> {
+        self.services
+            .iter()
+            .filter(|s| port.is_none_or(|p| s.ports.iter().any(|sp| sp.number == p)))
             .filter_map(|s| {
                 s.hosts
                     .iter()
-                    .filter(|h| h.matches(&dest_host))
+                    .filter(|h| h.matches(host))
                     .map(|h| h.specificity())
                     .max()
                     .map(|spec| (spec, s))
@@ -339,45 +398,8 @@ impl OutboundPlan {
             // `max_by_key` keeps the last of equals; reverse so the first
             // loaded wins ties.
             .rev()
-            .max_by_key(|(spec, _)| *spec);
-        let Some((_, service)) = found else {
-            return match self.policy {
-                OutboundTrafficPolicy::AllowAny => Decision::Passthrough {
-                    host: dest_host,
-                    port: dest_port,
-                },
-                OutboundTrafficPolicy::RegistryOnly => Decision::Refused {
-                    reason: format!(
-                        "{dest_host}:{dest_port} is not in the service registry (no ServiceEntry \
-                         declares this host and port) and outboundTrafficPolicy is REGISTRY_ONLY"
-                    ),
-                },
-            };
-        };
-        let service_port = service
-            .ports
-            .iter()
-            .find(|p| p.number == dest_port)
-            .cloned()
-            .expect("filtered on a declared port above");
-        let (policy, rule) =
-            match best_match(&self.rules, &dest_host, |r| std::slice::from_ref(&r.host)) {
-                Some(rule) => (
-                    rule.policy_for(subset.as_deref(), dest_port),
-                    Some(rule.resource.clone()),
-                ),
-                None => (Arc::new(UpstreamPolicy::default()), None),
-            };
-        Decision::Registered(Box::new(Target {
-            request_host,
-            host: dest_host,
-            service: service.clone(),
-            port: service_port,
-            policy,
-            rule,
-            route: route_name,
-            timeout,
-        }))
+            .max_by_key(|(spec, _)| *spec)
+            .map(|(_, s)| s.clone())
     }
 }
 
@@ -435,8 +457,13 @@ pub(crate) fn compile(
     bootstrap: &Bootstrap,
     diag: &mut Diagnostics,
 ) -> OutboundPlan {
+    // A Sidecar's outboundTrafficPolicy overrides the mesh-wide setting.
+    let sidecar_policy = config
+        .sidecars
+        .iter()
+        .find_map(|s| s.spec.outbound_traffic_policy.as_ref().and_then(|p| p.mode));
     OutboundPlan {
-        policy: bootstrap.outbound_traffic_policy,
+        policy: sidecar_policy.unwrap_or(bootstrap.outbound_traffic_policy),
         services: config
             .service_entries
             .iter()
@@ -642,12 +669,7 @@ fn compile_routes(
     let spec = &vs.spec;
     let mesh_bound = spec.gateways.is_empty() || spec.gateways.iter().any(|g| g == "mesh");
     if !mesh_bound {
-        diag.warn(
-            src,
-            "spec.gateways",
-            "bound to gateways only; gateway routing is not served yet",
-        );
-        return None;
+        return None; // gateway-only: compiled by `plan::inbound`
     }
     let before = diag.errors.len();
     let mut hosts = Vec::new();

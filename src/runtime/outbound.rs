@@ -16,55 +16,30 @@ use hyper::body::Incoming;
 use hyper::server::conn::http1;
 use hyper::service::service_fn;
 use hyper_util::rt::{TokioIo, TokioTimer};
-use rustls::pki_types::ServerName;
 use tokio::net::TcpListener;
 use tokio_util::sync::CancellationToken;
-use tracing::{Instrument, debug, info, info_span, warn};
+use tracing::{Instrument, debug, info_span};
 
+use super::forward::{self, Destination, Outcome};
 use super::http::{Body, boxed, local_response, strip_hop_by_hop};
-use super::upstream::{PoolKey, UpstreamError, UpstreamSpec};
 use super::{Snapshot, State};
-use crate::metrics::RequestLabels;
-use crate::plan::outbound::UpstreamPolicy;
-use crate::plan::{Decision, TlsMode};
-
-/// Most downstream connections served at once; more wait in the backlog.
-const MAX_CONNECTIONS: usize = 10_000;
+use crate::plan::Decision;
 
 /// Runs the accept loop until `shutdown` is cancelled.
 pub async fn run(listener: TcpListener, state: Arc<State>, shutdown: CancellationToken) {
-    let limit = Arc::new(tokio::sync::Semaphore::new(MAX_CONNECTIONS));
-    let mut backoff = std::time::Duration::from_millis(5);
-    loop {
-        let permit = tokio::select! {
-            _ = shutdown.cancelled() => return,
-            p = limit.clone().acquire_owned() => match p { Ok(p) => p, Err(_) => return },
-        };
-        let (stream, peer) = tokio::select! {
-            _ = shutdown.cancelled() => return,
-            r = listener.accept() => match r {
-                Ok(x) => { backoff = std::time::Duration::from_millis(5); x }
-                Err(e) => {
-                    // EMFILE and friends: wait instead of spinning.
-                    warn!(error = %e, "outbound accept failed");
-                    tokio::time::sleep(backoff).await;
-                    backoff = (backoff * 2).min(std::time::Duration::from_secs(1));
-                    continue;
-                }
-            },
-        };
-        let _ = stream.set_nodelay(true);
-        let state = state.clone();
-        let shutdown = shutdown.clone();
-        let span = info_span!("outbound", peer = %peer);
-        tokio::spawn(
-            async move {
-                serve_connection(stream, peer, state, shutdown).await;
-                drop(permit);
-            }
-            .instrument(span),
-        );
-    }
+    super::accept_loop(
+        listener,
+        shutdown.clone(),
+        "outbound",
+        move |stream, peer| {
+            let _ = stream.set_nodelay(true);
+            let state = state.clone();
+            let shutdown = shutdown.clone();
+            let span = info_span!("outbound", peer = %peer);
+            async move { serve_connection(stream, peer, state, shutdown).await }.instrument(span)
+        },
+    )
+    .await;
 }
 
 async fn serve_connection(
@@ -109,62 +84,20 @@ struct ConnCtx {
     peer: SocketAddr,
 }
 
-/// What one request turned into, for the access log and metrics.
-struct Outcome {
-    destination: String,
-    status: StatusCode,
-    flag: &'static str,
-    upstream: String,
-}
-
 impl ConnCtx {
     async fn handle(&self, req: Request<Incoming>) -> Response<Body> {
         let start = Instant::now();
         let method = req.method().clone();
         let path = req.uri().path().to_string();
-        let authority = authority_of(&req);
-        let (resp, outcome) = match authority {
+        let (resp, outcome) = match authority_of(&req) {
             Err(msg) => (
-                local_response(StatusCode::BAD_REQUEST, "bad_request", msg.clone()),
-                Outcome {
-                    destination: "unknown".into(),
-                    status: StatusCode::BAD_REQUEST,
-                    flag: "bad_request",
-                    upstream: "-".into(),
-                },
+                local_response(StatusCode::BAD_REQUEST, "bad_request", msg),
+                Outcome::local("unknown", StatusCode::BAD_REQUEST, "bad_request"),
             ),
-            Ok((host, port)) => {
-                if method == Method::CONNECT {
-                    self.connect(req, &host, port).await
-                } else {
-                    self.forward(req, &host, port).await
-                }
-            }
+            Ok((host, port)) if method == Method::CONNECT => self.connect(req, &host, port).await,
+            Ok((host, port)) => self.forward(req, &host, port).await,
         };
-        let elapsed = start.elapsed();
-        let labels = RequestLabels {
-            reporter: "source",
-            destination_service: outcome.destination.clone(),
-            response_code: outcome.status.as_u16(),
-            response_flags: outcome.flag,
-        };
-        self.state.metrics.requests.get_or_create(&labels).inc();
-        self.state
-            .metrics
-            .request_duration
-            .get_or_create(&labels)
-            .observe(elapsed.as_secs_f64() * 1000.0);
-        info!(
-            target: "access",
-            method = %method,
-            path = %path,
-            destination = %outcome.destination,
-            upstream = %outcome.upstream,
-            status = outcome.status.as_u16(),
-            flag = outcome.flag,
-            duration_ms = elapsed.as_millis() as u64,
-            "request"
-        );
+        forward::record(&self.state, "source", &method, &path, &outcome, start);
         resp
     }
 
@@ -175,177 +108,48 @@ impl ConnCtx {
         port: u16,
     ) -> (Response<Body>, Outcome) {
         let pick = self.state.next();
-        let decision = self.snapshot.plan.outbound.route(host, port, pick);
-        let (endpoints, policy, names, sni, destination, timeout) = match decision {
-            Decision::Refused { reason } => {
-                return refused(reason);
+        let (dest, timeout) = match self.snapshot.plan.outbound.route(host, port, pick) {
+            Decision::Refused { reason } => return refused(reason),
+            Decision::Passthrough { host, port } => {
+                (Destination::plain(&host, port, "PassthroughCluster"), None)
             }
-            Decision::Passthrough { host, port } => (
-                vec![(host, port)],
-                UpstreamPolicy::default(),
-                Vec::new(),
-                None,
-                "PassthroughCluster".to_string(),
-                None,
-            ),
-            Decision::Registered(t) => {
-                let names = t.verify_names();
-                let sni = t.sni().to_string();
-                (
-                    t.endpoints(),
-                    (*t.policy).clone(),
-                    names,
-                    Some(sni),
-                    service_label(&t),
-                    t.timeout,
-                )
+            Decision::Registered(t) => (Destination::registered(&t), t.timeout),
+        };
+        let upstream_req = match build_upstream_request(req, host, port, dest.policy.h2) {
+            Ok(r) => r,
+            Err(msg) => {
+                return (
+                    local_response(StatusCode::BAD_REQUEST, "bad_request", msg),
+                    Outcome::local(&dest.label, StatusCode::BAD_REQUEST, "bad_request"),
+                );
             }
         };
-        let upstream_desc = endpoints
-            .iter()
-            .map(|(h, p)| format!("{h}:{p}"))
-            .collect::<Vec<_>>()
-            .join(",");
-        let fail = |e: UpstreamError, destination: String| -> (Response<Body>, Outcome) {
-            self.upstream_failed(e, destination, upstream_desc.clone(), host, port)
-        };
-        let tls = if policy.tls.mode == TlsMode::Disable {
-            None
-        } else {
-            let config = match self.state.upstreams.tls_config(
-                &policy,
-                &names,
-                &self.snapshot.creds,
-                self.snapshot.generation,
-            ) {
-                Ok(c) => c,
-                Err(e) => {
-                    return fail(
-                        UpstreamError {
-                            reason: crate::tls::FailureReason::HandshakeFailure,
-                            detail: e,
-                        },
-                        destination,
-                    );
-                }
-            };
-            let sni_str = sni.clone().unwrap_or_else(|| host.to_string());
-            let server_name = match ServerName::try_from(sni_str.clone()) {
-                Ok(n) => n,
-                Err(_) => {
-                    return fail(
-                        UpstreamError {
-                            reason: crate::tls::FailureReason::HandshakeFailure,
-                            detail: format!("{sni_str:?} cannot be sent as SNI"),
-                        },
-                        destination,
-                    );
-                }
-            };
-            Some((config, server_name))
-        };
-        let spec = UpstreamSpec {
-            key: PoolKey {
-                endpoints,
-                sni: tls.as_ref().and(sni),
-                names,
-                policy: policy.clone(),
-                generation: self.snapshot.generation,
-            },
-            tls,
-        };
-        let upstream_req =
-            match build_upstream_request(req, host, port, policy.h2 && spec.tls.is_some()) {
-                Ok(r) => r,
-                Err(msg) => {
-                    return (
-                        local_response(StatusCode::BAD_REQUEST, "bad_request", msg),
-                        Outcome {
-                            destination,
-                            status: StatusCode::BAD_REQUEST,
-                            flag: "bad_request",
-                            upstream: "-".into(),
-                        },
-                    );
-                }
-            };
-        let send = self.state.upstreams.send(&spec, upstream_req, pick);
-        let result = match timeout {
-            Some(t) => match tokio::time::timeout(t, send).await {
-                Ok(r) => r,
-                Err(_) => {
-                    let msg = format!(
-                        "meshgate: upstream {host}:{port} did not answer within the route timeout of {t:?}"
-                    );
-                    return (
-                        local_response(StatusCode::GATEWAY_TIMEOUT, "request_timeout", msg),
-                        Outcome {
-                            destination,
-                            status: StatusCode::GATEWAY_TIMEOUT,
-                            flag: "request_timeout",
-                            upstream: upstream_desc,
-                        },
-                    );
-                }
-            },
-            None => send.await,
-        };
-        match result {
+        match forward::exchange(
+            &self.state,
+            &self.snapshot,
+            &dest,
+            upstream_req,
+            pick,
+            timeout,
+        )
+        .await
+        {
             Ok(resp) => {
                 let (mut parts, body) = resp.into_parts();
                 strip_hop_by_hop(&mut parts.headers);
                 parts.version = http::Version::HTTP_11;
-                let status = parts.status;
-                (
-                    Response::from_parts(parts, boxed(body)),
-                    Outcome {
-                        destination,
-                        status,
-                        flag: "",
-                        upstream: upstream_desc,
-                    },
-                )
+                let outcome = Outcome {
+                    destination: dest.label.clone(),
+                    status: parts.status,
+                    flag: "",
+                    upstream: dest.describe(),
+                };
+                (Response::from_parts(parts, boxed(body)), outcome)
             }
-            Err(e) => fail(e, destination),
+            Err(e) => {
+                forward::failure(&self.state, "outbound", e, &dest, &format!("{host}:{port}"))
+            }
         }
-    }
-
-    fn upstream_failed(
-        &self,
-        e: UpstreamError,
-        destination: String,
-        upstream: String,
-        host: &str,
-        port: u16,
-    ) -> (Response<Body>, Outcome) {
-        if e.reason.is_tls() {
-            self.state.metrics.tls_failure("outbound", e.reason);
-        }
-        warn!(
-            reason = e.reason.as_str(),
-            destination = %destination,
-            upstream = %upstream,
-            detail = %e.detail,
-            "upstream connection failed"
-        );
-        let what = if e.reason.is_tls() {
-            "TLS handshake with"
-        } else {
-            "connection to"
-        };
-        let msg = format!(
-            "meshgate: {what} upstream {host}:{port} failed: {}; the proxy log has the details",
-            e.reason
-        );
-        (
-            local_response(StatusCode::SERVICE_UNAVAILABLE, e.reason.as_str(), msg),
-            Outcome {
-                destination,
-                status: StatusCode::SERVICE_UNAVAILABLE,
-                flag: e.reason.as_str(),
-                upstream,
-            },
-        )
     }
 
     async fn connect(
@@ -355,31 +159,29 @@ impl ConnCtx {
         port: u16,
     ) -> (Response<Body>, Outcome) {
         let pick = self.state.next();
-        let (endpoints, timeout, destination) =
-            match self.snapshot.plan.outbound.route(host, port, pick) {
-                Decision::Refused { reason } => return refused(reason),
-                Decision::Passthrough { host, port } => (
-                    vec![(host, port)],
-                    crate::plan::outbound::DEFAULT_CONNECT_TIMEOUT,
-                    "PassthroughCluster".to_string(),
-                ),
-                Decision::Registered(t) => {
-                    (t.endpoints(), t.policy.connect_timeout, service_label(&t))
-                }
-            };
-        let upstream_desc = endpoints
-            .iter()
-            .map(|(h, p)| format!("{h}:{p}"))
-            .collect::<Vec<_>>()
-            .join(",");
+        let dest = match self.snapshot.plan.outbound.route(host, port, pick) {
+            Decision::Refused { reason } => return refused(reason),
+            Decision::Passthrough { host, port } => {
+                Destination::plain(&host, port, "PassthroughCluster")
+            }
+            Decision::Registered(t) => Destination::registered(&t),
+        };
         let mut upstream = match self
             .state
             .upstreams
-            .connect_tcp(&endpoints, timeout, pick)
+            .connect_tcp(&dest.endpoints, dest.policy.connect_timeout, pick)
             .await
         {
             Ok(s) => s,
-            Err(e) => return self.upstream_failed(e, destination, upstream_desc, host, port),
+            Err(e) => {
+                return forward::failure(
+                    &self.state,
+                    "outbound",
+                    e,
+                    &dest,
+                    &format!("{host}:{port}"),
+                );
+            }
         };
         self.state.metrics.tunnels.inc();
         let peer = self.peer;
@@ -398,15 +200,13 @@ impl ConnCtx {
             }
         });
         let resp = Response::new(boxed(http_body_util::Empty::new()));
-        (
-            resp,
-            Outcome {
-                destination,
-                status: StatusCode::OK,
-                flag: "",
-                upstream: upstream_desc,
-            },
-        )
+        let outcome = Outcome {
+            destination: dest.label.clone(),
+            status: StatusCode::OK,
+            flag: "",
+            upstream: dest.describe(),
+        };
+        (resp, outcome)
     }
 }
 
@@ -417,25 +217,8 @@ fn refused(reason: String) -> (Response<Body>, Outcome) {
             "registry_only",
             format!("meshgate: {reason}"),
         ),
-        Outcome {
-            destination: "BlackHoleCluster".into(),
-            status: StatusCode::BAD_GATEWAY,
-            flag: "registry_only",
-            upstream: "-".into(),
-        },
+        Outcome::local("BlackHoleCluster", StatusCode::BAD_GATEWAY, "registry_only"),
     )
-}
-
-/// The metric label for a registered destination: the ServiceEntry host
-/// pattern that matched (bounded, unlike the request's own host).
-fn service_label(t: &crate::plan::Target) -> String {
-    t.service
-        .hosts
-        .iter()
-        .filter(|h| h.matches(&t.host))
-        .max_by_key(|h| h.specificity())
-        .map(|h| h.to_string())
-        .unwrap_or_else(|| t.host.clone())
 }
 
 /// Host and port the request is for: the CONNECT target, the absolute-form

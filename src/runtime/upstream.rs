@@ -310,7 +310,7 @@ impl Upstreams {
             .await?;
         self.metrics.upstream_connections.inc();
         match &spec.tls {
-            None => self.handshake_http(TokioIo::new(tcp), false).await,
+            None => self.handshake_http(TokioIo::new(tcp), policy.h2).await,
             Some((config, sni)) => {
                 let connector = TlsConnector::from(config.clone());
                 let tls = match tokio::time::timeout(
@@ -345,6 +345,7 @@ impl Upstreams {
                     .tls_handshakes
                     .get_or_create(&HandshakeLabels {
                         direction: "outbound",
+                        listener: "outbound".into(),
                         version: conn
                             .protocol_version()
                             .map(|v| format!("{v:?}"))

@@ -44,6 +44,21 @@ pub enum FailureReason {
     ConnectionReset,
     /// The destination is meshgate's own listener.
     LoopDetected,
+    /// The client sent no certificate where one is required.
+    NoClientCert,
+    /// The client certificate's SANs are not in `subjectAltNames`.
+    SanNotAllowed,
+    /// The client certificate matches neither `verifyCertificateHash` nor
+    /// `verifyCertificateSpki`.
+    CertNotAllowed,
+    /// No server on the port serves the requested SNI.
+    UnknownSni,
+    /// The client did not finish its handshake in time.
+    HandshakeTimeout,
+    /// The upstream did not answer within the route's timeout.
+    RequestTimeout,
+    /// No route for the request, SNI or connection.
+    NoRoute,
 }
 
 impl FailureReason {
@@ -66,6 +81,13 @@ impl FailureReason {
             FailureReason::DnsFailure => "dns_failure",
             FailureReason::ConnectionReset => "upstream_reset",
             FailureReason::LoopDetected => "loop_detected",
+            FailureReason::NoClientCert => "no_client_cert",
+            FailureReason::SanNotAllowed => "san_not_allowed",
+            FailureReason::CertNotAllowed => "cert_not_allowed",
+            FailureReason::UnknownSni => "unknown_sni",
+            FailureReason::HandshakeTimeout => "handshake_timeout",
+            FailureReason::RequestTimeout => "request_timeout",
+            FailureReason::NoRoute => "no_route",
         }
     }
 
@@ -78,6 +100,7 @@ impl FailureReason {
                 | FailureReason::DnsFailure
                 | FailureReason::ConnectionReset
                 | FailureReason::LoopDetected
+                | FailureReason::RequestTimeout
         )
     }
 }
@@ -158,6 +181,7 @@ pub fn classify_rustls(e: &rustls::Error) -> (FailureReason, String) {
             AlertDescription::ProtocolVersion => R::ProtocolVersion,
             _ => R::HandshakeFailure,
         },
+        rustls::Error::NoCertificatesPresented => R::NoClientCert,
         rustls::Error::InvalidMessage(rustls::InvalidMessage::InvalidContentType)
         | rustls::Error::InvalidMessage(rustls::InvalidMessage::UnknownProtocolVersion) => {
             R::NotTls

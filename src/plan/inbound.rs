@@ -1,0 +1,1033 @@
+//! Inbound (termination) plan: Gateway servers and Sidecar ingress
+//! listeners grouped into listeners by port, with their TLS settings and the
+//! VirtualService routes bound to them.
+//!
+//! Istio's rules: a Gateway server's `hosts` (`[ns/]host`) decide which SNI
+//! and Host values it serves; a VirtualService binds with `gateways:
+//! [ns/name]` (or `name` in its own namespace) and applies to the servers
+//! whose hosts its own hosts intersect; `tls.mode` defaults to PASSTHROUGH
+//! (the proto's zero value); TLS below 1.2 is refused.
+
+use std::path::PathBuf;
+use std::sync::Arc;
+
+use base64::Engine as _;
+use serde::Serialize;
+
+use super::Diagnostics;
+use super::host::HostPattern;
+use super::outbound::port_number;
+use super::route::{HttpRoutePlan, compile_http_route};
+use super::tls::CredentialRef;
+use crate::config::gateway::{ServerTls, ServerTlsMode, TlsProtocol};
+use crate::config::virtual_service::{RouteDestination, VirtualServiceSpec};
+use crate::config::{Config, Resource, Source};
+
+/// Every inbound listener.
+#[derive(Debug, Clone, Default, Serialize)]
+pub struct InboundPlan {
+    /// Listeners by port, in port order.
+    pub listeners: Vec<ListenerPlan>,
+}
+
+/// One listening port and the servers on it.
+#[derive(Debug, Clone, Serialize)]
+#[serde(rename_all = "camelCase")]
+pub struct ListenerPlan {
+    /// Port number from the config (the bootstrap may rebind it).
+    pub port: u16,
+    /// Bind IP from `server.bind`; the bootstrap's default when `None`.
+    pub bind: Option<String>,
+    /// Whether clients speak TLS on this port (HTTPS / TLS servers).
+    pub tls: bool,
+    /// Servers in config order.
+    pub servers: Vec<Arc<ServerPlan>>,
+}
+
+/// Protocol of a server port.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
+#[serde(rename_all = "SCREAMING_SNAKE_CASE")]
+pub enum ServerProtocol {
+    /// HTTP/1.1 (and h2c prior knowledge).
+    Http,
+    /// HTTPS: TLS, then HTTP (or passthrough).
+    Https,
+    /// HTTP/2 in the clear.
+    Http2,
+    /// gRPC in the clear.
+    Grpc,
+    /// TLS: terminated then TCP, or passthrough.
+    Tls,
+    /// Opaque TCP.
+    Tcp,
+}
+
+impl ServerProtocol {
+    /// Whether requests are HTTP after any TLS is removed.
+    pub fn is_http(self) -> bool {
+        matches!(
+            self,
+            ServerProtocol::Http
+                | ServerProtocol::Https
+                | ServerProtocol::Http2
+                | ServerProtocol::Grpc
+        )
+    }
+}
+
+/// One Gateway server or Sidecar ingress listener.
+#[derive(Debug, Clone, Serialize)]
+#[serde(rename_all = "camelCase")]
+pub struct ServerPlan {
+    /// `file:line: Gateway/ns/name: spec.servers[i]`.
+    pub origin: String,
+    /// `ns/name` of the Gateway (empty for Sidecar listeners).
+    pub gateway: String,
+    /// Port protocol.
+    pub protocol: ServerProtocol,
+    /// Hosts served (namespace prefixes removed).
+    pub hosts: Vec<HostPattern>,
+    /// TLS settings; `None` for plain servers.
+    pub tls: Option<ServerTlsPlan>,
+    /// Answer plain HTTP with 301 to https.
+    pub https_redirect: bool,
+    /// VirtualServices bound to this server, in config order.
+    pub routes: Vec<Arc<GatewayRoutes>>,
+    /// Sidecar `defaultEndpoint` (`127.0.0.1:8080`): where traffic goes when
+    /// no route applies.
+    pub default_endpoint: Option<String>,
+}
+
+impl ServerPlan {
+    /// Whether `host` (normalized, no port) is one this server serves.
+    pub fn serves(&self, host: &str) -> bool {
+        self.hosts.iter().any(|h| h.matches(host))
+    }
+
+    /// Whether the server terminates TLS (as opposed to passing it through).
+    pub fn terminates(&self) -> bool {
+        self.tls
+            .as_ref()
+            .is_some_and(|t| t.mode != TlsServerMode::Passthrough)
+    }
+}
+
+/// The routes of one VirtualService, as bound to one server.
+#[derive(Debug, Clone, Serialize)]
+#[serde(rename_all = "camelCase")]
+pub struct GatewayRoutes {
+    /// `file:line: VirtualService/ns/name`.
+    pub resource: String,
+    /// The VirtualService's hosts.
+    pub hosts: Vec<HostPattern>,
+    /// HTTP routes (first match wins).
+    pub http: Vec<HttpRoutePlan>,
+    /// SNI routes for PASSTHROUGH.
+    pub tls: Vec<L4RoutePlan>,
+    /// TCP routes for terminated or plain TCP.
+    pub tcp: Vec<L4RoutePlan>,
+}
+
+/// A TLS (SNI) or TCP route.
+#[derive(Debug, Clone, Serialize)]
+#[serde(rename_all = "camelCase")]
+pub struct L4RoutePlan {
+    /// SNI patterns (TLS routes); empty matches any.
+    pub sni_hosts: Vec<HostPattern>,
+    /// Listener ports; empty matches any.
+    pub ports: Vec<u16>,
+    /// Weighted destinations.
+    pub destinations: Vec<L4Destination>,
+}
+
+/// A destination of a TLS or TCP route.
+#[derive(Debug, Clone, Serialize)]
+#[serde(rename_all = "camelCase")]
+pub struct L4Destination {
+    /// Host (registry name or DNS name).
+    pub host: String,
+    /// Port.
+    pub port: Option<u16>,
+    /// Subset.
+    pub subset: Option<String>,
+    /// Weight.
+    pub weight: u32,
+}
+
+/// Server TLS modes meshgate serves.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize)]
+#[serde(rename_all = "SCREAMING_SNAKE_CASE")]
+pub enum TlsServerMode {
+    /// Forward the TLS bytes by SNI.
+    Passthrough,
+    /// Terminate.
+    Simple,
+    /// Terminate; client certificate required and verified.
+    Mutual,
+    /// Terminate; client certificate verified when sent.
+    OptionalMutual,
+}
+
+/// TLS versions meshgate speaks.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord, Serialize)]
+pub enum TlsVersion {
+    /// TLS 1.2.
+    #[serde(rename = "TLSV1_2")]
+    Tls12,
+    /// TLS 1.3.
+    #[serde(rename = "TLSV1_3")]
+    Tls13,
+}
+
+/// Where a server certificate comes from.
+#[derive(Debug, Clone, PartialEq, Eq, Hash, Serialize)]
+#[serde(rename_all = "camelCase")]
+pub enum ServerCertSource {
+    /// Certificate and key files.
+    Files {
+        /// Chain, leaf first.
+        cert: PathBuf,
+        /// Key.
+        key: PathBuf,
+    },
+    /// A Secret (`cert`/`key` or `tls.crt`/`tls.key`).
+    Credential(CredentialRef),
+}
+
+/// Where the CA for client certificates comes from.
+#[derive(Debug, Clone, PartialEq, Eq, Hash, Serialize)]
+#[serde(rename_all = "camelCase")]
+pub enum ClientCaSource {
+    /// A PEM file (`caCertificates`).
+    File(PathBuf),
+    /// `<credentialName>-cacert`, else `<credentialName>` (Istio's rule).
+    Credential(CredentialRef),
+    /// `caCertCredentialName`: a Secret or ConfigMap with `cacert`/`ca.crt`.
+    CaCredential(CredentialRef),
+}
+
+/// Compiled server TLS settings.
+#[derive(Debug, Clone, PartialEq, Eq, Hash, Serialize)]
+#[serde(rename_all = "camelCase")]
+pub struct ServerTlsPlan {
+    /// Mode.
+    pub mode: TlsServerMode,
+    /// One or two certificates (RSA and ECDSA side by side).
+    pub certs: Vec<ServerCertSource>,
+    /// CA for client certificates (MUTUAL / OPTIONAL_MUTUAL).
+    pub client_ca: Option<ClientCaSource>,
+    /// CRL for client certificates.
+    pub crl: Option<PathBuf>,
+    /// Client SANs allowed (any one); empty allows all.
+    pub subject_alt_names: Vec<String>,
+    /// Allowed SHA-256 SPKI digests of client certificates.
+    #[serde(serialize_with = "hex_list")]
+    pub spki_sha256: Vec<Vec<u8>>,
+    /// Allowed SHA-256 digests of client certificates.
+    #[serde(serialize_with = "hex_list")]
+    pub cert_sha256: Vec<Vec<u8>>,
+    /// Lowest version.
+    pub min_version: TlsVersion,
+    /// Highest version.
+    pub max_version: TlsVersion,
+    /// TLS 1.2 cipher suites (IANA names); empty = rustls defaults.
+    pub cipher_suites: Vec<String>,
+    /// Accept client certificates that fail validation (Istio's field).
+    pub insecure_skip_verify: bool,
+    /// `file:line: Kind/ns/name: field`.
+    pub origin: String,
+}
+
+fn hex_list<S: serde::Serializer>(v: &[Vec<u8>], s: S) -> Result<S::Ok, S::Error> {
+    use serde::ser::SerializeSeq;
+    let mut seq = s.serialize_seq(Some(v.len()))?;
+    for b in v {
+        seq.serialize_element(&b.iter().map(|x| format!("{x:02x}")).collect::<String>())?;
+    }
+    seq.end()
+}
+
+/// OpenSSL names Istio accepts → IANA names of the suites rustls implements.
+pub const CIPHER_SUITES: [(&str, &str); 6] = [
+    (
+        "ECDHE-ECDSA-AES128-GCM-SHA256",
+        "TLS_ECDHE_ECDSA_WITH_AES_128_GCM_SHA256",
+    ),
+    (
+        "ECDHE-RSA-AES128-GCM-SHA256",
+        "TLS_ECDHE_RSA_WITH_AES_128_GCM_SHA256",
+    ),
+    (
+        "ECDHE-ECDSA-AES256-GCM-SHA384",
+        "TLS_ECDHE_ECDSA_WITH_AES_256_GCM_SHA384",
+    ),
+    (
+        "ECDHE-RSA-AES256-GCM-SHA384",
+        "TLS_ECDHE_RSA_WITH_AES_256_GCM_SHA384",
+    ),
+    (
+        "ECDHE-ECDSA-CHACHA20-POLY1305",
+        "TLS_ECDHE_ECDSA_WITH_CHACHA20_POLY1305_SHA256",
+    ),
+    (
+        "ECDHE-RSA-CHACHA20-POLY1305",
+        "TLS_ECDHE_RSA_WITH_CHACHA20_POLY1305_SHA256",
+    ),
+];
+
+// === compile ===
+
+pub(crate) fn compile(config: &Config, diag: &mut Diagnostics) -> InboundPlan {
+    let mut servers: Vec<(u16, Option<String>, ServerPlan, Source, String)> = Vec::new();
+    for gw in &config.gateways {
+        let gw_id = format!("{}/{}", gw.source.namespace, gw.source.name);
+        for (i, s) in gw.spec.servers.iter().enumerate() {
+            let field = format!("spec.servers[{i}]");
+            if let Some((port, plan)) = compile_gateway_server(gw, &gw_id, s, &field, config, diag)
+            {
+                let bind = s.bind.clone().filter(|b| !b.is_empty());
+                servers.push((port, bind, plan, gw.source.clone(), field));
+            }
+        }
+    }
+    for sc in &config.sidecars {
+        for (i, l) in sc.spec.ingress.iter().enumerate() {
+            let field = format!("spec.ingress[{i}]");
+            if let Some((port, plan)) = compile_sidecar_listener(&sc.source, l, &field, diag) {
+                let bind = l.bind.clone().filter(|b| !b.is_empty());
+                servers.push((port, bind, plan, sc.source.clone(), field));
+            }
+        }
+    }
+    // Istio's IST0101: a VirtualService naming a Gateway that is not there.
+    for vs in &config.virtual_services {
+        for g in vs.spec.gateways.iter().filter(|g| *g != "mesh") {
+            let known = config.gateways.iter().any(|gw| {
+                let id = format!("{}/{}", gw.source.namespace, gw.source.name);
+                gateway_ref_matches(g, &vs.source.namespace, &id)
+            });
+            if !known {
+                diag.warn(
+                    &vs.source,
+                    "spec.gateways",
+                    format!("gateway {g:?} is not in the configuration; routes bound to it are not served"),
+                );
+            }
+        }
+    }
+    let mut listeners: Vec<ListenerPlan> = Vec::new();
+    for (port, bind, server, src, field) in servers {
+        let tls = matches!(server.protocol, ServerProtocol::Https | ServerProtocol::Tls);
+        match listeners.iter_mut().find(|l| l.port == port && l.bind == bind) {
+            Some(l) if l.tls != tls => diag.error(
+                &src,
+                format!("{field}.port"),
+                format!(
+                    "port {port} would mix TLS and plain-text servers (the other is {}); use separate ports",
+                    l.servers[0].origin
+                ),
+            ),
+            Some(l) => {
+                for other in &l.servers {
+                    for h in &server.hosts {
+                        if other.hosts.contains(h) {
+                            diag.warnings.push(format!(
+                                "{}: host {h} on port {port} is also served by {}; the first one wins",
+                                server.origin, other.origin
+                            ));
+                        }
+                    }
+                }
+                l.servers.push(Arc::new(server));
+            }
+            None => listeners.push(ListenerPlan {
+                port,
+                bind,
+                tls,
+                servers: vec![Arc::new(server)],
+            }),
+        }
+    }
+    listeners.sort_by_key(|l| l.port);
+    InboundPlan { listeners }
+}
+
+fn parse_protocol(
+    raw: Option<&str>,
+    src: &Source,
+    field: &str,
+    diag: &mut Diagnostics,
+) -> Option<ServerProtocol> {
+    let p = raw.unwrap_or("").to_ascii_uppercase();
+    let proto = match p.as_str() {
+        "HTTP" => ServerProtocol::Http,
+        "HTTPS" => ServerProtocol::Https,
+        "HTTP2" => ServerProtocol::Http2,
+        "GRPC" | "GRPC-WEB" => ServerProtocol::Grpc,
+        "TLS" => ServerProtocol::Tls,
+        "TCP" => ServerProtocol::Tcp,
+        "" => {
+            diag.error(
+                src,
+                field,
+                "required (HTTP, HTTPS, HTTP2, GRPC, TLS or TCP)",
+            );
+            return None;
+        }
+        other => {
+            diag.error(
+                src,
+                field,
+                format!("{other:?} is not supported (HTTP, HTTPS, HTTP2, GRPC, TLS or TCP)"),
+            );
+            return None;
+        }
+    };
+    Some(proto)
+}
+
+fn compile_gateway_server(
+    gw: &Resource<crate::config::gateway::GatewaySpec>,
+    gw_id: &str,
+    s: &crate::config::gateway::Server,
+    field: &str,
+    config: &Config,
+    diag: &mut Diagnostics,
+) -> Option<(u16, ServerPlan)> {
+    let src = &gw.source;
+    let before = diag.errors.len();
+    let port = s.port.as_ref();
+    let number = port_number(
+        port.and_then(|p| p.number),
+        src,
+        &format!("{field}.port.number"),
+        diag,
+    );
+    let protocol = parse_protocol(
+        port.and_then(|p| p.protocol.as_deref()),
+        src,
+        &format!("{field}.port.protocol"),
+        diag,
+    );
+    if let Some(b) = &s.bind
+        && !b.is_empty()
+        && b.parse::<std::net::IpAddr>().is_err()
+    {
+        diag.error(
+            src,
+            format!("{field}.bind"),
+            format!("{b:?}: only IP addresses are supported (no unix sockets yet)"),
+        );
+    }
+    if s.hosts.is_empty() {
+        diag.error(
+            src,
+            format!("{field}.hosts"),
+            "at least one host is required",
+        );
+    }
+    let mut hosts = Vec::new();
+    for (i, h) in s.hosts.iter().enumerate() {
+        // `ns/host`: the namespace part scopes VirtualServices in Istio; a
+        // single workload sees every namespace, so only the host matters.
+        let host = h.split_once('/').map(|(_, h)| h).unwrap_or(h);
+        match HostPattern::parse(host) {
+            Ok(p) => hosts.push(p),
+            Err(e) => diag.error(src, format!("{field}.hosts[{i}]"), e),
+        }
+    }
+    let (Some(number), Some(protocol)) = (number, protocol) else {
+        return None;
+    };
+    let origin = format!("{src}: {field}");
+    let mut https_redirect = false;
+    let tls = match (&s.tls, protocol) {
+        (Some(t), ServerProtocol::Https | ServerProtocol::Tls) => {
+            compile_server_tls(t, src, &format!("{field}.tls"), false, diag)
+        }
+        (None, ServerProtocol::Https | ServerProtocol::Tls) => {
+            diag.error(
+                src,
+                format!("{field}.tls"),
+                "required for HTTPS and TLS servers",
+            );
+            None
+        }
+        (Some(t), _) => {
+            https_redirect = t.https_redirect == Some(true);
+            if t.mode.is_some() || t.credential_name.is_some() || t.server_certificate.is_some() {
+                diag.warn(src, &format!("{field}.tls"), "only httpsRedirect applies to a plain-text server; the other TLS fields are ignored");
+            }
+            None
+        }
+        (None, _) => None,
+    };
+    let applies = |gateways: &[String], vs_ns: &str| -> bool {
+        gateways
+            .iter()
+            .any(|g| gateway_ref_matches(g, vs_ns, gw_id))
+    };
+    let mut routes = Vec::new();
+    for vs in &config.virtual_services {
+        let vs_ns = vs.source.namespace.as_str();
+        if !applies(&vs.spec.gateways, vs_ns) {
+            continue;
+        }
+        if let Some(r) = compile_bound_routes(
+            vs,
+            &hosts,
+            number,
+            &|g: &[String]| g.is_empty() || applies(g, vs_ns),
+            diag,
+        ) {
+            routes.push(Arc::new(r));
+        }
+    }
+    if diag.errors.len() != before {
+        return None;
+    }
+    Some((
+        number,
+        ServerPlan {
+            origin,
+            gateway: gw_id.to_string(),
+            protocol,
+            hosts,
+            tls,
+            https_redirect,
+            routes,
+            default_endpoint: None,
+        },
+    ))
+}
+
+/// Whether a VirtualService `gateways` entry (in namespace `vs_ns`) names
+/// the gateway `gw_id` (`ns/name`).
+fn gateway_ref_matches(entry: &str, vs_ns: &str, gw_id: &str) -> bool {
+    match entry.split_once('/') {
+        Some((ns, name)) => format!("{ns}/{name}") == gw_id,
+        None => format!("{vs_ns}/{entry}") == gw_id,
+    }
+}
+
+/// Whether two host patterns can match a common name.
+fn intersects(a: &HostPattern, b: &HostPattern) -> bool {
+    match (a, b) {
+        (HostPattern::Any, _) | (_, HostPattern::Any) => true,
+        (HostPattern::Exact(x), p) | (p, HostPattern::Exact(x)) => p.matches(x),
+        (HostPattern::Wildcard(x), HostPattern::Wildcard(y)) => {
+            x.ends_with(y.as_str()) || y.ends_with(x.as_str())
+        }
+    }
+}
+
+fn compile_bound_routes(
+    vs: &Resource<VirtualServiceSpec>,
+    server_hosts: &[HostPattern],
+    port: u16,
+    applies: &dyn Fn(&[String]) -> bool,
+    diag: &mut Diagnostics,
+) -> Option<GatewayRoutes> {
+    let src = &vs.source;
+    let mut hosts = Vec::new();
+    for (i, h) in vs.spec.hosts.iter().enumerate() {
+        match HostPattern::parse(h) {
+            Ok(p) => hosts.push(p),
+            Err(e) => diag.error(src, format!("spec.hosts[{i}]"), e),
+        }
+    }
+    if !hosts
+        .iter()
+        .any(|h| server_hosts.iter().any(|s| intersects(h, s)))
+    {
+        return None;
+    }
+    let http = vs
+        .spec
+        .http
+        .iter()
+        .enumerate()
+        .filter_map(|(i, r)| compile_http_route(r, src, &format!("spec.http[{i}]"), applies, diag))
+        .collect();
+    let mut tls = Vec::new();
+    for (i, r) in vs.spec.tls.iter().enumerate() {
+        let field = format!("spec.tls[{i}]");
+        let mut sni_hosts = Vec::new();
+        let mut ports = Vec::new();
+        let mut any = false;
+        for (j, m) in r.matches.iter().enumerate() {
+            if !applies(&m.gateways) {
+                continue;
+            }
+            any = true;
+            for k in m.other.keys() {
+                diag.error(src, format!("{field}.match[{j}].{k}"), "not supported yet");
+            }
+            if m.sni_hosts.is_empty() {
+                diag.error(src, format!("{field}.match[{j}].sniHosts"), "required");
+            }
+            for (k, h) in m.sni_hosts.iter().enumerate() {
+                match HostPattern::parse(h) {
+                    Ok(p) => sni_hosts.push(p),
+                    Err(e) => diag.error(src, format!("{field}.match[{j}].sniHosts[{k}]"), e),
+                }
+            }
+            if let Some(p) = m.port {
+                ports.extend(port_number(
+                    Some(p),
+                    src,
+                    &format!("{field}.match[{j}].port"),
+                    diag,
+                ));
+            }
+        }
+        if !any {
+            continue;
+        }
+        let destinations = l4_destinations(&r.route, src, &field, diag);
+        tls.push(L4RoutePlan {
+            sni_hosts,
+            ports,
+            destinations,
+        });
+    }
+    let mut tcp = Vec::new();
+    for (i, r) in vs.spec.tcp.iter().enumerate() {
+        let field = format!("spec.tcp[{i}]");
+        let mut ports = Vec::new();
+        let applicable: Vec<_> = r
+            .matches
+            .iter()
+            .enumerate()
+            .filter(|(_, m)| applies(&m.gateways))
+            .collect();
+        if !r.matches.is_empty() && applicable.is_empty() {
+            continue;
+        }
+        for (j, m) in applicable {
+            for k in m.other.keys() {
+                diag.error(src, format!("{field}.match[{j}].{k}"), "not supported yet");
+            }
+            if let Some(p) = m.port {
+                ports.extend(port_number(
+                    Some(p),
+                    src,
+                    &format!("{field}.match[{j}].port"),
+                    diag,
+                ));
+            }
+        }
+        let destinations = l4_destinations(&r.route, src, &field, diag);
+        tcp.push(L4RoutePlan {
+            sni_hosts: Vec::new(),
+            ports,
+            destinations,
+        });
+    }
+    let _ = port;
+    Some(GatewayRoutes {
+        resource: src.to_string(),
+        hosts,
+        http,
+        tls,
+        tcp,
+    })
+}
+
+fn l4_destinations(
+    route: &[RouteDestination],
+    src: &Source,
+    field: &str,
+    diag: &mut Diagnostics,
+) -> Vec<L4Destination> {
+    let mut out = Vec::new();
+    if route.is_empty() {
+        diag.error(
+            src,
+            format!("{field}.route"),
+            "at least one destination is required",
+        );
+    }
+    for (j, d) in route.iter().enumerate() {
+        let dfield = format!("{field}.route[{j}].destination");
+        let Some(dest) = &d.destination else {
+            diag.error(src, dfield, "required");
+            continue;
+        };
+        let host = dest.host.clone().unwrap_or_default();
+        if let Err(e) = HostPattern::parse(&host) {
+            diag.error(src, format!("{dfield}.host"), e);
+        }
+        let port = match dest.port.as_ref().and_then(|p| p.number) {
+            Some(n) => port_number(Some(n), src, &format!("{dfield}.port.number"), diag),
+            None => None,
+        };
+        out.push(L4Destination {
+            host,
+            port,
+            subset: dest.subset.clone(),
+            weight: d.weight.unwrap_or(0),
+        });
+    }
+    out
+}
+
+fn compile_sidecar_listener(
+    src: &Source,
+    l: &crate::config::sidecar::IngressListener,
+    field: &str,
+    diag: &mut Diagnostics,
+) -> Option<(u16, ServerPlan)> {
+    let before = diag.errors.len();
+    let port = l.port.as_ref();
+    let number = port_number(
+        port.and_then(|p| p.number),
+        src,
+        &format!("{field}.port.number"),
+        diag,
+    );
+    let app_protocol = parse_protocol(
+        port.and_then(|p| p.protocol.as_deref()),
+        src,
+        &format!("{field}.port.protocol"),
+        diag,
+    );
+    let endpoint = l.default_endpoint.clone().unwrap_or_default();
+    if endpoint.is_empty() {
+        diag.error(
+            src,
+            format!("{field}.defaultEndpoint"),
+            "required (e.g. 127.0.0.1:8080)",
+        );
+    } else if endpoint.starts_with("unix://") {
+        diag.error(
+            src,
+            format!("{field}.defaultEndpoint"),
+            "unix domain sockets are not supported yet",
+        );
+    } else if endpoint.parse::<std::net::SocketAddr>().is_err() {
+        diag.error(
+            src,
+            format!("{field}.defaultEndpoint"),
+            format!("{endpoint:?}: expected IP:PORT, e.g. 127.0.0.1:8080"),
+        );
+    }
+    let tls = match &l.tls {
+        Some(t) => {
+            let plan = compile_server_tls(t, src, &format!("{field}.tls"), true, diag);
+            if plan
+                .as_ref()
+                .is_some_and(|p| !matches!(p.mode, TlsServerMode::Simple | TlsServerMode::Mutual))
+            {
+                diag.error(
+                    src,
+                    format!("{field}.tls.mode"),
+                    "a Sidecar ingress listener supports SIMPLE and MUTUAL only",
+                );
+            }
+            plan
+        }
+        None => None,
+    };
+    let (Some(number), Some(app_protocol)) = (number, app_protocol) else {
+        return None;
+    };
+    if diag.errors.len() != before {
+        return None;
+    }
+    // The port's protocol is the app's; with TLS the client speaks TLS to us.
+    let protocol = match (tls.is_some(), app_protocol.is_http()) {
+        (true, true) => ServerProtocol::Https,
+        (true, false) => ServerProtocol::Tls,
+        (false, _) => app_protocol,
+    };
+    Some((
+        number,
+        ServerPlan {
+            origin: format!("{src}: {field}"),
+            gateway: String::new(),
+            protocol,
+            hosts: vec![HostPattern::Any],
+            tls,
+            https_redirect: false,
+            routes: Vec::new(),
+            default_endpoint: Some(endpoint),
+        },
+    ))
+}
+
+fn compile_server_tls(
+    t: &ServerTls,
+    src: &Source,
+    field: &str,
+    sidecar: bool,
+    diag: &mut Diagnostics,
+) -> Option<ServerTlsPlan> {
+    let before = diag.errors.len();
+    let mode = match t.mode {
+        None | Some(ServerTlsMode::Passthrough) => TlsServerMode::Passthrough,
+        Some(ServerTlsMode::Simple) => TlsServerMode::Simple,
+        Some(ServerTlsMode::Mutual) => TlsServerMode::Mutual,
+        Some(ServerTlsMode::OptionalMutual) => TlsServerMode::OptionalMutual,
+        Some(m @ (ServerTlsMode::IstioMutual | ServerTlsMode::AutoPassthrough)) => {
+            diag.error(
+                src,
+                format!("{field}.mode"),
+                format!("{m:?} is not supported yet (it needs mesh workload identity); use SIMPLE, MUTUAL or PASSTHROUGH"),
+            );
+            return None;
+        }
+    };
+    let name = |v: &Option<String>| {
+        v.as_deref()
+            .map(str::trim)
+            .filter(|s| !s.is_empty())
+            .map(str::to_string)
+    };
+    let mut certs = Vec::new();
+    let cred = name(&t.credential_name);
+    let sources = [
+        cred.is_some(),
+        !t.credential_names.is_empty(),
+        !t.tls_certificates.is_empty(),
+    ];
+    if sources.iter().filter(|s| **s).count() > 1 {
+        diag.error(
+            src,
+            field.to_string(),
+            "credentialName, credentialNames and tlsCertificates are mutually exclusive",
+        );
+    }
+    let mut cred_ref = None;
+    let creds_list: Vec<(String, String)> = match (&cred, t.credential_names.is_empty()) {
+        (Some(c), _) => vec![(format!("{field}.credentialName"), c.clone())],
+        (None, false) => t
+            .credential_names
+            .iter()
+            .enumerate()
+            .map(|(i, c)| (format!("{field}.credentialNames[{i}]"), c.clone()))
+            .collect(),
+        _ => Vec::new(),
+    };
+    if t.credential_names.len() > 2 {
+        diag.error(
+            src,
+            format!("{field}.credentialNames"),
+            "at most two (one RSA and one ECDSA)",
+        );
+    }
+    for (f, c) in creds_list {
+        match CredentialRef::parse(&c) {
+            Ok(r) => {
+                cred_ref.get_or_insert(r.clone());
+                certs.push(ServerCertSource::Credential(r));
+            }
+            Err(e) => diag.error(src, f, e),
+        }
+    }
+    if t.tls_certificates.len() > 2 {
+        diag.error(
+            src,
+            format!("{field}.tlsCertificates"),
+            "at most two (one RSA and one ECDSA)",
+        );
+    }
+    for (i, c) in t.tls_certificates.iter().enumerate() {
+        match (name(&c.server_certificate), name(&c.private_key)) {
+            (Some(cert), Some(key)) => certs.push(ServerCertSource::Files {
+                cert: cert.into(),
+                key: key.into(),
+            }),
+            _ => diag.error(
+                src,
+                format!("{field}.tlsCertificates[{i}]"),
+                "serverCertificate and privateKey are both required",
+            ),
+        }
+    }
+    match (name(&t.server_certificate), name(&t.private_key)) {
+        (Some(cert), Some(key)) if certs.is_empty() => certs.push(ServerCertSource::Files {
+            cert: cert.into(),
+            key: key.into(),
+        }),
+        (Some(_), Some(_)) => diag.warn(
+            src,
+            field,
+            "serverCertificate/privateKey are ignored when a credential or tlsCertificates is set",
+        ),
+        (Some(_), None) => diag.error(
+            src,
+            format!("{field}.privateKey"),
+            "required with serverCertificate",
+        ),
+        (None, Some(_)) => diag.error(
+            src,
+            format!("{field}.serverCertificate"),
+            "required with privateKey",
+        ),
+        (None, None) => {}
+    }
+    let mutual = matches!(mode, TlsServerMode::Mutual | TlsServerMode::OptionalMutual);
+    if mode == TlsServerMode::Passthrough {
+        if !certs.is_empty() {
+            let why = if t.mode.is_none() {
+                "tls.mode is not set, so it is PASSTHROUGH (Istio's default), which"
+            } else {
+                "PASSTHROUGH"
+            };
+            diag.error(
+                src,
+                format!("{field}.mode"),
+                format!(
+                    "{why} does not use certificates; set mode: SIMPLE (or MUTUAL) to terminate TLS"
+                ),
+            );
+        }
+        if sidecar {
+            diag.error(
+                src,
+                format!("{field}.mode"),
+                "a Sidecar ingress listener supports SIMPLE and MUTUAL only",
+            );
+        }
+    } else if certs.is_empty() {
+        diag.error(src, field.to_string(), "a server certificate is required: credentialName, credentialNames, tlsCertificates or serverCertificate + privateKey");
+    }
+    let client_ca = if let Some(c) = name(&t.ca_cert_credential_name) {
+        match CredentialRef::parse(&c) {
+            Ok(r) => Some(ClientCaSource::CaCredential(r)),
+            Err(e) => {
+                diag.error(src, format!("{field}.caCertCredentialName"), e);
+                None
+            }
+        }
+    } else if let Some(r) = &cred_ref {
+        if t.ca_certificates.is_some() {
+            diag.warn(
+                src,
+                field,
+                "credentialName is set, so caCertificates is ignored (as in Istio)",
+            );
+        }
+        mutual.then(|| ClientCaSource::Credential(r.clone()))
+    } else {
+        name(&t.ca_certificates).map(|p| ClientCaSource::File(p.into()))
+    };
+    if mutual && client_ca.is_none() {
+        diag.error(src, format!("{field}.caCertificates"), "required for MUTUAL and OPTIONAL_MUTUAL (or caCertCredentialName, or a credentialName whose Secret holds ca.crt)");
+    }
+    if !mutual
+        && (!t.subject_alt_names.is_empty()
+            || !t.verify_certificate_spki.is_empty()
+            || !t.verify_certificate_hash.is_empty())
+    {
+        diag.warn(src, field, "subjectAltNames / verifyCertificateSpki / verifyCertificateHash only apply to MUTUAL and OPTIONAL_MUTUAL");
+    }
+    let mut spki_sha256 = Vec::new();
+    for (i, v) in t.verify_certificate_spki.iter().enumerate() {
+        match base64::engine::general_purpose::STANDARD.decode(v.trim()) {
+            Ok(b) if b.len() == 32 => spki_sha256.push(b),
+            _ => diag.error(
+                src,
+                format!("{field}.verifyCertificateSpki[{i}]"),
+                "expected the base64 SHA-256 of a SubjectPublicKeyInfo (44 characters)",
+            ),
+        }
+    }
+    let mut cert_sha256 = Vec::new();
+    for (i, v) in t.verify_certificate_hash.iter().enumerate() {
+        let hex: String = v.chars().filter(|c| *c != ':').collect();
+        let bytes: Option<Vec<u8>> = (hex.len() == 64)
+            .then(|| {
+                (0..32)
+                    .map(|k| u8::from_str_radix(&hex[2 * k..2 * k + 2], 16).ok())
+                    .collect()
+            })
+            .flatten();
+        match bytes {
+            Some(b) => cert_sha256.push(b),
+            None => diag.error(
+                src,
+                format!("{field}.verifyCertificateHash[{i}]"),
+                "expected a hex SHA-256 (64 digits, colons allowed)",
+            ),
+        }
+    }
+    let version =
+        |v: Option<TlsProtocol>, f: &str, default: TlsVersion, diag: &mut Diagnostics| match v {
+            None | Some(TlsProtocol::TlsAuto) => default,
+            Some(TlsProtocol::TlsV1_2) => TlsVersion::Tls12,
+            Some(TlsProtocol::TlsV1_3) => TlsVersion::Tls13,
+            Some(other) => {
+                diag.error(
+                    src,
+                    format!("{field}.{f}"),
+                    format!("{other:?}: meshgate speaks TLS 1.2 and 1.3 only"),
+                );
+                default
+            }
+        };
+    let min_version = version(
+        t.min_protocol_version,
+        "minProtocolVersion",
+        TlsVersion::Tls12,
+        diag,
+    );
+    let max_version = version(
+        t.max_protocol_version,
+        "maxProtocolVersion",
+        TlsVersion::Tls13,
+        diag,
+    );
+    if min_version > max_version {
+        diag.error(
+            src,
+            format!("{field}.minProtocolVersion"),
+            "is above maxProtocolVersion",
+        );
+    }
+    let mut cipher_suites = Vec::new();
+    for (i, c) in t.cipher_suites.iter().enumerate() {
+        let c = c.trim();
+        match CIPHER_SUITES.iter().find(|(ossl, iana)| *ossl == c || *iana == c) {
+            Some((_, iana)) => cipher_suites.push(iana.to_string()),
+            None => diag.error(
+                src,
+                format!("{field}.cipherSuites[{i}]"),
+                format!(
+                    "{c:?} is not available: rustls implements only AEAD suites with ECDHE key exchange (no CBC, 3DES or static-RSA suites); use {}",
+                    CIPHER_SUITES.iter().map(|(o, _)| *o).collect::<Vec<_>>().join(", ")
+                ),
+            ),
+        }
+    }
+    if !cipher_suites.is_empty() && min_version == TlsVersion::Tls13 {
+        diag.warn(
+            src,
+            &format!("{field}.cipherSuites"),
+            "only TLS 1.2 suites are configurable; with TLS 1.3 only they have no effect",
+        );
+    }
+    let insecure_skip_verify = t.insecure_skip_verify == Some(true);
+    if insecure_skip_verify {
+        diag.warn(
+            src,
+            &format!("{field}.insecureSkipVerify"),
+            "client certificates that fail validation are accepted",
+        );
+    }
+    (diag.errors.len() == before).then(|| ServerTlsPlan {
+        mode,
+        certs,
+        client_ca,
+        crl: name(&t.ca_crl).map(PathBuf::from),
+        subject_alt_names: t.subject_alt_names.clone(),
+        spki_sha256,
+        cert_sha256,
+        min_version,
+        max_version,
+        cipher_suites,
+        insecure_skip_verify,
+        origin: format!("{src}: {field}"),
+    })
+}

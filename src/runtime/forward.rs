@@ -1,0 +1,236 @@
+//! Sending a request to a chosen destination and turning failures into
+//! responses: shared by the outbound and inbound listeners.
+
+use std::time::{Duration, Instant};
+
+use http::{Request, Response, StatusCode};
+use hyper::body::Incoming;
+use rustls::pki_types::ServerName;
+use tracing::{info, warn};
+
+use super::http::{Body, local_response};
+use super::upstream::{PoolKey, UpstreamError, UpstreamSpec};
+use super::{Snapshot, State};
+use crate::metrics::RequestLabels;
+use crate::plan::Target;
+use crate::plan::TlsMode;
+use crate::plan::outbound::UpstreamPolicy;
+use crate::tls::FailureReason;
+
+/// Where a request goes and how.
+#[derive(Debug, Clone)]
+pub struct Destination {
+    /// Endpoints (host or IP, port), tried round robin.
+    pub endpoints: Vec<(String, u16)>,
+    /// TLS, pool and protocol settings.
+    pub policy: UpstreamPolicy,
+    /// Names the server certificate must carry (TLS only).
+    pub names: Vec<String>,
+    /// SNI to send (TLS only).
+    pub sni: Option<String>,
+    /// Bounded metric label (`destination_service`).
+    pub label: String,
+}
+
+impl Destination {
+    /// A registered service, per its ServiceEntry and DestinationRule.
+    pub fn registered(t: &Target) -> Destination {
+        Destination {
+            endpoints: t.endpoints(),
+            policy: (*t.policy).clone(),
+            names: t.verify_names(),
+            sni: Some(t.sni().to_string()),
+            label: service_label(t),
+        }
+    }
+
+    /// A host and port reached in plain text, resolved by the system.
+    pub fn plain(host: &str, port: u16, label: &str) -> Destination {
+        Destination {
+            endpoints: vec![(host.to_string(), port)],
+            policy: UpstreamPolicy::default(),
+            names: Vec::new(),
+            sni: None,
+            label: label.to_string(),
+        }
+    }
+
+    /// `host:port,...` for logs.
+    pub fn describe(&self) -> String {
+        self.endpoints
+            .iter()
+            .map(|(h, p)| format!("{h}:{p}"))
+            .collect::<Vec<_>>()
+            .join(",")
+    }
+}
+
+/// The metric label for a registered destination: the ServiceEntry host
+/// pattern that matched (bounded, unlike the request's own host).
+fn service_label(t: &Target) -> String {
+    t.service
+        .hosts
+        .iter()
+        .filter(|h| h.matches(&t.host))
+        .max_by_key(|h| h.specificity())
+        .map(|h| h.to_string())
+        .unwrap_or_else(|| t.host.clone())
+}
+
+/// Sends `req` to `dest` over a pooled or new connection (TLS per policy).
+pub async fn exchange(
+    state: &State,
+    snapshot: &Snapshot,
+    dest: &Destination,
+    req: Request<Body>,
+    pick: u64,
+    timeout: Option<Duration>,
+) -> Result<Response<Incoming>, UpstreamError> {
+    let policy = &dest.policy;
+    let tls = if policy.tls.mode == TlsMode::Disable {
+        None
+    } else {
+        let config = state
+            .upstreams
+            .tls_config(policy, &dest.names, &snapshot.creds, snapshot.generation)
+            .map_err(|detail| UpstreamError {
+                reason: FailureReason::HandshakeFailure,
+                detail,
+            })?;
+        let sni = dest.sni.clone().unwrap_or_default();
+        let server_name = ServerName::try_from(sni.clone()).map_err(|_| UpstreamError {
+            reason: FailureReason::HandshakeFailure,
+            detail: format!("{sni:?} cannot be sent as SNI"),
+        })?;
+        Some((config, server_name))
+    };
+    let spec = UpstreamSpec {
+        key: PoolKey {
+            endpoints: dest.endpoints.clone(),
+            sni: tls.as_ref().and(dest.sni.clone()),
+            names: dest.names.clone(),
+            policy: policy.clone(),
+            generation: snapshot.generation,
+        },
+        tls,
+    };
+    let send = state.upstreams.send(&spec, req, pick);
+    match timeout {
+        Some(t) => tokio::time::timeout(t, send).await.unwrap_or_else(|_| {
+            Err(UpstreamError {
+                reason: FailureReason::RequestTimeout,
+                detail: format!("no response within the route timeout of {t:?}"),
+            })
+        }),
+        None => send.await,
+    }
+}
+
+/// What one request turned into, for the access log and metrics.
+pub struct Outcome {
+    /// `destination_service` label.
+    pub destination: String,
+    /// Status sent downstream.
+    pub status: StatusCode,
+    /// Error reason, empty on success.
+    pub flag: &'static str,
+    /// Endpoints used, for the log.
+    pub upstream: String,
+}
+
+impl Outcome {
+    /// A locally answered request.
+    pub fn local(destination: &str, status: StatusCode, flag: &'static str) -> Outcome {
+        Outcome {
+            destination: destination.to_string(),
+            status,
+            flag,
+            upstream: "-".into(),
+        }
+    }
+}
+
+/// Counts and logs one finished request.
+pub fn record(
+    state: &State,
+    reporter: &'static str,
+    method: &http::Method,
+    path: &str,
+    outcome: &Outcome,
+    start: Instant,
+) {
+    let elapsed = start.elapsed();
+    let labels = RequestLabels {
+        reporter,
+        destination_service: outcome.destination.clone(),
+        response_code: outcome.status.as_u16(),
+        response_flags: outcome.flag,
+    };
+    state.metrics.requests.get_or_create(&labels).inc();
+    state
+        .metrics
+        .request_duration
+        .get_or_create(&labels)
+        .observe(elapsed.as_secs_f64() * 1000.0);
+    info!(
+        target: "access",
+        reporter,
+        method = %method,
+        path = %path,
+        destination = %outcome.destination,
+        upstream = %outcome.upstream,
+        status = outcome.status.as_u16(),
+        flag = outcome.flag,
+        duration_ms = elapsed.as_millis() as u64,
+        "request"
+    );
+}
+
+/// The response and outcome for a failed upstream exchange: 503 (504 for a
+/// route timeout) with the reason in `x-meshgate-error`; details only in
+/// the log; TLS failures counted.
+pub fn failure(
+    state: &State,
+    direction: &'static str,
+    e: UpstreamError,
+    dest: &Destination,
+    authority: &str,
+) -> (Response<Body>, Outcome) {
+    if e.reason.is_tls() {
+        state.metrics.tls_failure(direction, e.reason);
+    }
+    warn!(
+        reason = e.reason.as_str(),
+        destination = %dest.label,
+        upstream = %dest.describe(),
+        detail = %e.detail,
+        "upstream request failed"
+    );
+    let (status, msg) = match e.reason {
+        FailureReason::RequestTimeout => (
+            StatusCode::GATEWAY_TIMEOUT,
+            format!("meshgate: upstream {authority} did not answer within the route timeout"),
+        ),
+        r if r.is_tls() => (
+            StatusCode::SERVICE_UNAVAILABLE,
+            format!(
+                "meshgate: TLS handshake with upstream {authority} failed: {r}; the proxy log has the details"
+            ),
+        ),
+        r => (
+            StatusCode::SERVICE_UNAVAILABLE,
+            format!(
+                "meshgate: connection to upstream {authority} failed: {r}; the proxy log has the details"
+            ),
+        ),
+    };
+    (
+        local_response(status, e.reason.as_str(), msg),
+        Outcome {
+            destination: dest.label.clone(),
+            status,
+            flag: e.reason.as_str(),
+            upstream: dest.describe(),
+        },
+    )
+}

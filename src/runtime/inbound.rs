@@ -1,0 +1,516 @@
+//! Inbound listeners (Gateway servers, Sidecar ingress): TLS termination or
+//! SNI passthrough, then HTTP or TCP to the destination.
+//!
+//! Connection path: accept → read the ClientHello under the handshake
+//! deadline (bytes kept) → pick the server by SNI (unknown name: TLS alert,
+//! never another host's certificate) → PASSTHROUGH: replay the bytes to the
+//! upstream chosen by SNI and splice | terminate with that server's config →
+//! HTTP (ALPN h2 / http/1.1) or TCP.
+
+use std::net::SocketAddr;
+use std::pin::Pin;
+use std::sync::Arc;
+use std::task::{Context, Poll};
+use std::time::Instant;
+
+use tokio::io::{AsyncRead, AsyncWrite, AsyncWriteExt, ReadBuf};
+use tokio::net::{TcpListener, TcpStream};
+use tokio_rustls::TlsAcceptor;
+use tokio_util::sync::CancellationToken;
+use tracing::{Instrument, debug, info_span, warn};
+
+use super::forward::Destination;
+use super::inbound_http::{self, HttpConn};
+use super::{Snapshot, State};
+use crate::metrics::HandshakeLabels;
+use crate::plan::host::HostPattern;
+use crate::plan::inbound::{L4RoutePlan, ListenerPlan, ServerPlan, TlsServerMode};
+use crate::tls::{FailureReason, classify};
+
+/// Largest ClientHello accepted (several records are allowed).
+const MAX_HELLO_BYTES: usize = 64 * 1024;
+
+/// Runs one inbound listener (config port `port`) until `shutdown`.
+pub async fn run(listener: TcpListener, port: u16, state: Arc<State>, shutdown: CancellationToken) {
+    super::accept_loop(
+        listener,
+        shutdown.clone(),
+        "inbound",
+        move |stream, peer| {
+            let state = state.clone();
+            let shutdown = shutdown.clone();
+            let span = info_span!("inbound", port, peer = %peer);
+            async move { serve_connection(stream, peer, port, state, shutdown).await }
+                .instrument(span)
+        },
+    )
+    .await;
+}
+
+/// What every inbound connection knows.
+pub(super) struct ConnInfo {
+    pub state: Arc<State>,
+    pub snapshot: Arc<Snapshot>,
+    /// Config port.
+    pub port: u16,
+    /// `ip_port` metric label.
+    pub label: String,
+    pub peer: SocketAddr,
+}
+
+impl ConnInfo {
+    fn listener(&self) -> Option<&ListenerPlan> {
+        self.snapshot
+            .plan
+            .inbound
+            .listeners
+            .iter()
+            .find(|l| l.port == self.port)
+    }
+
+    fn handshake_failed(&self, reason: FailureReason, detail: &str) {
+        self.state.metrics.tls_failure("inbound", reason);
+        warn!(reason = reason.as_str(), peer = %self.peer, listener = %self.label, detail, "downstream TLS handshake failed");
+    }
+}
+
+async fn serve_connection(
+    stream: TcpStream,
+    peer: SocketAddr,
+    port: u16,
+    state: Arc<State>,
+    shutdown: CancellationToken,
+) {
+    let _ = stream.set_nodelay(true);
+    let local = stream
+        .local_addr()
+        .map(|a| a.ip().to_string())
+        .unwrap_or_default();
+    let info = ConnInfo {
+        snapshot: state.snapshot(),
+        state,
+        port,
+        label: format!("{local}_{port}"),
+        peer,
+    };
+    let Some(listener) = info.listener() else {
+        debug!("listener no longer configured; closing");
+        return;
+    };
+    if listener.tls {
+        serve_tls(stream, info, shutdown).await;
+    } else {
+        let servers = listener.servers.clone();
+        if servers.iter().all(|s| s.protocol.is_http()) {
+            let conn = Arc::new(HttpConn {
+                info,
+                server: None,
+                tls: false,
+                xfcc: None,
+            });
+            inbound_http::serve(stream, conn, shutdown).await;
+        } else if let Some(server) = servers.first() {
+            serve_tcp(stream, &info, server).await;
+        }
+    }
+}
+
+// === TLS ===
+
+struct Hello {
+    bytes: Vec<u8>,
+    sni: Option<String>,
+}
+
+enum HelloError {
+    NotTls(Vec<u8>),
+    Closed,
+    Bad(String),
+}
+
+/// Reads until a whole ClientHello has arrived, keeping every byte.
+async fn read_hello(stream: &mut TcpStream) -> Result<Hello, HelloError> {
+    use tokio::io::AsyncReadExt;
+    let mut acceptor = rustls::server::Acceptor::default();
+    let mut bytes = Vec::with_capacity(1024);
+    let mut chunk = [0u8; 4096];
+    loop {
+        let n = stream
+            .read(&mut chunk)
+            .await
+            .map_err(|_| HelloError::Closed)?;
+        if n == 0 {
+            return Err(if bytes.is_empty() {
+                HelloError::Closed
+            } else {
+                HelloError::Bad("connection closed mid-ClientHello".into())
+            });
+        }
+        if bytes.is_empty() && chunk[0] != 0x16 {
+            return Err(HelloError::NotTls(chunk[..n].to_vec()));
+        }
+        bytes.extend_from_slice(&chunk[..n]);
+        let mut fresh: &[u8] = &chunk[..n];
+        while !fresh.is_empty() {
+            if acceptor.read_tls(&mut fresh).is_err() {
+                return Err(HelloError::Bad("ClientHello too large".into()));
+            }
+        }
+        match acceptor.accept() {
+            Ok(Some(accepted)) => {
+                let sni = accepted
+                    .client_hello()
+                    .server_name()
+                    .map(|s| s.to_ascii_lowercase());
+                return Ok(Hello { bytes, sni });
+            }
+            Ok(None) if bytes.len() < MAX_HELLO_BYTES => continue,
+            Ok(None) => return Err(HelloError::Bad("ClientHello too large".into())),
+            Err((e, _)) => return Err(HelloError::Bad(e.to_string())),
+        }
+    }
+}
+
+/// The server for `sni`: the most specific host match; with no SNI, a
+/// server for `*`.
+fn select_server<'a>(
+    servers: &'a [Arc<ServerPlan>],
+    sni: Option<&str>,
+) -> Option<&'a Arc<ServerPlan>> {
+    match sni {
+        Some(name) => servers
+            .iter()
+            .filter_map(|s| {
+                s.hosts
+                    .iter()
+                    .filter(|h| h.matches(name))
+                    .map(|h| h.specificity())
+                    .max()
+                    .map(|spec| (spec, s))
+            })
+            .rev()
+            .max_by_key(|(spec, _)| *spec)
+            .map(|(_, s)| s),
+        None => servers.iter().find(|s| s.hosts.contains(&HostPattern::Any)),
+    }
+}
+
+/// A fatal `unrecognized_name` alert, sent in the clear before any
+/// handshake state exists.
+const ALERT_UNRECOGNIZED_NAME: [u8; 7] = [0x15, 0x03, 0x03, 0x00, 0x02, 0x02, 112];
+
+async fn serve_tls(mut stream: TcpStream, info: ConnInfo, shutdown: CancellationToken) {
+    let deadline = tokio::time::Instant::now() + info.state.bootstrap.handshake_timeout;
+    let hello = match tokio::time::timeout_at(deadline, read_hello(&mut stream)).await {
+        Err(_) => {
+            return info.handshake_failed(
+                FailureReason::HandshakeTimeout,
+                "no complete ClientHello before the handshake deadline",
+            );
+        }
+        Ok(Err(HelloError::Closed)) => return,
+        Ok(Err(HelloError::NotTls(first))) => {
+            if first.first().is_some_and(u8::is_ascii_uppercase) {
+                // Plain HTTP on a TLS port: say so instead of a bare reset.
+                let body = "this port expects TLS (HTTPS); plain HTTP was received\n";
+                let resp = format!(
+                    "HTTP/1.1 400 Bad Request\r\ncontent-type: text/plain\r\nx-meshgate-error: not_tls\r\ncontent-length: {}\r\nconnection: close\r\n\r\n{body}",
+                    body.len()
+                );
+                let _ = stream.write_all(resp.as_bytes()).await;
+            }
+            return info.handshake_failed(
+                FailureReason::NotTls,
+                "the client did not start with a TLS record",
+            );
+        }
+        Ok(Err(HelloError::Bad(why))) => {
+            return info.handshake_failed(FailureReason::HandshakeFailure, &why);
+        }
+        Ok(Ok(h)) => h,
+    };
+    let Some(listener) = info.listener() else {
+        return;
+    };
+    let Some(server) = select_server(&listener.servers, hello.sni.as_deref()).cloned() else {
+        let _ = stream.write_all(&ALERT_UNRECOGNIZED_NAME).await;
+        let detail = match &hello.sni {
+            Some(s) => format!("no server on port {} serves SNI {s:?}", info.port),
+            None => format!(
+                "the client sent no SNI and no server on port {} serves \"*\"",
+                info.port
+            ),
+        };
+        return info.handshake_failed(FailureReason::UnknownSni, &detail);
+    };
+    let Some(tls_plan) = &server.tls else { return };
+    if tls_plan.mode == TlsServerMode::Passthrough {
+        return passthrough(stream, hello, &info, &server).await;
+    }
+    let Some(config) = info.snapshot.server_tls.get(&server.origin).cloned() else {
+        return info.handshake_failed(
+            FailureReason::HandshakeFailure,
+            "no TLS configuration for this server",
+        );
+    };
+    let io = Prefixed {
+        prefix: hello.bytes,
+        pos: 0,
+        inner: stream,
+    };
+    let tls = match tokio::time::timeout_at(deadline, TlsAcceptor::from(config).accept(io)).await {
+        Err(_) => {
+            return info.handshake_failed(
+                FailureReason::HandshakeTimeout,
+                "handshake not finished before the deadline",
+            );
+        }
+        Ok(Err(e)) => {
+            let (reason, detail) =
+                classify(&e).unwrap_or((FailureReason::HandshakeFailure, e.to_string()));
+            return info.handshake_failed(reason, &detail);
+        }
+        Ok(Ok(t)) => t,
+    };
+    let (_, conn) = tls.get_ref();
+    info.state
+        .metrics
+        .tls_handshakes
+        .get_or_create(&HandshakeLabels {
+            direction: "inbound",
+            listener: info.label.clone(),
+            version: conn
+                .protocol_version()
+                .map(|v| format!("{v:?}"))
+                .unwrap_or_default(),
+            group: conn
+                .negotiated_key_exchange_group()
+                .map(|g| format!("{:?}", g.name()))
+                .unwrap_or_default(),
+            resumed: conn.handshake_kind() == Some(rustls::HandshakeKind::Resumed),
+        })
+        .inc();
+    let by = own_uri(&info, &server);
+    let xfcc = conn
+        .peer_certificates()
+        .and_then(|chain| chain.first())
+        .map(|leaf| inbound_http::xfcc(leaf, by.as_deref()));
+    if server.protocol.is_http() {
+        let conn = Arc::new(HttpConn {
+            info,
+            server: Some(server),
+            tls: true,
+            xfcc,
+        });
+        inbound_http::serve(tls, conn, shutdown).await;
+    } else {
+        serve_tcp(tls, &info, &server).await;
+    }
+}
+
+/// The URI SAN of the certificate a server presents (XFCC `By=`).
+fn own_uri(info: &ConnInfo, server: &ServerPlan) -> Option<String> {
+    let tls = server.tls.as_ref()?;
+    tls.certs.iter().find_map(|src| {
+        info.snapshot
+            .creds
+            .servers
+            .get(src)?
+            .leaf
+            .sans
+            .iter()
+            .find_map(|s| s.strip_prefix("URI:").map(str::to_string))
+    })
+}
+
+async fn passthrough(mut stream: TcpStream, hello: Hello, info: &ConnInfo, server: &ServerPlan) {
+    let Some(sni) = hello.sni.as_deref() else {
+        return info.handshake_failed(
+            FailureReason::UnknownSni,
+            "PASSTHROUGH needs SNI to route; the client sent none",
+        );
+    };
+    let route = server.routes.iter().flat_map(|vs| vs.tls.iter()).find(|r| {
+        (r.ports.is_empty() || r.ports.contains(&info.port))
+            && r.sni_hosts.iter().any(|h| h.matches(sni))
+    });
+    let Some(dest) = route.and_then(|r| l4_destination(info, r)) else {
+        info.state
+            .metrics
+            .tls_failure("inbound", FailureReason::NoRoute);
+        warn!(sni, peer = %info.peer, "no TLS route for this SNI on a PASSTHROUGH server; closing");
+        return;
+    };
+    let pick = info.state.next();
+    let mut upstream = match info
+        .state
+        .upstreams
+        .connect_tcp(&dest.endpoints, dest.policy.connect_timeout, pick)
+        .await
+    {
+        Ok(u) => u,
+        Err(e) => {
+            warn!(reason = e.reason.as_str(), detail = %e.detail, sni, "passthrough upstream unreachable");
+            return;
+        }
+    };
+    // The upstream sees exactly the client's bytes, ClientHello included.
+    if upstream.write_all(&hello.bytes).await.is_err() {
+        return;
+    }
+    let started = Instant::now();
+    match tokio::io::copy_bidirectional(&mut stream, &mut upstream).await {
+        Ok((up, down)) => debug!(
+            sni,
+            bytes_up = up,
+            bytes_down = down,
+            ms = started.elapsed().as_millis() as u64,
+            "passthrough closed"
+        ),
+        Err(e) => debug!(sni, error = %e, "passthrough ended with an error"),
+    }
+}
+
+/// The destination of a TLS/TCP route, by weight.
+fn l4_destination(info: &ConnInfo, route: &L4RoutePlan) -> Option<Destination> {
+    let total: u64 = route.destinations.iter().map(|d| u64::from(d.weight)).sum();
+    let d = if total == 0 {
+        route.destinations.first()?
+    } else {
+        let mut n = info.state.next() % total;
+        route.destinations.iter().find(|d| {
+            let hit = n < u64::from(d.weight);
+            n = n.saturating_sub(u64::from(d.weight));
+            hit
+        })?
+    };
+    resolve_destination(&info.snapshot, &d.host, d.port, d.subset.as_deref()).map(
+        |(mut dest, _)| {
+            // L4: bytes are relayed as they are; no TLS origination.
+            dest.policy.tls = crate::plan::ClientTlsPlan::disabled();
+            dest
+        },
+    )
+}
+
+/// A route destination: the registered service (ServiceEntry +
+/// DestinationRule) when one declares the host, else the host itself via
+/// the system resolver (a Kubernetes Service name, `/etc/hosts`). Returns
+/// the destination and the port used.
+pub(super) fn resolve_destination(
+    snapshot: &Snapshot,
+    host: &str,
+    port: Option<u16>,
+    subset: Option<&str>,
+) -> Option<(Destination, u16)> {
+    let outbound = &snapshot.plan.outbound;
+    let host = crate::plan::host::normalize(host);
+    let port = port.or_else(|| {
+        outbound
+            .service_for(&host, None)
+            .filter(|s| s.ports.len() == 1)
+            .map(|s| s.ports[0].number)
+    });
+    let port = port.unwrap_or(80);
+    match outbound.registered(&host, &host, port, subset) {
+        Some(t) => Some((Destination::registered(&t), port)),
+        None => Some((Destination::plain(&host, port, &host), port)),
+    }
+}
+
+async fn serve_tcp<IO>(mut stream: IO, info: &ConnInfo, server: &ServerPlan)
+where
+    IO: AsyncRead + AsyncWrite + Unpin,
+{
+    let route = server
+        .routes
+        .iter()
+        .flat_map(|vs| vs.tcp.iter())
+        .find(|r| r.ports.is_empty() || r.ports.contains(&info.port));
+    let dest = match (route, &server.default_endpoint) {
+        (Some(r), _) => l4_destination(info, r),
+        (None, Some(ep)) => ep
+            .parse::<SocketAddr>()
+            .ok()
+            .map(|a| Destination::plain(&a.ip().to_string(), a.port(), "inbound|default")),
+        (None, None) => None,
+    };
+    let Some(dest) = dest else {
+        warn!(peer = %info.peer, server = %server.origin, "no TCP route; closing");
+        return;
+    };
+    let pick = info.state.next();
+    let mut upstream = match info
+        .state
+        .upstreams
+        .connect_tcp(&dest.endpoints, dest.policy.connect_timeout, pick)
+        .await
+    {
+        Ok(u) => u,
+        Err(e) => {
+            warn!(reason = e.reason.as_str(), detail = %e.detail, "TCP upstream unreachable");
+            return;
+        }
+    };
+    if let Err(e) = tokio::io::copy_bidirectional(&mut stream, &mut upstream).await {
+        debug!(error = %e, "TCP relay ended with an error");
+    }
+}
+
+/// A stream whose first bytes were already read: they are replayed first.
+struct Prefixed {
+    prefix: Vec<u8>,
+    pos: usize,
+    inner: TcpStream,
+}
+
+impl AsyncRead for Prefixed {
+    fn poll_read(
+        mut self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+        buf: &mut ReadBuf<'_>,
+    ) -> Poll<std::io::Result<()>> {
+        if self.pos < self.prefix.len() {
+            let n = (self.prefix.len() - self.pos).min(buf.remaining());
+            let start = self.pos;
+            buf.put_slice(&self.prefix[start..start + n]);
+            self.pos += n;
+            if self.pos == self.prefix.len() {
+                self.prefix = Vec::new();
+                self.pos = 0;
+            }
+            return Poll::Ready(Ok(()));
+        }
+        Pin::new(&mut self.inner).poll_read(cx, buf)
+    }
+}
+
+impl AsyncWrite for Prefixed {
+    fn poll_write(
+        mut self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+        buf: &[u8],
+    ) -> Poll<std::io::Result<usize>> {
+        Pin::new(&mut self.inner).poll_write(cx, buf)
+    }
+
+    fn poll_write_vectored(
+        mut self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+        bufs: &[std::io::IoSlice<'_>],
+    ) -> Poll<std::io::Result<usize>> {
+        Pin::new(&mut self.inner).poll_write_vectored(cx, bufs)
+    }
+
+    fn is_write_vectored(&self) -> bool {
+        self.inner.is_write_vectored()
+    }
+
+    fn poll_flush(mut self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<std::io::Result<()>> {
+        Pin::new(&mut self.inner).poll_flush(cx)
+    }
+
+    fn poll_shutdown(mut self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<std::io::Result<()>> {
+        Pin::new(&mut self.inner).poll_shutdown(cx)
+    }
+}

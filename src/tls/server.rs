@@ -1,0 +1,274 @@
+//! Server (termination) TLS: a rustls `ServerConfig` per Gateway server,
+//! built from its plan and loaded credentials.
+//!
+//! Dual certificates (RSA + ECDSA) are chosen per ClientHello; client
+//! certificates are verified against the server's CA and CRL, then against
+//! `subjectAltNames`, `verifyCertificateSpki` and `verifyCertificateHash`.
+
+use std::sync::Arc;
+
+use rustls::client::danger::HandshakeSignatureValid;
+use rustls::pki_types::{CertificateDer, UnixTime};
+use rustls::server::danger::{ClientCertVerified, ClientCertVerifier};
+use rustls::server::{ClientHello, ResolvesServerCert, WebPkiClientVerifier};
+use rustls::sign::CertifiedKey;
+use rustls::{
+    CertificateError, DigitallySignedStruct, DistinguishedName, ServerConfig, SignatureAlgorithm,
+    SignatureScheme,
+};
+use x509_parser::prelude::{FromDer, X509Certificate};
+
+use super::failure::{FailureReason, VerifyFailure};
+use crate::creds::{CertInfo, Credentials};
+use crate::plan::inbound::{ServerTlsPlan, TlsServerMode, TlsVersion};
+
+/// Builds the server config for `tls`; `http` offers ALPN h2 and http/1.1.
+pub fn build(
+    tls: &ServerTlsPlan,
+    http: bool,
+    creds: &Credentials,
+) -> Result<Arc<ServerConfig>, String> {
+    let mut provider = rustls::crypto::aws_lc_rs::default_provider();
+    if !tls.cipher_suites.is_empty() {
+        // Istio's cipherSuites restrict TLS 1.2; TLS 1.3 suites stay.
+        provider.cipher_suites.retain(|s| {
+            s.version() == &rustls::version::TLS13
+                || tls
+                    .cipher_suites
+                    .iter()
+                    .any(|name| format!("{:?}", s.suite()) == *name)
+        });
+    }
+    let provider = Arc::new(provider);
+    let versions: Vec<&'static rustls::SupportedProtocolVersion> = [
+        (TlsVersion::Tls13, &rustls::version::TLS13),
+        (TlsVersion::Tls12, &rustls::version::TLS12),
+    ]
+    .into_iter()
+    .filter(|(v, _)| *v >= tls.min_version && *v <= tls.max_version)
+    .map(|(_, p)| p)
+    .collect();
+    let builder = ServerConfig::builder_with_provider(provider.clone())
+        .with_protocol_versions(&versions)
+        .map_err(|e| format!("{}: {e}", tls.origin))?;
+    let builder = match tls.mode {
+        TlsServerMode::Simple | TlsServerMode::Passthrough => builder.with_no_client_auth(),
+        TlsServerMode::Mutual | TlsServerMode::OptionalMutual => {
+            let ca = tls
+                .client_ca
+                .as_ref()
+                .and_then(|ca| creds.client_cas.get(&(ca.clone(), tls.crl.clone())))
+                .ok_or_else(|| format!("{}: client CA was not loaded", tls.origin))?;
+            let mut inner =
+                WebPkiClientVerifier::builder_with_provider(ca.roots.clone(), provider.clone())
+                    .with_crls(ca.crls.clone());
+            if tls.mode == TlsServerMode::OptionalMutual {
+                inner = inner.allow_unauthenticated();
+            }
+            let inner = inner
+                .build()
+                .map_err(|e| format!("{}: client verifier: {e}", tls.origin))?;
+            builder.with_client_cert_verifier(Arc::new(PolicyVerifier {
+                inner,
+                sans: tls.subject_alt_names.clone(),
+                spki: tls.spki_sha256.clone(),
+                hashes: tls.cert_sha256.clone(),
+                insecure: tls.insecure_skip_verify,
+                trust_source: ca.source.clone(),
+            }))
+        }
+    };
+    let mut keys = Vec::new();
+    for source in &tls.certs {
+        let id = creds
+            .servers
+            .get(source)
+            .ok_or_else(|| format!("{}: server certificate was not loaded", tls.origin))?;
+        keys.push(id.certified.clone());
+    }
+    let mut config = builder.with_cert_resolver(Arc::new(CertChooser { keys }));
+    config.alpn_protocols = if http {
+        vec![b"h2".to_vec(), b"http/1.1".to_vec()]
+    } else {
+        Vec::new()
+    };
+    config.ticketer =
+        rustls::crypto::aws_lc_rs::Ticketer::new().map_err(|e| format!("session tickets: {e}"))?;
+    config.session_storage = rustls::server::ServerSessionMemoryCache::new(4096);
+    Ok(Arc::new(config))
+}
+
+/// Chooses between an ECDSA and an RSA certificate by what the client
+/// signs with; the first certificate otherwise.
+#[derive(Debug)]
+struct CertChooser {
+    keys: Vec<Arc<CertifiedKey>>,
+}
+
+impl ResolvesServerCert for CertChooser {
+    fn resolve(&self, hello: ClientHello<'_>) -> Option<Arc<CertifiedKey>> {
+        let schemes = hello.signature_schemes();
+        let supports = |alg: SignatureAlgorithm| {
+            schemes.iter().any(|s| match alg {
+                SignatureAlgorithm::ECDSA => matches!(
+                    s,
+                    SignatureScheme::ECDSA_NISTP256_SHA256
+                        | SignatureScheme::ECDSA_NISTP384_SHA384
+                        | SignatureScheme::ECDSA_NISTP521_SHA512
+                ),
+                SignatureAlgorithm::ED25519 => *s == SignatureScheme::ED25519,
+                SignatureAlgorithm::RSA => matches!(
+                    s,
+                    SignatureScheme::RSA_PSS_SHA256
+                        | SignatureScheme::RSA_PSS_SHA384
+                        | SignatureScheme::RSA_PSS_SHA512
+                        | SignatureScheme::RSA_PKCS1_SHA256
+                        | SignatureScheme::RSA_PKCS1_SHA384
+                        | SignatureScheme::RSA_PKCS1_SHA512
+                ),
+                _ => false,
+            })
+        };
+        self.keys
+            .iter()
+            .find(|k| supports(k.key.algorithm()))
+            .or_else(|| self.keys.first())
+            .cloned()
+    }
+}
+
+/// Web PKI verification, then Istio's allow-lists for client certificates.
+#[derive(Debug)]
+struct PolicyVerifier {
+    inner: Arc<dyn ClientCertVerifier>,
+    sans: Vec<String>,
+    spki: Vec<Vec<u8>>,
+    hashes: Vec<Vec<u8>>,
+    insecure: bool,
+    trust_source: String,
+}
+
+impl PolicyVerifier {
+    fn refuse(reason: FailureReason, detail: String) -> rustls::Error {
+        rustls::Error::InvalidCertificate(CertificateError::Other(rustls::OtherError(Arc::new(
+            VerifyFailure { reason, detail },
+        ))))
+    }
+
+    fn check_lists(&self, end_entity: &CertificateDer<'_>) -> Result<(), rustls::Error> {
+        let info = CertInfo::parse(end_entity)
+            .map_err(|_| rustls::Error::InvalidCertificate(CertificateError::BadEncoding))?;
+        if !self.sans.is_empty() {
+            let ok = info.sans.iter().any(|san| {
+                let value = san.split_once(':').map(|(_, v)| v).unwrap_or(san);
+                self.sans.iter().any(|allowed| allowed == value)
+            });
+            if !ok {
+                return Err(Self::refuse(
+                    FailureReason::SanNotAllowed,
+                    format!(
+                        "client certificate {:?} has SANs [{}], none in subjectAltNames [{}]",
+                        info.subject,
+                        info.sans.join(", "),
+                        self.sans.join(", ")
+                    ),
+                ));
+            }
+        }
+        if !self.spki.is_empty() || !self.hashes.is_empty() {
+            let cert_hash =
+                aws_lc_rs::digest::digest(&aws_lc_rs::digest::SHA256, end_entity.as_ref());
+            let spki_hash = X509Certificate::from_der(end_entity.as_ref())
+                .map(|(_, c)| {
+                    aws_lc_rs::digest::digest(
+                        &aws_lc_rs::digest::SHA256,
+                        c.tbs_certificate.subject_pki.raw,
+                    )
+                })
+                .map_err(|_| rustls::Error::InvalidCertificate(CertificateError::BadEncoding))?;
+            let ok = self
+                .hashes
+                .iter()
+                .any(|h| h.as_slice() == cert_hash.as_ref())
+                || self.spki.iter().any(|h| h.as_slice() == spki_hash.as_ref());
+            if !ok {
+                return Err(Self::refuse(
+                    FailureReason::CertNotAllowed,
+                    format!(
+                        "client certificate {:?} (sha256 {}) matches neither verifyCertificateHash nor verifyCertificateSpki",
+                        info.subject, info.sha256
+                    ),
+                ));
+            }
+        }
+        Ok(())
+    }
+}
+
+impl ClientCertVerifier for PolicyVerifier {
+    fn offer_client_auth(&self) -> bool {
+        self.inner.offer_client_auth()
+    }
+
+    fn client_auth_mandatory(&self) -> bool {
+        self.inner.client_auth_mandatory()
+    }
+
+    fn root_hint_subjects(&self) -> &[DistinguishedName] {
+        self.inner.root_hint_subjects()
+    }
+
+    fn verify_client_cert(
+        &self,
+        end_entity: &CertificateDer<'_>,
+        intermediates: &[CertificateDer<'_>],
+        now: UnixTime,
+    ) -> Result<ClientCertVerified, rustls::Error> {
+        let verdict = self
+            .inner
+            .verify_client_cert(end_entity, intermediates, now)
+            .map_err(|e| match e {
+                rustls::Error::InvalidCertificate(CertificateError::UnknownIssuer) => Self::refuse(
+                    FailureReason::UnknownCa,
+                    format!(
+                        "client certificate {} does not chain to {}",
+                        CertInfo::parse(end_entity)
+                            .map(|i| i.summary())
+                            .unwrap_or_default(),
+                        self.trust_source
+                    ),
+                ),
+                other => other,
+            })
+            .and_then(|v| self.check_lists(end_entity).map(|()| v));
+        match verdict {
+            Err(e) if self.insecure => {
+                tracing::warn!(error = %e, "client certificate accepted despite failing validation (insecureSkipVerify)");
+                Ok(ClientCertVerified::assertion())
+            }
+            other => other,
+        }
+    }
+
+    fn verify_tls12_signature(
+        &self,
+        message: &[u8],
+        cert: &CertificateDer<'_>,
+        dss: &DigitallySignedStruct,
+    ) -> Result<HandshakeSignatureValid, rustls::Error> {
+        self.inner.verify_tls12_signature(message, cert, dss)
+    }
+
+    fn verify_tls13_signature(
+        &self,
+        message: &[u8],
+        cert: &CertificateDer<'_>,
+        dss: &DigitallySignedStruct,
+    ) -> Result<HandshakeSignatureValid, rustls::Error> {
+        self.inner.verify_tls13_signature(message, cert, dss)
+    }
+
+    fn supported_verify_schemes(&self) -> Vec<SignatureScheme> {
+        self.inner.supported_verify_schemes()
+    }
+}
