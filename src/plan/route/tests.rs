@@ -1,1 +1,1107 @@
+//! Table-driven tests of `compile_http_route` and request matching against
+//! Istio's HTTPRoute semantics as Envoy applies them. Routes are written as
+//! whole VirtualService documents and read with the real loader.
 
+use std::time::Duration;
+
+use http::{HeaderMap, HeaderValue};
+
+use super::*;
+use crate::config::{ConfigError, load_str};
+
+const FILE: &str = "routes.yaml";
+const TO: &str = "route: [{destination: {host: app.example.com}}]";
+
+// === helpers ===
+
+/// A VirtualService whose `spec.http` is `http` (a YAML sequence).
+fn doc(http: &str) -> String {
+    let mut s = String::from(
+        "apiVersion: networking.istio.io/v1\nkind: VirtualService\nmetadata:\n  name: web\n  \
+         namespace: shop\nspec:\n  hosts: [web.example.com]\n  gateways: [mesh, edge]\n  http:\n",
+    );
+    let indent = http
+        .lines()
+        .filter(|l| !l.trim().is_empty())
+        .map(|l| l.len() - l.trim_start().len())
+        .min()
+        .unwrap_or(0);
+    for line in http.lines().filter(|l| !l.trim().is_empty()) {
+        s.push_str("  ");
+        s.push_str(&line[indent..]);
+        s.push('\n');
+    }
+    s
+}
+
+/// One route with the given `match` list (flow YAML) going to one host.
+fn with_match(matches: &str) -> String {
+    format!("- match: {matches}\n  {TO}")
+}
+
+fn any_gateway(_: &[String]) -> bool {
+    true
+}
+
+/// Compiles `spec.http[i]` of the document.
+fn compile_at(
+    http: &str,
+    i: usize,
+    applies: &dyn Fn(&[String]) -> bool,
+) -> (Option<HttpRoutePlan>, Diagnostics) {
+    let text = doc(http);
+    let config = load_str(FILE, &text)
+        .unwrap_or_else(|e| panic!("does not load:\n{e}\n--- yaml ---\n{text}"));
+    let vs = &config.virtual_services[0];
+    let mut diag = Diagnostics::default();
+    let plan = compile_http_route(
+        &vs.spec.http[i],
+        &vs.source,
+        &format!("spec.http[{i}]"),
+        applies,
+        &mut diag,
+    );
+    (plan, diag)
+}
+
+fn route(http: &str) -> HttpRoutePlan {
+    let (plan, diag) = compile_at(http, 0, &any_gateway);
+    let errors: Vec<String> = diag.errors.iter().map(|e| e.to_string()).collect();
+    assert!(errors.is_empty(), "{http}\nunexpected errors: {errors:#?}");
+    plan.unwrap_or_else(|| panic!("{http}\ncompiled to None"))
+}
+
+fn errors_at(http: &str, i: usize) -> Vec<ConfigError> {
+    let (plan, diag) = compile_at(http, i, &any_gateway);
+    assert!(plan.is_none(), "{http}\nexpected errors, but it compiled");
+    assert!(!diag.errors.is_empty(), "{http}\nNone without errors");
+    diag.errors
+}
+
+/// A request; GET http://web.example.com/… on port 80 unless changed.
+#[derive(Debug, Clone)]
+struct Req {
+    method: &'static str,
+    scheme: &'static str,
+    authority: &'static str,
+    path: &'static str,
+    headers: HeaderMap,
+    port: u16,
+}
+
+fn get(path: &'static str) -> Req {
+    Req {
+        method: "GET",
+        scheme: "http",
+        authority: "web.example.com",
+        path,
+        headers: HeaderMap::new(),
+        port: 80,
+    }
+}
+
+impl Req {
+    fn method(mut self, m: &'static str) -> Self {
+        self.method = m;
+        self
+    }
+    fn scheme(mut self, s: &'static str) -> Self {
+        self.scheme = s;
+        self
+    }
+    fn authority(mut self, a: &'static str) -> Self {
+        self.authority = a;
+        self
+    }
+    fn port(mut self, p: u16) -> Self {
+        self.port = p;
+        self
+    }
+    fn header(mut self, name: &'static str, value: &'static str) -> Self {
+        self.headers.append(name, HeaderValue::from_static(value));
+        self
+    }
+    fn view(&self) -> RequestView<'_> {
+        RequestView {
+            method: self.method,
+            scheme: self.scheme,
+            authority: self.authority,
+            path_and_query: self.path,
+            headers: &self.headers,
+            port: self.port,
+        }
+    }
+}
+
+// === matching ===
+
+#[test]
+fn match_conditions() {
+    let table: Vec<(&str, Vec<(Req, bool)>)> = vec![
+        (
+            "[{uri: {prefix: /api}}]",
+            vec![
+                (get("/api"), true),
+                (get("/api/x?y=1"), true),
+                (get("/apix"), true), // a string prefix, as Envoy
+                (get("/ap"), false),
+                (get("/API"), false),
+            ],
+        ),
+        (
+            "[{uri: {exact: /api}}]",
+            vec![
+                (get("/api"), true),
+                (get("/api?x=1"), true), // the query is not part of the path
+                (get("/api/"), false),
+                (get("/API"), false),
+            ],
+        ),
+        (
+            r#"[{uri: {regex: "/v[0-9]+/.*"}}]"#,
+            vec![
+                (get("/v1/x"), true),
+                (get("/v12/"), true),
+                (get("/v1/x?q=1"), true),
+                (get("/x/v1/x"), false), // anchored: full match
+                (get("/v1"), false),
+            ],
+        ),
+        (
+            r#"[{uri: {regex: "/a|/b"}}]"#,
+            vec![(get("/a"), true), (get("/b"), true), (get("/a/b"), false)],
+        ),
+        (
+            "[{uri: {prefix: /Api/}, ignoreUriCase: true}]",
+            vec![(get("/aPI/x"), true), (get("/api"), false)],
+        ),
+        (
+            "[{uri: {exact: /Api}, ignoreUriCase: true}]",
+            vec![
+                (get("/API"), true),
+                (get("/api?X=1"), true),
+                (get("/apix"), false),
+            ],
+        ),
+        (
+            r#"[{uri: {regex: "/api/[a-z]+"}, ignoreUriCase: true}]"#,
+            vec![(get("/API/Users"), true), (get("/api/1"), false)],
+        ),
+        (
+            "[{authority: {exact: web.example.com}}]",
+            vec![
+                (get("/"), true),
+                (get("/").authority("WEB.Example.com"), true),
+                (get("/").authority("web.example.com:8080"), false), // as sent
+                (get("/").authority("api.example.com"), false),
+            ],
+        ),
+        (
+            "[{authority: {prefix: web.example.com}}]",
+            vec![
+                (get("/").authority("web.example.com:8080"), true),
+                (get("/").authority("Web.Example.Com"), true),
+            ],
+        ),
+        (
+            r#"[{authority: {regex: 'web\.example\.com(:[0-9]+)?'}}]"#,
+            vec![
+                (get("/").authority("web.example.com:8080"), true),
+                (get("/").authority("xweb.example.com"), false),
+            ],
+        ),
+        (
+            "[{scheme: {exact: https}}]",
+            vec![(get("/").scheme("https"), true), (get("/"), false)],
+        ),
+        (
+            "[{method: {exact: POST}}]",
+            vec![
+                (get("/").method("POST"), true),
+                (get("/").method("post"), false), // case-sensitive
+                (get("/"), false),
+            ],
+        ),
+        (
+            r#"[{method: {regex: "GET|HEAD"}}]"#,
+            vec![
+                (get("/"), true),
+                (get("/").method("HEAD"), true),
+                (get("/").method("GETX"), false),
+            ],
+        ),
+        (
+            "[{headers: {X-User: {exact: jason}}}]",
+            vec![
+                (get("/").header("x-user", "jason"), true),
+                (get("/").header("x-user", "Jason"), false),
+                (get("/"), false), // absent header never matches
+            ],
+        ),
+        (
+            "[{headers: {x-ver: {prefix: v2}}}]",
+            vec![
+                (get("/").header("x-ver", "v2.1"), true),
+                (get("/").header("x-ver", "v1"), false),
+                (get("/"), false),
+            ],
+        ),
+        (
+            r#"[{headers: {x-id: {regex: "[0-9]+"}}}]"#,
+            vec![
+                (get("/").header("x-id", "123"), true),
+                (get("/").header("x-id", "12a"), false),
+                (get("/"), false),
+            ],
+        ),
+        (
+            "[{headers: {x-list: {exact: 'a,b'}}}]",
+            vec![
+                // several values are joined with ',' as Envoy does
+                (get("/").header("x-list", "a").header("x-list", "b"), true),
+                (get("/").header("x-list", "a"), false),
+            ],
+        ),
+        (
+            "[{headers: {x-any: {}}}]",
+            vec![
+                (get("/").header("x-any", ""), true),
+                (get("/").header("x-any", "v"), true),
+                (get("/"), false),
+            ],
+        ),
+        (
+            "[{withoutHeaders: {x-debug: {exact: '1'}}}]",
+            vec![
+                (get("/"), true),
+                (get("/").header("x-debug", "0"), true),
+                (get("/").header("x-debug", "1"), false),
+            ],
+        ),
+        (
+            "[{withoutHeaders: {x-debug: {}}}]",
+            vec![(get("/"), true), (get("/").header("x-debug", "0"), false)],
+        ),
+        (
+            "[{withoutHeaders: {x-debug: {regex: '*'}}}]",
+            vec![(get("/"), true), (get("/").header("x-debug", "0"), false)],
+        ),
+        (
+            "[{queryParams: {q: {exact: '1'}}}]",
+            vec![
+                (get("/p?q=1"), true),
+                (get("/p?a=2&q=1"), true),
+                (get("/p?q=1&q=2"), true), // the first occurrence counts
+                (get("/p?q=2&q=1"), false),
+                (get("/p?q=2"), false),
+                (get("/p"), false),
+                (get("/p?qq=1"), false),
+            ],
+        ),
+        (
+            r#"[{queryParams: {v: {regex: "[0-9]+"}, flag: {exact: ""}}}]"#,
+            vec![
+                (get("/p?v=10&flag"), true),
+                (get("/p?v=10&flag="), true),
+                (get("/p?v=1x&flag"), false),
+                (get("/p?v=10"), false),
+            ],
+        ),
+        (
+            "[{port: 8080}]",
+            vec![(get("/").port(8080), true), (get("/"), false)],
+        ),
+        (
+            // OR between matches, AND within one
+            "[{uri: {prefix: /a}, method: {exact: POST}}, {headers: {x-canary: {exact: '1'}}}]",
+            vec![
+                (get("/a").method("POST"), true),
+                (get("/a"), false),
+                (get("/b").header("x-canary", "1"), true),
+                (get("/a").header("x-canary", "1"), true),
+                (get("/b").method("POST"), false),
+            ],
+        ),
+    ];
+    for (matches, cases) in &table {
+        let r = route(&with_match(matches));
+        for (req, want) in cases {
+            assert_eq!(
+                r.matched(&req.view()).is_some(),
+                *want,
+                "match {matches}\nrequest {} {}://{}{} port {} headers {:?}",
+                req.method,
+                req.scheme,
+                req.authority,
+                req.path,
+                req.port,
+                req.headers
+            );
+        }
+    }
+}
+
+#[test]
+fn route_without_matches_matches_everything() {
+    let r = route(&format!("- {TO}"));
+    assert!(r.matches.is_empty());
+    for req in [get("/"), get("/x?y").method("DELETE").port(9)] {
+        assert_eq!(
+            r.matched(&req.view()),
+            Some(Matched {
+                uri_prefix: Some("/")
+            })
+        );
+    }
+}
+
+#[test]
+fn matched_reports_the_prefix_of_the_match_that_fit() {
+    let table = [
+        ("[{uri: {prefix: /api/}}]", "/api/x", Some("/api/")),
+        ("[{uri: {exact: /api}}]", "/api", None),
+        (r#"[{uri: {regex: "/a.*"}}]"#, "/abc", None),
+        // no uri condition: Envoy's prefix "/"
+        ("[{method: {exact: GET}}]", "/abc", Some("/")),
+        (
+            "[{uri: {prefix: /one}}, {uri: {prefix: /two}}]",
+            "/two/x",
+            Some("/two"),
+        ),
+    ];
+    for (matches, path, want) in table {
+        let r = route(&with_match(matches));
+        let m = r.matched(&get(path).view()).expect("matches");
+        assert_eq!(m.uri_prefix, want, "{matches} {path}");
+    }
+}
+
+#[test]
+fn gateways_filter_matches() {
+    let http = "
+        - match:
+          - uri: {prefix: /edge}
+            gateways: [edge]
+          - uri: {prefix: /mesh}
+            gateways: [mesh]
+          - uri: {prefix: /both}
+          route: [{destination: {host: app.example.com}}]
+    ";
+    let only = |name: &'static str| move |g: &[String]| g.is_empty() || g.iter().any(|x| x == name);
+    let (mesh, diag) = compile_at(http, 0, &only("mesh"));
+    assert!(diag.errors.is_empty());
+    let mesh = mesh.expect("mesh route");
+    assert_eq!(mesh.matches.len(), 2);
+    assert!(mesh.matched(&get("/mesh").view()).is_some());
+    assert!(mesh.matched(&get("/both").view()).is_some());
+    assert!(mesh.matched(&get("/edge").view()).is_none());
+
+    let (edge, _) = compile_at(http, 0, &only("edge"));
+    let edge = edge.expect("edge route");
+    assert!(edge.matched(&get("/edge").view()).is_some());
+    assert!(edge.matched(&get("/mesh").view()).is_none());
+
+    // Every match belongs to another gateway: no route, and no error even
+    // though that match is broken.
+    let elsewhere = "
+        - match:
+          - uri: {regex: '('}
+            gateways: [edge]
+          route: [{destination: {host: app.example.com}}]
+    ";
+    let (plan, diag) = compile_at(elsewhere, 0, &only("mesh"));
+    assert!(plan.is_none());
+    assert!(diag.errors.is_empty() && diag.warnings.is_empty());
+
+    // A route without matches applies to every listener.
+    let (plan, _) = compile_at(&format!("- {TO}"), 0, &|_: &[String]| false);
+    assert!(plan.is_some());
+}
+
+// === rewrite ===
+
+#[test]
+fn rewrite_path() {
+    let table = [
+        (
+            "[{uri: {prefix: /api/}}]",
+            "/",
+            "/api/v1/x?y=1",
+            "/v1/x?y=1",
+        ),
+        ("[{uri: {exact: /api/v1}}]", "/v2", "/api/v1?y=1", "/v2?y=1"),
+        (
+            r#"[{uri: {regex: "/v1/.*"}}]"#,
+            "/new",
+            "/v1/abc?x",
+            "/new?x",
+        ),
+        // Envoy swaps exactly the prefix: "/api" + "/" gives "//x".
+        ("[{uri: {prefix: /api}}]", "/", "/api/x", "//x"),
+        (
+            "[{uri: {prefix: /API/}, ignoreUriCase: true}]",
+            "/",
+            "/api/x",
+            "/x",
+        ),
+        // no uri condition: the leading "/" is the matched prefix
+        ("[{method: {exact: GET}}]", "/v2/", "/x?q", "/v2/x?q"),
+        ("[{uri: {prefix: ''}}]", "/path", "/x", "/path/x"),
+    ];
+    for (matches, uri, path, want) in table {
+        let r = route(&format!(
+            "- match: {matches}\n  rewrite: {{uri: '{uri}'}}\n  {TO}"
+        ));
+        let m = r.matched(&get(path).view()).expect("matches");
+        let rw = r.rewrite.as_ref().expect("rewrite");
+        assert_eq!(
+            rw.rewrite_path(path, &m).as_deref(),
+            Some(want),
+            "{matches} rewrite {uri} {path}"
+        );
+    }
+    // Authority only: the path is left alone.
+    let r = route(&format!(
+        "- rewrite: {{authority: api.internal:8080}}\n  {TO}"
+    ));
+    let rw = r.rewrite.as_ref().expect("rewrite");
+    assert_eq!(rw.authority.as_deref(), Some("api.internal:8080"));
+    let m = r.matched(&get("/x").view()).expect("matches");
+    assert_eq!(rw.rewrite_path("/x", &m), None);
+}
+
+// === destinations ===
+
+#[test]
+fn weighted_pick() {
+    let r = route(
+        "
+        - route:
+          - destination: {host: App.Example.com., subset: v1, port: {number: 8080}}
+            weight: 90
+          - destination: {host: app.example.com, subset: v2}
+            weight: 10
+        ",
+    );
+    let d = &r.destinations;
+    assert_eq!(d[0].host, "app.example.com");
+    assert_eq!(
+        (d[0].port, d[0].subset.as_deref(), d[0].weight),
+        (Some(8080), Some("v1"), 90)
+    );
+    assert_eq!(
+        (d[1].port, d[1].subset.as_deref(), d[1].weight),
+        (None, Some("v2"), 10)
+    );
+    let subset = |pick| r.pick(pick).and_then(|d| d.subset.as_deref());
+    assert_eq!(subset(0), Some("v1"));
+    assert_eq!(subset(89), Some("v1"));
+    assert_eq!(subset(90), Some("v2"));
+    assert_eq!(subset(99), Some("v2"));
+    assert_eq!(subset(100), Some("v1"));
+    assert_eq!(subset(90), subset(90), "deterministic");
+    let v2 = (0..1000).filter(|p| subset(*p) == Some("v2")).count();
+    assert_eq!(v2, 100);
+
+    let table: [(&str, Vec<Option<&str>>); 3] = [
+        // one destination without a weight takes everything
+        (
+            "[{destination: {host: a.example.com}}]",
+            vec![Some("a.example.com"); 3],
+        ),
+        // weight 0 gets no traffic
+        (
+            "[{destination: {host: a.example.com}, weight: 0}, {destination: {host: b.example.com}, weight: 100}]",
+            vec![Some("b.example.com"); 3],
+        ),
+        // weights are relative (Istio ≥ 1.15): 2:1
+        (
+            "[{destination: {host: a.example.com}, weight: 2}, {destination: {host: b.example.com}, weight: 1}]",
+            vec![
+                Some("a.example.com"),
+                Some("a.example.com"),
+                Some("b.example.com"),
+            ],
+        ),
+    ];
+    for (dests, want) in table {
+        let r = route(&format!("- route: {dests}"));
+        let got: Vec<Option<&str>> = (0..3).map(|p| r.pick(p).map(|d| d.host.as_str())).collect();
+        assert_eq!(got, want, "{dests}");
+    }
+}
+
+// === headers ===
+
+#[test]
+fn header_operations() {
+    let r = route(
+        "
+        - headers:
+            request:
+              set: {X-A: new, x-s: one, x-pct: '100%%'}
+              add: {x-b: '2'}
+              remove: [x-a, X-C]
+            response:
+              set: {cache-control: no-store}
+          route:
+          - destination: {host: app.example.com}
+            headers:
+              request:
+                add: {x-dest: v1}
+              response:
+                remove: [server]
+        ",
+    );
+    let req = &r.request_headers;
+    assert_eq!(
+        req.set,
+        vec![
+            ("x-a".to_string(), "new".to_string()),
+            ("x-pct".to_string(), "100%".to_string()),
+            ("x-s".to_string(), "one".to_string())
+        ]
+    );
+    assert_eq!(req.add, vec![("x-b".to_string(), "2".to_string())]);
+    assert_eq!(req.remove, vec!["x-a".to_string(), "x-c".to_string()]);
+    assert_eq!(r.response_headers.set.len(), 1);
+    assert_eq!(r.destinations[0].request_headers.add.len(), 1);
+    assert_eq!(r.destinations[0].response_headers.remove, vec!["server"]);
+
+    let mut h = HeaderMap::new();
+    h.insert("x-a", HeaderValue::from_static("old"));
+    h.append("x-s", HeaderValue::from_static("1"));
+    h.append("x-s", HeaderValue::from_static("2"));
+    h.insert("x-b", HeaderValue::from_static("1"));
+    h.insert("x-c", HeaderValue::from_static("gone"));
+    req.apply(&mut h);
+    let all = |n: &str| -> Vec<&str> { h.get_all(n).iter().map(|v| v.to_str().unwrap()).collect() };
+    // remove, then set: a removed-and-set header carries the new value
+    assert_eq!(all("x-a"), ["new"]);
+    assert_eq!(all("x-s"), ["one"]);
+    assert_eq!(all("x-b"), ["1", "2"]);
+    assert!(all("x-c").is_empty());
+    assert_eq!(all("x-pct"), ["100%"]);
+}
+
+#[test]
+fn host_header_becomes_authority_rewrite() {
+    let r = route(&format!(
+        "- headers: {{request: {{set: {{Host: api.internal}}}}}}\n  {TO}"
+    ));
+    assert!(r.request_headers.is_empty());
+    let rw = r.rewrite.expect("rewrite");
+    assert_eq!(rw.authority.as_deref(), Some("api.internal"));
+    assert_eq!(rw.uri, None);
+}
+
+// === redirect and direct response ===
+
+#[test]
+fn redirects() {
+    let r = route(
+        "- redirect: {uri: /new, authority: other.example.com, port: 8443, scheme: https, redirectCode: 302}",
+    );
+    let rd = r.redirect.as_ref().expect("redirect");
+    assert_eq!(rd.uri.as_deref(), Some("/new"));
+    assert_eq!(rd.authority.as_deref(), Some("other.example.com"));
+    assert_eq!(
+        (rd.port, rd.scheme.as_deref(), rd.code),
+        (Some(8443), Some("https"), 302)
+    );
+    assert!(r.destinations.is_empty());
+
+    let table = [
+        (
+            "{scheme: https}",
+            "web.example.com:80",
+            "https://web.example.com/old?x=1",
+        ),
+        (
+            "{scheme: https}",
+            "web.example.com",
+            "https://web.example.com/old?x=1",
+        ),
+        (
+            "{uri: /new}",
+            "web.example.com:80",
+            "http://web.example.com:80/new?x=1",
+        ),
+        (
+            "{uri: '/new?y=2'}",
+            "web.example.com",
+            "http://web.example.com/new?y=2",
+        ),
+        (
+            "{port: 8443}",
+            "web.example.com:80",
+            "http://web.example.com:8443/old?x=1",
+        ),
+        (
+            "{authority: b.example.com}",
+            "web.example.com:80",
+            "http://b.example.com/old?x=1",
+        ),
+        (
+            "{scheme: https, port: 8443}",
+            "[::1]:80",
+            "https://[::1]:8443/old?x=1",
+        ),
+    ];
+    for (redirect, authority, want) in table {
+        let r = route(&format!("- redirect: {redirect}"));
+        let rd = r.redirect.as_ref().expect("redirect");
+        assert_eq!(rd.code, 301, "default code");
+        let req = get("/old?x=1").authority(authority);
+        assert_eq!(
+            rd.location(&req.view()),
+            want,
+            "{redirect} from {authority}"
+        );
+    }
+}
+
+#[test]
+fn direct_responses() {
+    let table = [
+        (
+            "{status: 503, body: {string: unavailable}}",
+            503,
+            Some("unavailable"),
+        ),
+        ("{status: 204}", 204, None),
+        ("{status: 200, body: {bytes: aGVsbG8=}}", 200, Some("hello")),
+    ];
+    for (dr, status, body) in table {
+        let r = route(&format!("- directResponse: {dr}"));
+        let d = r.direct_response.as_ref().expect("direct response");
+        assert_eq!((d.status, d.body.as_deref()), (status, body), "{dr}");
+        assert!(r.destinations.is_empty() && r.redirect.is_none());
+    }
+}
+
+// === other fields ===
+
+#[test]
+fn name_timeout_and_serialization() {
+    let r = route(&format!(
+        "- name: api\n  timeout: 1.5s\n  match: [{{uri: {{regex: '/v[0-9]'}}, headers: {{x: {{}}}}}}]\n  {TO}"
+    ));
+    assert_eq!(r.name.as_deref(), Some("api"));
+    assert_eq!(r.timeout, Some(Duration::from_millis(1500)));
+    let json = serde_json::to_value(&r).expect("serializes");
+    assert_eq!(json["timeout"], "1.5s");
+    assert_eq!(json["matches"][0]["uri"]["regex"], "/v[0-9]");
+    assert_eq!(json["matches"][0]["headers"][0][1], "present");
+    assert_eq!(json["destinations"][0]["host"], "app.example.com");
+}
+
+#[test]
+fn retries_warn() {
+    let (plan, diag) = compile_at(
+        &format!("- retries: {{attempts: 3}}\n  {TO}"),
+        0,
+        &any_gateway,
+    );
+    assert!(plan.is_some() && diag.errors.is_empty());
+    assert_eq!(diag.warnings.len(), 1);
+    assert!(
+        diag.warnings[0].contains("routes.yaml")
+            && diag.warnings[0].contains("VirtualService/shop/web")
+            && diag.warnings[0].contains("spec.http[0].retries"),
+        "{:?}",
+        diag.warnings
+    );
+    // Retries switched off need no warning.
+    let (_, diag) = compile_at(
+        &format!("- retries: {{attempts: 0}}\n  {TO}"),
+        0,
+        &any_gateway,
+    );
+    assert!(diag.warnings.is_empty());
+}
+
+// === errors ===
+
+#[test]
+fn errors_name_their_field() {
+    let m = |matches: &str| with_match(matches);
+    let r = |fields: &str| format!("- {fields}\n  {TO}");
+    let table: Vec<(String, &str, &str)> = vec![
+        // string matches
+        (
+            m("[{uri: {}}]"),
+            "spec.http[0].match[0].uri",
+            "one of exact, prefix or regex is required",
+        ),
+        (
+            m("[{uri: {exact: /a, prefix: /b}}]"),
+            "spec.http[0].match[0].uri",
+            "only one of exact, prefix or regex",
+        ),
+        (
+            m("[{uri: {regex: '('}}]"),
+            "spec.http[0].match[0].uri.regex",
+            "not a valid RE2-style regex",
+        ),
+        (
+            m("[{uri: {regex: ''}}]"),
+            "spec.http[0].match[0].uri.regex",
+            "must not be empty",
+        ),
+        (
+            m(&format!("[{{uri: {{regex: '{}'}}}}]", "a".repeat(1025))),
+            "spec.http[0].match[0].uri.regex",
+            "too large",
+        ),
+        (
+            m("[{method: {prefix: ''}}]"),
+            "spec.http[0].match[0].method.prefix",
+            "must not be empty",
+        ),
+        (
+            m("[{scheme: {}}]"),
+            "spec.http[0].match[0].scheme",
+            "one of exact, prefix or regex",
+        ),
+        (
+            m("[{authority: {regex: '[z-a]'}}]"),
+            "spec.http[0].match[0].authority.regex",
+            "not a valid",
+        ),
+        (
+            m("[{headers: {'bad header': {exact: x}}}]"),
+            "spec.http[0].match[0].headers.bad header",
+            "not a valid header name",
+        ),
+        (
+            m("[{headers: {'@request.auth.claims.sub': {exact: x}}}]"),
+            "spec.http[0].match[0].headers.@request.auth.claims.sub",
+            "JWT claim routing",
+        ),
+        (
+            m("[{headers: {x: {regex: '('}}}]"),
+            "spec.http[0].match[0].headers.x.regex",
+            "not a valid",
+        ),
+        (
+            m("[{withoutHeaders: {x: {exact: a, regex: b}}}]"),
+            "spec.http[0].match[0].withoutHeaders.x",
+            "only one of",
+        ),
+        (
+            m("[{queryParams: {q: {prefix: a}}}]"),
+            "spec.http[0].match[0].queryParams.q.prefix",
+            "not supported for query parameters",
+        ),
+        (
+            m("[{queryParams: {q: {}}}]"),
+            "spec.http[0].match[0].queryParams.q",
+            "one of exact, prefix or regex",
+        ),
+        (
+            m("[{port: 0}]"),
+            "spec.http[0].match[0].port",
+            "not a valid port",
+        ),
+        (
+            m("[{port: 70000}]"),
+            "spec.http[0].match[0].port",
+            "not a valid port",
+        ),
+        (
+            m("[{uri: {prefix: /}}, {sourceLabels: {app: x}}]"),
+            "spec.http[0].match[1].sourceLabels",
+            "not supported yet",
+        ),
+        (
+            m("[{sourceNamespace: ns}]"),
+            "spec.http[0].match[0].sourceNamespace",
+            "not supported yet",
+        ),
+        (
+            m("[{statPrefix: s}]"),
+            "spec.http[0].match[0].statPrefix",
+            "not supported yet",
+        ),
+        (
+            m("[{bogus: 1}]"),
+            "spec.http[0].match[0].bogus",
+            "unknown field",
+        ),
+        // route fields
+        (
+            r("timeout: 5 parsecs"),
+            "spec.http[0].timeout",
+            "unknown unit",
+        ),
+        (
+            r("fault: {abort: {httpStatus: 500}}"),
+            "spec.http[0].fault",
+            "not supported yet",
+        ),
+        (
+            r("mirror: {host: m.example.com}"),
+            "spec.http[0].mirror",
+            "not supported yet",
+        ),
+        (
+            r("mirrors: [{destination: {host: m.example.com}}]"),
+            "spec.http[0].mirrors",
+            "not supported yet",
+        ),
+        (
+            r("mirrorPercentage: {value: 5}"),
+            "spec.http[0].mirrorPercentage",
+            "not supported yet",
+        ),
+        (
+            r("corsPolicy: {allowOrigins: [{exact: x}]}"),
+            "spec.http[0].corsPolicy",
+            "not supported yet",
+        ),
+        (
+            "- delegate: {name: d}".to_string(),
+            "spec.http[0].delegate",
+            "not supported yet",
+        ),
+        (r("bogus: 1"), "spec.http[0].bogus", "unknown field"),
+        // rewrite
+        (
+            r("rewrite: {uriRegexRewrite: {match: a, rewrite: b}}"),
+            "spec.http[0].rewrite.uriRegexRewrite",
+            "not supported yet",
+        ),
+        (
+            r("rewrite: {}"),
+            "spec.http[0].rewrite",
+            "must set uri or authority",
+        ),
+        (
+            r("rewrite: {uri: v2}"),
+            "spec.http[0].rewrite.uri",
+            "must start with",
+        ),
+        (
+            r("rewrite: {authority: 'bad host'}"),
+            "spec.http[0].rewrite.authority",
+            "not a valid host",
+        ),
+        (
+            r(
+                "rewrite: {authority: a.example.com}\n  headers: {request: {set: {host: b.example.com}}}",
+            ),
+            "spec.http[0].headers.request",
+            "authority set twice",
+        ),
+        // header operations
+        (
+            r("headers: {request: {set: {'bad name': v}}}"),
+            "spec.http[0].headers.request.set.bad name",
+            "not a valid header name",
+        ),
+        (
+            r("headers: {response: {add: {x: \"a\\nb\"}}}"),
+            "spec.http[0].headers.response.add.x",
+            "not a valid header value",
+        ),
+        (
+            r("headers: {request: {set: {x: '%DOWNSTREAM_REMOTE_ADDRESS%'}}}"),
+            "spec.http[0].headers.request.set.x",
+            "command operators are not supported",
+        ),
+        (
+            r("headers: {request: {set: {x: '50%'}}}"),
+            "spec.http[0].headers.request.set.x",
+            "unterminated %",
+        ),
+        (
+            r("headers: {request: {remove: [a, Host]}}"),
+            "spec.http[0].headers.request.remove[1]",
+            "cannot be removed",
+        ),
+        (
+            r("headers: {response: {set: {':status': '200'}}}"),
+            "spec.http[0].headers.response.set.:status",
+            "pseudo-header",
+        ),
+        (
+            r("headers: {response: {set: {host: x}}}"),
+            "spec.http[0].headers.response.set.host",
+            "cannot be modified",
+        ),
+        (
+            "- route: [{destination: {host: a.example.com}, headers: {request: {set: {host: b}}}}]"
+                .to_string(),
+            "spec.http[0].route[0].headers.request.set.host",
+            "use rewrite.authority",
+        ),
+        // redirect
+        (
+            "- redirect: {uri: /x, derivePort: FROM_REQUEST_PORT}".to_string(),
+            "spec.http[0].redirect.derivePort",
+            "not supported yet",
+        ),
+        (
+            "- redirect: {uri: /x, redirectCode: 305}".to_string(),
+            "spec.http[0].redirect.redirectCode",
+            "305 is not supported",
+        ),
+        (
+            "- redirect: {scheme: ftp}".to_string(),
+            "spec.http[0].redirect.scheme",
+            "must be \"http\" or \"https\"",
+        ),
+        (
+            "- redirect: {port: 0x}".to_string(),
+            "spec.http[0].redirect.port",
+            "invalid type",
+        ),
+        (
+            "- redirect: {port: 70000}".to_string(),
+            "spec.http[0].redirect.port",
+            "not a valid port",
+        ),
+        (
+            "- redirect: {url: /x}".to_string(),
+            "spec.http[0].redirect",
+            "unknown field `url`",
+        ),
+        (
+            "- redirect: {}".to_string(),
+            "spec.http[0].redirect",
+            "must set uri, authority, scheme or port",
+        ),
+        (
+            "- redirect: {uri: x y}".to_string(),
+            "spec.http[0].redirect.uri",
+            "must start with",
+        ),
+        (
+            r("redirect: {uri: /x}"),
+            "spec.http[0].route",
+            "cannot be combined with redirect",
+        ),
+        (
+            "- redirect: {uri: /x}\n  rewrite: {uri: /y}".to_string(),
+            "spec.http[0].rewrite",
+            "cannot be combined with redirect",
+        ),
+        (
+            "- redirect: {uri: /x}\n  directResponse: {status: 200}".to_string(),
+            "spec.http[0].directResponse",
+            "cannot be combined with redirect",
+        ),
+        // direct response
+        (
+            r("directResponse: {status: 503}"),
+            "spec.http[0].route",
+            "cannot be combined with directResponse",
+        ),
+        (
+            "- directResponse: {status: 503}\n  rewrite: {uri: /y}".to_string(),
+            "spec.http[0].rewrite",
+            "cannot be combined with directResponse",
+        ),
+        (
+            "- directResponse: {body: {string: x}}".to_string(),
+            "spec.http[0].directResponse.status",
+            "required",
+        ),
+        (
+            "- directResponse: {status: 700}".to_string(),
+            "spec.http[0].directResponse.status",
+            "200-599",
+        ),
+        (
+            "- directResponse: {status: 200, body: {string: a, bytes: YQ==}}".to_string(),
+            "spec.http[0].directResponse.body",
+            "only one of string or bytes",
+        ),
+        (
+            "- directResponse: {status: 200, body: {}}".to_string(),
+            "spec.http[0].directResponse.body",
+            "one of string or bytes is required",
+        ),
+        (
+            "- directResponse: {status: 200, body: {bytes: '!!'}}".to_string(),
+            "spec.http[0].directResponse.body.bytes",
+            "invalid base64",
+        ),
+        (
+            "- directResponse: {status: 200, body: {bytes: //79}}".to_string(),
+            "spec.http[0].directResponse.body.bytes",
+            "UTF-8",
+        ),
+        (
+            "- directResponse: {status: 200, body: {text: x}}".to_string(),
+            "spec.http[0].directResponse.body",
+            "unknown field `text`",
+        ),
+        // destinations
+        (
+            "- name: nothing".to_string(),
+            "spec.http[0]",
+            "one of route, redirect or directResponse is required",
+        ),
+        (
+            "- route: [{weight: 100}]".to_string(),
+            "spec.http[0].route[0].destination",
+            "required",
+        ),
+        (
+            "- route: [{destination: {subset: v1}}]".to_string(),
+            "spec.http[0].route[0].destination.host",
+            "required",
+        ),
+        (
+            "- route: [{destination: {host: '*.example.com'}}]".to_string(),
+            "spec.http[0].route[0].destination.host",
+            "not a wildcard",
+        ),
+        (
+            "- route: [{destination: {host: 'bad host'}}]".to_string(),
+            "spec.http[0].route[0].destination.host",
+            "not a valid DNS name",
+        ),
+        (
+            "- route: [{destination: {host: a.example.com, port: {number: 0}}}]".to_string(),
+            "spec.http[0].route[0].destination.port.number",
+            "not a valid port",
+        ),
+        (
+            "- route: [{destination: {host: a.example.com}}, {destination: {host: b.example.com}}]"
+                .to_string(),
+            "spec.http[0].route",
+            "total destination weight = 0",
+        ),
+    ];
+    for (http, field, reason) in &table {
+        let errors = errors_at(http, 0);
+        let found = errors
+            .iter()
+            .any(|e| e.field.as_deref() == Some(*field) && e.reason.contains(reason));
+        let got: Vec<String> = errors.iter().map(|e| e.to_string()).collect();
+        assert!(found, "{http}\nwant {field}: ...{reason}...\ngot {got:#?}");
+        for e in &errors {
+            assert_eq!(e.file.to_str(), Some(FILE));
+            assert_eq!(e.resource.as_deref(), Some("VirtualService/shop/web"));
+        }
+    }
+}
+
+#[test]
+fn error_paths_use_route_and_match_indexes() {
+    let http =
+        format!("- {TO}\n- match: [{{uri: {{prefix: /ok}}}}, {{uri: {{regex: '('}}}}]\n  {TO}");
+    let errors = errors_at(&http, 1);
+    assert_eq!(errors.len(), 1);
+    let text = errors[0].to_string();
+    assert!(
+        text.starts_with(
+            "routes.yaml:1: VirtualService/shop/web: spec.http[1].match[1].uri.regex: "
+        ),
+        "{text}"
+    );
+    assert!(text.contains("unclosed group"), "{text}");
+}
