@@ -101,6 +101,7 @@ fn handle(role: Role, state: &State, req: &Request<Incoming>) -> Response<Full<B
 #[derive(Serialize)]
 #[serde(rename_all = "camelCase")]
 struct CertView {
+    role: &'static str,
     source: String,
     #[serde(flatten)]
     info: CertInfo,
@@ -113,9 +114,15 @@ fn certs(state: &State) -> Vec<CertView> {
         .identities
         .values()
         .map(|id| CertView {
+            role: "client",
             source: id.source.clone(),
             info: id.leaf.clone(),
         })
+        .chain(snap.creds.servers.values().map(|id| CertView {
+            role: "server",
+            source: id.source.clone(),
+            info: id.leaf.clone(),
+        }))
         .collect();
     v.sort_by(|a, b| a.source.cmp(&b.source));
     v

@@ -14,15 +14,26 @@ use crate::devpki::{DevCa, LeafSpec};
 use crate::plan::Decision;
 use crate::standin::{StandIn, StandInConfig, fetch};
 
-/// The demo's Istio resources, with `${STANDIN_PORT}` and `${CA_FILE}`.
+/// The demo's egress resources, with `${STANDIN_PORT}` and `${CA_FILE}`.
 pub const DEMO_YAML: &str = include_str!("../examples/demo/egress.yaml");
+
+/// The demo's ingress resources, with `${SERVER_CERT}`, `${SERVER_KEY}`,
+/// `${CA_FILE}` and `${APP_PORT}`.
+pub const DEMO_INGRESS_YAML: &str = include_str!("../examples/demo/ingress.yaml");
 
 /// The external host of the seed scenario.
 pub const HOST: &str = "api.external.com";
 
-/// Runs the demo. With `once`, exits after the request; otherwise stays up
+/// The internal host external clients call.
+pub const INGRESS_HOST: &str = "service.internal.com";
+
+/// Runs the demo. With `once`, exits after the requests; otherwise stays up
 /// until Ctrl-C so the printed curl commands can be tried.
-pub async fn run(outbound_addr: SocketAddr, once: bool) -> Result<(), String> {
+pub async fn run(
+    outbound_addr: SocketAddr,
+    ingress_addr: SocketAddr,
+    once: bool,
+) -> Result<(), String> {
     let dir = std::env::temp_dir().join(format!("meshgate-demo-{}", std::process::id()));
     std::fs::create_dir_all(&dir).map_err(|e| format!("{}: {e}", dir.display()))?;
     let ca = DevCa::new("meshgate demo CA");
@@ -40,11 +51,31 @@ pub async fn run(outbound_addr: SocketAddr, once: bool) -> Result<(), String> {
     let config_file = dir.join("egress.yaml");
     std::fs::write(&config_file, &yaml).map_err(|e| e.to_string())?;
 
-    let bootstrap = Bootstrap {
-        config_paths: vec![config_file.clone()],
+    // The termination half: the local app, and the certificates of the
+    // sidecar's server and of an external client, all from the dev CA.
+    let app = crate::standin::start_echo_service(([127, 0, 0, 1], 0).into())
+        .await
+        .map_err(|e| format!("local service: {e}"))?;
+    let (server_cert, server_key) = ca
+        .issue(&LeafSpec::server(&[INGRESS_HOST]))
+        .write(&dir, "server")
+        .map_err(|e| e.to_string())?;
+    let client = ca.issue(&LeafSpec::client("external-client.example.org"));
+    let (client_cert, client_key) = client.write(&dir, "client").map_err(|e| e.to_string())?;
+    let ingress_yaml = DEMO_INGRESS_YAML
+        .replace("${SERVER_CERT}", &server_cert.display().to_string())
+        .replace("${SERVER_KEY}", &server_key.display().to_string())
+        .replace("${CA_FILE}", &ca_file.display().to_string())
+        .replace("${APP_PORT}", &app.port().to_string());
+    let ingress_file = dir.join("ingress.yaml");
+    std::fs::write(&ingress_file, &ingress_yaml).map_err(|e| e.to_string())?;
+
+    let mut bootstrap = Bootstrap {
+        config_paths: vec![config_file.clone(), ingress_file.clone()],
         outbound_addr,
         ..Bootstrap::ephemeral()
     };
+    bootstrap.port_map.insert(443, ingress_addr);
     let loaded = crate::app::load(&bootstrap).map_err(|e| e.to_string())?;
     let Decision::Registered(target) = loaded.plan.outbound.route(HOST, 80, 0) else {
         return Err("the demo configuration does not register api.external.com:80".into());
@@ -53,8 +84,12 @@ pub async fn run(outbound_addr: SocketAddr, once: bool) -> Result<(), String> {
         .await
         .map_err(|e| format!("{e} (try --outbound-addr 127.0.0.1:0)"))?;
 
-    println!("meshgate demo: TLS origination for the seed scenario\n");
-    println!("  config            {}", config_file.display());
+    println!("meshgate demo: TLS origination and termination for the seed scenario\n");
+    println!(
+        "  config            {} {}",
+        config_file.display(),
+        ingress_file.display()
+    );
     println!(
         "  external service  https://{HOST} (stand-in on {}, cert from a fresh dev CA)",
         external.addr
@@ -110,6 +145,101 @@ pub async fn run(outbound_addr: SocketAddr, once: bool) -> Result<(), String> {
         start.elapsed().as_secs_f64() * 1000.0,
         external.handshakes()
     );
+    let ingress = proxy
+        .inbound
+        .get(&443)
+        .copied()
+        .ok_or("no ingress listener")?;
+    println!(
+        "external client (cert CN=external-client.example.org) → GET https://{INGRESS_HOST}/orders → meshgate {ingress} (MUTUAL) → app {app}"
+    );
+    let opts = crate::standin::ClientOpts {
+        sni: Some(INGRESS_HOST.into()),
+        ca_pem: ca.cert_pem.clone(),
+        identity: Some((client.cert_pem.clone(), client.key_pem.clone())),
+        ..Default::default()
+    };
+    let start = Instant::now();
+    let tls = crate::standin::tls_connect(ingress, &opts).await?;
+    let (version, cipher, group) = {
+        let (_, c) = tls.get_ref();
+        (
+            c.protocol_version()
+                .map(|v| format!("{v:?}"))
+                .unwrap_or_default(),
+            c.negotiated_cipher_suite()
+                .map(|s| format!("{:?}", s.suite()))
+                .unwrap_or_default(),
+            c.negotiated_key_exchange_group()
+                .map(|g| format!("{:?}", g.name()))
+                .unwrap_or_default(),
+        )
+    };
+    let mut conn = crate::standin::HttpsConn::new(tls, false).await?;
+    let r = conn.get(INGRESS_HOST, "/orders", &[]).await?;
+    let latency = start.elapsed();
+    if r.status != 200 {
+        return Err(format!(
+            "request through the ingress failed: {} {}",
+            r.status,
+            r.body.trim()
+        ));
+    }
+    let seen: serde_json::Value = serde_json::from_str(&r.body).map_err(|e| e.to_string())?;
+    let header = |h: &str| {
+        seen["headers"][h]
+            .as_str()
+            .unwrap_or("(absent)")
+            .to_string()
+    };
+    println!(
+        "  ← {} in {:.1} ms (handshake included), terminated by meshgate:",
+        r.status,
+        latency.as_secs_f64() * 1000.0
+    );
+    println!("     TLS version     {version}");
+    println!("     cipher suite    {cipher}");
+    println!("     key exchange    {group}");
+    println!("     SNI             {INGRESS_HOST}");
+    println!(
+        "     client cert     verified against {}",
+        ca_file.display()
+    );
+    println!(
+        "  the app received plain {} {} with:",
+        seen["version"].as_str().unwrap_or("HTTP"),
+        seen["path"].as_str().unwrap_or("")
+    );
+    println!(
+        "     x-forwarded-proto        {}",
+        header("x-forwarded-proto")
+    );
+    println!(
+        "     x-forwarded-for          {}",
+        header("x-forwarded-for")
+    );
+    println!(
+        "     x-forwarded-client-cert  {}",
+        header("x-forwarded-client-cert")
+    );
+    let unauth = crate::standin::https_get(
+        ingress,
+        &crate::standin::ClientOpts {
+            identity: None,
+            ..opts
+        },
+        INGRESS_HOST,
+        "/orders",
+        &[],
+    )
+    .await;
+    println!(
+        "  without a client certificate: {}\n",
+        match unauth {
+            Ok(r) => format!("unexpected {}", r.status),
+            Err(e) => format!("refused ({e})"),
+        }
+    );
     if once {
         let _ = std::fs::remove_dir_all(&dir);
         return Ok(());
@@ -118,6 +248,14 @@ pub async fn run(outbound_addr: SocketAddr, once: bool) -> Result<(), String> {
     println!("try it by hand (Ctrl-C to stop):");
     println!("  curl -sS -H 'Host: {HOST}' http://{o}/v1/items");
     println!("  curl -sS -x http://{o} http://{HOST}/v1/items");
+    println!(
+        "  curl -sS --cacert {ca} --cert {cc} --key {ck} --resolve {INGRESS_HOST}:{p}:{ip} https://{INGRESS_HOST}:{p}/orders",
+        ca = ca_file.display(),
+        cc = client_cert.display(),
+        ck = client_key.display(),
+        p = ingress.port(),
+        ip = ingress.ip()
+    );
     println!(
         "  curl -sS http://{}/stats/prometheus | grep meshgate_",
         proxy.stats

@@ -44,8 +44,8 @@ enum Command {
     Run(RunArgs),
     /// Load and compile configuration, print every error; exit 1 if any.
     Validate(ConfigArgs),
-    /// Run the built-in demo: a stand-in external HTTPS service, meshgate
-    /// originating verified TLS to it, and a request through.
+    /// Run the built-in demo: TLS origination to a stand-in external HTTPS
+    /// service, and mutual-TLS termination in front of a local service.
     Demo(DemoArgs),
 }
 
@@ -86,6 +86,27 @@ struct RunArgs {
     /// Readiness listener (/healthz/ready) [default: 127.0.0.1:15021].
     #[arg(long)]
     ready_addr: Option<SocketAddr>,
+    /// IP that Gateway and Sidecar ingress listeners bind to when a server
+    /// has no `bind` [default: 0.0.0.0].
+    #[arg(long)]
+    inbound_bind: Option<std::net::IpAddr>,
+    /// Rebind a config port: `443=127.0.0.1:8443` serves the Gateway's port
+    /// 443 on 127.0.0.1:8443. Repeatable.
+    #[arg(long, value_name = "PORT=ADDR", value_parser = parse_port_map)]
+    port_map: Vec<(u16, SocketAddr)>,
+}
+
+fn parse_port_map(s: &str) -> Result<(u16, SocketAddr), String> {
+    let (port, addr) = s
+        .split_once('=')
+        .ok_or_else(|| format!("{s:?}: expected PORT=IP:PORT, e.g. 443=127.0.0.1:8443"))?;
+    let port = port
+        .parse()
+        .map_err(|_| format!("{port:?} is not a port"))?;
+    let addr = addr
+        .parse()
+        .map_err(|_| format!("{addr:?} is not IP:PORT"))?;
+    Ok((port, addr))
 }
 
 #[derive(Args)]
@@ -93,6 +114,9 @@ struct DemoArgs {
     /// Outbound listener the demo's app uses.
     #[arg(long, default_value = "127.0.0.1:15001")]
     outbound_addr: SocketAddr,
+    /// Where the demo Gateway's port 443 listens.
+    #[arg(long, default_value = "127.0.0.1:15443")]
+    ingress_addr: SocketAddr,
     /// Send the request, print the result and exit instead of staying up.
     #[arg(long)]
     once: bool,
@@ -147,7 +171,7 @@ fn main() -> ExitCode {
         Command::Validate(args) => validate(&args),
         Command::Run(args) => runtime.block_on(run(args)),
         Command::Demo(args) => runtime.block_on(async {
-            match meshgate::demo::run(args.outbound_addr, args.once).await {
+            match meshgate::demo::run(args.outbound_addr, args.ingress_addr, args.once).await {
                 Ok(()) => ExitCode::SUCCESS,
                 Err(e) => {
                     eprintln!("meshgate demo: {e}");
@@ -173,17 +197,32 @@ fn validate(args: &ConfigArgs) -> ExitCode {
     match meshgate::app::check(&config, &bootstrap) {
         Ok(_) if !errors.is_empty() => {}
         Ok(loaded) => {
-            for w in &loaded.plan.warnings {
+            let warnings: Vec<&String> = loaded
+                .plan
+                .warnings
+                .iter()
+                .chain(&loaded.creds.warnings)
+                .collect();
+            for w in &warnings {
                 eprintln!("warning: {w}");
             }
             let o = &loaded.plan.outbound;
+            let servers: usize = loaded
+                .plan
+                .inbound
+                .listeners
+                .iter()
+                .map(|l| l.servers.len())
+                .sum();
             println!(
-                "ok: {} ServiceEntry, {} DestinationRule, {} VirtualService (mesh), {} Secret; {} warning(s); outbound policy {:?}",
+                "ok: {} ServiceEntry, {} DestinationRule, {} VirtualService (mesh), {} inbound listener(s) with {} server(s), {} Secret; {} warning(s); outbound policy {:?}",
                 o.services.len(),
                 o.rules.len(),
                 o.routes.len(),
+                loaded.plan.inbound.listeners.len(),
+                servers,
                 config.secrets.len(),
-                loaded.plan.warnings.len(),
+                warnings.len(),
                 o.policy
             );
             return ExitCode::SUCCESS;
@@ -209,6 +248,8 @@ async fn run(args: RunArgs) -> ExitCode {
     bootstrap.admin_addr = args.admin_addr.unwrap_or(bootstrap.admin_addr);
     bootstrap.stats_addr = args.stats_addr.unwrap_or(bootstrap.stats_addr);
     bootstrap.ready_addr = args.ready_addr.unwrap_or(bootstrap.ready_addr);
+    bootstrap.inbound_bind = args.inbound_bind.unwrap_or(bootstrap.inbound_bind);
+    bootstrap.port_map.extend(args.port_map);
     let loaded = match meshgate::app::load(&bootstrap) {
         Ok(l) => l,
         Err(errs) => {

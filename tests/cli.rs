@@ -505,7 +505,14 @@ async fn simple_without_ca_certificates_refuses_an_unknown_ca() {
 #[test]
 fn demo_once_prints_the_negotiated_tls() {
     let mut c = meshgate();
-    c.args(["demo", "--once", "--outbound-addr", "127.0.0.1:0"]);
+    c.args([
+        "demo",
+        "--once",
+        "--outbound-addr",
+        "127.0.0.1:0",
+        "--ingress-addr",
+        "127.0.0.1:0",
+    ]);
     let out = run_with_timeout(c, Duration::from_secs(60));
     assert_eq!(out.status.code(), Some(0), "{}", show(&out));
     let stdout = text(&out.stdout);
@@ -514,6 +521,11 @@ fn demo_once_prints_the_negotiated_tls() {
         "X25519MLKEM768",
         "SNI             api.external.com",
         "upstream TLS handshakes so far: 1",
+        // The termination half: MUTUAL verified, identity passed to the app.
+        "SNI             service.internal.com",
+        "x-forwarded-proto        https",
+        "Subject=\"CN=external-client.example.org\"",
+        "without a client certificate: refused",
     ] {
         assert!(
             stdout.contains(expected),

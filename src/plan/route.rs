@@ -443,8 +443,9 @@ impl RedirectPlan {
         let scheme = self.scheme.as_deref().unwrap_or(req.scheme);
         let port = self.port.map(|p| format!(":{p}")).unwrap_or_default();
         let host = match &self.authority {
+            Some(a) if self.port.is_some() => port_start(a).map_or(a.as_str(), |i| &a[..i]),
             Some(a) => a.as_str(),
-            None => request_host(req, scheme, !port.is_empty()),
+            None => request_host(req, scheme, self.port.is_some()),
         };
         let path: Cow<str> = match &self.uri {
             Some(uri) if uri.contains('?') => uri.into(),
@@ -464,12 +465,9 @@ impl RedirectPlan {
 /// `processRequestHost`).
 fn request_host<'a>(req: &RequestView<'a>, new_scheme: &str, new_port: bool) -> &'a str {
     let host = req.authority;
-    let port_at = if host.starts_with('[') {
-        host.rfind("]:").map(|i| i + 1)
-    } else {
-        host.rfind(':')
+    let Some(i) = port_start(host) else {
+        return host;
     };
-    let Some(i) = port_at else { return host };
     let port = &host[i..];
     let default_port =
         (req.scheme == "https" && port == ":443") || (req.scheme == "http" && port == ":80");
@@ -477,6 +475,15 @@ fn request_host<'a>(req: &RequestView<'a>, new_scheme: &str, new_port: bool) -> 
         &host[..i]
     } else {
         host
+    }
+}
+
+/// Where the `:port` of a `host[:port]` starts (IPv6 literals in brackets).
+fn port_start(host: &str) -> Option<usize> {
+    if host.starts_with('[') {
+        host.rfind("]:").map(|i| i + 1)
+    } else {
+        host.rfind(':')
     }
 }
 
@@ -594,7 +601,8 @@ pub(crate) fn compile_http_route(
                 );
             }
         }
-        None if !has_route => cx.error(
+        // A delegating route has none of them; `delegate` is reported above.
+        None if !has_route && present("delegate").is_none() => cx.error(
             field,
             "one of route, redirect or directResponse is required",
         ),
@@ -1059,7 +1067,7 @@ impl Cx<'_> {
     }
 
     fn redirect(&mut self, value: &serde_json::Value, field: &str) -> Option<RedirectPlan> {
-        let raw: RawRedirect = self.from_value(value, field)?;
+        let raw: RawRedirect = self.parse_value(value, field)?;
         let before = self.diag.errors.len();
         if raw.derive_port.as_ref().is_some_and(|v| !v.is_null()) {
             self.error(
@@ -1119,7 +1127,7 @@ impl Cx<'_> {
         value: &serde_json::Value,
         field: &str,
     ) -> Option<DirectResponsePlan> {
-        let raw: RawDirectResponse = self.from_value(value, field)?;
+        let raw: RawDirectResponse = self.parse_value(value, field)?;
         let before = self.diag.errors.len();
         let status = match raw.status {
             None | Some(0) => {
@@ -1182,7 +1190,7 @@ impl Cx<'_> {
     }
 
     /// Deserializes an untyped field, naming the exact sub-field on error.
-    fn from_value<T: DeserializeOwned>(
+    fn parse_value<T: DeserializeOwned>(
         &mut self,
         value: &serde_json::Value,
         field: &str,

@@ -647,6 +647,11 @@ fn redirects() {
             "[::1]:80",
             "https://[::1]:8443/old?x=1",
         ),
+        (
+            "{authority: 'b.example.com:9000', port: 8443}",
+            "web.example.com",
+            "http://b.example.com:8443/old?x=1",
+        ),
     ];
     for (redirect, authority, want) in table {
         let r = route(&format!("- redirect: {redirect}"));
@@ -964,7 +969,7 @@ fn errors_name_their_field() {
         ),
         (
             "- redirect: {url: /x}".to_string(),
-            "spec.http[0].redirect",
+            "spec.http[0].redirect.url",
             "unknown field `url`",
         ),
         (
@@ -1035,7 +1040,7 @@ fn errors_name_their_field() {
         ),
         (
             "- directResponse: {status: 200, body: {text: x}}".to_string(),
-            "spec.http[0].directResponse.body",
+            "spec.http[0].directResponse.body.text",
             "unknown field `text`",
         ),
         // destinations
@@ -1083,6 +1088,7 @@ fn errors_name_their_field() {
             .any(|e| e.field.as_deref() == Some(*field) && e.reason.contains(reason));
         let got: Vec<String> = errors.iter().map(|e| e.to_string()).collect();
         assert!(found, "{http}\nwant {field}: ...{reason}...\ngot {got:#?}");
+        assert_eq!(errors.len(), 1, "{http}\none error expected, got {got:#?}");
         for e in &errors {
             assert_eq!(e.file.to_str(), Some(FILE));
             assert_eq!(e.resource.as_deref(), Some("VirtualService/shop/web"));
