@@ -1031,3 +1031,6 @@ fn compile_server_tls(
         origin: format!("{src}: {field}"),
     })
 }
+
+#[cfg(test)]
+mod tests;

@@ -100,6 +100,17 @@ async fn serve_connection(
     if listener.tls {
         serve_tls(stream, info, shutdown).await;
     } else {
+        // First-byte deadline: a client that connects and says nothing is
+        // not held forever (HTTP/2 prior knowledge has no header timeout).
+        let mut probe = [0u8; 1];
+        let deadline = info.state.bootstrap.handshake_timeout;
+        let is_tcp = !listener.servers.iter().all(|s| s.protocol.is_http());
+        if !is_tcp
+            && !matches!(tokio::time::timeout(deadline, stream.peek(&mut probe)).await, Ok(Ok(n)) if n > 0)
+        {
+            debug!("no request bytes before the deadline; closing");
+            return;
+        }
         let servers = listener.servers.clone();
         if servers.iter().all(|s| s.protocol.is_http()) {
             let conn = Arc::new(HttpConn {
@@ -413,7 +424,16 @@ pub(super) fn resolve_destination(
     });
     let port = port.unwrap_or(80);
     match outbound.registered(&host, &host, port, subset) {
-        Some(t) => Some((Destination::registered(&t), port)),
+        Some(t) => {
+            let mut dest = Destination::registered(&t);
+            // A plain-text port declared HTTP2 or GRPC gets h2c, as in Istio.
+            if dest.policy.tls.mode == crate::plan::TlsMode::Disable
+                && matches!(t.port.protocol.as_str(), "HTTP2" | "GRPC" | "GRPC-WEB")
+            {
+                dest.policy.h2 = true;
+            }
+            Some((dest, port))
+        }
         None => Some((Destination::plain(&host, port, &host), port)),
     }
 }

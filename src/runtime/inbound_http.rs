@@ -21,7 +21,7 @@ use super::http::{Body, boxed, local_response, strip_hop_by_hop};
 use super::inbound::{ConnInfo, resolve_destination};
 use crate::creds::CertInfo;
 use crate::plan::host::normalize;
-use crate::plan::inbound::{GatewayRoutes, ServerPlan};
+use crate::plan::inbound::{GatewayRoutes, ServerPlan, ServerProtocol};
 use crate::plan::route::{HttpRoutePlan, Matched, RequestView};
 
 /// One downstream HTTP connection on an inbound listener.
@@ -245,7 +245,7 @@ impl HttpConn {
                 "meshgate: the route has no destination".into(),
             );
         };
-        let Some((dest, _)) = resolve_destination(
+        let Some((mut dest, _)) = resolve_destination(
             &self.info.snapshot,
             &dest_plan.host,
             dest_plan.port,
@@ -260,6 +260,15 @@ impl HttpConn {
                 ),
             );
         };
+        if dest.policy.tls.mode == crate::plan::TlsMode::Disable
+            && matches!(
+                server.protocol,
+                ServerProtocol::Http2 | ServerProtocol::Grpc
+            )
+        {
+            // An HTTP2/GRPC server port: the app behind it speaks h2c.
+            dest.policy.h2 = true;
+        }
         let matched = Matched {
             uri_prefix: prefix.as_deref(),
         };
@@ -357,8 +366,9 @@ impl HttpConn {
                 .insert(HeaderName::from_static("x-forwarded-for"), v);
         }
         if let Some((route, d)) = ops {
-            route.request_headers.apply(&mut parts.headers);
+            // Envoy applies a destination's own operations before the route's.
             d.request_headers.apply(&mut parts.headers);
+            route.request_headers.apply(&mut parts.headers);
         }
         if let Some(u) = &upgrade_header
             && upgrade.is_some()
