@@ -87,9 +87,18 @@ impl State {
         self.upstreams.clear_tls_cache();
     }
 
-    /// Next value of the shared counter.
+    /// Next value of the shared counter (round robin over endpoints).
     pub fn next(&self) -> u64 {
         self.counter.fetch_add(1, Ordering::Relaxed)
+    }
+
+    /// A well-mixed value for weighted choices, so a 50/50 split alternates
+    /// request by request instead of in runs (splitmix64 of the counter).
+    pub fn random(&self) -> u64 {
+        let mut z = self.next().wrapping_add(0x9e37_79b9_7f4a_7c15);
+        z = (z ^ (z >> 30)).wrapping_mul(0xbf58_476d_1ce4_e5b9);
+        z = (z ^ (z >> 27)).wrapping_mul(0x94d0_49bb_1331_11eb);
+        z ^ (z >> 31)
     }
 }
 

@@ -60,8 +60,8 @@ fn tail(path: &Path, max: usize) -> String {
     format!("...{}", &text[start..])
 }
 
-/// Minimal HTTP/1.1 GET returning only the status code (used for readiness).
-fn http_status(addr: SocketAddr, path: &str) -> std::io::Result<u16> {
+/// Minimal HTTP/1.1 GET (`Connection: close`): status code and body.
+fn http_get(addr: SocketAddr, path: &str) -> std::io::Result<(u16, String)> {
     let mut s = TcpStream::connect_timeout(&addr, Duration::from_secs(1))?;
     s.set_read_timeout(Some(Duration::from_secs(2)))?;
     s.set_write_timeout(Some(Duration::from_secs(2)))?;
@@ -69,20 +69,34 @@ fn http_status(addr: SocketAddr, path: &str) -> std::io::Result<u16> {
         s,
         "GET {path} HTTP/1.1\r\nHost: {addr}\r\nConnection: close\r\n\r\n"
     )?;
-    let mut buf = [0u8; 64];
-    let mut got = 0;
-    while got < 12 {
-        let n = s.read(&mut buf[got..])?;
-        if n == 0 {
-            break;
-        }
-        got += n;
-    }
-    let head = String::from_utf8_lossy(&buf[..got]);
-    head.split_whitespace()
+    let mut raw = Vec::new();
+    s.read_to_end(&mut raw)?;
+    let text = String::from_utf8_lossy(&raw);
+    let code = text
+        .split_whitespace()
         .nth(1)
         .and_then(|c| c.parse().ok())
-        .ok_or_else(|| std::io::Error::other(format!("bad status line: {head:?}")))
+        .ok_or_else(|| std::io::Error::other(format!("bad status line: {text:.80?}")))?;
+    let body = text
+        .split_once("\r\n\r\n")
+        .map(|(_, b)| b.to_string())
+        .unwrap_or_default();
+    Ok((code, body))
+}
+
+/// Finds `name{...labels...} value` in Prometheus text, labels in any order.
+fn metric_value(text: &str, name: &str, labels: &[(&str, &str)]) -> Option<f64> {
+    text.lines()
+        .filter(|l| !l.starts_with('#'))
+        .filter_map(|l| {
+            let rest = l.strip_prefix(name)?.strip_prefix('{')?;
+            let (label_text, value) = rest.split_once('}')?;
+            labels
+                .iter()
+                .all(|(k, v)| label_text.contains(&format!("{k}=\"{v}\"")))
+                .then(|| value.split_whitespace().next()?.parse().ok())?
+        })
+        .next()
 }
 
 fn write_file(path: &Path, contents: &str) {
@@ -397,7 +411,18 @@ struct Meshgate {
     child: Child,
     /// Where the Gateway's port 443 listens.
     gateway: SocketAddr,
+    /// Prometheus listener.
+    stats: SocketAddr,
     log: PathBuf,
+}
+
+/// Why a start attempt failed.
+enum StartError {
+    /// A port picked by `free_addr` was taken before meshgate bound it:
+    /// worth another try with fresh ports.
+    PortTaken(String),
+    /// Anything else: the test fails with this report.
+    Fatal(String),
 }
 
 impl Meshgate {
@@ -405,9 +430,30 @@ impl Meshgate {
     /// free loopback port, runs `meshgate run` on them (every other
     /// listener on a fresh loopback port too) and waits for
     /// `/healthz/ready` to say 200 and the Gateway port to accept.
+    ///
+    /// Ports are picked free and then handed to meshgate, so another
+    /// process (often a client's ephemeral source port) can take one in
+    /// between; then meshgate is started again on fresh ports.
     fn start(dir: &Path, yaml: &str) -> Meshgate {
         let config = dir.join("istio.yaml");
         write_file(&config, yaml);
+        let mut last = String::new();
+        for attempt in 1..=5 {
+            match Meshgate::try_start(dir, &config, yaml, attempt) {
+                Ok(mg) => return mg,
+                Err(StartError::PortTaken(report)) => last = report,
+                Err(StartError::Fatal(report)) => panic!("{report}"),
+            }
+        }
+        panic!("meshgate could not bind its ports in 5 attempts; last:\n{last}");
+    }
+
+    fn try_start(
+        dir: &Path,
+        config: &Path,
+        yaml: &str,
+        attempt: u32,
+    ) -> Result<Meshgate, StartError> {
         let gateway = free_addr();
         let bootstrap = dir.join("bootstrap.yaml");
         write_file(
@@ -418,12 +464,12 @@ impl Meshgate {
         let admin = free_addr();
         let stats = free_addr();
         let ready = free_addr();
-        let log = dir.join("meshgate.log");
+        let log = dir.join(format!("meshgate-{attempt}.log"));
         let log_file = fs::File::create(&log).expect("meshgate log file");
         let mut cmd = Command::new(env!("CARGO_BIN_EXE_meshgate"));
         cmd.arg("run")
             .arg("--config")
-            .arg(&config)
+            .arg(config)
             .arg("--bootstrap")
             .arg(&bootstrap)
             .arg("--outbound-addr")
@@ -447,30 +493,48 @@ impl Meshgate {
         let mut mg = Meshgate {
             child,
             gateway,
+            stats,
             log,
         };
 
         let deadline = Instant::now() + Duration::from_secs(20);
         loop {
             if let Some(status) = mg.child.try_wait().expect("try_wait meshgate") {
-                panic!(
-                    "meshgate exited before becoming ready ({status}).\ncommand: {cmdline}\n--- istio.yaml ---\n{yaml}\n--- meshgate log ---\n{}",
-                    tail(&mg.log, 6000)
+                let log = tail(&mg.log, 6000);
+                let report = format!(
+                    "meshgate exited before becoming ready ({status}).\ncommand: {cmdline}\n--- istio.yaml ---\n{yaml}\n--- meshgate log ---\n{log}"
                 );
+                return Err(if log.contains("Address already in use") {
+                    StartError::PortTaken(report)
+                } else {
+                    StartError::Fatal(report)
+                });
             }
-            let last = match http_status(ready, "/healthz/ready") {
-                Ok(200) => match TcpStream::connect_timeout(&gateway, Duration::from_millis(500)) {
-                    Ok(_) => return mg,
-                    Err(e) => format!("ready, but gateway port {gateway}: {e}"),
+            // Ready, and really this meshgate: a port picked free may have
+            // gone to another test's meshgate in between (then ours exits
+            // and is retried above), so its admin endpoint must name our
+            // config file. Listeners serve only once all are bound.
+            let last = match http_get(ready, "/healthz/ready") {
+                Ok((200, _)) => match http_get(admin, "/config_dump") {
+                    Ok((200, dump)) if dump.contains(&*config.to_string_lossy()) => {
+                        match TcpStream::connect_timeout(&gateway, Duration::from_millis(500)) {
+                            Ok(_) => return Ok(mg),
+                            Err(e) => format!("ready, but gateway port {gateway}: {e}"),
+                        }
+                    }
+                    Ok((code, _)) => {
+                        format!("ready, but /config_dump on {admin} is not ours (HTTP {code})")
+                    }
+                    Err(e) => format!("ready, but /config_dump on {admin}: {e}"),
                 },
-                Ok(code) => format!("HTTP {code}"),
+                Ok((code, _)) => format!("HTTP {code}"),
                 Err(e) => e.to_string(),
             };
             if Instant::now() > deadline {
-                panic!(
+                return Err(StartError::Fatal(format!(
                     "meshgate not ready within 20s (last: {last}).\ncommand: {cmdline}\n--- meshgate log ---\n{}",
                     tail(&mg.log, 6000)
-                );
+                )));
             }
             sleep(Duration::from_millis(100));
         }
@@ -493,6 +557,17 @@ impl Meshgate {
     fn diagnostics(&self) -> String {
         format!("--- meshgate log ---\n{}", tail(&self.log, 6000))
     }
+
+    /// `/stats/prometheus`.
+    fn prometheus(&self) -> String {
+        match http_get(self.stats, "/stats/prometheus") {
+            Ok((200, body)) => body,
+            other => panic!(
+                "stats endpoint did not answer 200: {other:?}\n{}",
+                self.diagnostics()
+            ),
+        }
+    }
 }
 
 impl Drop for Meshgate {
@@ -514,10 +589,24 @@ struct Nginx {
 
 impl Nginx {
     /// Starts nginx in the foreground with its own prefix under
-    /// `parent/nginx`, serving HTTPS for `HOST` with `cert`/`key`.
+    /// `parent/nginx`, serving HTTPS for `HOST` with `cert`/`key`; on a
+    /// fresh port again if the one picked was taken in between.
     fn start(parent: &Path, cert: &Path, key: &Path) -> Nginx {
+        let mut last = String::new();
+        for _ in 0..5 {
+            match Nginx::try_start(parent, cert, key) {
+                Ok(n) => return n,
+                Err(StartError::PortTaken(report)) => last = report,
+                Err(StartError::Fatal(report)) => panic!("{report}"),
+            }
+        }
+        panic!("nginx could not bind a port in 5 attempts; last:\n{last}");
+    }
+
+    fn try_start(parent: &Path, cert: &Path, key: &Path) -> Result<Nginx, StartError> {
         let dir = parent.join("nginx");
         fs::create_dir_all(dir.join("logs")).expect("nginx dir");
+        let _ = fs::remove_file(dir.join("logs/error.log"));
         let port = free_addr().port();
         let d = dir.display();
         // master_process off: a single process, so killing the child we
@@ -569,30 +658,35 @@ http {{
             .spawn()
             .unwrap_or_else(|e| panic!("cannot spawn {NGINX} (install nginx / nginx-light): {e}"));
         let mut nginx = Nginx { child, port, dir };
-        nginx.wait_listening(&stderr_path);
-        nginx
+        nginx.wait_listening(&stderr_path)?;
+        Ok(nginx)
     }
 
-    fn wait_listening(&mut self, stderr_path: &Path) {
+    fn wait_listening(&mut self, stderr_path: &Path) -> Result<(), StartError> {
         let deadline = Instant::now() + Duration::from_secs(15);
         let addr: SocketAddr = ([127, 0, 0, 1], self.port).into();
         loop {
             if let Some(status) = self.child.try_wait().expect("try_wait nginx") {
-                panic!(
-                    "nginx exited before listening ({status}).\n--- nginx stderr ---\n{}\n--- error.log ---\n{}",
-                    read_lossy(stderr_path),
+                let stderr = read_lossy(stderr_path);
+                let report = format!(
+                    "nginx exited before listening ({status}).\n--- nginx stderr ---\n{stderr}\n--- error.log ---\n{}",
                     tail(&self.dir.join("logs/error.log"), 4000)
                 );
+                return Err(if stderr.contains("Address already in use") {
+                    StartError::PortTaken(report)
+                } else {
+                    StartError::Fatal(report)
+                });
             }
             if TcpStream::connect_timeout(&addr, Duration::from_millis(200)).is_ok() {
-                return;
+                return Ok(());
             }
             if Instant::now() > deadline {
-                panic!(
+                return Err(StartError::Fatal(format!(
                     "nginx did not accept connections on {addr} within 15s.\n--- nginx stderr ---\n{}\n--- error.log ---\n{}",
                     read_lossy(stderr_path),
                     tail(&self.dir.join("logs/error.log"), 4000)
-                );
+                )));
             }
             sleep(Duration::from_millis(50));
         }
@@ -729,24 +823,103 @@ async fn mutual_curl_client_cert_and_xfcc() {
     );
     assert_eq!(v["headers"]["x-forwarded-proto"], "https");
 
-    // No client certificate: refused during the handshake.
-    let r = curl(&["--cacert", &ca, "--resolve", &resolve, &url]);
+    // No client certificate: refused during the handshake, whatever HTTP
+    // version curl would have spoken, and no request reaches the app.
+    for version in ["--http2", "--http1.1"] {
+        let r = curl(&[version, "--cacert", &ca, "--resolve", &resolve, &url]);
+        eprintln!(
+            "MUTUAL without a client certificate, curl {version} says (exit {:?}): {}",
+            r.run.exit,
+            r.run.stderr.trim()
+        );
+        assert!(
+            !r.run.ok(),
+            "curl {version} without a client certificate must fail\n{}",
+            diag(&r)
+        );
+        assert_eq!(r.code, 0, "no HTTP response expected\n{}", diag(&r));
+    }
+    // With HTTP/1.1 curl reads before it writes again, so the TLS 1.3
+    // `certificate_required` alert reliably reaches it.
+    let r = curl(&["--http1.1", "--cacert", &ca, "--resolve", &resolve, &url]);
+    assert!(
+        r.run
+            .stderr
+            .to_ascii_lowercase()
+            .contains("alert certificate required"),
+        "curl should report the server's certificate_required alert\n{}",
+        diag(&r)
+    );
+    // TLS 1.2: refused inside the handshake itself.
+    let r = curl(&[
+        "--tls-max",
+        "1.2",
+        "--cacert",
+        &ca,
+        "--resolve",
+        &resolve,
+        &url,
+    ]);
     eprintln!(
-        "MUTUAL without a client certificate, curl says (exit {:?}): {}",
+        "MUTUAL without a client certificate over TLS 1.2, curl says (exit {:?}): {}",
         r.run.exit,
         r.run.stderr.trim()
     );
     assert!(
         !r.run.ok(),
-        "curl without a client certificate must fail\n{}",
+        "TLS 1.2 without a client certificate\n{}",
         diag(&r)
     );
-    assert_eq!(r.code, 0, "no HTTP response expected\n{}", diag(&r));
-    let said = r.run.stderr.to_ascii_lowercase();
+    assert_eq!(r.code, 0, "{}", diag(&r));
     assert!(
-        said.contains("certificate required") || said.contains("alert"),
+        r.run.stderr.to_ascii_lowercase().contains("alert"),
         "curl should report the server's alert\n{}",
         diag(&r)
+    );
+    let metrics = mg.prometheus();
+    let refused = metric_value(
+        &metrics,
+        "meshgate_tls_handshake_failures_total",
+        &[("direction", "inbound"), ("reason", "no_client_cert")],
+    );
+    assert_eq!(
+        refused,
+        Some(4.0),
+        "each refused handshake should count as reason=no_client_cert\n--- /stats/prometheus ---\n{metrics}\n{}",
+        mg.diagnostics()
+    );
+}
+
+/// MUTUAL without a client certificate, curl's default (ALPN h2): curl
+/// sends its HTTP/2 preface right after its Finished, before the server has
+/// checked the (empty) Certificate. Dropping the socket with the preface
+/// unread would make the kernel answer with a RST that destroys the
+/// `certificate_required` alert (curl: `getpeername() failed with errno
+/// 107`); meshgate shuts down its write side and drains briefly instead, so
+/// curl names the alert.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn mutual_refusal_alert_survives_early_client_data() {
+    let tmp = tempfile::tempdir().unwrap();
+    let pki = Pki::generate(tmp.path());
+    let echo = echo_service().await;
+    let mg = Meshgate::start(tmp.path(), &terminating_config(&mutual_tls(&pki), echo));
+    let (ca, resolve, url) = (path_str(&pki.ca), mg.resolve(), mg.url("/x"));
+    let mut said = Vec::new();
+    for _ in 0..10 {
+        let r = curl(&["--cacert", &ca, "--resolve", &resolve, &url]);
+        assert!(!r.run.ok(), "{}", r.describe());
+        said.push(r.run.stderr.trim().to_string());
+    }
+    let lost = said
+        .iter()
+        .filter(|s| !s.contains("alert certificate required"))
+        .count();
+    assert_eq!(
+        lost,
+        0,
+        "curl should name the certificate_required alert every time; {lost}/10 did not:\n{}\n{}",
+        said.join("\n"),
+        mg.diagnostics()
     );
 }
 
@@ -900,6 +1073,17 @@ async fn openssl_s_client_sni() {
         "openssl should report the server's alert\n{}",
         diag(&r)
     );
+    let metrics = mg.prometheus();
+    assert_eq!(
+        metric_value(
+            &metrics,
+            "meshgate_tls_handshake_failures_total",
+            &[("direction", "inbound"), ("reason", "unknown_sni")],
+        ),
+        Some(2.0),
+        "both refusals should count as reason=unknown_sni\n--- /stats/prometheus ---\n{metrics}\n{}",
+        mg.diagnostics()
+    );
 }
 
 /// h2load: 200 requests over 4 HTTP/2 connections, 10 streams each, all 200.
@@ -1003,8 +1187,8 @@ async fn passthrough_curl_to_nginx() {
         diag(&r)
     );
 
-    // Trusting the ingress-style CA instead (which signed nothing here),
-    // curl must reject what it receives: nginx's certificate, untouched.
+    // Trusting an unrelated CA instead, curl must reject what it receives:
+    // nginx's certificate, untouched.
     let other = DevCa::new("unrelated CA")
         .write_cert(tmp.path(), "other-ca.pem")
         .expect("write other CA");
@@ -1064,5 +1248,16 @@ async fn plain_http_to_tls_port_gets_400() {
             .contains("x-meshgate-error: not_tls"),
         "x-meshgate-error: not_tls expected\n{}",
         diag()
+    );
+    let metrics = mg.prometheus();
+    assert_eq!(
+        metric_value(
+            &metrics,
+            "meshgate_tls_handshake_failures_total",
+            &[("direction", "inbound"), ("reason", "not_tls")],
+        ),
+        Some(1.0),
+        "plain HTTP should count as reason=not_tls\n--- /stats/prometheus ---\n{metrics}\n{}",
+        mg.diagnostics()
     );
 }

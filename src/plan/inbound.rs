@@ -937,7 +937,7 @@ fn compile_server_tls(
     let mut cert_sha256 = Vec::new();
     for (i, v) in t.verify_certificate_hash.iter().enumerate() {
         let hex: String = v.chars().filter(|c| *c != ':').collect();
-        let bytes: Option<Vec<u8>> = (hex.len() == 64)
+        let bytes: Option<Vec<u8>> = (hex.len() == 64 && hex.is_ascii())
             .then(|| {
                 (0..32)
                     .map(|k| u8::from_str_radix(&hex[2 * k..2 * k + 2], 16).ok())

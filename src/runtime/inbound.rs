@@ -229,6 +229,11 @@ async fn serve_tls(mut stream: TcpStream, info: ConnInfo, shutdown: Cancellation
                     body.len()
                 );
                 let _ = stream.write_all(resp.as_bytes()).await;
+                info.handshake_failed(
+                    FailureReason::NotTls,
+                    "the client did not start with a TLS record",
+                );
+                return linger(stream).await;
             }
             return info.handshake_failed(
                 FailureReason::NotTls,
@@ -244,7 +249,6 @@ async fn serve_tls(mut stream: TcpStream, info: ConnInfo, shutdown: Cancellation
         return;
     };
     let Some(server) = select_server(&listener.servers, hello.sni.as_deref()).cloned() else {
-        let _ = stream.write_all(&ALERT_UNRECOGNIZED_NAME).await;
         let detail = match &hello.sni {
             Some(s) => format!("no server on port {} serves SNI {s:?}", info.port),
             None => format!(
@@ -252,7 +256,9 @@ async fn serve_tls(mut stream: TcpStream, info: ConnInfo, shutdown: Cancellation
                 info.port
             ),
         };
-        return info.handshake_failed(FailureReason::UnknownSni, &detail);
+        info.handshake_failed(FailureReason::UnknownSni, &detail);
+        let _ = stream.write_all(&ALERT_UNRECOGNIZED_NAME).await;
+        return linger(stream).await;
     };
     let Some(tls_plan) = &server.tls else { return };
     if tls_plan.mode == TlsServerMode::Passthrough {
@@ -269,17 +275,22 @@ async fn serve_tls(mut stream: TcpStream, info: ConnInfo, shutdown: Cancellation
         pos: 0,
         inner: stream,
     };
-    let tls = match tokio::time::timeout_at(deadline, TlsAcceptor::from(config).accept(io)).await {
+    let accept = TlsAcceptor::from(config).accept(io).into_fallible();
+    let tls = match tokio::time::timeout_at(deadline, accept).await {
         Err(_) => {
             return info.handshake_failed(
                 FailureReason::HandshakeTimeout,
                 "handshake not finished before the deadline",
             );
         }
-        Ok(Err(e)) => {
+        Ok(Err((e, io))) => {
             let (reason, detail) =
                 classify(&e).unwrap_or((FailureReason::HandshakeFailure, e.to_string()));
-            return info.handshake_failed(reason, &detail);
+            info.handshake_failed(reason, &detail);
+            // The alert is written; let the client read it before the socket
+            // goes (closing with unread input would reset the connection and
+            // the client would see a reset instead of the reason).
+            return linger(io.inner).await;
         }
         Ok(Ok(t)) => t,
     };
@@ -388,7 +399,7 @@ fn l4_destination(info: &ConnInfo, route: &L4RoutePlan) -> Option<Destination> {
     let d = if total == 0 {
         route.destinations.first()?
     } else {
-        let mut n = info.state.next() % total;
+        let mut n = info.state.random() % total;
         route.destinations.iter().find(|d| {
             let hit = n < u64::from(d.weight);
             n = n.saturating_sub(u64::from(d.weight));
@@ -475,6 +486,26 @@ where
     if let Err(e) = tokio::io::copy_bidirectional(&mut stream, &mut upstream).await {
         debug!(error = %e, "TCP relay ended with an error");
     }
+}
+
+/// How long a refused connection is drained after the refusal was sent.
+const LINGER: std::time::Duration = std::time::Duration::from_millis(500);
+
+/// Shuts down the write side and reads (discarding) until the client
+/// closes or [`LINGER`] passes, so a final alert or response is delivered
+/// rather than lost to a reset.
+async fn linger(mut stream: TcpStream) {
+    use tokio::io::AsyncReadExt;
+    let _ = stream.shutdown().await;
+    let mut sink = [0u8; 4096];
+    let _ = tokio::time::timeout(LINGER, async {
+        while let Ok(n) = stream.read(&mut sink).await {
+            if n == 0 {
+                break;
+            }
+        }
+    })
+    .await;
 }
 
 /// A stream whose first bytes were already read: they are replayed first.

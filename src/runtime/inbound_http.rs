@@ -238,7 +238,7 @@ impl HttpConn {
             *resp.status_mut() = status;
             return (resp, Outcome::local("direct_response", status, ""));
         }
-        let Some(dest_plan) = route.pick(self.info.state.next()) else {
+        let Some(dest_plan) = route.pick(self.info.state.random()) else {
             return local(
                 StatusCode::SERVICE_UNAVAILABLE,
                 "no_route",

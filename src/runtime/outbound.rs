@@ -108,13 +108,19 @@ impl ConnCtx {
         port: u16,
     ) -> (Response<Body>, Outcome) {
         let pick = self.state.next();
-        let (dest, timeout) = match self.snapshot.plan.outbound.route(host, port, pick) {
-            Decision::Refused { reason } => return refused(reason),
-            Decision::Passthrough { host, port } => {
-                (Destination::plain(&host, port, "PassthroughCluster"), None)
-            }
-            Decision::Registered(t) => (Destination::registered(&t), t.timeout),
-        };
+        let (dest, timeout) =
+            match self
+                .snapshot
+                .plan
+                .outbound
+                .route(host, port, self.state.random())
+            {
+                Decision::Refused { reason } => return refused(reason),
+                Decision::Passthrough { host, port } => {
+                    (Destination::plain(&host, port, "PassthroughCluster"), None)
+                }
+                Decision::Registered(t) => (Destination::registered(&t), t.timeout),
+            };
         let upstream_req = match build_upstream_request(req, host, port, dest.policy.h2) {
             Ok(r) => r,
             Err(msg) => {
@@ -159,7 +165,12 @@ impl ConnCtx {
         port: u16,
     ) -> (Response<Body>, Outcome) {
         let pick = self.state.next();
-        let dest = match self.snapshot.plan.outbound.route(host, port, pick) {
+        let dest = match self
+            .snapshot
+            .plan
+            .outbound
+            .route(host, port, self.state.random())
+        {
             Decision::Refused { reason } => return refused(reason),
             Decision::Passthrough { host, port } => {
                 Destination::plain(&host, port, "PassthroughCluster")

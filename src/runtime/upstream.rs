@@ -395,7 +395,7 @@ impl Upstreams {
                 .await
                 .map_err(|e| response_error(&e))?;
             tokio::spawn(async move {
-                let _ = conn.await;
+                let _ = conn.with_upgrades().await;
                 done();
             });
             Ok(Sender::H1(sender))

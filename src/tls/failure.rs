@@ -187,7 +187,10 @@ pub fn classify_rustls(e: &rustls::Error) -> (FailureReason, String) {
             R::NotTls
         }
         rustls::Error::PeerIncompatible(p) => {
-            if format!("{p:?}").contains("Version") {
+            // e.g. Tls12NotOffered, Tls12NotOfferedOrEnabled,
+            // SupportedVersionsExtensionRequired
+            let name = format!("{p:?}");
+            if name.contains("Version") || name.starts_with("Tls1") {
                 R::ProtocolVersion
             } else {
                 R::HandshakeFailure

@@ -129,11 +129,18 @@ impl ResolvesServerCert for CertChooser {
                 _ => false,
             })
         };
-        self.keys
-            .iter()
-            .find(|k| supports(k.key.algorithm()))
-            .or_else(|| self.keys.first())
-            .cloned()
+        // As Envoy: ECDSA for clients that can verify it, else RSA,
+        // whatever order the certificates were listed in.
+        [
+            SignatureAlgorithm::ECDSA,
+            SignatureAlgorithm::ED25519,
+            SignatureAlgorithm::RSA,
+        ]
+        .into_iter()
+        .filter(|alg| supports(*alg))
+        .find_map(|alg| self.keys.iter().find(|k| k.key.algorithm() == alg))
+        .or_else(|| self.keys.first())
+        .cloned()
     }
 }
 
