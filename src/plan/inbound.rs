@@ -238,6 +238,14 @@ pub struct ServerTlsPlan {
     pub origin: String,
 }
 
+/// How a config enum value is spelled in YAML (`ISTIO_MUTUAL`, `TLSV1_1`).
+fn yaml_name<T: Serialize>(v: &T) -> String {
+    serde_json::to_value(v)
+        .ok()
+        .and_then(|j| j.as_str().map(str::to_string))
+        .unwrap_or_default()
+}
+
 fn hex_list<S: serde::Serializer>(v: &[Vec<u8>], s: S) -> Result<S::Ok, S::Error> {
     use serde::ser::SerializeSeq;
     let mut seq = s.serialize_seq(Some(v.len()))?;
@@ -455,7 +463,19 @@ fn compile_gateway_server(
         }
         (Some(t), _) => {
             https_redirect = t.https_redirect == Some(true);
-            if t.mode.is_some() || t.credential_name.is_some() || t.server_certificate.is_some() {
+            let others = t.mode.is_some()
+                || t.credential_name.is_some()
+                || !t.credential_names.is_empty()
+                || !t.tls_certificates.is_empty()
+                || t.server_certificate.is_some()
+                || t.private_key.is_some()
+                || t.ca_certificates.is_some()
+                || t.ca_cert_credential_name.is_some()
+                || t.min_protocol_version.is_some()
+                || t.max_protocol_version.is_some()
+                || !t.cipher_suites.is_empty()
+                || !t.subject_alt_names.is_empty();
+            if others {
                 diag.warn(src, &format!("{field}.tls"), "only httpsRedirect applies to a plain-text server; the other TLS fields are ignored");
             }
             None
@@ -503,11 +523,22 @@ fn compile_gateway_server(
 
 /// Whether a VirtualService `gateways` entry (in namespace `vs_ns`) names
 /// the gateway `gw_id` (`ns/name`).
+///
+/// Istio's forms: `ns/name`, `./name` (the VirtualService's namespace),
+/// `name` (same), and the legacy `name.ns.svc.cluster.local`.
 fn gateway_ref_matches(entry: &str, vs_ns: &str, gw_id: &str) -> bool {
-    match entry.split_once('/') {
-        Some((ns, name)) => format!("{ns}/{name}") == gw_id,
-        None => format!("{vs_ns}/{entry}") == gw_id,
-    }
+    let id = match entry.split_once('/') {
+        Some((".", name)) => format!("{vs_ns}/{name}"),
+        Some((ns, name)) => format!("{ns}/{name}"),
+        None => match entry
+            .strip_suffix(".svc.cluster.local")
+            .and_then(|n| n.split_once('.'))
+        {
+            Some((name, ns)) => format!("{ns}/{name}"),
+            None => format!("{vs_ns}/{entry}"),
+        },
+    };
+    id == gw_id
 }
 
 /// Whether two host patterns can match a common name.
@@ -705,11 +736,15 @@ fn compile_sidecar_listener(
             format!("{field}.defaultEndpoint"),
             "unix domain sockets are not supported yet",
         );
-    } else if endpoint.parse::<std::net::SocketAddr>().is_err() {
+    } else if !endpoint
+        .parse::<std::net::SocketAddr>()
+        .is_ok_and(|a| a.ip().is_loopback() || a.ip().is_unspecified())
+    {
+        // Istio's rule: the sidecar forwards to its own workload only.
         diag.error(
             src,
             format!("{field}.defaultEndpoint"),
-            format!("{endpoint:?}: expected IP:PORT, e.g. 127.0.0.1:8080"),
+            format!("{endpoint:?}: must be 127.0.0.1:<port>, 0.0.0.0:<port>, [::1]:<port> or [::]:<port>"),
         );
     }
     let tls = match &l.tls {
@@ -736,10 +771,12 @@ fn compile_sidecar_listener(
         return None;
     }
     // The port's protocol is the app's; with TLS the client speaks TLS to us.
-    let protocol = match (tls.is_some(), app_protocol.is_http()) {
-        (true, true) => ServerProtocol::Https,
-        (true, false) => ServerProtocol::Tls,
-        (false, _) => app_protocol,
+    let protocol = match (tls.is_some(), app_protocol) {
+        (true, p) if p.is_http() => ServerProtocol::Https,
+        (true, _) => ServerProtocol::Tls,
+        // HTTPS or TLS without `tls`: the app terminates; relay the bytes.
+        (false, ServerProtocol::Https | ServerProtocol::Tls) => ServerProtocol::Tcp,
+        (false, p) => p,
     };
     Some((
         number,
@@ -773,7 +810,7 @@ fn compile_server_tls(
             diag.error(
                 src,
                 format!("{field}.mode"),
-                format!("{m:?} is not supported yet (it needs mesh workload identity); use SIMPLE, MUTUAL or PASSTHROUGH"),
+                format!("{} is not supported yet (it needs mesh workload identity); use SIMPLE, MUTUAL or PASSTHROUGH", yaml_name(&m)),
             );
             return None;
         }
@@ -937,13 +974,14 @@ fn compile_server_tls(
     let mut cert_sha256 = Vec::new();
     for (i, v) in t.verify_certificate_hash.iter().enumerate() {
         let hex: String = v.chars().filter(|c| *c != ':').collect();
-        let bytes: Option<Vec<u8>> = (hex.len() == 64 && hex.is_ascii())
-            .then(|| {
-                (0..32)
-                    .map(|k| u8::from_str_radix(&hex[2 * k..2 * k + 2], 16).ok())
-                    .collect()
-            })
-            .flatten();
+        let bytes: Option<Vec<u8>> = (hex.len() == 64
+            && hex.bytes().all(|b| b.is_ascii_hexdigit()))
+        .then(|| {
+            (0..32)
+                .map(|k| u8::from_str_radix(&hex[2 * k..2 * k + 2], 16).ok())
+                .collect()
+        })
+        .flatten();
         match bytes {
             Some(b) => cert_sha256.push(b),
             None => diag.error(
@@ -962,7 +1000,10 @@ fn compile_server_tls(
                 diag.error(
                     src,
                     format!("{field}.{f}"),
-                    format!("{other:?}: meshgate speaks TLS 1.2 and 1.3 only"),
+                    format!(
+                        "{}: meshgate speaks TLS 1.2 and 1.3 only",
+                        yaml_name(&other)
+                    ),
                 );
                 default
             }

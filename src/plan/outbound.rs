@@ -461,7 +461,9 @@ pub(crate) fn compile(
     let sidecar_policy = config
         .sidecars
         .iter()
-        .find_map(|s| s.spec.outbound_traffic_policy.as_ref().and_then(|p| p.mode));
+        .find_map(|s| s.spec.outbound_traffic_policy.as_ref())
+        // An absent mode is the proto's zero value, REGISTRY_ONLY.
+        .map(|p| p.mode.unwrap_or(OutboundTrafficPolicy::RegistryOnly));
     OutboundPlan {
         policy: sidecar_policy.unwrap_or(bootstrap.outbound_traffic_policy),
         services: config

@@ -1568,7 +1568,7 @@ fn sidecar_ingress_errors() {
             "defaultEndpoint that is not IP:PORT",
             format!("{port}\n  defaultEndpoint: \"localhost:8080\""),
             "spec.ingress[0].defaultEndpoint",
-            vec!["localhost:8080", "IP:PORT"],
+            vec!["localhost:8080", "must be 127.0.0.1:<port>"],
         ),
         (
             "defaultEndpoint on a unix socket",
