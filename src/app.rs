@@ -81,6 +81,40 @@ pub fn check(config: &Config, bootstrap: &Bootstrap) -> Result<Loaded, LoadError
     })
 }
 
+/// Re-reads the config paths (and every file they name). On success the
+/// new configuration serves new connections; on failure the last good one
+/// stays and the errors are returned, logged and counted.
+pub fn reload(state: &State) -> Result<(), LoadErrors> {
+    let label = |r| ReloadLabels { result: r };
+    match load(&state.bootstrap) {
+        Ok(loaded) => {
+            for w in loaded.plan.warnings.iter().chain(&loaded.creds.warnings) {
+                warn!("{w}");
+            }
+            state.metrics.set_certificates(&loaded.creds);
+            state.publish(loaded);
+            state
+                .metrics
+                .config_reloads
+                .get_or_create(&label("success"))
+                .inc();
+            info!("configuration reloaded");
+            Ok(())
+        }
+        Err(e) => {
+            state
+                .metrics
+                .config_reloads
+                .get_or_create(&label("failure"))
+                .inc();
+            for line in &e.0 {
+                warn!("reload refused, keeping the last good configuration: {line}");
+            }
+            Err(e)
+        }
+    }
+}
+
 /// A running proxy. Dropping it stops the listeners.
 pub struct Proxy {
     /// Outbound listener address.
@@ -129,6 +163,7 @@ pub async fn build(bootstrap: Bootstrap, loaded: Loaded) -> std::io::Result<Prox
         ready.local_addr()?,
     );
     let metrics = Arc::new(Metrics::new());
+    metrics.set_certificates(&loaded.creds);
     let state = Arc::new(State::new(bootstrap, loaded, metrics));
     state.upstreams.set_own_address(addrs.0);
     let shutdown = CancellationToken::new();
@@ -156,6 +191,9 @@ pub async fn build(bootstrap: Bootstrap, loaded: Loaded) -> std::io::Result<Prox
     ] {
         tokio::spawn(crate::admin::run(l, role, state.clone(), shutdown.clone()));
     }
+    if !state.bootstrap.watch_interval.is_zero() {
+        tokio::spawn(crate::watch::run(state.clone(), shutdown.clone()));
+    }
     state.ready.store(true, Ordering::Release);
     info!(
         outbound = %addrs.0, admin = %addrs.1, stats = %addrs.2, ready = %addrs.3,
@@ -177,34 +215,7 @@ impl Proxy {
     /// connections; on failure the last good config stays and the errors
     /// are returned (and counted).
     pub fn reload(&self) -> Result<(), LoadErrors> {
-        let result = load(&self.state.bootstrap);
-        let label = |r| ReloadLabels { result: r };
-        match result {
-            Ok(loaded) => {
-                for w in loaded.plan.warnings.iter().chain(&loaded.creds.warnings) {
-                    warn!("{w}");
-                }
-                self.state.publish(loaded);
-                self.state
-                    .metrics
-                    .config_reloads
-                    .get_or_create(&label("success"))
-                    .inc();
-                info!("configuration reloaded");
-                Ok(())
-            }
-            Err(e) => {
-                self.state
-                    .metrics
-                    .config_reloads
-                    .get_or_create(&label("failure"))
-                    .inc();
-                for line in &e.0 {
-                    warn!("reload refused, keeping the last good configuration: {line}");
-                }
-                Err(e)
-            }
-        }
+        reload(&self.state)
     }
 
     /// Stops accepting and lets open connections finish.

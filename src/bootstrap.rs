@@ -57,6 +57,11 @@ pub struct Bootstrap {
     /// Longest time from accept to a completed TLS handshake (and to the
     /// first bytes of a ClientHello).
     pub handshake_timeout: Duration,
+    /// How often config, certificate, key, CA and Secret files are checked
+    /// for changes (zero: never; reload with SIGHUP only).
+    pub watch_interval: Duration,
+    /// Warn when a certificate in service expires within this window.
+    pub expiry_warning: Duration,
 }
 
 impl Default for Bootstrap {
@@ -75,6 +80,8 @@ impl Default for Bootstrap {
             inbound_bind: IpAddr::from([0, 0, 0, 0]),
             port_map: BTreeMap::new(),
             handshake_timeout: Duration::from_secs(10),
+            watch_interval: Duration::from_secs(1),
+            expiry_warning: Duration::from_secs(7 * 86400),
         }
     }
 }
@@ -96,6 +103,8 @@ struct BootstrapFile {
     #[serde(default)]
     port_map: BTreeMap<u16, SocketAddr>,
     handshake_timeout: Option<String>,
+    watch_interval: Option<String>,
+    expiry_warning: Option<String>,
 }
 
 #[derive(Debug, Default, Deserialize)]
@@ -139,6 +148,12 @@ impl Bootstrap {
         if let Some(d) = dur("handshakeTimeout", &file.handshake_timeout)? {
             self.handshake_timeout = d;
         }
+        if let Some(d) = dur("watchInterval", &file.watch_interval)? {
+            self.watch_interval = d;
+        }
+        if let Some(d) = dur("expiryWarning", &file.expiry_warning)? {
+            self.expiry_warning = d;
+        }
         Ok(())
     }
 
@@ -162,6 +177,8 @@ impl Bootstrap {
             admin_addr: any,
             stats_addr: any,
             ready_addr: any,
+            // Tests and the demo reload explicitly.
+            watch_interval: Duration::ZERO,
             ..Bootstrap::default()
         }
     }

@@ -14,3 +14,4 @@ pub mod standin;
 #[cfg(feature = "testing")]
 pub mod test_util;
 pub mod tls;
+pub mod watch;

@@ -94,6 +94,10 @@ struct RunArgs {
     /// 443 on 127.0.0.1:8443. Repeatable.
     #[arg(long, value_name = "PORT=ADDR", value_parser = parse_port_map)]
     port_map: Vec<(u16, SocketAddr)>,
+    /// How often config, certificate and Secret files are checked for
+    /// changes, e.g. `1s`; `0s` disables (reload with SIGHUP) [default: 1s].
+    #[arg(long, value_parser = |s: &str| meshgate::plan::duration::parse(s))]
+    watch_interval: Option<std::time::Duration>,
 }
 
 fn parse_port_map(s: &str) -> Result<(u16, SocketAddr), String> {
@@ -250,6 +254,7 @@ async fn run(args: RunArgs) -> ExitCode {
     bootstrap.ready_addr = args.ready_addr.unwrap_or(bootstrap.ready_addr);
     bootstrap.inbound_bind = args.inbound_bind.unwrap_or(bootstrap.inbound_bind);
     bootstrap.port_map.extend(args.port_map);
+    bootstrap.watch_interval = args.watch_interval.unwrap_or(bootstrap.watch_interval);
     let loaded = match meshgate::app::load(&bootstrap) {
         Ok(l) => l,
         Err(errs) => {

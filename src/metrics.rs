@@ -56,6 +56,17 @@ pub struct ReloadLabels {
     pub result: &'static str,
 }
 
+/// `meshgate_cert_expiry_timestamp_seconds` labels.
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+pub struct CertLabels {
+    /// `server` or `client`.
+    pub role: &'static str,
+    /// Where it was loaded from (file paths or `kubernetes://name`).
+    pub source: String,
+    /// SHA-256 fingerprint of the certificate in service.
+    pub sha256: String,
+}
+
 /// All metrics of one proxy.
 pub struct Metrics {
     registry: Registry,
@@ -75,6 +86,8 @@ pub struct Metrics {
     pub tunnels: Counter,
     /// Configuration reloads by result.
     pub config_reloads: Family<ReloadLabels, Counter>,
+    /// notAfter of every certificate in service.
+    pub cert_expiry: Family<CertLabels, Gauge>,
 }
 
 impl Default for Metrics {
@@ -137,8 +150,15 @@ impl Metrics {
             "Configuration reloads by result (a failed reload keeps the last good config)",
             config_reloads.clone(),
         );
+        let cert_expiry = Family::default();
+        registry.register(
+            "meshgate_cert_expiry_timestamp_seconds",
+            "notAfter (Unix seconds) of each certificate in service, with its source and fingerprint",
+            cert_expiry.clone(),
+        );
         Metrics {
             registry,
+            cert_expiry,
             tls_failures,
             tls_handshakes,
             requests,
@@ -156,6 +176,26 @@ impl Metrics {
         // Writing to a String cannot fail.
         let _ = prometheus_client::encoding::text::encode(&mut out, &self.registry);
         out
+    }
+
+    /// Publishes the expiry of every certificate in `creds` (replacing the
+    /// previous set, so a rotated certificate's old fingerprint disappears).
+    pub fn set_certificates(&self, creds: &crate::creds::Credentials) {
+        self.cert_expiry.clear();
+        let all = creds
+            .identities
+            .values()
+            .map(|i| ("client", i))
+            .chain(creds.servers.values().map(|i| ("server", i)));
+        for (role, id) in all {
+            self.cert_expiry
+                .get_or_create(&CertLabels {
+                    role,
+                    source: id.source.clone(),
+                    sha256: id.leaf.sha256.clone(),
+                })
+                .set(id.leaf.not_after);
+        }
     }
 
     /// Counts one failure.

@@ -35,6 +35,50 @@ pub struct Plan {
     pub warnings: Vec<String>,
 }
 
+impl Plan {
+    /// Every certificate, key, CA and CRL file the plan names (for change
+    /// detection).
+    pub fn referenced_files(&self) -> Vec<std::path::PathBuf> {
+        let mut out = Vec::new();
+        let policies = self.outbound.rules.iter().flat_map(|r| {
+            std::iter::once(&r.default).chain(r.ports.values()).chain(
+                r.subsets
+                    .values()
+                    .flat_map(|s| std::iter::once(&s.default).chain(s.ports.values())),
+            )
+        });
+        for p in policies {
+            if let TrustSource::File(f) = &p.tls.trust {
+                out.push(f.clone());
+            }
+            if let Some(IdentitySource::Files { cert, key }) = &p.tls.identity {
+                out.extend([cert.clone(), key.clone()]);
+            }
+            out.extend(p.tls.crl.clone());
+        }
+        for tls in self
+            .inbound
+            .listeners
+            .iter()
+            .flat_map(|l| &l.servers)
+            .filter_map(|s| s.tls.as_ref())
+        {
+            for c in &tls.certs {
+                if let inbound::ServerCertSource::Files { cert, key } = c {
+                    out.extend([cert.clone(), key.clone()]);
+                }
+            }
+            if let Some(inbound::ClientCaSource::File(f)) = &tls.client_ca {
+                out.push(f.clone());
+            }
+            out.extend(tls.crl.clone());
+        }
+        out.sort();
+        out.dedup();
+        out
+    }
+}
+
 /// Collects errors and warnings while compiling.
 #[derive(Default)]
 pub(crate) struct Diagnostics {
