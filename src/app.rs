@@ -98,6 +98,7 @@ pub fn reload(state: &State) -> Result<(), LoadErrors> {
                 .config_reloads
                 .get_or_create(&label("success"))
                 .inc();
+            state.metrics.config_stale.set(0);
             info!("configuration reloaded");
             Ok(())
         }
@@ -107,6 +108,7 @@ pub fn reload(state: &State) -> Result<(), LoadErrors> {
                 .config_reloads
                 .get_or_create(&label("failure"))
                 .inc();
+            state.metrics.config_stale.set(1);
             for line in &e.0 {
                 warn!("reload refused, keeping the last good configuration: {line}");
             }

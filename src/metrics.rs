@@ -88,6 +88,9 @@ pub struct Metrics {
     pub config_reloads: Family<ReloadLabels, Counter>,
     /// notAfter of every certificate in service.
     pub cert_expiry: Family<CertLabels, Gauge>,
+    /// 1 while the files on disk differ from what is served because their
+    /// last reload was refused.
+    pub config_stale: Gauge,
 }
 
 impl Default for Metrics {
@@ -156,9 +159,16 @@ impl Metrics {
             "notAfter (Unix seconds) of each certificate in service, with its source and fingerprint",
             cert_expiry.clone(),
         );
+        let config_stale = Gauge::default();
+        registry.register(
+            "meshgate_config_stale",
+            "1 while configuration or certificate files changed on disk but were refused, so what is served is older than the files",
+            config_stale.clone(),
+        );
         Metrics {
             registry,
             cert_expiry,
+            config_stale,
             tls_failures,
             tls_handshakes,
             requests,
