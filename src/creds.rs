@@ -226,40 +226,18 @@ fn load_server(
         if creds.client_cas.contains_key(&key) {
             return;
         }
-        let roots = match ca {
+        let pem = match ca {
             ClientCaSource::File(path) => read(path)
-                .and_then(|pem| roots_from_pem(&pem))
-                .map(|r| (r, path.display().to_string()))
-                .map_err(|e| format!("caCertificates {}: {e}", path.display())),
-            ClientCaSource::Credential(r) => secrets.ca(r).and_then(|(pem, src)| {
-                roots_from_pem(&pem)
-                    .map(|r| (r, src.clone()))
-                    .map_err(|e| format!("{src}: {e}"))
-            }),
-            ClientCaSource::CaCredential(r) => secrets.ca_exact(r).and_then(|(pem, src)| {
-                roots_from_pem(&pem)
-                    .map(|r| (r, src.clone()))
-                    .map_err(|e| format!("{src}: {e}"))
-            }),
+                .map(|pem| (pem, format!("caCertificates {}", path.display())))
+                .map_err(|e| format!("caCertificates: {e}")),
+            ClientCaSource::Credential(r) => secrets.ca(r),
+            ClientCaSource::CaCredential(r) => secrets.ca_exact(r),
         };
-        let crls = match &tls.crl {
-            Some(p) => read(p)
-                .and_then(|pem| crls_from_pem(&pem))
-                .map_err(|e| format!("caCrl {}: {e}", p.display())),
-            None => Ok(Vec::new()),
-        };
-        match (roots, crls) {
-            (Ok((roots, source)), Ok(crls)) => {
-                creds.client_cas.insert(
-                    key,
-                    Arc::new(Trust {
-                        roots: Arc::new(roots),
-                        crls,
-                        source,
-                    }),
-                );
+        match pem.and_then(|(pem, src)| trust_from_pem(&pem, src, tls.crl.as_deref())) {
+            Ok(trust) => {
+                creds.client_cas.insert(key, Arc::new(trust));
             }
-            (Err(e), _) | (_, Err(e)) => errors.push(error(e)),
+            Err(e) => errors.push(error(e)),
         }
     }
 }
@@ -271,34 +249,39 @@ fn load_trust(
     secrets: &secret::SecretSource,
     system: &mut Option<Result<Arc<RootCertStore>, String>>,
 ) -> Result<Trust, String> {
-    let (roots, source) = match source {
-        TrustSource::System => (
-            system.get_or_insert_with(system_roots).clone()?,
-            "system roots".to_string(),
-        ),
-        TrustSource::File(path) => {
-            let roots = read(path)
-                .and_then(|pem| roots_from_pem(&pem))
-                .map_err(|e| format!("caCertificates {}: {e}", path.display()))?;
-            (Arc::new(roots), path.display().to_string())
+    let pem = match source {
+        TrustSource::System => {
+            let roots = system.get_or_insert_with(system_roots).clone()?;
+            let crls = crl.map(load_crls).transpose()?.unwrap_or_default();
+            return Ok(Trust {
+                roots,
+                crls,
+                source: "system roots".into(),
+            });
         }
-        TrustSource::Credential(c) => {
-            let (pem, src) = secrets.ca(c)?;
-            let roots = roots_from_pem(&pem).map_err(|e| format!("{src}: {e}"))?;
-            (Arc::new(roots), src)
-        }
+        TrustSource::File(path) => read(path)
+            .map(|pem| (pem, format!("caCertificates {}", path.display())))
+            .map_err(|e| format!("caCertificates: {e}"))?,
+        TrustSource::Credential(c) => secrets.ca(c)?,
     };
-    let crls = match crl {
-        Some(p) => read(p)
-            .and_then(|pem| crls_from_pem(&pem))
-            .map_err(|e| format!("caCrl {}: {e}", p.display()))?,
-        None => Vec::new(),
-    };
+    trust_from_pem(&pem.0, pem.1, crl)
+}
+
+/// Roots from a PEM bundle (named `source` in errors) plus an optional CRL.
+fn trust_from_pem(pem: &[u8], source: String, crl: Option<&Path>) -> Result<Trust, String> {
+    let roots = roots_from_pem(pem).map_err(|e| format!("{source}: {e}"))?;
+    let crls = crl.map(load_crls).transpose()?.unwrap_or_default();
     Ok(Trust {
-        roots,
+        roots: Arc::new(roots),
         crls,
         source,
     })
+}
+
+fn load_crls(path: &Path) -> Result<Vec<CertificateRevocationListDer<'static>>, String> {
+    read(path)
+        .and_then(|pem| crls_from_pem(&pem))
+        .map_err(|e| format!("caCrl {}: {e}", path.display()))
 }
 
 /// The crypto provider used everywhere (aws-lc-rs, post-quantum hybrid key

@@ -85,6 +85,30 @@ impl HostPattern {
     }
 }
 
+/// The item whose hosts match `host` most specifically (exact over
+/// wildcard, longer wildcard over shorter); the first wins ties. Used for
+/// every "which resource serves this host" choice.
+pub fn most_specific<'a, T: ?Sized + 'a>(
+    items: impl IntoIterator<Item = &'a T>,
+    host: &str,
+    hosts: impl Fn(&'a T) -> &'a [HostPattern],
+) -> Option<&'a T> {
+    let mut best: Option<((u8, usize), &T)> = None;
+    for item in items {
+        let spec = hosts(item)
+            .iter()
+            .filter(|h| h.matches(host))
+            .map(|h| h.specificity())
+            .max();
+        if let Some(spec) = spec
+            && best.is_none_or(|(b, _)| spec > b)
+        {
+            best = Some((spec, item));
+        }
+    }
+    best.map(|(_, item)| item)
+}
+
 fn check_name(name: &str) -> Result<(), String> {
     let ok = name.split('.').all(|label| {
         !label.is_empty()

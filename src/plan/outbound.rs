@@ -19,7 +19,7 @@ use std::time::Duration;
 
 use serde::Serialize;
 
-use super::host::{HostPattern, normalize};
+use super::host::{HostPattern, most_specific, normalize};
 use super::tls::ClientTlsPlan;
 use super::{Diagnostics, duration};
 use crate::bootstrap::{Bootstrap, OutboundTrafficPolicy};
@@ -304,18 +304,18 @@ impl OutboundPlan {
         let mut subset = None;
         let mut route_name = None;
         let mut timeout = None;
-        if let Some(vs) = best_match(&self.routes, &request_host, |r| &r.hosts)
+        if let Some(vs) = most_specific(&self.routes, &request_host, |r| &r.hosts)
             && let Some(r) = vs
                 .http
                 .iter()
                 .find(|r| r.ports.is_empty() || r.ports.contains(&port))
-            && let Some(d) = pick_weighted(&r.destinations, pick)
+            && let Some(d) = super::pick_weighted(&r.destinations, |d| d.weight, pick)
         {
             dest_host = normalize(&d.host);
             // Istio: a destination whose service exposes a single
             // port needs no port; otherwise the request's port.
             dest_port = d.port.unwrap_or_else(|| {
-                match best_match(&self.services, &dest_host, |s| &s.hosts) {
+                match most_specific(&self.services, &dest_host, |s| &s.hosts) {
                     Some(s) if s.ports.len() == 1 => s.ports[0].number,
                     _ => port,
                 }
@@ -362,7 +362,7 @@ impl OutboundPlan {
             .find(|p| p.number == dest_port)?
             .clone();
         let (policy, rule) =
-            match best_match(&self.rules, dest_host, |r| std::slice::from_ref(&r.host)) {
+            match most_specific(&self.rules, dest_host, |r| std::slice::from_ref(&r.host)) {
                 Some(rule) => (
                     rule.policy_for(subset, dest_port),
                     Some(rule.resource.clone()),
@@ -384,22 +384,12 @@ impl OutboundPlan {
     /// The most specific ServiceEntry declaring `host` (on `port` when
     /// given); the first loaded wins ties.
     pub fn service_for(&self, host: &str, port: Option<u16>) -> Option<Arc<ServicePlan>> {
-        self.services
+        let declared: Vec<&Arc<ServicePlan>> = self
+            .services
             .iter()
             .filter(|s| port.is_none_or(|p| s.ports.iter().any(|sp| sp.number == p)))
-            .filter_map(|s| {
-                s.hosts
-                    .iter()
-                    .filter(|h| h.matches(host))
-                    .map(|h| h.specificity())
-                    .max()
-                    .map(|spec| (spec, s))
-            })
-            // `max_by_key` keeps the last of equals; reverse so the first
-            // loaded wins ties.
-            .rev()
-            .max_by_key(|(spec, _)| *spec)
-            .map(|(_, s)| s.clone())
+            .collect();
+        most_specific(declared, host, |s| &s.hosts).cloned()
     }
 }
 
@@ -410,44 +400,6 @@ impl RulePlan {
         }
         self.ports.get(&port).unwrap_or(&self.default).clone()
     }
-}
-
-/// The item whose hosts match `host` most specifically; first wins ties.
-fn best_match<'a, T>(
-    items: &'a [T],
-    host: &str,
-    hosts: impl Fn(&'a T) -> &'a [HostPattern],
-) -> Option<&'a T> {
-    let mut best: Option<((u8, usize), &T)> = None;
-    for item in items {
-        let spec = hosts(item)
-            .iter()
-            .filter(|h| h.matches(host))
-            .map(|h| h.specificity())
-            .max();
-        if let Some(spec) = spec
-            && best.is_none_or(|(b, _)| spec > b)
-        {
-            best = Some((spec, item));
-        }
-    }
-    best.map(|(_, item)| item)
-}
-
-fn pick_weighted(dests: &[RouteDestination], pick: u64) -> Option<&RouteDestination> {
-    let total: u64 = dests.iter().map(|d| u64::from(d.weight)).sum();
-    if total == 0 {
-        return dests.first();
-    }
-    let mut n = pick % total;
-    for d in dests {
-        let w = u64::from(d.weight);
-        if n < w {
-            return Some(d);
-        }
-        n -= w;
-    }
-    dests.last()
 }
 
 // === compile ===

@@ -233,19 +233,7 @@ impl HttpRoutePlan {
     /// Weighted choice among destinations; `pick` is any counter value
     /// (`pick % total weight`). All weights 0 → the first destination.
     pub fn pick(&self, pick: u64) -> Option<&RouteDestinationPlan> {
-        let total: u64 = self.destinations.iter().map(|d| u64::from(d.weight)).sum();
-        if total == 0 {
-            return self.destinations.first();
-        }
-        let mut n = pick % total;
-        for d in &self.destinations {
-            let w = u64::from(d.weight);
-            if n < w {
-                return Some(d);
-            }
-            n -= w;
-        }
-        self.destinations.last()
+        super::pick_weighted(&self.destinations, |d| d.weight, pick)
     }
 }
 

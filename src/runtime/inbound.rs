@@ -23,7 +23,7 @@ use super::forward::Destination;
 use super::inbound_http::{self, HttpConn};
 use super::{Snapshot, State};
 use crate::metrics::HandshakeLabels;
-use crate::plan::host::HostPattern;
+use crate::plan::host::{HostPattern, most_specific};
 use crate::plan::inbound::{L4RoutePlan, ListenerPlan, ServerPlan, TlsServerMode};
 use crate::tls::{FailureReason, classify};
 
@@ -189,19 +189,7 @@ fn select_server<'a>(
     sni: Option<&str>,
 ) -> Option<&'a Arc<ServerPlan>> {
     match sni {
-        Some(name) => servers
-            .iter()
-            .filter_map(|s| {
-                s.hosts
-                    .iter()
-                    .filter(|h| h.matches(name))
-                    .map(|h| h.specificity())
-                    .max()
-                    .map(|spec| (spec, s))
-            })
-            .rev()
-            .max_by_key(|(spec, _)| *spec)
-            .map(|(_, s)| s),
+        Some(name) => most_specific(servers, name, |s| &s.hosts),
         None => servers.iter().find(|s| s.hosts.contains(&HostPattern::Any)),
     }
 }
@@ -395,17 +383,7 @@ async fn passthrough(mut stream: TcpStream, hello: Hello, info: &ConnInfo, serve
 
 /// The destination of a TLS/TCP route, by weight.
 fn l4_destination(info: &ConnInfo, route: &L4RoutePlan) -> Option<Destination> {
-    let total: u64 = route.destinations.iter().map(|d| u64::from(d.weight)).sum();
-    let d = if total == 0 {
-        route.destinations.first()?
-    } else {
-        let mut n = info.state.random() % total;
-        route.destinations.iter().find(|d| {
-            let hit = n < u64::from(d.weight);
-            n = n.saturating_sub(u64::from(d.weight));
-            hit
-        })?
-    };
+    let d = crate::plan::pick_weighted(&route.destinations, |d| d.weight, info.state.random())?;
     resolve_destination(&info.snapshot, &d.host, d.port, d.subset.as_deref()).map(
         |(mut dest, _)| {
             // L4: bytes are relayed as they are; no TLS origination.

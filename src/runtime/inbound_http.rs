@@ -20,7 +20,7 @@ use super::forward::{self, Destination, Outcome};
 use super::http::{Body, boxed, local_response, strip_hop_by_hop};
 use super::inbound::{ConnInfo, resolve_destination};
 use crate::creds::CertInfo;
-use crate::plan::host::normalize;
+use crate::plan::host::{most_specific, normalize};
 use crate::plan::inbound::{GatewayRoutes, ServerPlan, ServerProtocol};
 use crate::plan::route::{HttpRoutePlan, Matched, RequestView};
 
@@ -307,20 +307,7 @@ impl HttpConn {
             .listeners
             .iter()
             .find(|l| l.port == self.info.port)?;
-        listener
-            .servers
-            .iter()
-            .filter_map(|s| {
-                s.hosts
-                    .iter()
-                    .filter(|h| h.matches(host))
-                    .map(|h| h.specificity())
-                    .max()
-                    .map(|spec| (spec, s))
-            })
-            .rev()
-            .max_by_key(|(spec, _)| *spec)
-            .map(|(_, s)| s.clone())
+        most_specific(&listener.servers, host, |s| &s.hosts).cloned()
     }
 
     #[allow(clippy::too_many_arguments)]
@@ -515,19 +502,7 @@ fn hosts_of(s: &ServerPlan) -> String {
 
 /// The VirtualService whose hosts match `host` most specifically.
 fn select_routes<'a>(routes: &'a [Arc<GatewayRoutes>], host: &str) -> Option<&'a GatewayRoutes> {
-    routes
-        .iter()
-        .filter_map(|vs| {
-            vs.hosts
-                .iter()
-                .filter(|h| h.matches(host))
-                .map(|h| h.specificity())
-                .max()
-                .map(|spec| (spec, vs))
-        })
-        .rev()
-        .max_by_key(|(spec, _)| *spec)
-        .map(|(_, vs)| vs.as_ref())
+    most_specific(routes, host, |vs| &vs.hosts).map(|vs| vs.as_ref())
 }
 
 fn is_upgrade(req: &Request<Incoming>) -> bool {
