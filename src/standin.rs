@@ -442,10 +442,18 @@ impl HttpsConn {
         let req = b
             .body(http_body_util::Empty::new())
             .map_err(|e| e.to_string())?;
+        // Wait until the connection can take the next request (the previous
+        // response may still be finishing).
         let resp = match (&mut self.h1, &mut self.h2) {
-            (Some(s), _) => s.send_request(req).await,
-            (_, Some(s)) => s.send_request(req).await,
-            _ => unreachable!("one sender is always set"),
+            (Some(s), _) => match s.ready().await {
+                Ok(()) => s.send_request(req).await,
+                Err(e) => Err(e),
+            },
+            (_, Some(s)) => match s.ready().await {
+                Ok(()) => s.send_request(req).await,
+                Err(e) => Err(e),
+            },
+            _ => return Err("no connection".into()),
         }
         .map_err(|e| {
             let mut msg = e.to_string();

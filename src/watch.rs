@@ -23,7 +23,10 @@ type Stamp = (PathBuf, Option<(SystemTime, u64, u64)>);
 /// Polls every `bootstrap.watch_interval` until `shutdown`.
 pub async fn run(state: Arc<State>, shutdown: CancellationToken) {
     let interval = state.bootstrap.watch_interval;
-    let mut last = fingerprint(&state).await;
+    // Files named by a configuration that was refused: watched too, so
+    // writing them afterwards brings that configuration into service.
+    let mut attempted: Vec<PathBuf> = Vec::new();
+    let mut last = fingerprint(&state, &attempted).await;
     let mut ticks: u64 = 0;
     loop {
         tokio::select! {
@@ -31,11 +34,21 @@ pub async fn run(state: Arc<State>, shutdown: CancellationToken) {
             _ = tokio::time::sleep(interval) => {}
         }
         ticks += 1;
-        let now = fingerprint(&state).await;
+        let now = fingerprint(&state, &attempted).await;
         if now != last {
             debug!("configuration or certificate files changed; reloading");
-            last = now;
-            let _ = crate::app::reload(&state);
+            if crate::app::reload(&state).is_ok() {
+                attempted.clear();
+            } else {
+                attempted = attempted_files(&state).await;
+            }
+            // Keep what was read before the reload, so a change made while
+            // it ran is seen on the next tick; only a different set of files
+            // (a new plan names others) takes a fresh reading.
+            let after = fingerprint(&state, &attempted).await;
+            let same_files =
+                after.len() == now.len() && after.iter().zip(&now).all(|(a, b)| a.0 == b.0);
+            last = if same_files { now } else { after };
             warn_expiring(&state);
         } else if ticks % 3600 == 1 {
             warn_expiring(&state);
@@ -66,10 +79,24 @@ fn warn_expiring(state: &State) {
     }
 }
 
-async fn fingerprint(state: &State) -> Vec<Stamp> {
+/// The files the configuration on disk names, whether or not it loads.
+async fn attempted_files(state: &State) -> Vec<PathBuf> {
+    let bootstrap = state.bootstrap.clone();
+    tokio::task::spawn_blocking(move || {
+        let (config, _) = crate::config::load_partial(&bootstrap.config_paths);
+        crate::plan::compile(&config, &bootstrap)
+            .map(|p| p.referenced_files())
+            .unwrap_or_default()
+    })
+    .await
+    .unwrap_or_default()
+}
+
+async fn fingerprint(state: &State, extra: &[PathBuf]) -> Vec<Stamp> {
     let mut roots: Vec<PathBuf> = state.bootstrap.config_paths.clone();
     roots.extend(state.bootstrap.secrets_dir.clone());
     roots.extend(state.snapshot().plan.referenced_files());
+    roots.extend(extra.iter().cloned());
     tokio::task::spawn_blocking(move || {
         let mut out = Vec::new();
         for r in &roots {
