@@ -1020,7 +1020,8 @@ class Bench:
         rec["client_cpu_us"] = client_us
         # CPU of everything else on the machine (other users' builds, ...): the noise
         hd = [y - x for x, y in zip(h0, h1)]
-        busy_us = (sum(hd) - hd[3] - hd[4]) * 1e6 / CLK_TCK
+        # busy minus interrupts/softirqs (loopback networking lands there) and steal
+        busy_us = (sum(hd) - hd[3] - hd[4] - hd[5] - hd[6] - hd[7]) * 1e6 / CLK_TCK
         ours_us = ((c1 - c0) + (b1 - b0)) * 1e6 / CLK_TCK + client_us
         rec["foreign_cpu_share"] = round(max(0.0, busy_us - ours_us) / (sum(hd) * 1e6 / CLK_TCK or 1), 4)
         rec.update(cmd=cmd, wall_s=round(wall, 3), host_busy=round(busy, 4), host_steal=round(steal, 4),

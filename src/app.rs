@@ -43,9 +43,18 @@ pub struct Loaded {
 /// that parse are compiled even when others do not, so every problem is
 /// reported in one go.
 pub fn load(bootstrap: &Bootstrap) -> Result<Loaded, LoadErrors> {
+    load_with(bootstrap, None)
+}
+
+/// [`load`], falling back per credential to `previous` (see
+/// [`creds::load_with_fallback`]).
+pub fn load_with(
+    bootstrap: &Bootstrap,
+    previous: Option<&Credentials>,
+) -> Result<Loaded, LoadErrors> {
     let (config, parse_errors) = config::load_partial(&bootstrap.config_paths);
     let mut errors: Vec<String> = parse_errors.0.iter().map(ToString::to_string).collect();
-    match check(&config, bootstrap) {
+    match check_with(&config, bootstrap, previous) {
         Ok(loaded) if errors.is_empty() => return Ok(loaded),
         Ok(_) => {}
         Err(e) => errors.extend(e.0),
@@ -55,9 +64,17 @@ pub fn load(bootstrap: &Bootstrap) -> Result<Loaded, LoadErrors> {
 
 /// Compiles parsed config and loads its credentials.
 pub fn check(config: &Config, bootstrap: &Bootstrap) -> Result<Loaded, LoadErrors> {
+    check_with(config, bootstrap, None)
+}
+
+fn check_with(
+    config: &Config,
+    bootstrap: &Bootstrap,
+    previous: Option<&Credentials>,
+) -> Result<Loaded, LoadErrors> {
     let plan = plan::compile(config, bootstrap)
         .map_err(|e| LoadErrors(e.0.iter().map(ToString::to_string).collect()))?;
-    let creds = creds::load(&plan, config, bootstrap)
+    let creds = creds::load_with_fallback(&plan, config, bootstrap, previous)
         .map_err(|e| LoadErrors(e.iter().map(ToString::to_string).collect()))?;
     let mut server_tls = HashMap::new();
     let mut errors = Vec::new();
@@ -86,19 +103,21 @@ pub fn check(config: &Config, bootstrap: &Bootstrap) -> Result<Loaded, LoadError
 /// stays and the errors are returned, logged and counted.
 pub fn reload(state: &State) -> Result<(), LoadErrors> {
     let label = |r| ReloadLabels { result: r };
-    match load(&state.bootstrap) {
+    let previous = state.snapshot().creds.clone();
+    match load_with(&state.bootstrap, Some(&previous)) {
         Ok(loaded) => {
             for w in loaded.plan.warnings.iter().chain(&loaded.creds.warnings) {
                 warn!("{w}");
             }
             state.metrics.set_certificates(&loaded.creds);
+            let loaded_stale = !loaded.creds.stale.is_empty();
             state.publish(loaded);
             state
                 .metrics
                 .config_reloads
-                .get_or_create(&label("success"))
+                .get_or_create(&label(if loaded_stale { "partial" } else { "success" }))
                 .inc();
-            state.metrics.config_stale.set(0);
+            state.metrics.config_stale.set(i64::from(loaded_stale));
             info!("configuration reloaded");
             Ok(())
         }

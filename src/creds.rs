@@ -61,8 +61,11 @@ pub struct Credentials {
     /// CAs (+ CRL) for client certificates, per source.
     pub client_cas: HashMap<(ClientCaSource, Option<PathBuf>), Arc<Trust>>,
     /// Findings that do not stop the proxy (certificate names not covering
-    /// a server's hosts).
+    /// a server's hosts, credentials kept at their last good version).
     pub warnings: Vec<String>,
+    /// Credentials whose files changed but failed to load, so their last
+    /// good version is still served (one line each, with the reason).
+    pub stale: Vec<String>,
 }
 
 /// One credential problem, naming the resource that referenced it.
@@ -72,6 +75,21 @@ pub struct CredentialError {
     pub origin: String,
     /// What is wrong, with the path or secret name.
     pub reason: String,
+    /// Which credential failed (to fall back to its last good version).
+    pub key: Option<CredentialKey>,
+}
+
+/// Identifies one loaded credential.
+#[derive(Debug, Clone, PartialEq, Eq, Hash)]
+pub enum CredentialKey {
+    /// A client identity.
+    Identity(IdentitySource),
+    /// Upstream trust roots (+ CRL).
+    Trust((TrustSource, Option<PathBuf>)),
+    /// A server certificate.
+    Server(ServerCertSource),
+    /// A client CA (+ CRL).
+    ClientCa((ClientCaSource, Option<PathBuf>)),
 }
 
 impl std::fmt::Display for CredentialError {
@@ -85,6 +103,19 @@ pub fn load(
     plan: &Plan,
     config: &Config,
     bootstrap: &Bootstrap,
+) -> Result<Credentials, Vec<CredentialError>> {
+    load_with_fallback(plan, config, bootstrap, None)
+}
+
+/// Like [`load`], but a credential that fails to load and was loaded before
+/// (same file paths or Secret) keeps its last good version from `previous`:
+/// one broken or half-rotated credential then never holds back the others.
+/// Each such fallback is reported in `warnings`.
+pub fn load_with_fallback(
+    plan: &Plan,
+    config: &Config,
+    bootstrap: &Bootstrap,
+    previous: Option<&Credentials>,
 ) -> Result<Credentials, Vec<CredentialError>> {
     let secrets = secret::SecretSource::new(config, bootstrap);
     let provider = provider();
@@ -124,10 +155,11 @@ pub fn load(
                     slot.insert(Arc::new(trust));
                 }
                 Err(reason) => {
-                    failed.insert(key);
+                    failed.insert(key.clone());
                     errors.push(CredentialError {
                         origin: tls.origin.clone(),
                         reason,
+                        key: Some(CredentialKey::Trust(key)),
                     });
                 }
             }
@@ -145,6 +177,40 @@ pub fn load(
     }
     for server in plan.inbound.listeners.iter().flat_map(|l| l.servers.iter()) {
         load_server(server, &secrets, &provider, &mut creds, &mut errors);
+    }
+    if let Some(prev) = previous {
+        errors.retain(|e| {
+            let kept = match &e.key {
+                Some(CredentialKey::Identity(k)) => prev
+                    .identities
+                    .get(k)
+                    .map(|v| creds.identities.insert(k.clone(), v.clone()))
+                    .is_some(),
+                Some(CredentialKey::Trust(k)) => prev
+                    .trust
+                    .get(k)
+                    .map(|v| creds.trust.insert(k.clone(), v.clone()))
+                    .is_some(),
+                Some(CredentialKey::Server(k)) => prev
+                    .servers
+                    .get(k)
+                    .map(|v| creds.servers.insert(k.clone(), v.clone()))
+                    .is_some(),
+                Some(CredentialKey::ClientCa(k)) => prev
+                    .client_cas
+                    .get(k)
+                    .map(|v| creds.client_cas.insert(k.clone(), v.clone()))
+                    .is_some(),
+                None => false,
+            };
+            if kept {
+                creds.warnings.push(format!(
+                    "{e}; keeping the last good version of this credential in service"
+                ));
+                creds.stale.push(e.to_string());
+            }
+            !kept
+        });
     }
     // One missing Secret can be named by both the CA and the identity.
     let mut seen = HashSet::new();
@@ -168,9 +234,10 @@ fn load_server(
     if tls.mode == TlsServerMode::Passthrough {
         return;
     }
-    let error = |reason: String| CredentialError {
+    let error = |reason: String, key: CredentialKey| CredentialError {
         origin: tls.origin.clone(),
         reason,
+        key: Some(key),
     };
     for source in &tls.certs {
         let identity = match creds.servers.get(source) {
@@ -199,7 +266,7 @@ fn load_server(
                         i
                     }
                     Err(e) => {
-                        errors.push(error(e));
+                        errors.push(error(e, CredentialKey::Server(source.clone())));
                         continue;
                     }
                 }
@@ -237,7 +304,7 @@ fn load_server(
             Ok(trust) => {
                 creds.client_cas.insert(key, Arc::new(trust));
             }
-            Err(e) => errors.push(error(e)),
+            Err(e) => errors.push(error(e, CredentialKey::ClientCa(key))),
         }
     }
 }
@@ -324,6 +391,7 @@ fn load_identity(
         Err(reason) => errors.push(CredentialError {
             origin: origin.to_string(),
             reason,
+            key: Some(CredentialKey::Identity(id.clone())),
         }),
     }
 }

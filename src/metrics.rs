@@ -52,7 +52,8 @@ pub struct RequestLabels {
 /// `meshgate_config_reloads_total` labels.
 #[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
 pub struct ReloadLabels {
-    /// `success` or `failure`.
+    /// `success`; `partial` (applied, but a broken credential kept its last
+    /// good version); `failure` (refused, nothing changed).
     pub result: &'static str,
 }
 

@@ -26,7 +26,9 @@ pub async fn run(state: Arc<State>, shutdown: CancellationToken) {
     // Files named by a configuration that was refused: watched too, so
     // writing them afterwards brings that configuration into service.
     let mut attempted: Vec<PathBuf> = Vec::new();
-    let mut last = fingerprint(&state, &attempted).await;
+    // Nothing read yet: the first tick reloads once, which catches any
+    // change made between the initial load and this task's start.
+    let mut last: Vec<Stamp> = Vec::new();
     let mut ticks: u64 = 0;
     loop {
         tokio::select! {

@@ -28,6 +28,14 @@ const DEADLINE: Duration = Duration::from_secs(5);
 
 const RELOAD_OK: &str = "meshgate_config_reloads_total{result=\"success\"}";
 const RELOAD_FAIL: &str = "meshgate_config_reloads_total{result=\"failure\"}";
+/// A reload in which a credential kept its last good version.
+const RELOAD_PARTIAL: &str = "meshgate_config_reloads_total{result=\"partial\"}";
+
+/// Reloads that did not put the new files in service: refused outright, or
+/// applied with the broken credential kept at its last good version.
+async fn refused_reloads(p: &meshgate::test_util::TestProxy) -> f64 {
+    p.metric(RELOAD_FAIL).await + p.metric(RELOAD_PARTIAL).await
+}
 const EXPIRY: &str = "meshgate_cert_expiry_timestamp_seconds";
 
 // ===================================================================
@@ -396,7 +404,7 @@ async fn server_rotation_under_continuous_load() {
     let g = file_gateway(&ca, &old).await;
     let addr = g.p.proxy.inbound[&443];
     let ok_before = g.p.metric(RELOAD_OK).await;
-    let fail_before = g.p.metric(RELOAD_FAIL).await;
+    let fail_before = refused_reloads(&g.p).await;
 
     let t0 = Instant::now();
     let load = Load::start(addr, client_opts(&ca), 2);
@@ -441,7 +449,7 @@ async fn server_rotation_under_continuous_load() {
     );
     assert_expiry_metric(&g.p, "server", &new_info.sha256, &old_info.sha256).await;
     let ok = g.p.metric(RELOAD_OK).await;
-    let fail = g.p.metric(RELOAD_FAIL).await;
+    let fail = refused_reloads(&g.p).await;
     assert!(
         ok >= ok_before + 1.0,
         "a successful reload was counted: {ok}"
@@ -468,7 +476,7 @@ async fn mismatched_pair_between_the_renames_is_refused_then_the_pair_is_picked_
     );
     let g = file_gateway(&ca, &old).await;
     let addr = g.p.proxy.inbound[&443];
-    let fail0 = g.p.metric(RELOAD_FAIL).await;
+    let fail0 = refused_reloads(&g.p).await;
     let ok0 = g.p.metric(RELOAD_OK).await;
 
     let t0 = Instant::now();
@@ -479,7 +487,7 @@ async fn mismatched_pair_between_the_renames_is_refused_then_the_pair_is_picked_
     let tk = write_tmp(&g.key, &new.key_pem);
     std::fs::rename(&tc, &g.cert).unwrap();
     eventually("the mismatched pair is refused", || async {
-        (g.p.metric(RELOAD_FAIL).await > fail0).then_some(())
+        (refused_reloads(&g.p).await > fail0).then_some(())
     })
     .await;
     // Requests keep succeeding with the old certificate in the window.
@@ -634,12 +642,12 @@ async fn corrupt_key_is_refused_and_a_valid_pair_is_then_picked_up() {
     let g = file_gateway(&ca, &old).await;
     let addr = g.p.proxy.inbound[&443];
     let opts = client_opts(&ca);
-    let fail0 = g.p.metric(RELOAD_FAIL).await;
+    let fail0 = refused_reloads(&g.p).await;
     let ok0 = g.p.metric(RELOAD_OK).await;
 
     std::fs::write(&g.key, "this is not a private key\n").unwrap();
     let (fails, _) = eventually("the corrupt key is refused", || async {
-        let f = g.p.metric(RELOAD_FAIL).await;
+        let f = refused_reloads(&g.p).await;
         (f > fail0).then_some(f)
     })
     .await;
@@ -679,7 +687,7 @@ async fn half_written_certificate_is_refused_then_picked_up_once_complete() {
     let g = file_gateway(&ca, &old).await;
     let addr = g.p.proxy.inbound[&443];
     let opts = client_opts(&ca);
-    let fail0 = g.p.metric(RELOAD_FAIL).await;
+    let fail0 = refused_reloads(&g.p).await;
     let ok0 = g.p.metric(RELOAD_OK).await;
 
     // An in-place write caught half way: the key already matches the new
@@ -688,7 +696,7 @@ async fn half_written_certificate_is_refused_then_picked_up_once_complete() {
     std::fs::write(&g.cert, first).unwrap();
     std::fs::write(&g.key, &new.key_pem).unwrap();
     eventually("the half-written certificate is refused", || async {
-        (g.p.metric(RELOAD_FAIL).await > fail0).then_some(())
+        (refused_reloads(&g.p).await > fail0).then_some(())
     })
     .await;
     assert_keeps_serving(
@@ -1037,12 +1045,12 @@ async fn expired_replacement_is_refused_and_the_old_certificate_keeps_serving() 
     let g = file_gateway(&ca, &old).await;
     let addr = g.p.proxy.inbound[&443];
     let opts = client_opts(&ca);
-    let fail0 = g.p.metric(RELOAD_FAIL).await;
+    let fail0 = refused_reloads(&g.p).await;
     let ok0 = g.p.metric(RELOAD_OK).await;
 
     replace_pair(&g.cert, &g.key, &expired);
     eventually("the expired certificate is refused", || async {
-        (g.p.metric(RELOAD_FAIL).await > fail0).then_some(())
+        (refused_reloads(&g.p).await > fail0).then_some(())
     })
     .await;
     assert_keeps_serving(addr, &opts, &old_sha, "after an expired replacement").await;
@@ -1075,7 +1083,7 @@ async fn config_naming_files_written_afterwards_is_picked_up_once_they_exist() {
     let g = file_gateway(&ca, &old).await;
     let addr = g.p.proxy.inbound[&443];
     let opts = client_opts(&ca);
-    let fail0 = g.p.metric(RELOAD_FAIL).await;
+    let fail0 = refused_reloads(&g.p).await;
 
     let config = std::fs::read_to_string(g.p.config_path()).unwrap();
     let edited = config
@@ -1084,7 +1092,7 @@ async fn config_naming_files_written_afterwards_is_picked_up_once_they_exist() {
     assert_ne!(config, edited);
     replace_file(&g.p.config_path(), &edited);
     eventually("the config naming missing files is refused", || async {
-        (g.p.metric(RELOAD_FAIL).await > fail0).then_some(())
+        (refused_reloads(&g.p).await > fail0).then_some(())
     })
     .await;
     assert_keeps_serving(addr, &opts, &old_sha, "while the new files are missing").await;
@@ -1100,4 +1108,90 @@ async fn config_naming_files_written_afterwards_is_picked_up_once_they_exist() {
     .await;
     assert!(took <= ROTATION_SLO, "in service after {took:?}");
     assert_expiry_metric(&g.p, "server", &new_sha, &old_sha).await;
+}
+
+/// One broken credential holds back only the server that uses it: another
+/// host on the same port rotates to its new certificate in the same reload,
+/// while the broken one keeps its last good certificate.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_broken_credential_holds_back_only_its_own_server() {
+    const OTHER: &str = "other.rotation.test";
+    let ca = DevCa::new("isolation CA");
+    let dir = tempdir();
+    let a_old = ca.issue(&LeafSpec::server(&[HOST]));
+    let b_old = ca.issue(&LeafSpec::server(&[OTHER]));
+    let (a_cert, a_key) = a_old.write(dir.path(), "a").unwrap();
+    let (b_cert, b_key) = b_old.write(dir.path(), "b").unwrap();
+    let backend = echo_service().await;
+    let server = |host: &str, cert: &Path, key: &Path| {
+        format!(
+            "  - port: {{number: 443, name: https-{h}, protocol: HTTPS}}\n    hosts: [\"{host}\"]\n    tls: {{mode: SIMPLE, serverCertificate: {c}, privateKey: {k}}}\n",
+            h = host.len(),
+            c = cert.display(),
+            k = key.display()
+        )
+    };
+    let yaml = format!(
+        "apiVersion: networking.istio.io/v1\nkind: Gateway\nmetadata: {{name: ingress}}\nspec:\n  servers:\n{}{}---\napiVersion: networking.istio.io/v1\nkind: VirtualService\nmetadata: {{name: app}}\nspec:\n  hosts: [\"{HOST}\", \"{OTHER}\"]\n  gateways: [ingress]\n  http:\n  - route:\n    - destination: {{host: 127.0.0.1, port: {{number: {}}}}}\n",
+        server(HOST, &a_cert, &a_key),
+        server(OTHER, &b_cert, &b_key),
+        backend.port()
+    );
+    let p = start(dir, &yaml, None).await;
+    let addr = p.proxy.inbound[&443];
+    let opts_a = client_opts(&ca);
+    let opts_b = ClientOpts {
+        sni: Some(OTHER.into()),
+        ..client_opts(&ca)
+    };
+    // Break a.test's key and rotate b.test, together.
+    replace_file(
+        &a_key,
+        "-----BEGIN PRIVATE KEY-----\nbroken\n-----END PRIVATE KEY-----\n",
+    );
+    let b_new = ca.issue(&LeafSpec::server(&[OTHER]));
+    replace_pair(&b_cert, &b_key, &b_new);
+    let want_b = fingerprint(&b_new.cert_pem).sha256;
+    eventually("b.test serves its new certificate", || async {
+        probe_sni(addr, &opts_b, OTHER)
+            .await
+            .ok()
+            .filter(|s| *s == want_b)
+    })
+    .await;
+    let a_seen = probe_sni(addr, &opts_a, HOST)
+        .await
+        .expect("a.test keeps serving");
+    assert_eq!(
+        a_seen,
+        fingerprint(&a_old.cert_pem).sha256,
+        "a.test keeps its last good certificate"
+    );
+    assert!(
+        p.metric(RELOAD_PARTIAL).await >= 1.0,
+        "counted as a partial reload"
+    );
+    assert_eq!(
+        p.metric("meshgate_config_stale").await,
+        1.0,
+        "what is served is older than the files"
+    );
+}
+
+/// The SHA-256 of the certificate served for `sni`, after one request.
+async fn probe_sni(addr: SocketAddr, opts: &ClientOpts, host: &str) -> Result<String, String> {
+    let tls = tls_connect(addr, opts).await?;
+    let der = tls
+        .get_ref()
+        .1
+        .peer_certificates()
+        .and_then(|c| c.first())
+        .cloned()
+        .ok_or("no server certificate")?;
+    let mut conn = HttpsConn::new(tls, false).await?;
+    let r = conn.get(host, "/", &[]).await?;
+    if r.status != 200 {
+        return Err(format!("status {}", r.status));
+    }
+    Ok(CertInfo::parse(&der)?.sha256)
 }
