@@ -3,6 +3,7 @@
 pub mod admin;
 pub mod app;
 pub mod bootstrap;
+pub mod ca;
 pub mod config;
 pub mod creds;
 pub mod demo;

@@ -47,6 +47,54 @@ enum Command {
     /// Run the built-in demo: TLS origination to a stand-in external HTTPS
     /// service, and mutual-TLS termination in front of a local service.
     Demo(DemoArgs),
+    /// The mesh CA: create one, issue workload certificates.
+    #[command(subcommand)]
+    Ca(CaCommand),
+}
+
+#[derive(Subcommand)]
+enum CaCommand {
+    /// Create a root (and optional intermediate) CA in Istio's plugin-CA
+    /// layout: ca-cert.pem, ca-key.pem, cert-chain.pem, root-cert.pem.
+    Init {
+        /// Directory to create the CA in.
+        #[arg(long)]
+        dir: PathBuf,
+        /// SPIFFE trust domain.
+        #[arg(long, default_value = "cluster.local")]
+        trust_domain: String,
+        /// Sign workloads with an intermediate under the root.
+        #[arg(long)]
+        intermediate: bool,
+        /// Root validity, e.g. 3650d.
+        #[arg(long, default_value = "3650d", value_parser = |s: &str| meshgate::plan::duration::parse(s))]
+        validity: std::time::Duration,
+    },
+    /// Issue a workload certificate (spiffe://<trust-domain>/ns/<ns>/sa/<sa>)
+    /// into Istio's file-mounted layout: cert-chain.pem, key.pem, root-cert.pem.
+    Issue {
+        /// The CA directory.
+        #[arg(long)]
+        dir: PathBuf,
+        /// Where to write the workload's files.
+        #[arg(long)]
+        out: PathBuf,
+        /// Workload namespace.
+        #[arg(long, default_value = "default")]
+        namespace: String,
+        /// Workload service account.
+        #[arg(long)]
+        service_account: String,
+        /// SPIFFE trust domain.
+        #[arg(long, default_value = "cluster.local")]
+        trust_domain: String,
+        /// Extra DNS names. Repeatable.
+        #[arg(long)]
+        dns: Vec<String>,
+        /// Certificate lifetime (Istio's default is 24h).
+        #[arg(long, default_value = "24h", value_parser = |s: &str| meshgate::plan::duration::parse(s))]
+        validity: std::time::Duration,
+    },
 }
 
 #[derive(Args)]
@@ -174,6 +222,7 @@ fn main() -> ExitCode {
     match cli.command {
         Command::Validate(args) => validate(&args),
         Command::Run(args) => runtime.block_on(run(args)),
+        Command::Ca(cmd) => ca(cmd),
         Command::Demo(args) => runtime.block_on(async {
             match meshgate::demo::run(args.outbound_addr, args.ingress_addr, args.once).await {
                 Ok(()) => ExitCode::SUCCESS,
@@ -183,6 +232,35 @@ fn main() -> ExitCode {
                 }
             }
         }),
+    }
+}
+
+fn ca(cmd: CaCommand) -> ExitCode {
+    use meshgate::ca::{MeshCa, spiffe_id};
+    let result = match cmd {
+        CaCommand::Init { dir, trust_domain, intermediate, validity } => {
+            MeshCa::init(&dir, &trust_domain, intermediate, validity).map(|_| {
+                println!(
+                    "created a {} CA for trust domain {trust_domain} in {} (ca-cert.pem, ca-key.pem, cert-chain.pem, root-cert.pem)",
+                    if intermediate { "root + intermediate" } else { "root" },
+                    dir.display()
+                );
+            })
+        }
+        CaCommand::Issue { dir, out, namespace, service_account, trust_domain, dns, validity } => {
+            let id = spiffe_id(&trust_domain, &namespace, &service_account);
+            MeshCa::load(&dir)
+                .and_then(|ca| ca.issue(&id, &dns, validity))
+                .and_then(|issued| issued.write(&out))
+                .map(|()| println!("issued {id} into {} (cert-chain.pem, key.pem, root-cert.pem)", out.display()))
+        }
+    };
+    match result {
+        Ok(()) => ExitCode::SUCCESS,
+        Err(e) => {
+            eprintln!("meshgate ca: {e}");
+            ExitCode::FAILURE
+        }
     }
 }
 

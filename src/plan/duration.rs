@@ -32,9 +32,10 @@ pub fn parse(raw: &str) -> Result<Duration, String> {
             "s" => 1.0,
             "m" => 60.0,
             "h" => 3600.0,
+            "d" => 86400.0,
             _ => {
                 return Err(format!(
-                    "{raw:?}: unknown unit {unit:?} (use ms, s, m or h)"
+                    "{raw:?}: unknown unit {unit:?} (use ms, s, m, h or d)"
                 ));
             }
         };
