@@ -1,6 +1,7 @@
 //! Sending a request to a chosen destination and turning failures into
 //! responses: shared by the outbound and inbound listeners.
 
+use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use http::{Request, Response, StatusCode};
@@ -9,7 +10,7 @@ use rustls::pki_types::ServerName;
 use tracing::{info, warn};
 
 use super::http::{Body, local_response};
-use super::upstream::{PoolKey, UpstreamError, UpstreamSpec};
+use super::upstream::{PolicyRef, PoolKey, UpstreamError, UpstreamSpec};
 use super::{Snapshot, State};
 use crate::metrics::RequestLabels;
 use crate::plan::Target;
@@ -17,13 +18,19 @@ use crate::plan::TlsMode;
 use crate::plan::outbound::UpstreamPolicy;
 use crate::tls::FailureReason;
 
+/// The policy of destinations no DestinationRule covers; one `Arc` so
+/// their pooled connections are found by pointer.
+static DEFAULT_POLICY: std::sync::LazyLock<Arc<UpstreamPolicy>> =
+    std::sync::LazyLock::new(|| Arc::new(UpstreamPolicy::default()));
+
 /// Where a request goes and how.
 #[derive(Debug, Clone)]
 pub struct Destination {
     /// Endpoints (host or IP, port), tried round robin.
     pub endpoints: Vec<(String, u16)>,
-    /// TLS, pool and protocol settings.
-    pub policy: UpstreamPolicy,
+    /// TLS, pool and protocol settings (shared with the plan; copied only
+    /// when a listener adjusts it).
+    pub policy: Arc<UpstreamPolicy>,
     /// Names the server certificate must carry (TLS only).
     pub names: Vec<String>,
     /// SNI to send (TLS only).
@@ -37,7 +44,7 @@ impl Destination {
     pub fn registered(t: &Target) -> Destination {
         Destination {
             endpoints: t.endpoints(),
-            policy: (*t.policy).clone(),
+            policy: t.policy.clone(),
             names: t.verify_names(),
             sni: Some(t.sni().to_string()),
             label: service_label(t),
@@ -48,7 +55,7 @@ impl Destination {
     pub fn plain(host: &str, port: u16, label: &str) -> Destination {
         Destination {
             endpoints: vec![(host.to_string(), port)],
-            policy: UpstreamPolicy::default(),
+            policy: DEFAULT_POLICY.clone(),
             names: Vec::new(),
             sni: None,
             label: label.to_string(),
@@ -86,7 +93,7 @@ pub async fn exchange(
     pick: u64,
     timeout: Option<Duration>,
 ) -> Result<Response<Incoming>, UpstreamError> {
-    let policy = &dest.policy;
+    let policy = &PolicyRef(dest.policy.clone());
     let tls = if policy.tls.mode == TlsMode::Disable {
         None
     } else {
@@ -105,13 +112,13 @@ pub async fn exchange(
         Some((config, server_name))
     };
     let spec = UpstreamSpec {
-        key: PoolKey {
+        key: Arc::new(PoolKey {
             endpoints: dest.endpoints.clone(),
             sni: tls.as_ref().and(dest.sni.clone()),
             names: dest.names.clone(),
             policy: policy.clone(),
             generation: snapshot.generation,
-        },
+        }),
         tls,
     };
     let send = state.upstreams.send(&spec, req, pick);

@@ -387,7 +387,7 @@ fn l4_destination(info: &ConnInfo, route: &L4RoutePlan) -> Option<Destination> {
     resolve_destination(&info.snapshot, &d.host, d.port, d.subset.as_deref()).map(
         |(mut dest, _)| {
             // L4: bytes are relayed as they are; no TLS origination.
-            dest.policy.tls = crate::plan::ClientTlsPlan::disabled();
+            std::sync::Arc::make_mut(&mut dest.policy).tls = crate::plan::ClientTlsPlan::disabled();
             dest
         },
     )
@@ -419,7 +419,7 @@ pub(super) fn resolve_destination(
             if dest.policy.tls.mode == crate::plan::TlsMode::Disable
                 && matches!(t.port.protocol.as_str(), "HTTP2" | "GRPC" | "GRPC-WEB")
             {
-                dest.policy.h2 = true;
+                std::sync::Arc::make_mut(&mut dest.policy).h2 = true;
             }
             Some((dest, port))
         }

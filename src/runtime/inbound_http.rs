@@ -267,7 +267,7 @@ impl HttpConn {
             )
         {
             // An HTTP2/GRPC server port: the app behind it speaks h2c.
-            dest.policy.h2 = true;
+            std::sync::Arc::make_mut(&mut dest.policy).h2 = true;
         }
         let matched = Matched {
             uri_prefix: prefix.as_deref(),

@@ -53,15 +53,47 @@ pub struct PoolKey {
     /// Names the server certificate is verified against.
     pub names: Vec<String>,
     /// The policy (TLS, timeouts, protocol).
-    pub policy: UpstreamPolicy,
+    pub policy: PolicyRef,
     /// Configuration generation.
     pub generation: u64,
+}
+
+/// A shared policy compared by pointer first (the plan hands out the same
+/// `Arc` for every request to a destination), by content otherwise, and
+/// hashed on a few fields: pool and config-cache lookups stay cheap on the
+/// request path.
+#[derive(Debug, Clone)]
+pub struct PolicyRef(pub Arc<UpstreamPolicy>);
+
+impl PartialEq for PolicyRef {
+    fn eq(&self, other: &Self) -> bool {
+        Arc::ptr_eq(&self.0, &other.0) || *self.0 == *other.0
+    }
+}
+
+impl Eq for PolicyRef {}
+
+impl std::hash::Hash for PolicyRef {
+    fn hash<H: std::hash::Hasher>(&self, state: &mut H) {
+        // A subset of what `eq` compares: equal values hash equally.
+        self.0.tls.mode.hash(state);
+        self.0.h2.hash(state);
+        self.0.connect_timeout.hash(state);
+        self.0.tls.sni.hash(state);
+    }
+}
+
+impl std::ops::Deref for PolicyRef {
+    type Target = UpstreamPolicy;
+    fn deref(&self) -> &UpstreamPolicy {
+        &self.0
+    }
 }
 
 /// How to reach one upstream.
 pub struct UpstreamSpec {
     /// Pool identity (and endpoints).
-    pub key: PoolKey,
+    pub key: Arc<PoolKey>,
     /// TLS client config and SNI; `None` for plain text.
     pub tls: Option<(Arc<ClientConfig>, ServerName<'static>)>,
 }
@@ -69,8 +101,11 @@ pub struct UpstreamSpec {
 /// Idle keep-alive connections kept per pool key.
 const MAX_IDLE_PER_KEY: usize = 64;
 
-/// Client configs are cached per (policy, expected names, generation).
-type TlsKey = (UpstreamPolicy, Vec<String>, u64);
+/// Client configs are cached per (policy, generation), then by expected names.
+type TlsKey = (PolicyRef, u64);
+
+/// Client configs for one policy, by the names they verify.
+type TlsConfigs = Vec<(Vec<String>, Arc<ClientConfig>)>;
 
 enum Sender {
     H1(http1::SendRequest<Body>),
@@ -86,9 +121,9 @@ struct IdleConn {
 /// Pools, TLS configs and connection bookkeeping for all upstreams.
 pub struct Upstreams {
     metrics: Arc<Metrics>,
-    tls_cache: Mutex<HashMap<TlsKey, Arc<ClientConfig>>>,
-    idle: Arc<Mutex<HashMap<PoolKey, Vec<IdleConn>>>>,
-    h2: Mutex<HashMap<PoolKey, http2::SendRequest<Body>>>,
+    tls_cache: Mutex<HashMap<TlsKey, TlsConfigs>>,
+    idle: Arc<Mutex<HashMap<Arc<PoolKey>, Vec<IdleConn>>>>,
+    h2: Mutex<HashMap<Arc<PoolKey>, http2::SendRequest<Body>>>,
     /// The proxy's own outbound listener: never a valid upstream (a request
     /// for it would loop through the proxy until resources run out).
     own: std::sync::OnceLock<SocketAddr>,
@@ -129,17 +164,22 @@ impl Upstreams {
     /// reused so TLS sessions resume.
     pub fn tls_config(
         &self,
-        policy: &UpstreamPolicy,
+        policy: &PolicyRef,
         names: &[String],
         creds: &Credentials,
         generation: u64,
     ) -> Result<Arc<ClientConfig>, String> {
-        let key = (policy.clone(), names.to_vec(), generation);
-        if let Some(c) = lock(&self.tls_cache).get(&key) {
+        let key = (policy.clone(), generation);
+        if let Some(list) = lock(&self.tls_cache).get(&key)
+            && let Some((_, c)) = list.iter().find(|(n, _)| n.as_slice() == names)
+        {
             return Ok(c.clone());
         }
         let config = crate::tls::client::build(&policy.tls, names, policy.h2, creds)?;
-        lock(&self.tls_cache).insert(key, config.clone());
+        lock(&self.tls_cache)
+            .entry(key)
+            .or_default()
+            .push((names.to_vec(), config.clone()));
         Ok(config)
     }
 
