@@ -687,7 +687,8 @@ class Bench:
                 pids = px.pids()
                 threads = [proc_status_kib(pid, "Threads") for pid in pids]
                 px.layout = (f"{len(pids)} process(es), threads {'+'.join(map(str, threads))}"
-                             + (" (master + workers)" if len(pids) > 1 else ""))
+                             + (" (master + workers)" if len(pids) > 1 else "")
+                             + f", RSS {px.idle_rss_kib / 1024:.1f} MiB at start")
         self.check_endpoints()
 
     def start_backend(self) -> None:
@@ -932,15 +933,43 @@ class Bench:
                     resumed += tok == "1"
         return full, resumed
 
+    def restart(self, px: Proxy) -> None:
+        """Stop the proxy and start it again with the same configuration and ports."""
+        old = px.proc
+        try:
+            os.killpg(old.pid, signal.SIGTERM)
+        except ProcessLookupError:
+            pass
+        try:
+            old.wait(timeout=15)
+        except subprocess.TimeoutExpired:
+            os.killpg(old.pid, signal.SIGKILL)
+            old.wait(timeout=5)
+        CHILDREN.procs = [(n, q) for n, q in CHILDREN.procs if q is not old]
+        getattr(self, f"start_{px.name}")(px)
+
+    def warm(self, px: Proxy, seconds: float = 1) -> None:
+        for sc in ("term-ka", "term-mtls", "orig-ka", "orig-mtls"):
+            if sc in px.endpoints and sc not in px.broken:
+                self.wrk(px.endpoints[sc], self.args.wrk_threads, self.args.ka_conns, seconds)
+
     def mem(self, px: Proxy, ep: dict) -> tuple[dict, str]:
+        """RSS of a freshly started proxy, then with N idle TLS connections.
+
+        The proxy is restarted first: after the load scenarios every allocator
+        keeps memory it could reuse, which would hide the per-connection cost."""
         n = self.args.conns
+        after_load_rss, after_load_pss = px.rss_kib(), px.pss_kib()
+        self.restart(px)
+        time.sleep(1.0)
         before_rss, before_pss = px.rss_kib(), px.pss_kib()
         argv = [sys.executable, os.path.join(TOOLS, "hold_conns.py"), "--port", str(ep["port"]),
                 "--sni", HOST, "--ca", self.certs["ca"], "--n", str(n), "--threads", "8"]
         p = subprocess.Popen(argv, stdin=subprocess.PIPE, stdout=subprocess.PIPE, stderr=subprocess.PIPE,
                              text=True, start_new_session=True)
         CHILDREN.procs.append(("hold_conns", p))
-        res: dict = {"conns": n, "rss_before_kib": before_rss, "pss_before_kib": before_pss}
+        res: dict = {"conns": n, "rss_before_kib": before_rss, "pss_before_kib": before_pss,
+                     "rss_after_load_kib": after_load_rss, "pss_after_load_kib": after_load_pss}
         try:
             t0 = time.monotonic()
             line = ""
@@ -974,6 +1003,7 @@ class Bench:
             CHILDREN.procs = [(nm, q) for nm, q in CHILDREN.procs if q is not p]
         time.sleep(1.0)  # let the proxy notice the closes
         res["rss_after_kib"] = px.rss_kib()
+        self.warm(px)  # pools and caches back to where the other proxies' are
         return res, "python3 bench/tools/hold_conns.py " + " ".join(argv[2:])
 
     def run_one(self, run: int, sc: str, px: Proxy) -> None:
@@ -1022,17 +1052,19 @@ class Bench:
         hd = [y - x for x, y in zip(h0, h1)]
         # busy minus interrupts/softirqs (loopback networking lands there) and steal
         busy_us = (sum(hd) - hd[3] - hd[4] - hd[5] - hd[6] - hd[7]) * 1e6 / CLK_TCK
-        ours_us = ((c1 - c0) + (b1 - b0)) * 1e6 / CLK_TCK + client_us
+        ours_us = ((max(0, c1 - c0) if sc != "mem" else 0) + (b1 - b0)) * 1e6 / CLK_TCK + client_us
         rec["foreign_cpu_share"] = round(max(0.0, busy_us - ours_us) / (sum(hd) * 1e6 / CLK_TCK or 1), 4)
         rec.update(cmd=cmd, wall_s=round(wall, 3), host_busy=round(busy, 4), host_steal=round(steal, 4),
                    proxy_cpu_us=(c1 - c0) * 1e6 / CLK_TCK if pids else None,
                    backend_cpu_us=(b1 - b0) * 1e6 / CLK_TCK)
-        cpu = rec["proxy_cpu_us"] if px.proc else rec["backend_cpu_us"]
+        if sc == "mem":  # the proxy was restarted: its CPU counters started again
+            rec["proxy_cpu_us"] = None
+        cpu = (rec["proxy_cpu_us"] or 0) if px.proc else rec["backend_cpu_us"]
         if sc == "term-1m" and res.get("bytes"):
             rec["cpu_us_per_mib"] = cpu / (res["bytes"] / 1024 ** 2)
         elif sc != "mem" and res.get("requests"):
             rec["cpu_us_per_req"] = cpu / res["requests"]
-        rec["proxy_cpu_share"] = (rec["proxy_cpu_us"] or 0) / 1e6 / wall if pids else None
+        rec["proxy_cpu_share"] = rec["proxy_cpu_us"] / 1e6 / wall if rec["proxy_cpu_us"] is not None else None
         if not px.alive():
             rec["proxy_died"] = px.dead
             log(f"{px.name} DIED during {sc}: {px.dead}")
@@ -1152,10 +1184,12 @@ class Bench:
             ("term-1m", "MiB/s", "mib_s", "{:,.0f}", True),
             ("term-1m", "p50 / p99 ms", ("p50_ms", "p99_ms"), "{:.1f}", False),
             ("term-1m", "proxy CPU µs/MiB", "cpu_us_per_mib", "{:.0f}", False),
-            ("mem", "RSS idle at start, MiB", "idle_rss", "{:.1f}", False),
-            ("mem", "PSS idle at start, MiB", "idle_pss", "{:.1f}", False),
-            ("mem", f"RSS before / with {a.conns} conns, MiB", ("rss_before_mib", "rss_held_mib"), "{:.1f}", False),
+            ("mem", "RSS idle, fresh process, MiB", "rss_before_mib", "{:.1f}", False),
+            ("mem", "PSS idle, fresh process, MiB", "pss_before_mib", "{:.1f}", False),
+            ("mem", f"RSS with {a.conns} idle TLS conns, MiB", "rss_held_mib", "{:.1f}", False),
             ("mem", "KiB per idle TLS conn (RSS)", "kib_per_conn", "{:.1f}", False),
+            ("mem", "KiB per idle TLS conn (PSS)", "pss_kib_per_conn", "{:.1f}", False),
+            ("mem", "RSS after the load scenarios (before restart), MiB", "rss_after_load_mib", "{:.1f}", False),
             ("mem", f"conns still open at measurement (of {a.conns})", "alive", "{:.0f}", None),
         ]
         # derived per-run values
@@ -1167,15 +1201,9 @@ class Bench:
                     r["added_p50_us"] = (r["p50_ms"] - direct_p50) * 1000
                 if sc == "mem" and r.get("rss_held_kib") is not None:
                     r["rss_before_mib"] = r["rss_before_kib"] / 1024
+                    r["pss_before_mib"] = r["pss_before_kib"] / 1024
                     r["rss_held_mib"] = r["rss_held_kib"] / 1024
-        for pname, px in self.proxies.items():
-            if px.idle_rss_kib:
-                by.setdefault((pname, "mem"), [])
-                for r in by[(pname, "mem")] or []:
-                    r["idle_rss"] = px.idle_rss_kib / 1024
-                    r["idle_pss"] = px.idle_pss_kib / 1024
-                if not by[(pname, "mem")]:
-                    by[(pname, "mem")] = [{"idle_rss": px.idle_rss_kib / 1024, "idle_pss": px.idle_pss_kib / 1024}]
+                    r["rss_after_load_mib"] = r["rss_after_load_kib"] / 1024
 
         def cell(pname, sc, key, fmt, better):
             keys = key if isinstance(key, tuple) else (key,)

@@ -99,7 +99,7 @@ pub struct UpstreamSpec {
 }
 
 /// Idle keep-alive connections kept per pool key.
-const MAX_IDLE_PER_KEY: usize = 64;
+const MAX_IDLE_PER_KEY: usize = 512;
 
 /// Client configs are cached per (policy, generation), then by expected names.
 type TlsKey = (PolicyRef, u64);
