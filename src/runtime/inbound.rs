@@ -144,7 +144,9 @@ async fn read_hello(stream: &mut TcpStream) -> Result<Hello, HelloError> {
     use tokio::io::AsyncReadExt;
     let mut acceptor = rustls::server::Acceptor::default();
     let mut bytes = Vec::with_capacity(1024);
-    let mut chunk = [0u8; 4096];
+    // On the heap: an array here would be part of every connection's task
+    // for its whole life, not just while the ClientHello is read.
+    let mut chunk = vec![0u8; 4096];
     loop {
         let n = stream
             .read(&mut chunk)
@@ -475,7 +477,7 @@ const LINGER: std::time::Duration = std::time::Duration::from_millis(500);
 async fn linger(mut stream: TcpStream) {
     use tokio::io::AsyncReadExt;
     let _ = stream.shutdown().await;
-    let mut sink = [0u8; 4096];
+    let mut sink = vec![0u8; 4096];
     let _ = tokio::time::timeout(LINGER, async {
         while let Ok(n) = stream.read(&mut sink).await {
             if n == 0 {
