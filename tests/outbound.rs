@@ -99,6 +99,13 @@ async fn simple_with_ca_file_originates_verified_tls() {
     );
     let m = p.metrics().await;
     assert!(m.contains("meshgate_tls_handshakes_total{direction=\"outbound\",listener=\"outbound\",version=\"TLSv1_3\",group=\"X25519MLKEM768\",resumed=\"false\"} 1"), "{m}");
+    // CPU and handshake cost are visible in production too.
+    let cpu = meshgate::test_util::metric_value(&m, "process_cpu_seconds_total");
+    assert!(cpu > 0.0, "process CPU exported: {m}");
+    assert!(
+        m.contains("meshgate_tls_handshake_duration_seconds_count{direction=\"outbound\"} 1"),
+        "{m}"
+    );
 }
 
 #[tokio::test]

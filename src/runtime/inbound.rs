@@ -201,6 +201,7 @@ fn select_server<'a>(
 const ALERT_UNRECOGNIZED_NAME: [u8; 7] = [0x15, 0x03, 0x03, 0x00, 0x02, 0x02, 112];
 
 async fn serve_tls(mut stream: TcpStream, info: ConnInfo, shutdown: CancellationToken) {
+    let started = Instant::now();
     let deadline = tokio::time::Instant::now() + info.state.bootstrap.handshake_timeout;
     let hello = match tokio::time::timeout_at(deadline, read_hello(&mut stream)).await {
         Err(_) => {
@@ -285,6 +286,13 @@ async fn serve_tls(mut stream: TcpStream, info: ConnInfo, shutdown: Cancellation
         Ok(Ok(t)) => t,
     };
     let (_, conn) = tls.get_ref();
+    info.state
+        .metrics
+        .handshake_duration
+        .get_or_create(&crate::metrics::DirectionLabels {
+            direction: "inbound",
+        })
+        .observe(started.elapsed().as_secs_f64());
     info.state
         .metrics
         .tls_handshakes

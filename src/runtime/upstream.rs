@@ -353,6 +353,7 @@ impl Upstreams {
             None => self.handshake_http(TokioIo::new(tcp), policy.h2).await,
             Some((config, sni)) => {
                 let connector = TlsConnector::from(config.clone());
+                let started = Instant::now();
                 let tls = match tokio::time::timeout(
                     policy.connect_timeout,
                     connector.connect(sni.clone(), tcp),
@@ -381,6 +382,12 @@ impl Upstreams {
                     }
                 };
                 let (_, conn) = tls.get_ref();
+                self.metrics
+                    .handshake_duration
+                    .get_or_create(&crate::metrics::DirectionLabels {
+                        direction: "outbound",
+                    })
+                    .observe(started.elapsed().as_secs_f64());
                 self.metrics
                     .tls_handshakes
                     .get_or_create(&HandshakeLabels {
