@@ -247,44 +247,46 @@ impl Upstreams {
         let mut idle = lock(&self.idle);
         let list = idle.get_mut(key)?;
         let max_idle = key.policy.idle_timeout;
-        while let Some(c) = list.pop() {
+        // Released connections may still be finishing their last response
+        // (not ready yet): skip those, drop closed or idled-out ones, take
+        // the most recently used ready one.
+        let mut i = list.len();
+        while i > 0 {
+            i -= 1;
+            let c = &list[i];
             let expired = !max_idle.is_zero() && c.since.elapsed() > max_idle;
-            if !expired && c.sender.is_ready() && !c.sender.is_closed() {
+            if expired || c.sender.is_closed() {
+                list.swap_remove(i);
+            } else if c.sender.is_ready() {
+                let c = list.swap_remove(i);
                 return Some((Sender::H1(c.sender), c.uses));
             }
         }
         None
     }
 
-    /// Returns an HTTP/1.1 connection to the pool once its response is
-    /// complete, unless it reached `maxRequestsPerConnection`.
-    fn release(&self, spec: &UpstreamSpec, mut sender: http1::SendRequest<Body>, uses: u32) {
+    /// Returns an HTTP/1.1 connection to the pool as soon as its response
+    /// headers are in (it becomes ready for the next request once the body
+    /// is done; `checkout` skips it until then), unless it reached
+    /// `maxRequestsPerConnection`. No task per request: the hand-off costs a
+    /// lock, not a wake-up.
+    fn release(&self, spec: &UpstreamSpec, sender: http1::SendRequest<Body>, uses: u32) {
         let max = spec.key.policy.max_requests_per_connection;
         if max != 0 && uses >= max {
             return; // dropping the sender closes the connection
         }
-        let key = spec.key.clone();
-        let pool = self.idle.clone();
-        tokio::spawn(async move {
-            if sender.ready().await.is_ok() {
-                let idle_timeout = key.policy.idle_timeout;
-                let mut pool = lock(&pool);
-                let list = pool.entry(key).or_default();
-                // Drop connections the peer closed or that idled out, and
-                // keep at most MAX_IDLE_PER_KEY (the oldest go first).
-                list.retain(|c| {
-                    !c.sender.is_closed()
-                        && (idle_timeout.is_zero() || c.since.elapsed() <= idle_timeout)
-                });
-                if list.len() >= MAX_IDLE_PER_KEY {
-                    list.remove(0);
-                }
-                list.push(IdleConn {
-                    sender,
-                    uses,
-                    since: Instant::now(),
-                });
+        let mut pool = lock(&self.idle);
+        let list = pool.entry(spec.key.clone()).or_default();
+        if list.len() >= MAX_IDLE_PER_KEY {
+            list.retain(|c| !c.sender.is_closed());
+            if list.len() >= MAX_IDLE_PER_KEY {
+                list.remove(0);
             }
+        }
+        list.push(IdleConn {
+            sender,
+            uses,
+            since: Instant::now(),
         });
     }
 
