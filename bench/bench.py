@@ -132,6 +132,25 @@ def cpu_ticks(pids: list[int]) -> int:
     return total
 
 
+def ctx_switches(pids: list[int]) -> int:
+    """Voluntary + involuntary context switches of every thread of these processes."""
+    total = 0
+    for pid in pids:
+        try:
+            tids = os.listdir(f"/proc/{pid}/task")
+        except OSError:
+            continue
+        for tid in tids:
+            try:
+                with open(f"/proc/{pid}/task/{tid}/status") as f:
+                    for line in f:
+                        if line.startswith(("voluntary_ctxt_switches", "nonvoluntary_ctxt_switches")):
+                            total += int(line.split()[1])
+            except OSError:
+                pass
+    return total
+
+
 def proc_status_kib(pid: int, key: str) -> int:
     try:
         with open(f"/proc/{pid}/status") as f:
@@ -788,10 +807,11 @@ class Bench:
                 "--stats-addr", f"127.0.0.1:{p['mg_stats']}",
                 "--ready-addr", f"127.0.0.1:{p['mg_ready']}",
                 "--log-level", "warn"]
-        env = dict(os.environ, TOKIO_WORKER_THREADS="2")
+        threads = str(self.args.meshgate_threads)
+        env = dict(os.environ, TOKIO_WORKER_THREADS=threads)
         env.pop("RUST_LOG", None)
         with open(os.path.join(d, "command.txt"), "w") as f:
-            f.write("TOKIO_WORKER_THREADS=2 " + " ".join(argv) + "\n")
+            f.write(f"TOKIO_WORKER_THREADS={threads} " + " ".join(argv) + "\n")
         px.proc = CHILDREN.start("meshgate", argv, px.log_path, env=env)
         deadline = time.monotonic() + 20
         ready = False
@@ -1022,6 +1042,7 @@ class Bench:
         be_pids = self.backend.pids()
         acc0 = self.backend_accepts()
         c0, b0, h0 = cpu_ticks(pids), cpu_ticks(be_pids), host_cpu()
+        cs0 = ctx_switches(pids)
         ru0 = resource.getrusage(resource.RUSAGE_CHILDREN)
         t0 = time.monotonic()
         if sc in ("term-ka", "term-mtls", "orig-ka", "orig-mtls"):
@@ -1040,6 +1061,7 @@ class Bench:
             raise ValueError(sc)
         wall = time.monotonic() - t0
         c1, b1, h1 = cpu_ticks(pids), cpu_ticks(be_pids), host_cpu()
+        cs1 = ctx_switches(pids)
         ru1 = resource.getrusage(resource.RUSAGE_CHILDREN)
         acc1 = self.backend_accepts()
         busy, steal = host_share(h0, h1)
@@ -1064,6 +1086,8 @@ class Bench:
             rec["cpu_us_per_mib"] = cpu / (res["bytes"] / 1024 ** 2)
         elif sc != "mem" and res.get("requests"):
             rec["cpu_us_per_req"] = cpu / res["requests"]
+            if pids:
+                rec["ctx_switches_per_req"] = (cs1 - cs0) / res["requests"]
         rec["proxy_cpu_share"] = rec["proxy_cpu_us"] / 1e6 / wall if rec["proxy_cpu_us"] is not None else None
         if not px.alive():
             rec["proxy_died"] = px.dead
@@ -1397,7 +1421,7 @@ def mg_summary(metrics: str) -> str:
             fails.append(line)
         elif line.startswith("istio_requests_total{") and 'response_code="200"' not in line:
             non200.append(line)
-    s = "meshgate's own counters at the end: handshakes " + "; ".join(f"{k}: {v:,.0f}" for k, v in sorted(hs.items()))
+    s = "meshgate's own counters at the end (since its last restart, in the mem scenario): handshakes " + "; ".join(f"{k}: {v:,.0f}" for k, v in sorted(hs.items()))
     if fails:
         s += "\n\nmeshgate handshake failures: " + "; ".join(f"`{x}`" for x in fails[:10])
     if non200:
@@ -1451,6 +1475,8 @@ def main() -> int:
     ap.add_argument("--ka-conns", type=int, default=64)
     ap.add_argument("--meshgate-bin", default=os.path.join(REPO, "target", "release", "meshgate"))
     ap.add_argument("--no-build", action="store_true", help="use the existing meshgate binary as is")
+    ap.add_argument("--meshgate-threads", type=int, default=2,
+                    help="TOKIO_WORKER_THREADS for meshgate (the comparison uses 2)")
     ap.add_argument("--keep-workdir", action="store_true", help="keep configs, certificates and logs")
     ap.add_argument("--out-dir", default=os.path.join(BENCH_DIR, "results"))
     a = ap.parse_args()

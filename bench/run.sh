@@ -5,4 +5,5 @@
 #   bench/run.sh --runs 3 --duration 5 --rsa
 set -euo pipefail
 here="$(cd "$(dirname "${BASH_SOURCE[0]}")" && pwd)"
+export PYTHONDONTWRITEBYTECODE=1
 exec python3 "$here/bench.py" "$@"

@@ -274,6 +274,19 @@ async fn serve_tls(mut stream: TcpStream, info: ConnInfo, shutdown: Cancellation
                 "handshake not finished before the deadline",
             );
         }
+        Ok(Err((e, _)))
+            if e.get_ref().is_none()
+                && matches!(
+                    e.kind(),
+                    std::io::ErrorKind::ConnectionReset
+                        | std::io::ErrorKind::BrokenPipe
+                        | std::io::ErrorKind::UnexpectedEof
+                ) =>
+        {
+            // The client went away mid-handshake: not a TLS failure.
+            debug!(error = %e, "client closed the connection during the handshake");
+            return;
+        }
         Ok(Err((e, io))) => {
             let (reason, detail) =
                 classify(&e).unwrap_or((FailureReason::HandshakeFailure, e.to_string()));
