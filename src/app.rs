@@ -110,6 +110,7 @@ pub fn reload(state: &State) -> Result<(), LoadErrors> {
                 warn!("{w}");
             }
             state.metrics.set_certificates(&loaded.creds);
+            state.metrics.count_rotations(&previous, &loaded.creds);
             let loaded_stale = !loaded.creds.stale.is_empty();
             state.publish(loaded);
             state

@@ -64,8 +64,8 @@ pub struct Credentials {
     /// a server's hosts, credentials kept at their last good version).
     pub warnings: Vec<String>,
     /// Credentials whose files changed but failed to load, so their last
-    /// good version is still served (one line each, with the reason).
-    pub stale: Vec<String>,
+    /// good version is still served: (where it is loaded from, the reason).
+    pub stale: Vec<(String, String)>,
 }
 
 /// One credential problem, naming the resource that referenced it.
@@ -180,36 +180,31 @@ pub fn load_with_fallback(
     }
     if let Some(prev) = previous {
         errors.retain(|e| {
-            let kept = match &e.key {
-                Some(CredentialKey::Identity(k)) => prev
-                    .identities
-                    .get(k)
-                    .map(|v| creds.identities.insert(k.clone(), v.clone()))
-                    .is_some(),
-                Some(CredentialKey::Trust(k)) => prev
-                    .trust
-                    .get(k)
-                    .map(|v| creds.trust.insert(k.clone(), v.clone()))
-                    .is_some(),
-                Some(CredentialKey::Server(k)) => prev
-                    .servers
-                    .get(k)
-                    .map(|v| creds.servers.insert(k.clone(), v.clone()))
-                    .is_some(),
-                Some(CredentialKey::ClientCa(k)) => prev
-                    .client_cas
-                    .get(k)
-                    .map(|v| creds.client_cas.insert(k.clone(), v.clone()))
-                    .is_some(),
-                None => false,
+            let kept: Option<String> = match &e.key {
+                Some(CredentialKey::Identity(k)) => prev.identities.get(k).map(|v| {
+                    creds.identities.insert(k.clone(), v.clone());
+                    v.source.clone()
+                }),
+                Some(CredentialKey::Trust(k)) => prev.trust.get(k).map(|v| {
+                    creds.trust.insert(k.clone(), v.clone());
+                    v.source.clone()
+                }),
+                Some(CredentialKey::Server(k)) => prev.servers.get(k).map(|v| {
+                    creds.servers.insert(k.clone(), v.clone());
+                    v.source.clone()
+                }),
+                Some(CredentialKey::ClientCa(k)) => prev.client_cas.get(k).map(|v| {
+                    creds.client_cas.insert(k.clone(), v.clone());
+                    v.source.clone()
+                }),
+                None => None,
             };
-            if kept {
-                creds.warnings.push(format!(
-                    "{e}; keeping the last good version of this credential in service"
-                ));
-                creds.stale.push(e.to_string());
-            }
-            !kept
+            let Some(source) = kept else { return true };
+            creds.warnings.push(format!(
+                "{e}; keeping the last good version of this credential in service"
+            ));
+            creds.stale.push((source, e.to_string()));
+            false
         });
     }
     // One missing Secret can be named by both the CA and the identity.

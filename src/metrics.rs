@@ -68,6 +68,16 @@ pub struct CertLabels {
     pub sha256: String,
 }
 
+/// `meshgate_cert_reloads_total` labels.
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+pub struct CertReloadLabels {
+    /// Where the credential is loaded from (paths or `kubernetes://name`).
+    pub credential: String,
+    /// `success` (a new version is in service) or `failure` (the change was
+    /// refused; the last good version stays).
+    pub result: &'static str,
+}
+
 /// Labels with only a direction.
 #[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
 pub struct DirectionLabels {
@@ -99,6 +109,8 @@ pub struct Metrics {
     /// 1 while the files on disk differ from what is served because their
     /// last reload was refused.
     pub config_stale: Gauge,
+    /// Credential rotations by credential and result.
+    pub cert_reloads: Family<CertReloadLabels, Counter>,
     /// Time to complete TLS handshakes, by direction.
     pub handshake_duration: Family<DirectionLabels, Histogram>,
     /// CPU seconds the process has used (Prometheus' standard name).
@@ -199,8 +211,15 @@ impl Metrics {
             "Resident memory size in bytes",
             process_rss.clone(),
         );
+        let cert_reloads = Family::default();
+        registry.register(
+            "meshgate_cert_reloads",
+            "Credential changes put in service (success) or refused with the last good version kept (failure)",
+            cert_reloads.clone(),
+        );
         Metrics {
             registry,
+            cert_reloads,
             cert_expiry,
             config_stale,
             handshake_duration,
@@ -270,6 +289,45 @@ impl Metrics {
                     sha256: id.leaf.sha256.clone(),
                 })
                 .set(id.leaf.not_after);
+        }
+    }
+
+    /// Counts per-credential rotations between `previous` and `next`.
+    pub fn count_rotations(
+        &self,
+        previous: &crate::creds::Credentials,
+        next: &crate::creds::Credentials,
+    ) {
+        let changed = |prev: Option<&std::sync::Arc<crate::creds::Identity>>,
+                       new: &crate::creds::Identity| {
+            prev.is_some_and(|p| p.leaf.sha256 != new.leaf.sha256)
+        };
+        let rotated = next
+            .identities
+            .iter()
+            .filter(|(k, v)| changed(previous.identities.get(*k), v))
+            .map(|(_, v)| v.source.clone())
+            .chain(
+                next.servers
+                    .iter()
+                    .filter(|(k, v)| changed(previous.servers.get(*k), v))
+                    .map(|(_, v)| v.source.clone()),
+            );
+        for credential in rotated {
+            self.cert_reloads
+                .get_or_create(&CertReloadLabels {
+                    credential,
+                    result: "success",
+                })
+                .inc();
+        }
+        for (credential, _) in &next.stale {
+            self.cert_reloads
+                .get_or_create(&CertReloadLabels {
+                    credential: credential.clone(),
+                    result: "failure",
+                })
+                .inc();
         }
     }
 

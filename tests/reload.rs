@@ -1171,6 +1171,24 @@ async fn a_broken_credential_holds_back_only_its_own_server() {
         p.metric(RELOAD_PARTIAL).await >= 1.0,
         "counted as a partial reload"
     );
+    // Per credential: b.test rotated, a.test's change was refused.
+    let m = p.metrics().await;
+    let b_source = format!("{} + {}", b_cert.display(), b_key.display());
+    let a_source = format!("{} + {}", a_cert.display(), a_key.display());
+    assert!(
+        meshgate::test_util::metric_value(
+            &m,
+            &format!("meshgate_cert_reloads_total{{credential=\"{b_source}\",result=\"success\"}}")
+        ) >= 1.0,
+        "{m}"
+    );
+    assert!(
+        meshgate::test_util::metric_value(
+            &m,
+            &format!("meshgate_cert_reloads_total{{credential=\"{a_source}\",result=\"failure\"}}")
+        ) >= 1.0,
+        "{m}"
+    );
     assert_eq!(
         p.metric("meshgate_config_stale").await,
         1.0,
