@@ -173,7 +173,7 @@ pub async fn build(bootstrap: Bootstrap, loaded: Loaded) -> std::io::Result<Prox
     for l in &loaded.plan.inbound.listeners {
         let addr = bootstrap.inbound_addr(l.port, l.bind.as_deref());
         let listener = bind(addr, &format!("inbound port {}", l.port)).await?;
-        inbound_listeners.push((l.port, listener));
+        inbound_listeners.push((l.port, l.bind.clone(), listener));
     }
     let admin = bind(bootstrap.admin_addr, "admin").await?;
     let stats = bind(bootstrap.stats_addr, "stats").await?;
@@ -195,13 +195,14 @@ pub async fn build(bootstrap: Bootstrap, loaded: Loaded) -> std::io::Result<Prox
         shutdown.clone(),
     ));
     let mut inbound = BTreeMap::new();
-    for (port, listener) in inbound_listeners {
+    for (port, bind, listener) in inbound_listeners {
         let local = listener.local_addr()?;
         inbound.insert(port, local);
         info!(port, addr = %local, "inbound listener bound");
         tokio::spawn(crate::runtime::inbound::run(
             listener,
             port,
+            bind,
             state.clone(),
             shutdown.clone(),
         ));

@@ -160,13 +160,12 @@ impl Bootstrap {
     /// Where the listener for config port `port` (with optional `bind`
     /// IP) binds.
     pub fn inbound_addr(&self, port: u16, bind: Option<&str>) -> SocketAddr {
-        if let Some(a) = self.port_map.get(&port) {
-            return *a;
+        let bind_ip = bind.and_then(|b| b.parse::<IpAddr>().ok());
+        match self.port_map.get(&port) {
+            // A server's own `bind` keeps its IP; the map moves the port.
+            Some(a) => SocketAddr::new(bind_ip.unwrap_or(a.ip()), a.port()),
+            None => SocketAddr::new(bind_ip.unwrap_or(self.inbound_bind), port),
         }
-        let ip = bind
-            .and_then(|b| b.parse().ok())
-            .unwrap_or(self.inbound_bind);
-        SocketAddr::new(ip, port)
     }
 
     /// Every address bound to port 0, for tests and the demo.

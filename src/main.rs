@@ -139,7 +139,8 @@ struct RunArgs {
     #[arg(long)]
     inbound_bind: Option<std::net::IpAddr>,
     /// Rebind a config port: `443=127.0.0.1:8443` serves the Gateway's port
-    /// 443 on 127.0.0.1:8443. Repeatable.
+    /// 443 on 127.0.0.1:8443 (a server with its own `bind` keeps that IP).
+    /// Repeatable.
     #[arg(long, value_name = "PORT=ADDR", value_parser = parse_port_map)]
     port_map: Vec<(u16, SocketAddr)>,
     /// How often config, certificate and Secret files are checked for

@@ -2159,3 +2159,58 @@ async fn websocket_upgrade_passes_through() {
         assert_eq!(back, msg);
     }
 }
+
+/// Servers on one port with different `bind` IPs are separate listeners,
+/// each serving its own hosts.
+#[tokio::test]
+async fn servers_binding_different_ips_on_one_port() {
+    let a = echo_service().await;
+    let yaml = format!(
+        r#"apiVersion: networking.istio.io/v1
+kind: Gateway
+metadata: {{name: split}}
+spec:
+  servers:
+  - port: {{number: 8080, name: http-a, protocol: HTTP}}
+    bind: 127.0.0.1
+    hosts: [a.test]
+  - port: {{number: 8080, name: http-b, protocol: HTTP}}
+    bind: 127.0.0.2
+    hosts: [b.test]
+---
+apiVersion: networking.istio.io/v1
+kind: VirtualService
+metadata: {{name: both}}
+spec:
+  hosts: [a.test, b.test]
+  gateways: [split]
+  http:
+  - route:
+    - destination: {{host: 127.0.0.1, port: {{number: {}}}}}
+"#,
+        a.port()
+    );
+    let p = TestProxy::start(tempdir(), &yaml, |b| {
+        b.port_map.insert(8080, "127.0.0.1:0".parse().unwrap());
+    })
+    .await
+    .unwrap();
+    let listeners = &p.proxy.state.snapshot().plan.inbound.listeners;
+    assert_eq!(listeners.len(), 2, "one listener per bind");
+    // Each bound address answers for its own host only.
+    let first = p.proxy.inbound[&8080];
+    let ip = first.ip().to_string();
+    let (own, other) = if ip == "127.0.0.1" {
+        ("a.test", "b.test")
+    } else {
+        ("b.test", "a.test")
+    };
+    let r = meshgate::standin::fetch(first, "GET", "/", Some(own))
+        .await
+        .unwrap();
+    assert_eq!(r.status, 200, "{}", r.body);
+    let r = meshgate::standin::fetch(first, "GET", "/", Some(other))
+        .await
+        .unwrap();
+    assert_eq!(r.status, 404, "{}", r.body);
+}

@@ -31,7 +31,13 @@ use crate::tls::{FailureReason, classify};
 const MAX_HELLO_BYTES: usize = 64 * 1024;
 
 /// Runs one inbound listener (config port `port`) until `shutdown`.
-pub async fn run(listener: TcpListener, port: u16, state: Arc<State>, shutdown: CancellationToken) {
+pub async fn run(
+    listener: TcpListener,
+    port: u16,
+    bind: Option<String>,
+    state: Arc<State>,
+    shutdown: CancellationToken,
+) {
     super::accept_loop(
         listener,
         shutdown.clone(),
@@ -39,8 +45,9 @@ pub async fn run(listener: TcpListener, port: u16, state: Arc<State>, shutdown: 
         move |stream, peer| {
             let state = state.clone();
             let shutdown = shutdown.clone();
+            let bind = bind.clone();
             let span = info_span!("inbound", port, peer = %peer);
-            async move { serve_connection(stream, peer, port, state, shutdown).await }
+            async move { serve_connection(stream, peer, port, bind, state, shutdown).await }
                 .instrument(span)
         },
     )
@@ -53,19 +60,21 @@ pub(super) struct ConnInfo {
     pub snapshot: Arc<Snapshot>,
     /// Config port.
     pub port: u16,
+    /// The listener's `bind` (servers on one port may bind different IPs).
+    pub bind: Option<String>,
     /// `ip_port` metric label.
     pub label: String,
     pub peer: SocketAddr,
 }
 
 impl ConnInfo {
-    fn listener(&self) -> Option<&ListenerPlan> {
+    pub(super) fn listener(&self) -> Option<&ListenerPlan> {
         self.snapshot
             .plan
             .inbound
             .listeners
             .iter()
-            .find(|l| l.port == self.port)
+            .find(|l| l.port == self.port && l.bind == self.bind)
     }
 
     fn handshake_failed(&self, reason: FailureReason, detail: &str) {
@@ -78,6 +87,7 @@ async fn serve_connection(
     stream: TcpStream,
     peer: SocketAddr,
     port: u16,
+    bind: Option<String>,
     state: Arc<State>,
     shutdown: CancellationToken,
 ) {
@@ -90,6 +100,7 @@ async fn serve_connection(
         snapshot: state.snapshot(),
         state,
         port,
+        bind,
         label: format!("{local}_{port}"),
         peer,
     };

@@ -299,14 +299,7 @@ impl HttpConn {
 
     /// The server on a plain port for `host`: the most specific match.
     fn plain_server(&self, host: &str) -> Option<Arc<ServerPlan>> {
-        let listener = self
-            .info
-            .snapshot
-            .plan
-            .inbound
-            .listeners
-            .iter()
-            .find(|l| l.port == self.info.port)?;
+        let listener = self.info.listener()?;
         most_specific(&listener.servers, host, |s| &s.hosts).cloned()
     }
 
