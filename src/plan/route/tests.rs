@@ -8,6 +8,7 @@ use http::{HeaderMap, HeaderValue};
 
 use super::*;
 use crate::config::{ConfigError, load_str};
+use crate::plan::Diagnostics;
 
 const FILE: &str = "routes.yaml";
 const TO: &str = "route: [{destination: {host: app.example.com}}]";
