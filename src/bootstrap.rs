@@ -62,6 +62,11 @@ pub struct Bootstrap {
     pub watch_interval: Duration,
     /// Warn when a certificate in service expires within this window.
     pub expiry_warning: Duration,
+    /// The workload's mesh identity in Istio's file-mounted layout
+    /// (`cert-chain.pem`, `key.pem`, `root-cert.pem`), for ISTIO_MUTUAL.
+    pub identity_dir: Option<PathBuf>,
+    /// SPIFFE trust domain of the mesh.
+    pub trust_domain: String,
 }
 
 impl Default for Bootstrap {
@@ -82,6 +87,8 @@ impl Default for Bootstrap {
             handshake_timeout: Duration::from_secs(10),
             watch_interval: Duration::from_secs(1),
             expiry_warning: Duration::from_secs(7 * 86400),
+            identity_dir: None,
+            trust_domain: "cluster.local".into(),
         }
     }
 }
@@ -105,6 +112,8 @@ struct BootstrapFile {
     handshake_timeout: Option<String>,
     watch_interval: Option<String>,
     expiry_warning: Option<String>,
+    identity_dir: Option<PathBuf>,
+    trust_domain: Option<String>,
 }
 
 #[derive(Debug, Default, Deserialize)]
@@ -153,6 +162,12 @@ impl Bootstrap {
         }
         if let Some(d) = dur("expiryWarning", &file.expiry_warning)? {
             self.expiry_warning = d;
+        }
+        if file.identity_dir.is_some() {
+            self.identity_dir = file.identity_dir;
+        }
+        if let Some(td) = file.trust_domain {
+            self.trust_domain = td;
         }
         Ok(())
     }

@@ -116,6 +116,14 @@ struct ConfigArgs {
     /// What to do with hosts that no ServiceEntry declares (default ALLOW_ANY, as in Istio).
     #[arg(long, value_enum)]
     outbound_traffic_policy: Option<OutboundTrafficPolicy>,
+    /// This workload's mesh identity for ISTIO_MUTUAL, in Istio's
+    /// file-mounted layout: cert-chain.pem, key.pem, root-cert.pem (e.g. from
+    /// `meshgate ca issue`); rotated files are picked up.
+    #[arg(long, value_name = "DIR")]
+    identity_dir: Option<PathBuf>,
+    /// SPIFFE trust domain of the mesh [default: cluster.local].
+    #[arg(long)]
+    trust_domain: Option<String>,
 }
 
 #[derive(Args)]
@@ -189,6 +197,12 @@ fn bootstrap_from(args: &ConfigArgs) -> Result<Bootstrap, String> {
     }
     if let Some(p) = args.outbound_traffic_policy {
         b.outbound_traffic_policy = p;
+    }
+    if args.identity_dir.is_some() {
+        b.identity_dir = args.identity_dir.clone();
+    }
+    if let Some(td) = &args.trust_domain {
+        b.trust_domain = td.clone();
     }
     Ok(b)
 }

@@ -97,11 +97,23 @@ impl Plan {
     }
 }
 
-/// Collects errors and warnings while compiling.
+/// Collects errors and warnings while compiling, with the few bootstrap
+/// facts compilation depends on.
 #[derive(Default)]
 pub(crate) struct Diagnostics {
     pub errors: Vec<ConfigError>,
     pub warnings: Vec<String>,
+    /// The workload's mesh identity, when configured (for ISTIO_MUTUAL).
+    pub mesh: Option<MeshIdentity>,
+}
+
+/// Where the workload's mesh identity lives and its trust domain.
+#[derive(Debug, Clone)]
+pub(crate) struct MeshIdentity {
+    /// Istio's file-mounted layout: cert-chain.pem, key.pem, root-cert.pem.
+    pub dir: std::path::PathBuf,
+    /// SPIFFE trust domain.
+    pub trust_domain: String,
 }
 
 impl Diagnostics {
@@ -124,6 +136,10 @@ impl Diagnostics {
 pub fn compile(config: &Config, bootstrap: &Bootstrap) -> Result<Plan, ConfigErrors> {
     let mut diag = Diagnostics {
         warnings: config.warnings.clone(),
+        mesh: bootstrap.identity_dir.clone().map(|dir| MeshIdentity {
+            dir,
+            trust_domain: bootstrap.trust_domain.clone(),
+        }),
         ..Default::default()
     };
     let outbound = outbound::compile(config, bootstrap, &mut diag);

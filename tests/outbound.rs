@@ -784,3 +784,94 @@ async fn a_request_for_the_proxy_itself_does_not_loop() {
     assert_eq!(r.status, 503);
     assert_eq!(r.headers["x-meshgate-error"], "loop_detected");
 }
+
+/// ISTIO_MUTUAL: the workload's identity from Istio's file-mounted layout
+/// (made with the mesh CA), the server checked to be a workload of the trust
+/// domain.
+#[tokio::test]
+async fn istio_mutual_uses_the_mesh_identity_and_checks_the_trust_domain() {
+    use meshgate::ca::{MeshCa, spiffe_id};
+    let dir = tempdir();
+    let ca = MeshCa::init(
+        &dir.path().join("ca"),
+        "cluster.local",
+        true,
+        std::time::Duration::from_secs(86400),
+    )
+    .unwrap();
+    let day = std::time::Duration::from_secs(86400);
+    ca.issue(&spiffe_id("cluster.local", "default", "frontend"), &[], day)
+        .unwrap()
+        .write(&dir.path().join("identity"))
+        .unwrap();
+    let upstream = |id: &str| {
+        let issued = ca.issue(id, &[], day).unwrap();
+        let mut cfg = StandInConfig::new(&issued.cert_chain_pem, &issued.key_pem);
+        cfg.client_ca_pem = Some(issued.root_pem.clone());
+        cfg
+    };
+    let good = StandIn::start(
+        ([127, 0, 0, 1], 0).into(),
+        upstream(&spiffe_id("cluster.local", "default", "backend")),
+    )
+    .await
+    .unwrap();
+    let foreign = StandIn::start(
+        ([127, 0, 0, 1], 0).into(),
+        upstream("spiffe://other.domain/ns/default/sa/backend"),
+    )
+    .await
+    .unwrap();
+    let yaml = |port: u16| {
+        format!(
+            r#"apiVersion: networking.istio.io/v1
+kind: ServiceEntry
+metadata: {{name: backend}}
+spec:
+  hosts: [backend.default.svc.cluster.local]
+  location: MESH_INTERNAL
+  ports: [{{number: 80, name: http, protocol: HTTP}}]
+  resolution: STATIC
+  endpoints: [{{address: 127.0.0.1, ports: {{http: {port}}}}}]
+---
+apiVersion: networking.istio.io/v1
+kind: DestinationRule
+metadata: {{name: backend}}
+spec:
+  host: backend.default.svc.cluster.local
+  trafficPolicy:
+    tls: {{mode: ISTIO_MUTUAL}}
+"#
+        )
+    };
+    let identity = dir.path().join("identity");
+    let start = |y: String| {
+        let identity = identity.clone();
+        async move {
+            TestProxy::start(tempdir(), &y, move |b| b.identity_dir = Some(identity))
+                .await
+                .unwrap()
+        }
+    };
+    let p = start(yaml(good.addr.port())).await;
+    let r = p.get("backend.default.svc.cluster.local", "/mesh").await;
+    assert_eq!(r.status, 200, "{}", r.body);
+    let seen = good.last().unwrap();
+    assert!(
+        seen.client_cert.is_some(),
+        "the mesh identity was presented"
+    );
+    let p = start(yaml(foreign.addr.port())).await;
+    let r = p.get("backend.default.svc.cluster.local", "/mesh").await;
+    assert_eq!(r.status, 503, "{}", r.body);
+    assert_eq!(
+        r.headers["x-meshgate-error"], "san_mismatch",
+        "another trust domain is refused"
+    );
+    // Without an identity the configuration is refused with what to do.
+    let err = TestProxy::start(tempdir(), &yaml(good.addr.port()), |_| {})
+        .await
+        .err()
+        .unwrap();
+    assert!(err.contains("--identity-dir"), "{err}");
+}

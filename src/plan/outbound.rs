@@ -262,6 +262,9 @@ impl Target {
             self.policy.tls.subject_alt_names.clone()
         } else if !self.service.subject_alt_names.is_empty() {
             self.service.subject_alt_names.clone()
+        } else if let Some(td) = &self.policy.tls.mesh_trust_domain {
+            // ISTIO_MUTUAL: any workload of the mesh's trust domain.
+            vec![format!("spiffe://{td}/*")]
         } else {
             vec![self.request_host.clone()]
         }

@@ -832,7 +832,7 @@ spec:
 "#,
         resource: "DestinationRule/egress/mesh-mtls",
         field: "spec.trafficPolicy.tls.mode",
-        reason: &["ISTIO_MUTUAL", "not supported"],
+        reason: &["ISTIO_MUTUAL", "--identity-dir"],
     },
     ErrorCase {
         file: "mutual-no-cert.yaml",

@@ -113,6 +113,9 @@ pub struct ClientTlsPlan {
     pub crl: Option<PathBuf>,
     /// Skip chain and name checks (explicitly requested; warned at load).
     pub insecure_skip_verify: bool,
+    /// ISTIO_MUTUAL: the mesh trust domain whose workloads are accepted when
+    /// no `subjectAltNames` say which (any `spiffe://<domain>/...`).
+    pub mesh_trust_domain: Option<String>,
     /// Where these settings came from, e.g.
     /// `dr.yaml:3: DestinationRule/default/x: spec.trafficPolicy.tls`.
     pub origin: String,
@@ -129,6 +132,7 @@ impl ClientTlsPlan {
             identity: None,
             crl: None,
             insecure_skip_verify: false,
+            mesh_trust_domain: None,
             origin: String::new(),
         }
     }
@@ -145,15 +149,7 @@ pub(crate) fn compile(
         ClientTlsMode::Disable => TlsMode::Disable,
         ClientTlsMode::Simple => TlsMode::Simple,
         ClientTlsMode::Mutual => TlsMode::Mutual,
-        ClientTlsMode::IstioMutual => {
-            diag.error(
-                source,
-                format!("{field}.mode"),
-                "ISTIO_MUTUAL is not supported yet (meshgate has no mesh workload identity yet); \
-                 use SIMPLE, or MUTUAL with clientCertificate/privateKey or credentialName",
-            );
-            return None;
-        }
+        ClientTlsMode::IstioMutual => return compile_istio_mutual(tls, source, field, diag),
     };
     let mut plan = ClientTlsPlan {
         mode,
@@ -268,6 +264,60 @@ pub(crate) fn compile(
         );
     }
     (diag.errors.len() == errors_before).then_some(plan)
+}
+
+/// ISTIO_MUTUAL: the workload's own identity (Istio's file-mounted layout
+/// in the bootstrap's identity directory) and the mesh root; the server must
+/// be a workload of the trust domain (or one of `subjectAltNames`).
+fn compile_istio_mutual(
+    tls: &ClientTls,
+    source: &Source,
+    field: &str,
+    diag: &mut Diagnostics,
+) -> Option<ClientTlsPlan> {
+    let before = diag.errors.len();
+    for (name, set) in [
+        ("clientCertificate", tls.client_certificate.is_some()),
+        ("privateKey", tls.private_key.is_some()),
+        ("caCertificates", tls.ca_certificates.is_some()),
+        ("credentialName", tls.credential_name.is_some()),
+        ("caCrl", tls.ca_crl.is_some()),
+        ("insecureSkipVerify", tls.insecure_skip_verify.is_some()),
+    ] {
+        if set {
+            diag.error(
+                source,
+                format!("{field}.{name}"),
+                "must be empty with ISTIO_MUTUAL (the mesh identity is used)",
+            );
+        }
+    }
+    let Some(mesh) = diag.mesh.clone() else {
+        diag.error(
+            source,
+            format!("{field}.mode"),
+            "ISTIO_MUTUAL needs this workload's mesh identity: start meshgate with --identity-dir \
+             DIR holding Istio's cert-chain.pem, key.pem and root-cert.pem (e.g. from `meshgate ca issue`)",
+        );
+        return None;
+    };
+    if diag.errors.len() != before {
+        return None;
+    }
+    Some(ClientTlsPlan {
+        mode: TlsMode::Mutual,
+        sni: non_empty(&tls.sni).map(super::host::normalize),
+        subject_alt_names: tls.subject_alt_names.clone(),
+        trust: TrustSource::File(mesh.dir.join("root-cert.pem")),
+        identity: Some(IdentitySource::Files {
+            cert: mesh.dir.join("cert-chain.pem"),
+            key: mesh.dir.join("key.pem"),
+        }),
+        crl: None,
+        insecure_skip_verify: false,
+        mesh_trust_domain: Some(mesh.trust_domain),
+        origin: format!("{source}: {field}"),
+    })
 }
 
 fn non_empty(v: &Option<String>) -> Option<&str> {

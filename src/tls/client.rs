@@ -65,6 +65,14 @@ pub fn build(
     };
     config.alpn_protocols = if h2 {
         vec![ALPN_H2.to_vec(), ALPN_HTTP11.to_vec()]
+    } else if tls.mesh_trust_domain.is_some() {
+        // What Istio sidecars offer for mesh mTLS, so an Envoy inbound
+        // listener recognises it; plain http/1.1 for other peers.
+        vec![
+            b"istio-http/1.1".to_vec(),
+            b"istio".to_vec(),
+            ALPN_HTTP11.to_vec(),
+        ]
     } else {
         vec![ALPN_HTTP11.to_vec()]
     };
@@ -211,13 +219,21 @@ impl ServerCertVerifier for NamesVerifier {
                 return Ok(v);
             }
         }
+        // A URI ending in `/*` (ISTIO_MUTUAL's "any workload of the trust
+        // domain") matches by prefix; others exactly.
+        let uri_ok = |u: &str| {
+            self.uris.iter().any(|x| match x.strip_suffix('*') {
+                Some(prefix) => u.starts_with(prefix),
+                None => x == u,
+            })
+        };
         if !self.uris.is_empty()
             && let Ok(info) = CertInfo::parse(end_entity)
             && info
                 .sans
                 .iter()
                 .filter_map(|s| s.strip_prefix("URI:"))
-                .any(|u| self.uris.iter().any(|x| x == u))
+                .any(uri_ok)
         {
             return Ok(ServerCertVerified::assertion());
         }
