@@ -171,7 +171,11 @@ pub async fn build(bootstrap: Bootstrap, loaded: Loaded) -> std::io::Result<Prox
     let outbound = bind(bootstrap.outbound_addr, "outbound").await?;
     let mut inbound_listeners = Vec::new();
     for l in &loaded.plan.inbound.listeners {
-        let addr = bootstrap.inbound_addr(l.port, l.bind.as_deref());
+        let addr = if l.mesh {
+            bootstrap.mesh_inbound_addr
+        } else {
+            bootstrap.inbound_addr(l.port, l.bind.as_deref())
+        };
         let listener = bind(addr, &format!("inbound port {}", l.port)).await?;
         inbound_listeners.push((l.port, l.bind.clone(), listener));
     }

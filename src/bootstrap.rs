@@ -67,6 +67,11 @@ pub struct Bootstrap {
     pub identity_dir: Option<PathBuf>,
     /// SPIFFE trust domain of the mesh.
     pub trust_domain: String,
+    /// Where the local app listens; with `identity_dir`, the mesh inbound
+    /// listener (`mesh_inbound_addr`, Istio's 15006) forwards to it.
+    pub app_addr: Option<SocketAddr>,
+    /// The mesh inbound listener (mutual TLS from other sidecars).
+    pub mesh_inbound_addr: SocketAddr,
 }
 
 impl Default for Bootstrap {
@@ -89,6 +94,8 @@ impl Default for Bootstrap {
             expiry_warning: Duration::from_secs(7 * 86400),
             identity_dir: None,
             trust_domain: "cluster.local".into(),
+            app_addr: None,
+            mesh_inbound_addr: ([0, 0, 0, 0], 15006).into(),
         }
     }
 }
@@ -114,6 +121,8 @@ struct BootstrapFile {
     expiry_warning: Option<String>,
     identity_dir: Option<PathBuf>,
     trust_domain: Option<String>,
+    app_addr: Option<SocketAddr>,
+    mesh_inbound_addr: Option<SocketAddr>,
 }
 
 #[derive(Debug, Default, Deserialize)]
@@ -169,6 +178,10 @@ impl Bootstrap {
         if let Some(td) = file.trust_domain {
             self.trust_domain = td;
         }
+        if file.app_addr.is_some() {
+            self.app_addr = file.app_addr;
+        }
+        self.mesh_inbound_addr = file.mesh_inbound_addr.unwrap_or(self.mesh_inbound_addr);
         Ok(())
     }
 

@@ -8,6 +8,7 @@
 pub mod destination_rule;
 pub mod gateway;
 pub mod meta;
+pub mod peer_authentication;
 pub mod secret;
 pub mod service_entry;
 pub mod sidecar;
@@ -65,6 +66,8 @@ pub struct Config {
     pub virtual_services: Vec<Resource<VirtualServiceSpec>>,
     /// `Gateway` resources in load order.
     pub gateways: Vec<Resource<GatewaySpec>>,
+    /// `PeerAuthentication` resources in load order.
+    pub peer_authentications: Vec<Resource<peer_authentication::PeerAuthenticationSpec>>,
     /// `Sidecar` resources in load order.
     pub sidecars: Vec<Resource<SidecarSpec>>,
     /// `Secret` resources in load order.
@@ -390,6 +393,17 @@ fn parse_document(
         ("VirtualService", true) => typed!(VirtualServiceSpec, virtual_services),
         ("Gateway", true) => typed!(GatewaySpec, gateways),
         ("Sidecar", true) => typed!(SidecarSpec, sidecars),
+        ("PeerAuthentication", _)
+            if matches!(
+                api_version.as_str(),
+                "security.istio.io/v1" | "security.istio.io/v1beta1"
+            ) =>
+        {
+            typed!(
+                peer_authentication::PeerAuthenticationSpec,
+                peer_authentications
+            )
+        }
         ("ConfigMap", _) if api_version == "v1" => match parse_doc::<ConfigMapObject>(doc.text) {
             Ok(obj) => config.config_maps.push(Secret {
                 source,

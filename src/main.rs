@@ -41,7 +41,7 @@ struct Cli {
 #[derive(Subcommand)]
 enum Command {
     /// Run the proxy on Istio YAML (ServiceEntry, DestinationRule, VirtualService, Secret).
-    Run(RunArgs),
+    Run(Box<RunArgs>),
     /// Load and compile configuration, print every error; exit 1 if any.
     Validate(ConfigArgs),
     /// Run the built-in demo: TLS origination to a stand-in external HTTPS
@@ -155,6 +155,13 @@ struct RunArgs {
     /// changes, e.g. `1s`; `0s` disables (reload with SIGHUP) [default: 1s].
     #[arg(long, value_parser = |s: &str| meshgate::plan::duration::parse(s))]
     watch_interval: Option<std::time::Duration>,
+    /// Where the local app listens; with --identity-dir, the mesh inbound
+    /// listener accepts mutual TLS from other workloads and forwards to it.
+    #[arg(long)]
+    app_addr: Option<SocketAddr>,
+    /// The mesh inbound listener (PeerAuthentication applies) [default: 0.0.0.0:15006].
+    #[arg(long)]
+    mesh_inbound_addr: Option<SocketAddr>,
 }
 
 fn parse_port_map(s: &str) -> Result<(u16, SocketAddr), String> {
@@ -238,7 +245,7 @@ fn main() -> ExitCode {
     };
     match cli.command {
         Command::Validate(args) => validate(&args),
-        Command::Run(args) => runtime.block_on(run(args)),
+        Command::Run(args) => runtime.block_on(run(*args)),
         Command::Ca(cmd) => ca(cmd),
         Command::Demo(args) => runtime.block_on(async {
             match meshgate::demo::run(args.outbound_addr, args.ingress_addr, args.once).await {
@@ -350,6 +357,12 @@ async fn run(args: RunArgs) -> ExitCode {
     bootstrap.inbound_bind = args.inbound_bind.unwrap_or(bootstrap.inbound_bind);
     bootstrap.port_map.extend(args.port_map);
     bootstrap.watch_interval = args.watch_interval.unwrap_or(bootstrap.watch_interval);
+    if args.app_addr.is_some() {
+        bootstrap.app_addr = args.app_addr;
+    }
+    bootstrap.mesh_inbound_addr = args
+        .mesh_inbound_addr
+        .unwrap_or(bootstrap.mesh_inbound_addr);
     let loaded = match meshgate::app::load(&bootstrap) {
         Ok(l) => l,
         Err(errs) => {

@@ -114,6 +114,8 @@ pub(crate) struct MeshIdentity {
     pub dir: std::path::PathBuf,
     /// SPIFFE trust domain.
     pub trust_domain: String,
+    /// The local app, for the mesh inbound listener.
+    pub app_addr: Option<std::net::SocketAddr>,
 }
 
 impl Diagnostics {
@@ -139,6 +141,7 @@ pub fn compile(config: &Config, bootstrap: &Bootstrap) -> Result<Plan, ConfigErr
         mesh: bootstrap.identity_dir.clone().map(|dir| MeshIdentity {
             dir,
             trust_domain: bootstrap.trust_domain.clone(),
+            app_addr: bootstrap.app_addr,
         }),
         ..Default::default()
     };

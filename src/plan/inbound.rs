@@ -39,6 +39,11 @@ pub struct ListenerPlan {
     pub bind: Option<String>,
     /// Whether clients speak TLS on this port (HTTPS / TLS servers).
     pub tls: bool,
+    /// TLS port that also accepts plain text (PeerAuthentication PERMISSIVE).
+    pub permissive: bool,
+    /// The mesh inbound listener (Istio's 15006): bound at the bootstrap's
+    /// `mesh_inbound_addr`.
+    pub mesh: bool,
     /// Servers in config order.
     pub servers: Vec<Arc<ServerPlan>>,
 }
@@ -351,11 +356,14 @@ pub(crate) fn compile(config: &Config, diag: &mut Diagnostics) -> InboundPlan {
                 port,
                 bind,
                 tls,
+                permissive: false,
+                mesh: false,
                 servers: vec![Arc::new(server)],
             }),
         }
     }
     listeners.sort_by_key(|l| l.port);
+    listeners.extend(mesh_inbound(config, diag));
     InboundPlan { listeners }
 }
 
@@ -518,6 +526,76 @@ fn compile_gateway_server(
             default_endpoint: None,
         },
     ))
+}
+
+/// The mesh inbound listener: mutual TLS from other workloads of the trust
+/// domain (the workload's own identity as server certificate, the mesh root
+/// for clients), PeerAuthentication deciding whether plain text is also
+/// accepted, everything forwarded to the local app with the caller's SPIFFE
+/// ID in `X-Forwarded-Client-Cert`. Only with an identity and an app address.
+fn mesh_inbound(config: &Config, diag: &mut Diagnostics) -> Option<ListenerPlan> {
+    use crate::config::peer_authentication::MtlsMode;
+    let mesh = diag.mesh.clone()?;
+    let app = mesh.app_addr?;
+    let (mode, origin) = config
+        .peer_authentications
+        .iter()
+        .find_map(|pa| {
+            let m = pa.spec.mtls.as_ref()?.mode?;
+            Some((m, pa.source.to_string()))
+        })
+        .unwrap_or((
+            MtlsMode::Permissive,
+            "PeerAuthentication default (PERMISSIVE)".into(),
+        ));
+    for pa in &config.peer_authentications {
+        if !pa.spec.port_level_mtls.is_empty() {
+            diag.warn(
+                &pa.source,
+                "spec.portLevelMtls",
+                "not implemented yet; the workload-wide mode applies",
+            );
+        }
+    }
+    let plain = mode == MtlsMode::Disable;
+    let tls = (!plain).then(|| ServerTlsPlan {
+        mode: TlsServerMode::Mutual,
+        certs: vec![ServerCertSource::Files {
+            cert: mesh.dir.join("cert-chain.pem"),
+            key: mesh.dir.join("key.pem"),
+        }],
+        client_ca: Some(ClientCaSource::File(mesh.dir.join("root-cert.pem"))),
+        crl: None,
+        subject_alt_names: vec![format!("spiffe://{}/*", mesh.trust_domain)],
+        spki_sha256: Vec::new(),
+        cert_sha256: Vec::new(),
+        min_version: TlsVersion::Tls12,
+        max_version: TlsVersion::Tls13,
+        cipher_suites: Vec::new(),
+        insecure_skip_verify: false,
+        origin: format!("mesh inbound ({origin})"),
+    });
+    Some(ListenerPlan {
+        port: 15006,
+        bind: None,
+        tls: !plain,
+        permissive: matches!(mode, MtlsMode::Permissive | MtlsMode::Unset),
+        mesh: true,
+        servers: vec![Arc::new(ServerPlan {
+            origin: format!("mesh inbound ({origin})"),
+            gateway: String::new(),
+            protocol: if plain {
+                ServerProtocol::Http
+            } else {
+                ServerProtocol::Https
+            },
+            hosts: vec![HostPattern::Any],
+            tls,
+            https_redirect: false,
+            routes: Vec::new(),
+            default_endpoint: Some(app.to_string()),
+        })],
+    })
 }
 
 /// Whether a VirtualService `gateways` entry (in namespace `vs_ns`) names

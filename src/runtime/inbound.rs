@@ -108,7 +108,26 @@ async fn serve_connection(
         debug!("listener no longer configured; closing");
         return;
     };
-    if listener.tls {
+    if listener.tls && listener.permissive {
+        // PERMISSIVE: TLS (a ClientHello) or plain text on the same port.
+        let mut first = [0u8; 1];
+        let deadline = info.state.bootstrap.handshake_timeout;
+        match tokio::time::timeout(deadline, stream.peek(&mut first)).await {
+            Ok(Ok(n)) if n > 0 && first[0] != 0x16 => {
+                let server = listener.servers.first().cloned();
+                let conn = Arc::new(HttpConn {
+                    info,
+                    server,
+                    tls: false,
+                    xfcc: None,
+                });
+                return inbound_http::serve(stream, conn, shutdown).await;
+            }
+            Ok(Ok(n)) if n > 0 => {}
+            _ => return,
+        }
+        serve_tls(stream, info, shutdown).await;
+    } else if listener.tls {
         serve_tls(stream, info, shutdown).await;
     } else {
         // First-byte deadline: a client that connects and says nothing is

@@ -168,7 +168,13 @@ impl PolicyVerifier {
         if !self.sans.is_empty() {
             let ok = info.sans.iter().any(|san| {
                 let value = san.split_once(':').map(|(_, v)| v).unwrap_or(san);
-                self.sans.iter().any(|allowed| allowed == value)
+                // `spiffe://<domain>/*`: any workload of the trust domain.
+                self.sans
+                    .iter()
+                    .any(|allowed| match allowed.strip_suffix('*') {
+                        Some(prefix) => value.starts_with(prefix),
+                        None => allowed == value,
+                    })
             });
             if !ok {
                 return Err(Self::refuse(
