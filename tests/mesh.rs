@@ -123,4 +123,13 @@ async fn istio_mutual_between_two_sidecars() {
     assert!(v["headers"].get("x-forwarded-client-cert").is_none());
     let a2 = caller(&a_identity, b2.proxy.inbound[&15006]).await;
     assert_eq!(a2.get(BACKEND, "/p").await.status, 200);
+
+    // DISABLE: plain text only; a mutual-TLS caller cannot handshake.
+    let b3 = backend(&b_identity, app, "DISABLE").await;
+    let plain = fetch(b3.proxy.inbound[&15006], "GET", "/d", Some(BACKEND))
+        .await
+        .unwrap();
+    assert_eq!(plain.status, 200, "{}", plain.body);
+    let a3 = caller(&a_identity, b3.proxy.inbound[&15006]).await;
+    assert_eq!(a3.get(BACKEND, "/d").await.status, 503);
 }
