@@ -23,14 +23,10 @@ Start with `meshgate demo`."
 )]
 struct Cli {
     /// Log filter: error, warn, info, debug, trace, or a tracing filter
-    /// such as `meshgate=debug` (RUST_LOG overrides it).
-    #[arg(
-        long,
-        global = true,
-        default_value = "info",
-        env = "MESHGATE_LOG_LEVEL"
-    )]
-    log_level: String,
+    /// such as `meshgate=debug` (RUST_LOG overrides it) [default: info; warn
+    /// for the demo, so its own output stays readable].
+    #[arg(long, global = true, env = "MESHGATE_LOG_LEVEL")]
+    log_level: Option<String>,
     /// Log as JSON lines instead of text.
     #[arg(long, global = true)]
     log_json: bool,
@@ -232,7 +228,15 @@ fn init_logging(filter: &str, json: bool) {
 
 fn main() -> ExitCode {
     let cli = Cli::parse();
-    init_logging(&cli.log_level, cli.log_json);
+    let default_level = if matches!(cli.command, Command::Demo(_)) {
+        "warn"
+    } else {
+        "info"
+    };
+    init_logging(
+        cli.log_level.as_deref().unwrap_or(default_level),
+        cli.log_json,
+    );
     let runtime = match tokio::runtime::Builder::new_multi_thread()
         .enable_all()
         .build()
