@@ -91,6 +91,26 @@ enum CaCommand {
         #[arg(long, default_value = "24h", value_parser = |s: &str| meshgate::plan::duration::parse(s))]
         validity: std::time::Duration,
     },
+    /// Serve Istio's certificate-signing API (IstioCertificateService/
+    /// CreateCertificate, gRPC over TLS) so sidecars get workload
+    /// certificates; callers authenticate with a bearer token.
+    Serve {
+        /// The CA directory.
+        #[arg(long)]
+        dir: PathBuf,
+        /// Listen address.
+        #[arg(long, default_value = "127.0.0.1:15012")]
+        listen: SocketAddr,
+        /// Token file: one `TOKEN NAMESPACE SERVICE-ACCOUNT` per line.
+        #[arg(long)]
+        tokens: PathBuf,
+        /// SPIFFE trust domain.
+        #[arg(long, default_value = "cluster.local")]
+        trust_domain: String,
+        /// Longest certificate lifetime handed out.
+        #[arg(long, default_value = "24h", value_parser = |s: &str| meshgate::plan::duration::parse(s))]
+        max_validity: std::time::Duration,
+    },
 }
 
 #[derive(Args)]
@@ -158,6 +178,20 @@ struct RunArgs {
     /// The mesh inbound listener (PeerAuthentication applies) [default: 0.0.0.0:15006].
     #[arg(long)]
     mesh_inbound_addr: Option<SocketAddr>,
+    /// Get the workload certificate from this CA (Istio's signing API, e.g.
+    /// `meshgate ca serve` or istiod) into --identity-dir, and renew it at
+    /// half its lifetime.
+    #[arg(long, requires_all = ["ca_root", "ca_token_file"])]
+    ca_address: Option<SocketAddr>,
+    /// Name on the CA's certificate.
+    #[arg(long, default_value = "meshgate-ca")]
+    ca_server_name: String,
+    /// Root certificate(s) to verify the CA with (the mesh root).
+    #[arg(long)]
+    ca_root: Option<PathBuf>,
+    /// File holding the bearer token for the CA.
+    #[arg(long)]
+    ca_token_file: Option<PathBuf>,
 }
 
 fn parse_port_map(s: &str) -> Result<(u16, SocketAddr), String> {
@@ -275,6 +309,7 @@ fn ca(cmd: CaCommand) -> ExitCode {
                 );
             })
         }
+        CaCommand::Serve { dir, listen, tokens, trust_domain, max_validity } => serve_ca(dir, listen, tokens, trust_domain, max_validity),
         CaCommand::Issue { dir, out, namespace, service_account, trust_domain, dns, validity } => {
             let id = spiffe_id(&trust_domain, &namespace, &service_account);
             MeshCa::load(&dir)
@@ -290,6 +325,81 @@ fn ca(cmd: CaCommand) -> ExitCode {
             ExitCode::FAILURE
         }
     }
+}
+
+fn serve_ca(
+    dir: PathBuf,
+    listen: SocketAddr,
+    tokens: PathBuf,
+    trust_domain: String,
+    max_validity: std::time::Duration,
+) -> Result<(), String> {
+    use meshgate::ca::{MeshCa, spiffe_id};
+    let ca = MeshCa::load(&dir)?;
+    let text =
+        std::fs::read_to_string(&tokens).map_err(|e| format!("{}: {e}", tokens.display()))?;
+    let mut map = std::collections::HashMap::new();
+    for (i, line) in text
+        .lines()
+        .enumerate()
+        .filter(|(_, l)| !l.trim().is_empty() && !l.starts_with('#'))
+    {
+        let parts: Vec<&str> = line.split_whitespace().collect();
+        let [token, ns, sa] = parts[..] else {
+            return Err(format!(
+                "{}:{}: expected `TOKEN NAMESPACE SERVICE-ACCOUNT`",
+                tokens.display(),
+                i + 1
+            ));
+        };
+        map.insert(token.to_string(), spiffe_id(&trust_domain, ns, sa));
+    }
+    // The CA's own serving certificate, from itself.
+    let own = ca.issue(
+        &spiffe_id(&trust_domain, "istio-system", "meshgate-ca"),
+        &["meshgate-ca".into(), "localhost".into()],
+        max_validity.max(std::time::Duration::from_secs(86400)),
+    )?;
+    let provider = meshgate::creds::provider();
+    let id = meshgate::creds::identity_from_pem(
+        own.cert_chain_pem.as_bytes(),
+        own.key_pem.as_bytes(),
+        &provider,
+        "CA server",
+    )?;
+    let mut config = rustls::ServerConfig::builder_with_provider(provider)
+        .with_safe_default_protocol_versions()
+        .map_err(|e| e.to_string())?
+        .with_no_client_auth()
+        .with_cert_resolver(std::sync::Arc::new(rustls::sign::SingleCertAndKey::from(
+            id.certified.as_ref().clone(),
+        )));
+    config.alpn_protocols = vec![b"h2".to_vec()];
+    let signer = std::sync::Arc::new(meshgate::ca::grpc::Signer {
+        ca,
+        tokens: map,
+        max_validity,
+    });
+    let runtime = tokio::runtime::Runtime::new().map_err(|e| e.to_string())?;
+    runtime.block_on(async move {
+        let listener = tokio::net::TcpListener::bind(listen)
+            .await
+            .map_err(|e| format!("{listen}: {e}"))?;
+        println!(
+            "serving IstioCertificateService/CreateCertificate on {listen} (TLS name meshgate-ca)"
+        );
+        let stop = tokio_util::sync::CancellationToken::new();
+        let task = tokio::spawn(meshgate::ca::grpc::serve(
+            listener,
+            tokio_rustls::TlsAcceptor::from(std::sync::Arc::new(config)),
+            signer,
+            stop.clone(),
+        ));
+        let _ = tokio::signal::ctrl_c().await;
+        stop.cancel();
+        let _ = task.await;
+        Ok(())
+    })
 }
 
 fn validate(args: &ConfigArgs) -> ExitCode {
@@ -367,6 +477,40 @@ async fn run(args: RunArgs) -> ExitCode {
     bootstrap.mesh_inbound_addr = args
         .mesh_inbound_addr
         .unwrap_or(bootstrap.mesh_inbound_addr);
+    let mut ca_client = None;
+    if let Some(addr) = args.ca_address {
+        let Some(dir) = bootstrap.identity_dir.clone() else {
+            eprintln!(
+                "meshgate: --ca-address needs --identity-dir (where the certificate is written)"
+            );
+            return ExitCode::from(EXIT_BAD_CONFIG);
+        };
+        let read = |p: &Option<PathBuf>| {
+            p.as_ref()
+                .map(|p| std::fs::read_to_string(p).map_err(|e| format!("{}: {e}", p.display())))
+                .unwrap_or_else(|| Err("missing".into()))
+        };
+        let client = match (read(&args.ca_root), read(&args.ca_token_file)) {
+            (Ok(root_pem), Ok(token)) => meshgate::identity::CaClient {
+                addr,
+                server_name: args.ca_server_name.clone(),
+                root_pem,
+                token: token.trim().to_string(),
+                validity: std::time::Duration::from_secs(86400),
+            },
+            (Err(e), _) | (_, Err(e)) => {
+                eprintln!("meshgate: {e}");
+                return ExitCode::from(EXIT_BAD_CONFIG);
+            }
+        };
+        match meshgate::identity::fetch_into(&client, &dir).await {
+            Ok(next) => ca_client = Some((client, dir, next)),
+            Err(e) => {
+                eprintln!("meshgate: cannot get the workload certificate: {e}");
+                return ExitCode::FAILURE;
+            }
+        }
+    }
     let loaded = match meshgate::app::load(&bootstrap) {
         Ok(l) => l,
         Err(errs) => {
@@ -387,7 +531,17 @@ async fn run(args: RunArgs) -> ExitCode {
             return ExitCode::FAILURE;
         }
     };
+    let renewals = tokio_util::sync::CancellationToken::new();
+    if let Some((client, dir, next)) = ca_client {
+        tokio::spawn(meshgate::identity::renew(
+            client,
+            dir,
+            next,
+            renewals.clone(),
+        ));
+    }
     wait_for_signals(&proxy).await;
+    renewals.cancel();
     proxy.shutdown();
     // Give open connections a moment to finish their current request.
     tokio::time::sleep(std::time::Duration::from_millis(200)).await;

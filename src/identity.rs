@@ -1,0 +1,123 @@
+//! The workload's mesh identity from a CA that speaks Istio's signing API:
+//! fetched into Istio's file-mounted layout in the identity directory (where
+//! the credential watcher picks it up like any rotated certificate), renewed
+//! at half its lifetime, retried with backoff on failure while the current
+//! certificate keeps serving.
+
+use std::net::SocketAddr;
+use std::path::{Path, PathBuf};
+use std::time::Duration;
+
+use tokio_util::sync::CancellationToken;
+use tracing::{info, warn};
+
+use crate::creds::{CertInfo, certs_from_pem};
+
+/// How to reach the CA.
+#[derive(Debug, Clone)]
+pub struct CaClient {
+    /// CA address.
+    pub addr: SocketAddr,
+    /// Name on the CA's certificate.
+    pub server_name: String,
+    /// Roots that sign the CA's certificate (and the mesh root).
+    pub root_pem: String,
+    /// Bearer token.
+    pub token: String,
+    /// Requested certificate lifetime.
+    pub validity: Duration,
+}
+
+/// Time until renewal: half the certificate's lifetime after `not_before`.
+pub fn half_life(not_before: i64, not_after: i64, now: i64) -> Duration {
+    let due = not_before + (not_after - not_before) / 2;
+    Duration::from_secs(due.saturating_sub(now).max(0) as u64)
+}
+
+fn write_atomic(dir: &Path, name: &str, text: &str, private: bool) -> Result<(), String> {
+    use std::io::Write as _;
+    use std::os::unix::fs::OpenOptionsExt as _;
+    let tmp: PathBuf = dir.join(format!(".{name}.tmp"));
+    let mut f = std::fs::OpenOptions::new()
+        .write(true)
+        .create(true)
+        .truncate(true)
+        .mode(if private { 0o600 } else { 0o644 })
+        .open(&tmp)
+        .map_err(|e| format!("{}: {e}", tmp.display()))?;
+    f.write_all(text.as_bytes())
+        .map_err(|e| format!("{}: {e}", tmp.display()))?;
+    std::fs::rename(&tmp, dir.join(name)).map_err(|e| format!("{}: {e}", dir.display()))
+}
+
+/// Gets a certificate and writes `cert-chain.pem`, `key.pem` and
+/// `root-cert.pem` into `dir`. Returns the time until it should be renewed.
+pub async fn fetch_into(ca: &CaClient, dir: &Path) -> Result<Duration, String> {
+    let (chain, key) = crate::ca::grpc::create_certificate(
+        ca.addr,
+        &ca.server_name,
+        &ca.root_pem,
+        &ca.token,
+        ca.validity,
+    )
+    .await?;
+    let leaf = certs_from_pem(chain.as_bytes()).and_then(|c| CertInfo::parse(&c[0]))?;
+    std::fs::create_dir_all(dir).map_err(|e| format!("{}: {e}", dir.display()))?;
+    // Key first: a watcher that sees the new chain with the old key refuses
+    // the pair and retries; the chain last completes it.
+    write_atomic(dir, "key.pem", &key, true)?;
+    write_atomic(dir, "root-cert.pem", &ca.root_pem, false)?;
+    write_atomic(dir, "cert-chain.pem", &chain, false)?;
+    info!(identity = ?leaf.sans, not_after = %crate::creds::info::fmt_time(leaf.not_after), "workload certificate obtained");
+    Ok(half_life(
+        leaf.not_before,
+        leaf.not_after,
+        crate::creds::info::now(),
+    ))
+}
+
+/// Renews the identity in `dir` every half-life until `shutdown`; on
+/// failure retries with backoff (1 s doubling to 60 s), keeping the files.
+pub async fn renew(ca: CaClient, dir: PathBuf, first: Duration, shutdown: CancellationToken) {
+    let mut next = first;
+    let mut backoff = Duration::from_secs(1);
+    loop {
+        tokio::select! {
+            _ = shutdown.cancelled() => return,
+            _ = tokio::time::sleep(next) => {}
+        }
+        match fetch_into(&ca, &dir).await {
+            Ok(half) => {
+                next = half;
+                backoff = Duration::from_secs(1);
+            }
+            Err(e) => {
+                warn!(error = %e, retry_in = ?backoff, "certificate renewal failed; the current certificate stays in service");
+                next = backoff;
+                backoff = (backoff * 2).min(Duration::from_secs(60));
+            }
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn renewal_is_due_at_half_life() {
+        assert_eq!(
+            half_life(1000, 1000 + 86400, 1000),
+            Duration::from_secs(43200)
+        );
+        assert_eq!(
+            half_life(1000, 1000 + 86400, 1000 + 43000),
+            Duration::from_secs(200)
+        );
+        assert_eq!(
+            half_life(1000, 1000 + 86400, 1000 + 50000),
+            Duration::ZERO,
+            "overdue: now"
+        );
+    }
+}

@@ -1,0 +1,169 @@
+//! The mesh CA over Istio's signing API: CSR with a bearer token, a bad
+//! token refused, and a sidecar's identity fetched and renewed into Istio's
+//! file-mounted layout.
+
+use std::collections::HashMap;
+use std::sync::Arc;
+use std::time::Duration;
+
+use meshgate::ca::grpc::{Signer, create_certificate, serve};
+use meshgate::ca::{MeshCa, spiffe_id};
+use meshgate::creds::{CertInfo, certs_from_pem, identity_from_pem, provider};
+use meshgate::identity::{CaClient, fetch_into, renew};
+use meshgate::test_util::tempdir;
+
+const DAY: Duration = Duration::from_secs(86400);
+
+/// Starts a CA server on 127.0.0.1:0 with one token for `frontend`.
+async fn ca_server(
+    dir: &std::path::Path,
+    max_validity: Duration,
+) -> (
+    std::net::SocketAddr,
+    String,
+    tokio_util::sync::CancellationToken,
+) {
+    let ca = MeshCa::init(&dir.join("ca"), "cluster.local", true, DAY).unwrap();
+    let server = ca
+        .issue(
+            "spiffe://cluster.local/ns/istio-system/sa/meshgate-ca",
+            &["meshgate-ca".into()],
+            DAY,
+        )
+        .unwrap();
+    let id = identity_from_pem(
+        server.cert_chain_pem.as_bytes(),
+        server.key_pem.as_bytes(),
+        &provider(),
+        "ca",
+    )
+    .unwrap();
+    let mut config = rustls::ServerConfig::builder_with_provider(provider())
+        .with_safe_default_protocol_versions()
+        .unwrap()
+        .with_no_client_auth()
+        .with_single_cert(id.certified.cert.clone(), {
+            use rustls_pki_types::pem::PemObject;
+            rustls_pki_types::PrivateKeyDer::from_pem_slice(server.key_pem.as_bytes()).unwrap()
+        })
+        .unwrap();
+    config.alpn_protocols = vec![b"h2".to_vec()];
+    let root = server.root_pem.clone();
+    let tokens = HashMap::from([(
+        "good-token".to_string(),
+        spiffe_id("cluster.local", "default", "frontend"),
+    )]);
+    let signer = Arc::new(Signer {
+        ca,
+        tokens,
+        max_validity,
+    });
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let addr = listener.local_addr().unwrap();
+    let stop = tokio_util::sync::CancellationToken::new();
+    tokio::spawn(serve(
+        listener,
+        tokio_rustls::TlsAcceptor::from(Arc::new(config)),
+        signer,
+        stop.clone(),
+    ));
+    (addr, root, stop)
+}
+
+#[tokio::test]
+async fn csr_over_istio_grpc_api_with_token() {
+    let dir = tempdir();
+    let (addr, root, _stop) = ca_server(dir.path(), DAY).await;
+    let (chain, key) = create_certificate(
+        addr,
+        "meshgate-ca",
+        &root,
+        "good-token",
+        Duration::from_secs(3600),
+    )
+    .await
+    .unwrap();
+    let certs = certs_from_pem(chain.as_bytes()).unwrap();
+    assert!(certs.len() >= 2, "leaf and CA chain");
+    let leaf = CertInfo::parse(&certs[0]).unwrap();
+    assert_eq!(
+        leaf.sans,
+        vec![format!(
+            "URI:{}",
+            spiffe_id("cluster.local", "default", "frontend")
+        )],
+        "the token's identity, nothing else"
+    );
+    assert!(leaf.not_after - leaf.not_before <= 3600 + 60);
+    identity_from_pem(chain.as_bytes(), key.as_bytes(), &provider(), "t").unwrap();
+    let err = create_certificate(addr, "meshgate-ca", &root, "stolen", DAY)
+        .await
+        .unwrap_err();
+    assert!(err.contains("UNAUTHENTICATED"), "{err}");
+}
+
+#[tokio::test]
+async fn sidecar_identity_is_fetched_and_renewed_at_half_life() {
+    let dir = tempdir();
+    // Short certificates so that half-life comes within the test.
+    let (addr, root, _stop) = ca_server(dir.path(), Duration::from_secs(4)).await;
+    let client = CaClient {
+        addr,
+        server_name: "meshgate-ca".into(),
+        root_pem: root,
+        token: "good-token".into(),
+        validity: Duration::from_secs(3600),
+    };
+    let identity = dir.path().join("identity");
+    let first = fetch_into(&client, &identity).await.unwrap();
+    assert!(
+        first <= Duration::from_secs(2),
+        "capped at the CA's maximum, renewed at half: {first:?}"
+    );
+    let serial = |p: &std::path::Path| {
+        let pem = std::fs::read_to_string(p.join("cert-chain.pem")).unwrap();
+        CertInfo::parse(&certs_from_pem(pem.as_bytes()).unwrap()[0])
+            .unwrap()
+            .serial
+    };
+    let before = serial(&identity);
+    assert!(identity.join("key.pem").exists() && identity.join("root-cert.pem").exists());
+    let stop = tokio_util::sync::CancellationToken::new();
+    tokio::spawn(renew(client, identity.clone(), first, stop.clone()));
+    let deadline = std::time::Instant::now() + Duration::from_secs(6);
+    while serial(&identity) == before {
+        assert!(
+            std::time::Instant::now() < deadline,
+            "renewed within the certificate's first half-life"
+        );
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    stop.cancel();
+}
+
+#[tokio::test]
+async fn failed_renewal_keeps_the_current_certificate() {
+    let dir = tempdir();
+    let (addr, root, stop_ca) = ca_server(dir.path(), Duration::from_secs(4)).await;
+    let client = CaClient {
+        addr,
+        server_name: "meshgate-ca".into(),
+        root_pem: root,
+        token: "good-token".into(),
+        validity: Duration::from_secs(4),
+    };
+    let identity = dir.path().join("identity");
+    fetch_into(&client, &identity).await.unwrap();
+    let pem = std::fs::read_to_string(identity.join("cert-chain.pem")).unwrap();
+    stop_ca.cancel();
+    let wrong = CaClient {
+        token: "revoked".into(),
+        ..client
+    };
+    assert!(fetch_into(&wrong, &identity).await.is_err());
+    assert_eq!(
+        std::fs::read_to_string(identity.join("cert-chain.pem")).unwrap(),
+        pem,
+        "files untouched"
+    );
+}
