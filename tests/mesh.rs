@@ -133,3 +133,43 @@ async fn istio_mutual_between_two_sidecars() {
     let a3 = caller(&a_identity, b3.proxy.inbound[&15006]).await;
     assert_eq!(a3.get(BACKEND, "/d").await.status, 503);
 }
+
+/// During a root rotation both roots are trusted (a bundle in
+/// root-cert.pem): workloads with certificates from the old and the new
+/// root talk to each other.
+#[tokio::test]
+async fn two_roots_during_a_root_rotation() {
+    let dir = tempdir();
+    let old = MeshCa::init(&dir.path().join("old"), "cluster.local", false, DAY).unwrap();
+    let new = MeshCa::init(&dir.path().join("new"), "cluster.local", false, DAY).unwrap();
+    let bundle = format!("{}{}", old.root_pem, new.root_pem);
+    let issue = |ca: &MeshCa, sa: &str, name: &str| {
+        let mut issued = ca
+            .issue(&spiffe_id("cluster.local", "default", sa), &[], DAY)
+            .unwrap();
+        issued.root_pem = bundle.clone();
+        let d = dir.path().join(name);
+        issued.write(&d).unwrap();
+        d
+    };
+    let b_identity = issue(&old, "backend", "b");
+    let a_identity = issue(&new, "frontend", "a");
+    let app = echo_service().await;
+    let b = backend(&b_identity, app, "STRICT").await;
+    let a = caller(&a_identity, b.proxy.inbound[&15006]).await;
+    let r = a.get(BACKEND, "/rotating").await;
+    assert_eq!(
+        r.status, 200,
+        "new-root client to old-root server: {}",
+        r.body
+    );
+    // Without the bundle, the new root alone does not trust the old server.
+    let mut lone = new
+        .issue(&spiffe_id("cluster.local", "default", "frontend"), &[], DAY)
+        .unwrap();
+    lone.root_pem = new.root_pem.clone();
+    let lone_dir = dir.path().join("lone");
+    lone.write(&lone_dir).unwrap();
+    let a2 = caller(&lone_dir, b.proxy.inbound[&15006]).await;
+    assert_eq!(a2.get(BACKEND, "/rotating").await.status, 503);
+}
