@@ -15,7 +15,7 @@
 
 use std::fs;
 use std::io::{Read, Write};
-use std::net::{SocketAddr, TcpListener, TcpStream};
+use std::net::{SocketAddr, TcpStream};
 use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Stdio};
 use std::thread::sleep;
@@ -24,41 +24,17 @@ use std::time::{Duration, Instant};
 use meshgate::devpki::{DevCa, LeafSpec};
 use meshgate::test_util::echo_service;
 
+mod common;
+use common::{NGINX, free_addr, metric_value, read_lossy, tail, write_file};
+
 const HOST: &str = "service.internal.test";
 const CLIENT_CN: &str = "meshgate-interop-client";
-const NGINX: &str = "/usr/sbin/nginx";
 /// Longest any outside program may run before it is killed.
 const TOOL_TIMEOUT: Duration = Duration::from_secs(60);
 
 // ---------------------------------------------------------------------------
 // Ports and small helpers
 // ---------------------------------------------------------------------------
-
-/// A loopback address whose port was free a moment ago.
-fn free_addr() -> SocketAddr {
-    let listener = TcpListener::bind("127.0.0.1:0").expect("bind 127.0.0.1:0");
-    listener.local_addr().expect("local_addr")
-}
-
-fn read_lossy(path: &Path) -> String {
-    match fs::read(path) {
-        Ok(bytes) => String::from_utf8_lossy(&bytes).into_owned(),
-        Err(e) => format!("<could not read {}: {e}>", path.display()),
-    }
-}
-
-/// The last `max` bytes of a (log) file, for failure messages.
-fn tail(path: &Path, max: usize) -> String {
-    let text = read_lossy(path);
-    if text.len() <= max {
-        return text;
-    }
-    let mut start = text.len() - max;
-    while !text.is_char_boundary(start) {
-        start += 1;
-    }
-    format!("...{}", &text[start..])
-}
 
 /// Minimal HTTP/1.1 GET (`Connection: close`): status code and body.
 fn http_get(addr: SocketAddr, path: &str) -> std::io::Result<(u16, String)> {
@@ -82,25 +58,6 @@ fn http_get(addr: SocketAddr, path: &str) -> std::io::Result<(u16, String)> {
         .map(|(_, b)| b.to_string())
         .unwrap_or_default();
     Ok((code, body))
-}
-
-/// Finds `name{...labels...} value` in Prometheus text, labels in any order.
-fn metric_value(text: &str, name: &str, labels: &[(&str, &str)]) -> Option<f64> {
-    text.lines()
-        .filter(|l| !l.starts_with('#'))
-        .filter_map(|l| {
-            let rest = l.strip_prefix(name)?.strip_prefix('{')?;
-            let (label_text, value) = rest.split_once('}')?;
-            labels
-                .iter()
-                .all(|(k, v)| label_text.contains(&format!("{k}=\"{v}\"")))
-                .then(|| value.split_whitespace().next()?.parse().ok())?
-        })
-        .next()
-}
-
-fn write_file(path: &Path, contents: &str) {
-    fs::write(path, contents).unwrap_or_else(|e| panic!("write {}: {e}", path.display()));
 }
 
 fn path_str(p: &Path) -> String {
