@@ -1,0 +1,187 @@
+//! Binding VirtualServices to Gateway servers: `gateways:` references in
+//! every form Istio accepts, host intersection, and the TLS and TCP routes.
+
+use super::*;
+use crate::config::virtual_service::{RouteDestination, VirtualServiceSpec};
+
+/// Whether a VirtualService `gateways` entry (in namespace `vs_ns`) names
+/// the gateway `gw_id` (`ns/name`).
+///
+/// Istio's forms: `ns/name`, `./name` (the VirtualService's namespace),
+/// `name` (same), and the legacy `name.ns.svc.cluster.local`.
+pub(super) fn gateway_ref_matches(entry: &str, vs_ns: &str, gw_id: &str) -> bool {
+    let id = match entry.split_once('/') {
+        Some((".", name)) => format!("{vs_ns}/{name}"),
+        Some((ns, name)) => format!("{ns}/{name}"),
+        None => match entry
+            .strip_suffix(".svc.cluster.local")
+            .and_then(|n| n.split_once('.'))
+        {
+            Some((name, ns)) => format!("{ns}/{name}"),
+            None => format!("{vs_ns}/{entry}"),
+        },
+    };
+    id == gw_id
+}
+
+/// Whether two host patterns can match a common name.
+pub(super) fn intersects(a: &HostPattern, b: &HostPattern) -> bool {
+    match (a, b) {
+        (HostPattern::Any, _) | (_, HostPattern::Any) => true,
+        (HostPattern::Exact(x), p) | (p, HostPattern::Exact(x)) => p.matches(x),
+        (HostPattern::Wildcard(x), HostPattern::Wildcard(y)) => {
+            x.ends_with(y.as_str()) || y.ends_with(x.as_str())
+        }
+    }
+}
+
+pub(super) fn compile_bound_routes(
+    vs: &Resource<VirtualServiceSpec>,
+    server_hosts: &[HostPattern],
+    port: u16,
+    applies: &dyn Fn(&[String]) -> bool,
+    diag: &mut Diagnostics,
+) -> Option<GatewayRoutes> {
+    let src = &vs.source;
+    let mut hosts = Vec::new();
+    for (i, h) in vs.spec.hosts.iter().enumerate() {
+        match HostPattern::parse(h) {
+            Ok(p) => hosts.push(p),
+            Err(e) => diag.error(src, format!("spec.hosts[{i}]"), e),
+        }
+    }
+    if !hosts
+        .iter()
+        .any(|h| server_hosts.iter().any(|s| intersects(h, s)))
+    {
+        return None;
+    }
+    let http = vs
+        .spec
+        .http
+        .iter()
+        .enumerate()
+        .filter_map(|(i, r)| compile_http_route(r, src, &format!("spec.http[{i}]"), applies, diag))
+        .collect();
+    let mut tls = Vec::new();
+    for (i, r) in vs.spec.tls.iter().enumerate() {
+        let field = format!("spec.tls[{i}]");
+        let mut sni_hosts = Vec::new();
+        let mut ports = Vec::new();
+        let mut any = false;
+        for (j, m) in r.matches.iter().enumerate() {
+            if !applies(&m.gateways) {
+                continue;
+            }
+            any = true;
+            for k in m.other.keys() {
+                diag.error(src, format!("{field}.match[{j}].{k}"), "not supported yet");
+            }
+            if m.sni_hosts.is_empty() {
+                diag.error(src, format!("{field}.match[{j}].sniHosts"), "required");
+            }
+            for (k, h) in m.sni_hosts.iter().enumerate() {
+                match HostPattern::parse(h) {
+                    Ok(p) => sni_hosts.push(p),
+                    Err(e) => diag.error(src, format!("{field}.match[{j}].sniHosts[{k}]"), e),
+                }
+            }
+            if let Some(p) = m.port {
+                ports.extend(port_number(
+                    Some(p),
+                    src,
+                    &format!("{field}.match[{j}].port"),
+                    diag,
+                ));
+            }
+        }
+        if !any {
+            continue;
+        }
+        let destinations = l4_destinations(&r.route, src, &field, diag);
+        tls.push(L4RoutePlan {
+            sni_hosts,
+            ports,
+            destinations,
+        });
+    }
+    let mut tcp = Vec::new();
+    for (i, r) in vs.spec.tcp.iter().enumerate() {
+        let field = format!("spec.tcp[{i}]");
+        let mut ports = Vec::new();
+        let applicable: Vec<_> = r
+            .matches
+            .iter()
+            .enumerate()
+            .filter(|(_, m)| applies(&m.gateways))
+            .collect();
+        if !r.matches.is_empty() && applicable.is_empty() {
+            continue;
+        }
+        for (j, m) in applicable {
+            for k in m.other.keys() {
+                diag.error(src, format!("{field}.match[{j}].{k}"), "not supported yet");
+            }
+            if let Some(p) = m.port {
+                ports.extend(port_number(
+                    Some(p),
+                    src,
+                    &format!("{field}.match[{j}].port"),
+                    diag,
+                ));
+            }
+        }
+        let destinations = l4_destinations(&r.route, src, &field, diag);
+        tcp.push(L4RoutePlan {
+            sni_hosts: Vec::new(),
+            ports,
+            destinations,
+        });
+    }
+    let _ = port;
+    Some(GatewayRoutes {
+        resource: src.to_string(),
+        hosts,
+        http,
+        tls,
+        tcp,
+    })
+}
+
+pub(super) fn l4_destinations(
+    route: &[RouteDestination],
+    src: &Source,
+    field: &str,
+    diag: &mut Diagnostics,
+) -> Vec<L4Destination> {
+    let mut out = Vec::new();
+    if route.is_empty() {
+        diag.error(
+            src,
+            format!("{field}.route"),
+            "at least one destination is required",
+        );
+    }
+    for (j, d) in route.iter().enumerate() {
+        let dfield = format!("{field}.route[{j}].destination");
+        let Some(dest) = &d.destination else {
+            diag.error(src, dfield, "required");
+            continue;
+        };
+        let host = dest.host.clone().unwrap_or_default();
+        if let Err(e) = HostPattern::parse(&host) {
+            diag.error(src, format!("{dfield}.host"), e);
+        }
+        let port = match dest.port.as_ref().and_then(|p| p.number) {
+            Some(n) => port_number(Some(n), src, &format!("{dfield}.port.number"), diag),
+            None => None,
+        };
+        out.push(L4Destination {
+            host,
+            port,
+            subset: dest.subset.clone(),
+            weight: d.weight.unwrap_or(0),
+        });
+    }
+    out
+}
