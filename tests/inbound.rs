@@ -2214,3 +2214,46 @@ spec:
         .unwrap();
     assert_eq!(r.status, 404, "{}", r.body);
 }
+
+/// An HTTP2/GRPC server port: the app behind it is spoken to in h2c.
+#[tokio::test]
+async fn grpc_server_port_speaks_h2c_to_the_app() {
+    let app = echo_service().await;
+    let yaml = format!(
+        r#"apiVersion: networking.istio.io/v1
+kind: Gateway
+metadata: {{name: grpc}}
+spec:
+  servers:
+  - port: {{number: 9090, name: grpc, protocol: GRPC}}
+    hosts: [grpc.test]
+---
+apiVersion: networking.istio.io/v1
+kind: VirtualService
+metadata: {{name: grpc}}
+spec:
+  hosts: [grpc.test]
+  gateways: [grpc]
+  http:
+  - route:
+    - destination: {{host: 127.0.0.1, port: {{number: {}}}}}
+"#,
+        app.port()
+    );
+    let p = TestProxy::start(tempdir(), &yaml, |b| {
+        b.port_map.insert(9090, "127.0.0.1:0".parse().unwrap());
+    })
+    .await
+    .unwrap();
+    let r = meshgate::standin::fetch(
+        p.proxy.inbound[&9090],
+        "GET",
+        "/svc/Method",
+        Some("grpc.test"),
+    )
+    .await
+    .unwrap();
+    assert_eq!(r.status, 200, "{}", r.body);
+    let v: serde_json::Value = serde_json::from_str(&r.body).unwrap();
+    assert_eq!(v["version"], "HTTP/2.0", "h2c to the app: {}", r.body);
+}
