@@ -806,12 +806,12 @@ class Bench:
                 "--admin-addr", f"127.0.0.1:{p['mg_admin']}",
                 "--stats-addr", f"127.0.0.1:{p['mg_stats']}",
                 "--ready-addr", f"127.0.0.1:{p['mg_ready']}",
-                "--log-level", "warn"]
-        threads = str(self.args.meshgate_threads)
-        env = dict(os.environ, TOKIO_WORKER_THREADS=threads)
+                "--log-level", "warn",
+                "--concurrency", str(self.args.meshgate_threads)]
+        env = dict(os.environ)
         env.pop("RUST_LOG", None)
         with open(os.path.join(d, "command.txt"), "w") as f:
-            f.write(f"TOKIO_WORKER_THREADS={threads} " + " ".join(argv) + "\n")
+            f.write(" ".join(argv) + "\n")
         px.proc = CHILDREN.start("meshgate", argv, px.log_path, env=env)
         deadline = time.monotonic() + 20
         ready = False
@@ -1476,7 +1476,7 @@ def main() -> int:
     ap.add_argument("--meshgate-bin", default=os.path.join(REPO, "target", "release", "meshgate"))
     ap.add_argument("--no-build", action="store_true", help="use the existing meshgate binary as is")
     ap.add_argument("--meshgate-threads", type=int, default=2,
-                    help="TOKIO_WORKER_THREADS for meshgate (the comparison uses 2)")
+                    help="meshgate --concurrency (worker threads; the comparison uses 2)")
     ap.add_argument("--keep-workdir", action="store_true", help="keep configs, certificates and logs")
     ap.add_argument("--out-dir", default=os.path.join(BENCH_DIR, "results"))
     a = ap.parse_args()

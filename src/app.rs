@@ -15,7 +15,7 @@ use crate::config::{self, Config};
 use crate::creds::{self, Credentials};
 use crate::metrics::{Metrics, ReloadLabels};
 use crate::plan::{self, Plan};
-use crate::runtime::State;
+use crate::runtime::{State, workers};
 
 /// Everything wrong with a configuration, one line per problem.
 #[derive(Debug, Clone)]
@@ -152,6 +152,7 @@ pub struct Proxy {
     /// Shared state (metrics, snapshot).
     pub state: Arc<State>,
     shutdown: CancellationToken,
+    workers: workers::Workers,
 }
 
 async fn bind(addr: SocketAddr, what: &str) -> std::io::Result<TcpListener> {
@@ -163,27 +164,51 @@ async fn bind(addr: SocketAddr, what: &str) -> std::io::Result<TcpListener> {
     })
 }
 
-/// Binds every listener and starts serving `loaded`.
+/// Binds every listener and starts serving `loaded`: the proxy ports on
+/// `bootstrap.workers()` worker threads, the admin ports and file watching
+/// on the caller's runtime.
 pub async fn build(bootstrap: Bootstrap, loaded: Loaded) -> std::io::Result<Proxy> {
     for w in loaded.plan.warnings.iter().chain(&loaded.creds.warnings) {
         warn!("{w}");
     }
-    let outbound = bind(bootstrap.outbound_addr, "outbound").await?;
-    let mut inbound_listeners = Vec::new();
+    let workers = bootstrap.workers();
+    let shared = |addr: SocketAddr, what: &str, service| {
+        workers::bind(addr, workers, service).map_err(|e| {
+            std::io::Error::new(
+                e.kind(),
+                format!("cannot bind the {what} listener on {addr}: {e}"),
+            )
+        })
+    };
+    let mut ports = vec![shared(
+        bootstrap.outbound_addr,
+        "outbound",
+        workers::Service::Outbound,
+    )?];
+    let mut inbound = BTreeMap::new();
     for l in &loaded.plan.inbound.listeners {
         let addr = if l.mesh {
             bootstrap.mesh_inbound_addr
         } else {
             bootstrap.inbound_addr(l.port, l.bind.as_deref())
         };
-        let listener = bind(addr, &format!("inbound port {}", l.port)).await?;
-        inbound_listeners.push((l.port, l.bind.clone(), listener));
+        let port = shared(
+            addr,
+            &format!("inbound port {}", l.port),
+            workers::Service::Inbound {
+                port: l.port,
+                bind: l.bind.clone(),
+            },
+        )?;
+        info!(port = l.port, addr = %port.addr, "inbound listener bound");
+        inbound.insert(l.port, port.addr);
+        ports.push(port);
     }
     let admin = bind(bootstrap.admin_addr, "admin").await?;
     let stats = bind(bootstrap.stats_addr, "stats").await?;
     let ready = bind(bootstrap.ready_addr, "readiness").await?;
     let addrs = (
-        outbound.local_addr()?,
+        ports[0].addr,
         admin.local_addr()?,
         stats.local_addr()?,
         ready.local_addr()?,
@@ -193,24 +218,7 @@ pub async fn build(bootstrap: Bootstrap, loaded: Loaded) -> std::io::Result<Prox
     let state = Arc::new(State::new(bootstrap, loaded, metrics));
     state.upstreams.set_own_address(addrs.0);
     let shutdown = CancellationToken::new();
-    tokio::spawn(crate::runtime::outbound::run(
-        outbound,
-        state.clone(),
-        shutdown.clone(),
-    ));
-    let mut inbound = BTreeMap::new();
-    for (port, bind, listener) in inbound_listeners {
-        let local = listener.local_addr()?;
-        inbound.insert(port, local);
-        info!(port, addr = %local, "inbound listener bound");
-        tokio::spawn(crate::runtime::inbound::run(
-            listener,
-            port,
-            bind,
-            state.clone(),
-            shutdown.clone(),
-        ));
-    }
+    let workers = workers::start(workers, ports, state.clone(), shutdown.clone())?;
     for (l, role) in [
         (admin, crate::admin::Role::Admin),
         (stats, crate::admin::Role::Stats),
@@ -224,6 +232,7 @@ pub async fn build(bootstrap: Bootstrap, loaded: Loaded) -> std::io::Result<Prox
     state.ready.store(true, Ordering::Release);
     info!(
         outbound = %addrs.0, admin = %addrs.1, stats = %addrs.2, ready = %addrs.3,
+        workers = state.bootstrap.workers(),
         "listeners bound; ready"
     );
     Ok(Proxy {
@@ -234,6 +243,7 @@ pub async fn build(bootstrap: Bootstrap, loaded: Loaded) -> std::io::Result<Prox
         inbound,
         state,
         shutdown,
+        workers,
     })
 }
 
@@ -249,6 +259,12 @@ impl Proxy {
     pub fn shutdown(&self) {
         self.state.ready.store(false, Ordering::Release);
         self.shutdown.cancel();
+    }
+
+    /// Waits (at most `limit`) until the workers have stopped after
+    /// [`Proxy::shutdown`].
+    pub async fn stopped(&self, limit: std::time::Duration) {
+        self.workers.stopped(limit).await;
     }
 }
 

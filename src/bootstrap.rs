@@ -72,6 +72,9 @@ pub struct Bootstrap {
     pub app_addr: Option<SocketAddr>,
     /// The mesh inbound listener (mutual TLS from other sidecars).
     pub mesh_inbound_addr: SocketAddr,
+    /// Worker threads serving the proxy ports (Istio's `concurrency`;
+    /// 0: one per CPU).
+    pub concurrency: usize,
 }
 
 impl Default for Bootstrap {
@@ -96,6 +99,8 @@ impl Default for Bootstrap {
             trust_domain: "cluster.local".into(),
             app_addr: None,
             mesh_inbound_addr: ([0, 0, 0, 0], 15006).into(),
+            // Istio's default for sidecars.
+            concurrency: 2,
         }
     }
 }
@@ -123,6 +128,7 @@ struct BootstrapFile {
     trust_domain: Option<String>,
     app_addr: Option<SocketAddr>,
     mesh_inbound_addr: Option<SocketAddr>,
+    concurrency: Option<usize>,
 }
 
 #[derive(Debug, Default, Deserialize)]
@@ -182,7 +188,16 @@ impl Bootstrap {
             self.app_addr = file.app_addr;
         }
         self.mesh_inbound_addr = file.mesh_inbound_addr.unwrap_or(self.mesh_inbound_addr);
+        self.concurrency = file.concurrency.unwrap_or(self.concurrency);
         Ok(())
+    }
+
+    /// Worker threads to start: `concurrency`, or one per CPU when it is 0.
+    pub fn workers(&self) -> usize {
+        match self.concurrency {
+            0 => std::thread::available_parallelism().map_or(1, |n| n.get()),
+            n => n,
+        }
     }
 
     /// Where the listener for config port `port` (with optional `bind`

@@ -73,6 +73,8 @@ pub async fn run(
     let mut bootstrap = Bootstrap {
         config_paths: vec![config_file.clone(), ingress_file.clone()],
         outbound_addr,
+        // One worker: the demo's requests share its upstream pool.
+        concurrency: 1,
         ..Bootstrap::ephemeral()
     };
     bootstrap.port_map.insert(443, ingress_addr);

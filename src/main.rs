@@ -178,6 +178,10 @@ struct RunArgs {
     /// The mesh inbound listener (PeerAuthentication applies) [default: 0.0.0.0:15006].
     #[arg(long)]
     mesh_inbound_addr: Option<SocketAddr>,
+    /// Worker threads serving the proxy ports, each with its own socket per
+    /// port (Istio's `concurrency`); 0: one per CPU [default: 2].
+    #[arg(long, value_name = "N")]
+    concurrency: Option<usize>,
     /// Get the workload certificate from this CA (Istio's signing API, e.g.
     /// `meshgate ca serve` or istiod) into --identity-dir, and renew it at
     /// half its lifetime.
@@ -271,7 +275,9 @@ fn main() -> ExitCode {
         cli.log_level.as_deref().unwrap_or(default_level),
         cli.log_json,
     );
-    let runtime = match tokio::runtime::Builder::new_multi_thread()
+    // The proxy ports get their own worker threads (`--concurrency`); this
+    // runtime runs the admin ports, file watching and renewal.
+    let runtime = match tokio::runtime::Builder::new_current_thread()
         .enable_all()
         .build()
     {
@@ -471,6 +477,7 @@ async fn run(args: RunArgs) -> ExitCode {
     bootstrap.inbound_bind = args.inbound_bind.unwrap_or(bootstrap.inbound_bind);
     bootstrap.port_map.extend(args.port_map);
     bootstrap.watch_interval = args.watch_interval.unwrap_or(bootstrap.watch_interval);
+    bootstrap.concurrency = args.concurrency.unwrap_or(bootstrap.concurrency);
     if args.app_addr.is_some() {
         bootstrap.app_addr = args.app_addr;
     }
@@ -543,8 +550,8 @@ async fn run(args: RunArgs) -> ExitCode {
     wait_for_signals(&proxy).await;
     renewals.cancel();
     proxy.shutdown();
-    // Give open connections a moment to finish their current request.
-    tokio::time::sleep(std::time::Duration::from_millis(200)).await;
+    // Open connections finish their current request (bounded).
+    proxy.stopped(std::time::Duration::from_secs(5)).await;
     ExitCode::SUCCESS
 }
 

@@ -10,6 +10,7 @@ pub mod inbound;
 mod inbound_http;
 pub mod outbound;
 pub mod upstream;
+pub mod workers;
 
 use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
@@ -55,6 +56,7 @@ pub struct State {
 impl State {
     /// New state around a first good configuration.
     pub fn new(bootstrap: Bootstrap, loaded: Loaded, metrics: Arc<Metrics>) -> State {
+        let shards = bootstrap.workers() + 1;
         State {
             bootstrap,
             snapshot: ArcSwap::from_pointee(Snapshot {
@@ -63,7 +65,7 @@ impl State {
                 server_tls: loaded.server_tls,
                 generation: 0,
             }),
-            upstreams: upstream::Upstreams::new(metrics.clone()),
+            upstreams: upstream::Upstreams::new(metrics.clone(), shards),
             metrics,
             ready: AtomicBool::new(false),
             counter: AtomicU64::new(0),
@@ -106,11 +108,13 @@ impl State {
 const MAX_CONNECTIONS: usize = 10_000;
 
 /// Accepts connections until `shutdown`, handing each to `handler` on its
-/// own task. A connection limit bounds memory; accept errors (EMFILE, ...)
-/// back off instead of spinning.
+/// own task (tracked by `tasks`, so shutdown can wait for them). A
+/// connection limit bounds memory; accept errors (EMFILE, ...) back off
+/// instead of spinning.
 pub(crate) async fn accept_loop<F, Fut>(
     listener: tokio::net::TcpListener,
     shutdown: tokio_util::sync::CancellationToken,
+    tasks: tokio_util::task::TaskTracker,
     what: &'static str,
     handler: F,
 ) where
@@ -137,7 +141,7 @@ pub(crate) async fn accept_loop<F, Fut>(
             },
         };
         let fut = handler(stream, peer);
-        tokio::spawn(async move {
+        tasks.spawn(async move {
             fut.await;
             drop(permit);
         });

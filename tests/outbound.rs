@@ -113,7 +113,10 @@ async fn connection_reuse_one_handshake_for_many_requests() {
     let pki = pki();
     let up = upstream(&pki, LeafSpec::server(&[HOST])).await;
     let yaml = egress_yaml(up.addr.port(), &simple(&pki.ca_file));
-    let p = proxy(pki, &yaml).await;
+    // One worker: every request shares its pool.
+    let p = TestProxy::start(pki.dir, &yaml, |b| b.concurrency = 1)
+        .await
+        .unwrap();
     for i in 0..20 {
         let r = p.get(HOST, &format!("/n/{i}")).await;
         assert_eq!(r.status, 200, "{}", r.body);
@@ -122,6 +125,24 @@ async fn connection_reuse_one_handshake_for_many_requests() {
         up.handshakes(),
         1,
         "20 sequential requests share one upstream TLS connection"
+    );
+    drop(p);
+    // Each worker keeps its own pool (a connection is driven on the thread
+    // that opened it): at most one connection per worker.
+    let pki2 = crate::pki();
+    let up2 = upstream(&pki2, LeafSpec::server(&[HOST])).await;
+    let yaml = egress_yaml(up2.addr.port(), &simple(&pki2.ca_file));
+    let p = TestProxy::start(pki2.dir, &yaml, |b| b.concurrency = 3)
+        .await
+        .unwrap();
+    for i in 0..30 {
+        let r = p.get(HOST, &format!("/n/{i}")).await;
+        assert_eq!(r.status, 200, "{}", r.body);
+    }
+    let opened = up2.handshakes();
+    assert!(
+        (1..=3).contains(&opened),
+        "{opened} connections for 3 workers"
     );
 }
 
@@ -134,7 +155,9 @@ async fn max_requests_per_connection_one_uses_session_resumption() {
         simple(&pki.ca_file)
     );
     let yaml = egress_yaml(up.addr.port(), &tls);
-    let p = proxy(pki, &yaml).await;
+    let p = TestProxy::start(pki.dir, &yaml, |b| b.concurrency = 1)
+        .await
+        .unwrap();
     for _ in 0..3 {
         assert_eq!(p.get(HOST, "/").await.status, 200);
     }
@@ -587,7 +610,9 @@ async fn h2_upgrade_speaks_http2_to_the_upstream() {
         simple(&pki.ca_file)
     );
     let yaml = egress_yaml(up.addr.port(), &tls);
-    let p = proxy(pki, &yaml).await;
+    let p = TestProxy::start(pki.dir, &yaml, |b| b.concurrency = 1)
+        .await
+        .unwrap();
     for _ in 0..3 {
         let r = p.get(HOST, "/h2").await;
         assert_eq!(r.status, 200, "{}", r.body);

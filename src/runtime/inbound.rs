@@ -37,10 +37,12 @@ pub async fn run(
     bind: Option<String>,
     state: Arc<State>,
     shutdown: CancellationToken,
+    tasks: tokio_util::task::TaskTracker,
 ) {
     super::accept_loop(
         listener,
         shutdown.clone(),
+        tasks,
         "inbound",
         move |stream, peer| {
             let state = state.clone();

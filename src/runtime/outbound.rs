@@ -26,10 +26,16 @@ use super::{Snapshot, State};
 use crate::plan::Decision;
 
 /// Runs the accept loop until `shutdown` is cancelled.
-pub async fn run(listener: TcpListener, state: Arc<State>, shutdown: CancellationToken) {
+pub async fn run(
+    listener: TcpListener,
+    state: Arc<State>,
+    shutdown: CancellationToken,
+    tasks: tokio_util::task::TaskTracker,
+) {
     super::accept_loop(
         listener,
         shutdown.clone(),
+        tasks,
         "outbound",
         move |stream, peer| {
             let _ = stream.set_nodelay(true);

@@ -118,27 +118,40 @@ struct IdleConn {
     since: Instant,
 }
 
+/// One worker's connections. An HTTP connection is driven by a task on
+/// the worker that opened it, so only that worker uses it: a request and
+/// its upstream connection never cross threads.
+#[derive(Default)]
+struct Shard {
+    idle: Mutex<HashMap<Arc<PoolKey>, Vec<IdleConn>>>,
+    h2: Mutex<HashMap<Arc<PoolKey>, http2::SendRequest<Body>>>,
+}
+
 /// Pools, TLS configs and connection bookkeeping for all upstreams.
 pub struct Upstreams {
     metrics: Arc<Metrics>,
     tls_cache: Mutex<HashMap<TlsKey, TlsConfigs>>,
-    idle: Arc<Mutex<HashMap<Arc<PoolKey>, Vec<IdleConn>>>>,
-    h2: Mutex<HashMap<Arc<PoolKey>, http2::SendRequest<Body>>>,
+    /// Pools per worker (index 0: threads that are not workers).
+    shards: Box<[Shard]>,
     /// The proxy's own outbound listener: never a valid upstream (a request
     /// for it would loop through the proxy until resources run out).
     own: std::sync::OnceLock<SocketAddr>,
 }
 
 impl Upstreams {
-    /// Empty pools.
-    pub fn new(metrics: Arc<Metrics>) -> Upstreams {
+    /// Empty pools for `shards` threads (workers + 1).
+    pub fn new(metrics: Arc<Metrics>, shards: usize) -> Upstreams {
         Upstreams {
             metrics,
             tls_cache: Mutex::new(HashMap::new()),
-            idle: Arc::new(Mutex::new(HashMap::new())),
-            h2: Mutex::new(HashMap::new()),
+            shards: (0..shards.max(1)).map(|_| Shard::default()).collect(),
             own: std::sync::OnceLock::new(),
         }
+    }
+
+    /// This thread's pools.
+    fn shard(&self) -> &Shard {
+        &self.shards[super::workers::current() % self.shards.len()]
     }
 
     /// Records the proxy's own listener address for loop detection.
@@ -202,7 +215,7 @@ impl Upstreams {
                     return match s.try_send_request(req).await {
                         Ok(resp) => Ok(resp),
                         Err(mut e) => {
-                            lock(&self.h2).remove(&spec.key);
+                            lock(&self.shard().h2).remove(&spec.key);
                             match e.take_message() {
                                 Some(r) if reused => {
                                     req = r;
@@ -236,7 +249,7 @@ impl Upstreams {
 
     fn checkout(&self, key: &PoolKey) -> Option<(Sender, u32)> {
         if key.policy.h2 {
-            let mut h2 = lock(&self.h2);
+            let mut h2 = lock(&self.shard().h2);
             if let Some(s) = h2.get(key) {
                 if !s.is_closed() {
                     return Some((Sender::H2(s.clone()), 0));
@@ -244,7 +257,7 @@ impl Upstreams {
                 h2.remove(key);
             }
         }
-        let mut idle = lock(&self.idle);
+        let mut idle = lock(&self.shard().idle);
         let list = idle.get_mut(key)?;
         let max_idle = key.policy.idle_timeout;
         // Released connections may still be finishing their last response
@@ -275,7 +288,7 @@ impl Upstreams {
         if max != 0 && uses >= max {
             return; // dropping the sender closes the connection
         }
-        let mut pool = lock(&self.idle);
+        let mut pool = lock(&self.shard().idle);
         let list = pool.entry(spec.key.clone()).or_default();
         if list.len() >= MAX_IDLE_PER_KEY {
             list.retain(|c| !c.sender.is_closed());
@@ -411,7 +424,7 @@ impl Upstreams {
                     .await
                     .inspect(|s| {
                         if let Sender::H2(s2) = s {
-                            lock(&self.h2).insert(spec.key.clone(), s2.clone());
+                            lock(&self.shard().h2).insert(spec.key.clone(), s2.clone());
                         }
                     })
             }
