@@ -42,7 +42,7 @@ pub struct RequestLabels {
     pub reporter: &'static str,
     /// Registry host (pattern) of the destination, or Istio's
     /// `PassthroughCluster` / `BlackHoleCluster`.
-    pub destination_service: String,
+    pub destination_service: std::sync::Arc<str>,
     /// HTTP status sent to the app.
     pub response_code: u16,
     /// meshgate's error reason, empty on success.

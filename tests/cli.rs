@@ -459,10 +459,31 @@ async fn simple_without_ca_certificates_uses_ssl_cert_file() {
     );
     let mut p = spawn_run(dir.path(), &config, &ca_file);
     p.wait_ready().await;
-    let r = fetch(p.outbound, "GET", "/", Some(HOST)).await.unwrap();
+    let r = fetch(p.outbound, "GET", "/access-check", Some(HOST))
+        .await
+        .unwrap();
     assert_eq!(r.status, 200, "{}\n{}", r.body, p.stderr());
     let v: serde_json::Value = serde_json::from_str(&r.body).unwrap();
     assert_eq!(v["tls"]["sni"], HOST);
+    // One access log line per request at the default level.
+    let deadline = Instant::now() + Duration::from_secs(5);
+    while !p.stderr().contains("path=/access-check") && Instant::now() < deadline {
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    let log = p.stderr();
+    let line = log
+        .lines()
+        .find(|l| l.contains("path=/access-check"))
+        .unwrap_or_else(|| panic!("no access log line:\n{log}"));
+    for field in [
+        "access",
+        "method=GET",
+        "status=200",
+        "destination=",
+        "upstream=127.0.0.1:",
+    ] {
+        assert!(line.contains(field), "{field} missing: {line}");
+    }
     assert_eq!(
         up.last()
             .expect("the stand-in saw a handshake")

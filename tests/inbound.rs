@@ -1362,6 +1362,10 @@ spec:
     match:
     - uri: {{prefix: /api/}}
     rewrite: {{uri: /v2/}}
+{to_a}  - name: rewrite-authority
+    match:
+    - uri: {{prefix: /moved-host/}}
+    rewrite: {{authority: inner.test}}
 {to_a}  - name: header-ops
     match:
     - uri: {{prefix: /hdr}}
@@ -1479,6 +1483,8 @@ async fn virtual_service_match_conditions_pick_the_backend() {
             assert_eq!(v["backend"], *b, "{what}");
             assert_eq!(v["method"], *method, "{what}");
             assert_eq!(v["path"], *seen_path, "{what}");
+            // The app sees the request's own Host (lower-case here as sent).
+            assert_eq!(seen_header(&v, "host"), vec![*host], "{what}");
         } else {
             assert!(
                 r.body.contains("no route matched"),
@@ -1494,6 +1500,19 @@ async fn virtual_service_match_conditions_pick_the_backend() {
             );
         }
     }
+}
+
+#[tokio::test]
+async fn virtual_service_rewrites_the_authority() {
+    let f = route_fixture().await;
+    let addr = f.p.proxy.inbound[&443];
+    let r = send(addr, &f.o, "GET", "svc.test", "/moved-host/x?q=1", &[])
+        .await
+        .unwrap();
+    assert_eq!(r.status, 200, "{}", r.body);
+    let v = body_json(&r);
+    assert_eq!(seen_header(&v, "host"), vec!["inner.test"]);
+    assert_eq!(v["path"], "/moved-host/x?q=1", "the path is kept");
 }
 
 #[tokio::test]

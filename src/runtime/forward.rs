@@ -36,7 +36,7 @@ pub struct Destination {
     /// SNI to send (TLS only).
     pub sni: Option<String>,
     /// Bounded metric label (`destination_service`).
-    pub label: String,
+    pub label: Arc<str>,
 }
 
 impl Destination {
@@ -47,7 +47,7 @@ impl Destination {
             policy: t.policy.clone(),
             names: t.verify_names(),
             sni: Some(t.sni().to_string()),
-            label: service_label(t),
+            label: service_label(t).into(),
         }
     }
 
@@ -58,7 +58,17 @@ impl Destination {
             policy: DEFAULT_POLICY.clone(),
             names: Vec::new(),
             sni: None,
-            label: label.to_string(),
+            label: label.into(),
+        }
+    }
+
+    /// `host:port,...` for the access log; empty (and free) when the
+    /// access log is off.
+    pub fn upstream_for_log(&self) -> String {
+        if access_log_on() {
+            self.describe()
+        } else {
+            String::new()
         }
     }
 
@@ -133,10 +143,32 @@ pub async fn exchange(
     }
 }
 
+/// Whether access log lines are written (`info` for target `access`).
+pub fn access_log_on() -> bool {
+    tracing::enabled!(target: "access", tracing::Level::INFO)
+}
+
+/// A request as it arrived, for its access log line: the method and path
+/// are kept only when the access log is on.
+pub struct Started {
+    at: Instant,
+    line: Option<(http::Method, String)>,
+}
+
+impl Started {
+    /// Notes the start of `req`.
+    pub fn new<B>(req: &Request<B>) -> Started {
+        Started {
+            at: Instant::now(),
+            line: access_log_on().then(|| (req.method().clone(), req.uri().path().to_string())),
+        }
+    }
+}
+
 /// What one request turned into, for the access log and metrics.
 pub struct Outcome {
     /// `destination_service` label.
-    pub destination: String,
+    pub destination: Arc<str>,
     /// Status sent downstream.
     pub status: StatusCode,
     /// Error reason, empty on success.
@@ -149,7 +181,7 @@ impl Outcome {
     /// A locally answered request.
     pub fn local(destination: &str, status: StatusCode, flag: &'static str) -> Outcome {
         Outcome {
-            destination: destination.to_string(),
+            destination: destination.into(),
             status,
             flag,
             upstream: "-".into(),
@@ -158,15 +190,8 @@ impl Outcome {
 }
 
 /// Counts and logs one finished request.
-pub fn record(
-    state: &State,
-    reporter: &'static str,
-    method: &http::Method,
-    path: &str,
-    outcome: &Outcome,
-    start: Instant,
-) {
-    let elapsed = start.elapsed();
+pub fn record(state: &State, reporter: &'static str, started: &Started, outcome: &Outcome) {
+    let elapsed = started.at.elapsed();
     let labels = RequestLabels {
         reporter,
         destination_service: outcome.destination.clone(),
@@ -179,6 +204,9 @@ pub fn record(
         .request_duration
         .get_or_create(&labels)
         .observe(elapsed.as_secs_f64() * 1000.0);
+    let Some((method, path)) = &started.line else {
+        return;
+    };
     info!(
         target: "access",
         reporter,
@@ -237,7 +265,7 @@ pub fn failure(
             destination: dest.label.clone(),
             status,
             flag: e.reason.as_str(),
-            upstream: dest.describe(),
+            upstream: dest.upstream_for_log(),
         },
     )
 }

@@ -67,6 +67,8 @@ pub(super) struct ConnInfo {
     /// `ip_port` metric label.
     pub label: String,
     pub peer: SocketAddr,
+    /// The peer's IP as a header value (`X-Forwarded-For`), made once.
+    pub peer_ip: http::HeaderValue,
 }
 
 impl ConnInfo {
@@ -105,6 +107,8 @@ async fn serve_connection(
         bind,
         label: format!("{local}_{port}"),
         peer,
+        peer_ip: http::HeaderValue::from_str(&peer.ip().to_string())
+            .unwrap_or_else(|_| http::HeaderValue::from_static("unknown")),
     };
     let Some(listener) = info.listener() else {
         debug!("listener no longer configured; closing");

@@ -4,7 +4,6 @@
 
 use std::convert::Infallible;
 use std::sync::Arc;
-use std::time::Instant;
 
 use http::header::{self, HeaderName, HeaderValue};
 use http::{Request, Response, StatusCode, Uri};
@@ -96,20 +95,13 @@ pub(super) fn xfcc(leaf: &CertificateDer<'_>, by: Option<&str>) -> String {
 /// Headers a client must not be able to forge (Istio's SANITIZE_SET).
 const X_FORWARDED_CLIENT_CERT: &str = "x-forwarded-client-cert";
 
+const X_FORWARDED_FOR: &str = "x-forwarded-for";
+
 impl HttpConn {
     async fn handle(&self, req: Request<Incoming>) -> Response<Body> {
-        let start = Instant::now();
-        let method = req.method().clone();
-        let path = req.uri().path().to_string();
+        let started = forward::Started::new(&req);
         let (resp, outcome) = self.route(req).await;
-        forward::record(
-            &self.info.state,
-            "destination",
-            &method,
-            &path,
-            &outcome,
-            start,
-        );
+        forward::record(&self.info.state, "destination", &started, &outcome);
         resp
     }
 
@@ -172,16 +164,14 @@ impl HttpConn {
             );
         }
         let scheme = if self.tls { "https" } else { "http" };
-        let pq = req
-            .uri()
-            .path_and_query()
-            .map(|p| p.as_str().to_string())
-            .unwrap_or_else(|| "/".into());
+        // A cheap clone (shared bytes): the request moves on below.
+        let uri = req.uri().clone();
+        let pq = uri.path_and_query().map_or("/", |p| p.as_str());
         let view = RequestView {
             method: req.method().as_str(),
             scheme,
             authority: &authority,
-            path_and_query: &pq,
+            path_and_query: pq,
             headers: req.headers(),
             port: self.info.port,
         };
@@ -202,7 +192,7 @@ impl HttpConn {
                     let dest =
                         Destination::plain(&ep.ip().to_string(), ep.port(), "inbound|default");
                     return self
-                        .relay(req, &authority, &pq, None, None, dest, None)
+                        .relay(req, &authority, pq, None, None, dest, None)
                         .await;
                 }
                 return local(
@@ -275,20 +265,18 @@ impl HttpConn {
         let new_path = route
             .rewrite
             .as_ref()
-            .and_then(|rw| rw.rewrite_path(&pq, &matched))
-            .unwrap_or_else(|| pq.clone());
+            .and_then(|rw| rw.rewrite_path(pq, &matched));
         let new_authority = route
             .rewrite
             .as_ref()
-            .and_then(|rw| rw.authority.clone())
-            .unwrap_or_else(|| authority.clone());
+            .and_then(|rw| rw.authority.as_deref());
         // Keep the downstream upgrade handle before the request is consumed.
         let upgrade = is_upgrade(&req).then(|| hyper::upgrade::on(&mut req));
         let ops = Some((route, dest_plan));
         self.relay(
             req,
-            &new_authority,
-            &new_path,
+            new_authority.unwrap_or(&authority),
+            new_path.as_deref().unwrap_or(pq),
             ops,
             upgrade,
             dest,
@@ -331,19 +319,20 @@ impl HttpConn {
             HeaderName::from_static("x-forwarded-proto"),
             HeaderValue::from_static(if self.tls { "https" } else { "http" }),
         );
-        let peer_ip = self.info.peer.ip().to_string();
         let xff = match parts
             .headers
-            .get("x-forwarded-for")
+            .get(X_FORWARDED_FOR)
             .and_then(|v| v.to_str().ok())
         {
-            Some(prev) if !prev.trim().is_empty() => format!("{prev}, {peer_ip}"),
-            _ => peer_ip,
+            Some(prev) if !prev.trim().is_empty() => {
+                HeaderValue::from_str(&format!("{prev}, {}", self.info.peer.ip())).ok()
+            }
+            _ => Some(self.info.peer_ip.clone()),
         };
-        if let Ok(v) = HeaderValue::from_str(&xff) {
+        if let Some(v) = xff {
             parts
                 .headers
-                .insert(HeaderName::from_static("x-forwarded-for"), v);
+                .insert(HeaderName::from_static(X_FORWARDED_FOR), v);
         }
         if let Some((route, d)) = ops {
             // Envoy applies a destination's own operations before the route's.
@@ -369,6 +358,11 @@ impl HttpConn {
                 .authority(authority)
                 .path_and_query(path)
                 .build()
+        } else if parts.uri.scheme().is_none()
+            && parts.uri.path_and_query().map(|p| p.as_str()) == Some(path)
+        {
+            // Origin-form and not rewritten: sent as it came.
+            Ok(std::mem::take(&mut parts.uri))
         } else {
             path.parse::<Uri>().map_err(http::Error::from)
         };
@@ -384,17 +378,17 @@ impl HttpConn {
             parts.headers.remove(header::HOST);
             parts.version = http::Version::HTTP_2;
         } else {
-            match HeaderValue::from_str(authority) {
-                Ok(v) => {
-                    parts.headers.insert(header::HOST, v);
-                }
-                Err(_) => {
+            // The downstream Host is kept as is when it names the authority.
+            let host = parts.headers.get(header::HOST).map(HeaderValue::as_bytes);
+            if host != Some(authority.as_bytes()) {
+                let Ok(v) = HeaderValue::from_str(authority) else {
                     return local(
                         StatusCode::BAD_REQUEST,
                         "bad_request",
                         "meshgate: invalid authority".into(),
                     );
-                }
+                };
+                parts.headers.insert(header::HOST, v);
             }
             parts.version = http::Version::HTTP_11;
         }
@@ -429,7 +423,7 @@ impl HttpConn {
                 destination: dest.label.clone(),
                 status: parts.status,
                 flag: "",
-                upstream: dest.describe(),
+                upstream: dest.upstream_for_log(),
             };
             return (
                 Response::from_parts(parts, boxed(http_body_util::Empty::new())),
@@ -447,7 +441,7 @@ impl HttpConn {
             destination: dest.label.clone(),
             status: parts.status,
             flag: "",
-            upstream: dest.describe(),
+            upstream: dest.upstream_for_log(),
         };
         (Response::from_parts(parts, boxed(body)), outcome)
     }
@@ -476,13 +470,18 @@ fn request_authority(req: &Request<Incoming>) -> Option<String> {
     }
 }
 
-/// The host part of an authority, lower-cased, without port or brackets.
+/// The host part of an authority, lower-cased, without user info, port or
+/// brackets.
 fn host_of(authority: &str) -> String {
-    let h = match authority.parse::<http::uri::Authority>() {
-        Ok(a) => a.host().to_string(),
-        Err(_) => authority.to_string(),
+    let a = authority.rsplit_once('@').map_or(authority, |(_, h)| h);
+    let host = match a.strip_prefix('[') {
+        Some(rest) => rest.split_once(']').map_or(rest, |(h, _)| h),
+        None => match a.rsplit_once(':') {
+            Some((h, port)) if port.bytes().all(|b| b.is_ascii_digit()) => h,
+            _ => a,
+        },
     };
-    normalize(h.trim_start_matches('[').trim_end_matches(']'))
+    normalize(host)
 }
 
 fn hosts_of(s: &ServerPlan) -> String {
@@ -510,4 +509,25 @@ fn is_upgrade(req: &Request<Incoming>) -> bool {
                 v.split(',')
                     .any(|t| t.trim().eq_ignore_ascii_case("upgrade"))
             })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::host_of;
+
+    #[test]
+    fn host_of_strips_port_brackets_and_user_info() {
+        for (authority, host) in [
+            ("svc.test", "svc.test"),
+            ("SVC.Test:8443", "svc.test"),
+            ("svc.test.", "svc.test"),
+            ("[::1]:443", "::1"),
+            ("[2001:DB8::1]", "2001:db8::1"),
+            ("user@svc.test:80", "svc.test"),
+            ("127.0.0.1:18080", "127.0.0.1"),
+            ("svc.test:http", "svc.test:http"),
+        ] {
+            assert_eq!(host_of(authority), host, "{authority}");
+        }
+    }
 }

@@ -8,7 +8,6 @@
 use std::convert::Infallible;
 use std::net::SocketAddr;
 use std::sync::Arc;
-use std::time::Instant;
 
 use http::header::{self, HeaderValue};
 use http::{Method, Request, Response, StatusCode, Uri};
@@ -92,18 +91,18 @@ struct ConnCtx {
 
 impl ConnCtx {
     async fn handle(&self, req: Request<Incoming>) -> Response<Body> {
-        let start = Instant::now();
-        let method = req.method().clone();
-        let path = req.uri().path().to_string();
+        let started = forward::Started::new(&req);
         let (resp, outcome) = match authority_of(&req) {
             Err(msg) => (
                 local_response(StatusCode::BAD_REQUEST, "bad_request", msg),
                 Outcome::local("unknown", StatusCode::BAD_REQUEST, "bad_request"),
             ),
-            Ok((host, port)) if method == Method::CONNECT => self.connect(req, &host, port).await,
+            Ok((host, port)) if req.method() == Method::CONNECT => {
+                Box::pin(self.connect(req, &host, port)).await
+            }
             Ok((host, port)) => self.forward(req, &host, port).await,
         };
-        forward::record(&self.state, "source", &method, &path, &outcome, start);
+        forward::record(&self.state, "source", &started, &outcome);
         resp
     }
 
@@ -154,7 +153,7 @@ impl ConnCtx {
                     destination: dest.label.clone(),
                     status: parts.status,
                     flag: "",
-                    upstream: dest.describe(),
+                    upstream: dest.upstream_for_log(),
                 };
                 (Response::from_parts(parts, boxed(body)), outcome)
             }
@@ -221,7 +220,7 @@ impl ConnCtx {
             destination: dest.label.clone(),
             status: StatusCode::OK,
             flag: "",
-            upstream: dest.describe(),
+            upstream: dest.upstream_for_log(),
         };
         (resp, outcome)
     }
@@ -297,15 +296,10 @@ fn build_upstream_request(
             HeaderValue::from_str(&v).map_err(|_| "meshgate: invalid host".to_string())?
         }
     };
-    let pq = parts
-        .uri
-        .path_and_query()
-        .map(|p| p.as_str())
-        .unwrap_or("/")
-        .to_string();
     strip_hop_by_hop(&mut parts.headers);
     if h2 {
-        let authority = host_header.to_str().unwrap_or(host).to_string();
+        let pq = parts.uri.path_and_query().map_or("/", |p| p.as_str());
+        let authority = host_header.to_str().unwrap_or(host);
         parts.uri = Uri::builder()
             .scheme("https")
             .authority(authority)
@@ -315,9 +309,13 @@ fn build_upstream_request(
         parts.headers.remove(header::HOST);
         parts.version = http::Version::HTTP_2;
     } else {
-        parts.uri = pq
-            .parse()
-            .map_err(|_| "meshgate: invalid request target".to_string())?;
+        if parts.uri.authority().is_some() {
+            // Absolute-form from a proxy-aware app: origin-form upstream.
+            let pq = parts.uri.path_and_query().map_or("/", |p| p.as_str());
+            parts.uri = pq
+                .parse()
+                .map_err(|_| "meshgate: invalid request target".to_string())?;
+        }
         parts.headers.insert(header::HOST, host_header);
         parts.version = http::Version::HTTP_11;
     }

@@ -208,7 +208,10 @@ impl Upstreams {
         for _attempt in 0..2 {
             let (sender, uses, reused) = match self.checkout(&spec.key) {
                 Some((s, uses)) => (s, uses, true),
-                None => (self.connect(spec, pick).await?, 0, false),
+                // Boxed: the connect and handshake state is large and only
+                // needed for a new connection, so it stays out of every
+                // request's (and every idle connection's) future.
+                None => (Box::pin(self.connect(spec, pick)).await?, 0, false),
             };
             match sender {
                 Sender::H2(mut s) => {
