@@ -127,7 +127,8 @@ async fn serve_connection(
                     tls: false,
                     xfcc: None,
                 });
-                return inbound_http::serve(stream, conn, shutdown).await;
+                return inbound_http::serve(stream, conn, shutdown, inbound_http::Version::Detect)
+                    .await;
             }
             Ok(Ok(n)) if n > 0 => {}
             _ => return,
@@ -155,7 +156,7 @@ async fn serve_connection(
                 tls: false,
                 xfcc: None,
             });
-            inbound_http::serve(stream, conn, shutdown).await;
+            inbound_http::serve(stream, conn, shutdown, inbound_http::Version::Detect).await;
         } else if let Some(server) = servers.first() {
             serve_tcp(stream, &info, server).await;
         }
@@ -365,13 +366,18 @@ async fn serve_tls(mut stream: TcpStream, info: ConnInfo, shutdown: Cancellation
         .and_then(|chain| chain.first())
         .map(|leaf| inbound_http::xfcc(leaf, by.as_deref()));
     if server.protocol.is_http() {
+        let version = match conn.alpn_protocol() {
+            Some(b"h2") => inbound_http::Version::H2,
+            Some(_) => inbound_http::Version::H1,
+            None => inbound_http::Version::Detect,
+        };
         let conn = Arc::new(HttpConn {
             info,
             server: Some(server),
             tls: true,
             xfcc,
         });
-        inbound_http::serve(tls, conn, shutdown).await;
+        inbound_http::serve(tls, conn, shutdown, version).await;
     } else {
         serve_tcp(tls, &info, &server).await;
     }

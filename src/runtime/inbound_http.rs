@@ -35,9 +35,26 @@ pub(super) struct HttpConn {
     pub xfcc: Option<String>,
 }
 
-/// Serves HTTP/1.1 and HTTP/2 (ALPN or prior knowledge) on `io`.
-pub(super) async fn serve<IO>(io: IO, conn: Arc<HttpConn>, shutdown: CancellationToken)
-where
+/// The HTTP version a downstream connection speaks.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub(super) enum Version {
+    /// ALPN chose HTTP/1.1 (or another non-h2 protocol).
+    H1,
+    /// ALPN chose h2.
+    H2,
+    /// No ALPN: HTTP/1.1, or HTTP/2 with prior knowledge (the preface).
+    Detect,
+}
+
+/// Serves HTTP/1.1 and HTTP/2 on `io`. The connection's state lives on
+/// the heap, sized for the version in use: an HTTP/1.1 connection does not
+/// carry room for HTTP/2's.
+pub(super) async fn serve<IO>(
+    io: IO,
+    conn: Arc<HttpConn>,
+    shutdown: CancellationToken,
+    version: Version,
+) where
     IO: AsyncRead + AsyncWrite + Unpin + Send + 'static,
 {
     let header_timeout = conn.info.state.bootstrap.request_header_timeout;
@@ -46,23 +63,66 @@ where
         let conn = conn.clone();
         async move { Ok::<_, Infallible>(conn.handle(req).await) }
     });
-    let mut builder = hyper_util::server::conn::auto::Builder::new(TokioExecutor::new());
-    builder
-        .http1()
-        .timer(TokioTimer::new())
-        .header_read_timeout(header_timeout)
-        .max_buf_size(max_buf);
-    builder
-        .http2()
-        .timer(TokioTimer::new())
-        .max_header_list_size(max_buf as u32);
-    let served = builder.serve_connection_with_upgrades(TokioIo::new(io), service);
-    tokio::pin!(served);
+    let io = TokioIo::new(io);
+    let result = match version {
+        Version::H1 => {
+            let mut builder = hyper::server::conn::http1::Builder::new();
+            builder
+                .timer(TokioTimer::new())
+                .header_read_timeout(header_timeout)
+                .max_buf_size(max_buf);
+            let served = Box::pin(builder.serve_connection(io, service).with_upgrades());
+            run_until_shutdown(served, &shutdown, |c| c.as_mut().graceful_shutdown())
+                .await
+                .map_err(|e| e.to_string())
+        }
+        Version::H2 => {
+            let mut builder = hyper::server::conn::http2::Builder::new(TokioExecutor::new());
+            builder
+                .timer(TokioTimer::new())
+                .max_header_list_size(max_buf as u32);
+            let served = Box::pin(builder.serve_connection(io, service));
+            run_until_shutdown(served, &shutdown, |c| c.as_mut().graceful_shutdown())
+                .await
+                .map_err(|e| e.to_string())
+        }
+        Version::Detect => {
+            let mut builder = hyper_util::server::conn::auto::Builder::new(TokioExecutor::new());
+            builder
+                .http1()
+                .timer(TokioTimer::new())
+                .header_read_timeout(header_timeout)
+                .max_buf_size(max_buf);
+            builder
+                .http2()
+                .timer(TokioTimer::new())
+                .max_header_list_size(max_buf as u32);
+            let served = Box::pin(builder.serve_connection_with_upgrades(io, service));
+            run_until_shutdown(served, &shutdown, |c| c.as_mut().graceful_shutdown())
+                .await
+                .map_err(|e| e.to_string())
+        }
+    };
+    if let Err(e) = result {
+        debug!(error = %e, "downstream HTTP connection ended with an error");
+    }
+}
+
+/// Drives `conn` to the end; on shutdown asks it to finish gracefully
+/// (`graceful`) and waits for that.
+async fn run_until_shutdown<C, E>(
+    mut conn: std::pin::Pin<Box<C>>,
+    shutdown: &CancellationToken,
+    graceful: impl FnOnce(&mut std::pin::Pin<Box<C>>),
+) -> Result<(), E>
+where
+    C: std::future::Future<Output = Result<(), E>>,
+{
     tokio::select! {
-        r = served.as_mut() => if let Err(e) = r { debug!(error = %e, "downstream HTTP connection ended with an error") },
+        r = conn.as_mut() => r,
         _ = shutdown.cancelled() => {
-            served.as_mut().graceful_shutdown();
-            let _ = served.await;
+            graceful(&mut conn);
+            conn.await
         }
     }
 }
