@@ -235,6 +235,21 @@ mod tests {
     use super::*;
 
     #[test]
+    fn concurrency_sets_the_workers() {
+        let dir = tempfile::tempdir().unwrap();
+        let p = dir.path().join("b.yaml");
+        let mut b = Bootstrap::default();
+        assert_eq!(b.workers(), 2, "Istio's sidecar default");
+        std::fs::write(&p, "concurrency: 3\n").unwrap();
+        b.apply_file(&p).unwrap();
+        assert_eq!(b.workers(), 3);
+        std::fs::write(&p, "concurrency: 0\n").unwrap();
+        b.apply_file(&p).unwrap();
+        let cpus = std::thread::available_parallelism().map_or(1, |n| n.get());
+        assert_eq!(b.workers(), cpus, "0: one per CPU");
+    }
+
+    #[test]
     fn bootstrap_file_sets_policy() {
         let dir = tempfile::tempdir().unwrap();
         let p = dir.path().join("b.yaml");
