@@ -114,27 +114,32 @@ async fn serve_connection(
         debug!("listener no longer configured; closing");
         return;
     };
-    if listener.tls && listener.permissive {
-        // PERMISSIVE: TLS (a ClientHello) or plain text on the same port.
-        let mut first = [0u8; 1];
-        let deadline = info.state.bootstrap.handshake_timeout;
-        match tokio::time::timeout(deadline, stream.peek(&mut first)).await {
-            Ok(Ok(n)) if n > 0 && first[0] != 0x16 => {
-                let server = listener.servers.first().cloned();
-                let conn = Arc::new(HttpConn {
-                    info,
-                    server,
-                    tls: false,
-                    xfcc: None,
-                });
-                return inbound_http::serve(stream, conn, shutdown, inbound_http::Version::Detect)
+    if listener.tls {
+        if listener.permissive {
+            // PERMISSIVE: TLS (a ClientHello) or plain text on the same port.
+            let mut first = [0u8; 1];
+            let deadline = info.state.bootstrap.handshake_timeout;
+            match tokio::time::timeout(deadline, stream.peek(&mut first)).await {
+                Ok(Ok(n)) if n > 0 && first[0] != 0x16 => {
+                    let server = listener.servers.first().cloned();
+                    let conn = Arc::new(HttpConn {
+                        info,
+                        server,
+                        tls: false,
+                        xfcc: None,
+                    });
+                    return inbound_http::serve(
+                        stream,
+                        conn,
+                        shutdown,
+                        inbound_http::Version::Detect,
+                    )
                     .await;
+                }
+                Ok(Ok(n)) if n > 0 => {}
+                _ => return,
             }
-            Ok(Ok(n)) if n > 0 => {}
-            _ => return,
         }
-        serve_tls(stream, info, shutdown).await;
-    } else if listener.tls {
         serve_tls(stream, info, shutdown).await;
     } else {
         // First-byte deadline: a client that connects and says nothing is
@@ -158,7 +163,7 @@ async fn serve_connection(
             });
             inbound_http::serve(stream, conn, shutdown, inbound_http::Version::Detect).await;
         } else if let Some(server) = servers.first() {
-            serve_tcp(stream, &info, server).await;
+            Box::pin(serve_tcp(stream, &info, server)).await;
         }
     }
 }
@@ -237,17 +242,48 @@ fn select_server<'a>(
 /// handshake state exists.
 const ALERT_UNRECOGNIZED_NAME: [u8; 7] = [0x15, 0x03, 0x03, 0x00, 0x02, 0x02, 112];
 
-async fn serve_tls(mut stream: TcpStream, info: ConnInfo, shutdown: CancellationToken) {
+/// A terminated TLS connection, ready to serve.
+enum Terminated {
+    Http(
+        tokio_rustls::server::TlsStream<Prefixed>,
+        Arc<HttpConn>,
+        inbound_http::Version,
+    ),
+    Tcp(
+        tokio_rustls::server::TlsStream<Prefixed>,
+        ConnInfo,
+        Arc<ServerPlan>,
+    ),
+}
+
+/// Serves a TLS port. The handshake runs in its own (boxed) future that is
+/// gone once the connection is established: an idle connection keeps only
+/// what serving needs.
+async fn serve_tls(stream: TcpStream, info: ConnInfo, shutdown: CancellationToken) {
+    match Box::pin(accept_tls(stream, info)).await {
+        Some(Terminated::Http(tls, conn, version)) => {
+            inbound_http::serve(tls, conn, shutdown, version).await
+        }
+        Some(Terminated::Tcp(tls, info, server)) => Box::pin(serve_tcp(tls, &info, &server)).await,
+        None => {}
+    }
+}
+
+/// Reads the ClientHello, picks the server, and either completes the TLS
+/// handshake (`Some`) or handles the connection to its end: refusals,
+/// alerts and PASSTHROUGH (`None`).
+async fn accept_tls(mut stream: TcpStream, info: ConnInfo) -> Option<Terminated> {
     let started = Instant::now();
     let deadline = tokio::time::Instant::now() + info.state.bootstrap.handshake_timeout;
     let hello = match tokio::time::timeout_at(deadline, read_hello(&mut stream)).await {
         Err(_) => {
-            return info.handshake_failed(
+            info.handshake_failed(
                 FailureReason::HandshakeTimeout,
                 "no complete ClientHello before the handshake deadline",
             );
+            return None;
         }
-        Ok(Err(HelloError::Closed)) => return,
+        Ok(Err(HelloError::Closed)) => return None,
         Ok(Err(HelloError::NotTls(first))) => {
             if first.first().is_some_and(u8::is_ascii_uppercase) {
                 // Plain HTTP on a TLS port: say so instead of a bare reset.
@@ -261,21 +297,22 @@ async fn serve_tls(mut stream: TcpStream, info: ConnInfo, shutdown: Cancellation
                     FailureReason::NotTls,
                     "the client did not start with a TLS record",
                 );
-                return linger(stream).await;
+                linger(stream).await;
+                return None;
             }
-            return info.handshake_failed(
+            info.handshake_failed(
                 FailureReason::NotTls,
                 "the client did not start with a TLS record",
             );
+            return None;
         }
         Ok(Err(HelloError::Bad(why))) => {
-            return info.handshake_failed(FailureReason::HandshakeFailure, &why);
+            info.handshake_failed(FailureReason::HandshakeFailure, &why);
+            return None;
         }
         Ok(Ok(h)) => h,
     };
-    let Some(listener) = info.listener() else {
-        return;
-    };
+    let listener = info.listener()?;
     let Some(server) = select_server(&listener.servers, hello.sni.as_deref()).cloned() else {
         let detail = match &hello.sni {
             Some(s) => format!("no server on port {} serves SNI {s:?}", info.port),
@@ -286,17 +323,20 @@ async fn serve_tls(mut stream: TcpStream, info: ConnInfo, shutdown: Cancellation
         };
         info.handshake_failed(FailureReason::UnknownSni, &detail);
         let _ = stream.write_all(&ALERT_UNRECOGNIZED_NAME).await;
-        return linger(stream).await;
+        linger(stream).await;
+        return None;
     };
-    let Some(tls_plan) = &server.tls else { return };
+    let tls_plan = server.tls.as_ref()?;
     if tls_plan.mode == TlsServerMode::Passthrough {
-        return passthrough(stream, hello, &info, &server).await;
+        passthrough(stream, hello, &info, &server).await;
+        return None;
     }
     let Some(config) = info.snapshot.server_tls.get(&server.origin).cloned() else {
-        return info.handshake_failed(
+        info.handshake_failed(
             FailureReason::HandshakeFailure,
             "no TLS configuration for this server",
         );
+        return None;
     };
     let io = Prefixed {
         prefix: hello.bytes,
@@ -306,10 +346,11 @@ async fn serve_tls(mut stream: TcpStream, info: ConnInfo, shutdown: Cancellation
     let accept = TlsAcceptor::from(config).accept(io).into_fallible();
     let tls = match tokio::time::timeout_at(deadline, accept).await {
         Err(_) => {
-            return info.handshake_failed(
+            info.handshake_failed(
                 FailureReason::HandshakeTimeout,
                 "handshake not finished before the deadline",
             );
+            return None;
         }
         Ok(Err((e, _)))
             if e.get_ref().is_none()
@@ -322,7 +363,7 @@ async fn serve_tls(mut stream: TcpStream, info: ConnInfo, shutdown: Cancellation
         {
             // The client went away mid-handshake: not a TLS failure.
             debug!(error = %e, "client closed the connection during the handshake");
-            return;
+            return None;
         }
         Ok(Err((e, io))) => {
             let (reason, detail) =
@@ -331,7 +372,8 @@ async fn serve_tls(mut stream: TcpStream, info: ConnInfo, shutdown: Cancellation
             // The alert is written; let the client read it before the socket
             // goes (closing with unread input would reset the connection and
             // the client would see a reset instead of the reason).
-            return linger(io.inner).await;
+            linger(io.inner).await;
+            return None;
         }
         Ok(Ok(t)) => t,
     };
@@ -377,9 +419,9 @@ async fn serve_tls(mut stream: TcpStream, info: ConnInfo, shutdown: Cancellation
             tls: true,
             xfcc,
         });
-        inbound_http::serve(tls, conn, shutdown, version).await;
+        Some(Terminated::Http(tls, conn, version))
     } else {
-        serve_tcp(tls, &info, &server).await;
+        Some(Terminated::Tcp(tls, info, server))
     }
 }
 

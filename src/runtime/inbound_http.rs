@@ -46,25 +46,30 @@ pub(super) enum Version {
     Detect,
 }
 
-/// Serves HTTP/1.1 and HTTP/2 on `io`. The connection's state lives on
-/// the heap, sized for the version in use: an HTTP/1.1 connection does not
-/// carry room for HTTP/2's.
-pub(super) async fn serve<IO>(
+/// Serves HTTP/1.1 and HTTP/2 on `io`. The connection's state is built
+/// here, on the heap and sized for the version in use (an HTTP/1.1
+/// connection carries no room for HTTP/2's); the returned future only
+/// drives it, so an idle connection's task stays small.
+pub(super) fn serve<IO>(
     io: IO,
     conn: Arc<HttpConn>,
     shutdown: CancellationToken,
     version: Version,
-) where
+) -> std::pin::Pin<Box<dyn std::future::Future<Output = ()> + Send>>
+where
     IO: AsyncRead + AsyncWrite + Unpin + Send + 'static,
 {
     let header_timeout = conn.info.state.bootstrap.request_header_timeout;
     let max_buf = conn.info.state.bootstrap.max_header_bytes.max(8192);
     let service = service_fn(move |req| {
         let conn = conn.clone();
-        async move { Ok::<_, Infallible>(conn.handle(req).await) }
+        // hyper keeps room for one request future per connection for the
+        // connection's whole life; boxing the request's work keeps that
+        // room (idle memory) small and frees it between requests.
+        async move { Ok::<_, Infallible>(Box::pin(conn.handle(req)).await) }
     });
     let io = TokioIo::new(io);
-    let result = match version {
+    match version {
         Version::H1 => {
             let mut builder = hyper::server::conn::http1::Builder::new();
             builder
@@ -72,9 +77,9 @@ pub(super) async fn serve<IO>(
                 .header_read_timeout(header_timeout)
                 .max_buf_size(max_buf);
             let served = Box::pin(builder.serve_connection(io, service).with_upgrades());
-            run_until_shutdown(served, &shutdown, |c| c.as_mut().graceful_shutdown())
-                .await
-                .map_err(|e| e.to_string())
+            Box::pin(run_until_shutdown(served, shutdown, |c| {
+                c.as_mut().graceful_shutdown()
+            }))
         }
         Version::H2 => {
             let mut builder = hyper::server::conn::http2::Builder::new(TokioExecutor::new());
@@ -82,11 +87,14 @@ pub(super) async fn serve<IO>(
                 .timer(TokioTimer::new())
                 .max_header_list_size(max_buf as u32);
             let served = Box::pin(builder.serve_connection(io, service));
-            run_until_shutdown(served, &shutdown, |c| c.as_mut().graceful_shutdown())
-                .await
-                .map_err(|e| e.to_string())
+            Box::pin(run_until_shutdown(served, shutdown, |c| {
+                c.as_mut().graceful_shutdown()
+            }))
         }
-        Version::Detect => {
+        // The auto builder lends itself to its connection: both live in
+        // this future (no ALPN: plain ports and the rare TLS client
+        // without it).
+        Version::Detect => Box::pin(async move {
             let mut builder = hyper_util::server::conn::auto::Builder::new(TokioExecutor::new());
             builder
                 .http1()
@@ -98,32 +106,30 @@ pub(super) async fn serve<IO>(
                 .timer(TokioTimer::new())
                 .max_header_list_size(max_buf as u32);
             let served = Box::pin(builder.serve_connection_with_upgrades(io, service));
-            run_until_shutdown(served, &shutdown, |c| c.as_mut().graceful_shutdown())
-                .await
-                .map_err(|e| e.to_string())
-        }
-    };
-    if let Err(e) = result {
-        debug!(error = %e, "downstream HTTP connection ended with an error");
+            run_until_shutdown(served, shutdown, |c| c.as_mut().graceful_shutdown()).await
+        }),
     }
 }
 
 /// Drives `conn` to the end; on shutdown asks it to finish gracefully
-/// (`graceful`) and waits for that.
+/// (`graceful`) and waits for that. Errors are logged.
 async fn run_until_shutdown<C, E>(
     mut conn: std::pin::Pin<Box<C>>,
-    shutdown: &CancellationToken,
+    shutdown: CancellationToken,
     graceful: impl FnOnce(&mut std::pin::Pin<Box<C>>),
-) -> Result<(), E>
-where
+) where
     C: std::future::Future<Output = Result<(), E>>,
+    E: std::fmt::Display,
 {
-    tokio::select! {
+    let result = tokio::select! {
         r = conn.as_mut() => r,
         _ = shutdown.cancelled() => {
             graceful(&mut conn);
             conn.await
         }
+    };
+    if let Err(e) = result {
+        debug!(error = %e, "downstream HTTP connection ended with an error");
     }
 }
 
