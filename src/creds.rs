@@ -349,7 +349,7 @@ fn load_crls(path: &Path) -> Result<Vec<CertificateRevocationListDer<'static>>, 
 /// The crypto provider used everywhere (aws-lc-rs, post-quantum hybrid key
 /// exchange preferred).
 pub fn provider() -> Arc<CryptoProvider> {
-    Arc::new(rustls::crypto::aws_lc_rs::default_provider())
+    Arc::new(crate::tls::provider())
 }
 
 fn load_identity(

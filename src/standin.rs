@@ -319,6 +319,8 @@ pub struct ClientOpts {
     pub h2: bool,
     /// Restrict TLS versions (empty: 1.2 and 1.3).
     pub versions: Vec<&'static rustls::SupportedProtocolVersion>,
+    /// Cipher suites offered, in this order (empty: the defaults).
+    pub cipher_suites: Vec<rustls::SupportedCipherSuite>,
 }
 
 /// A TLS client connection to `addr`, or the handshake error.
@@ -327,7 +329,11 @@ pub async fn tls_connect(
     opts: &ClientOpts,
 ) -> Result<tokio_rustls::client::TlsStream<tokio::net::TcpStream>, String> {
     use std::sync::Arc;
-    let provider = crate::creds::provider();
+    let mut provider = crate::tls::provider();
+    if !opts.cipher_suites.is_empty() {
+        provider.cipher_suites = opts.cipher_suites.clone();
+    }
+    let provider = Arc::new(provider);
     let versions = if opts.versions.is_empty() {
         vec![&rustls::version::TLS13, &rustls::version::TLS12]
     } else {

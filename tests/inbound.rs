@@ -1160,6 +1160,79 @@ async fn dual_certificates_follow_the_client_signature_schemes() {
 // ===================================================================
 
 #[tokio::test]
+async fn server_order_picks_the_cipher_suite() {
+    use rustls::crypto::aws_lc_rs::cipher_suite as cs;
+    use rustls::version::TLS12;
+    struct Case {
+        setting: Option<&'static str>,
+        client: Vec<rustls::SupportedCipherSuite>,
+        versions: Vec<&'static rustls::SupportedProtocolVersion>,
+        want: &'static str,
+    }
+    let cases = [
+        // A client preferring AES-256 (OpenSSL's default order) gets
+        // AES-128-GCM, as from Envoy.
+        Case {
+            setting: None,
+            client: vec![
+                cs::TLS13_AES_256_GCM_SHA384,
+                cs::TLS13_CHACHA20_POLY1305_SHA256,
+                cs::TLS13_AES_128_GCM_SHA256,
+            ],
+            versions: Vec::new(),
+            want: "TLS13_AES_128_GCM_SHA256",
+        },
+        // A client that only speaks AES-256 still gets it.
+        Case {
+            setting: None,
+            client: vec![cs::TLS13_AES_256_GCM_SHA384],
+            versions: Vec::new(),
+            want: "TLS13_AES_256_GCM_SHA384",
+        },
+        // The Gateway's cipherSuites order decides for TLS 1.2.
+        Case {
+            setting: Some(
+                "cipherSuites: [ECDHE-ECDSA-AES256-GCM-SHA384, ECDHE-ECDSA-AES128-GCM-SHA256]",
+            ),
+            client: vec![
+                cs::TLS_ECDHE_ECDSA_WITH_AES_128_GCM_SHA256,
+                cs::TLS_ECDHE_ECDSA_WITH_AES_256_GCM_SHA384,
+            ],
+            versions: vec![&TLS12],
+            want: "TLS_ECDHE_ECDSA_WITH_AES_256_GCM_SHA384",
+        },
+    ];
+    for c in cases {
+        let ca = DevCa::new("cipher CA");
+        let dir = tempdir();
+        let mut tls = simple_tls(dir.path(), &ca.issue(&LeafSpec::server(&[HOST])), "srv");
+        if let Some(setting) = c.setting {
+            tls.push(setting.into());
+        }
+        let b = backend("app", Duration::ZERO).await;
+        let yaml = gateway(&[server(443, "HTTPS", &[HOST], &tls)]) + &route_all("app", &[HOST], b);
+        let p = start_ports(dir, &yaml, &[443], |_| {}).await;
+        let o = ClientOpts {
+            cipher_suites: c.client.clone(),
+            versions: c.versions.clone(),
+            ..opts(&ca)
+        };
+        let what = format!("{:?} offering {:?}", c.setting, c.client);
+        let tls = tls_connect(p.proxy.inbound[&443], &o)
+            .await
+            .unwrap_or_else(|e| panic!("{what}: {e}"));
+        let got = tls.get_ref().1.negotiated_cipher_suite().unwrap();
+        assert_eq!(format!("{:?}", got.suite()), c.want, "{what}");
+        let mut conn = HttpsConn::new(tls, false).await.unwrap();
+        assert_eq!(
+            conn.get(HOST, "/", &[]).await.unwrap().status,
+            200,
+            "{what}"
+        );
+    }
+}
+
+#[tokio::test]
 async fn min_and_max_protocol_versions() {
     use rustls::version::{TLS12, TLS13};
     struct Case {

@@ -28,16 +28,20 @@ pub fn build(
     http: bool,
     creds: &Credentials,
 ) -> Result<Arc<ServerConfig>, String> {
-    let mut provider = rustls::crypto::aws_lc_rs::default_provider();
+    let mut provider = crate::tls::provider();
     if !tls.cipher_suites.is_empty() {
-        // Istio's cipherSuites restrict TLS 1.2; TLS 1.3 suites stay.
-        provider.cipher_suites.retain(|s| {
-            s.version() == &rustls::version::TLS13
-                || tls
-                    .cipher_suites
-                    .iter()
-                    .any(|name| format!("{:?}", s.suite()) == *name)
-        });
+        // Istio's cipherSuites restrict TLS 1.2, in the order given; TLS 1.3
+        // suites stay (as in Envoy, they are not configurable).
+        let rank = |s: &rustls::SupportedCipherSuite| {
+            let name = format!("{:?}", s.suite());
+            tls.cipher_suites.iter().position(|n| *n == name)
+        };
+        provider
+            .cipher_suites
+            .retain(|s| s.version() == &rustls::version::TLS13 || rank(s).is_some());
+        provider
+            .cipher_suites
+            .sort_by_key(|s| (s.version() != &rustls::version::TLS13, rank(s)));
     }
     let provider = Arc::new(provider);
     let versions: Vec<&'static rustls::SupportedProtocolVersion> = [
@@ -92,6 +96,9 @@ pub fn build(
     } else {
         Vec::new()
     };
+    // The server's order decides, as with Envoy: AES-128-GCM first, or
+    // the order of the Gateway's `cipherSuites`.
+    config.ignore_client_order = true;
     config.ticketer =
         rustls::crypto::aws_lc_rs::Ticketer::new().map_err(|e| format!("session tickets: {e}"))?;
     config.session_storage = rustls::server::ServerSessionMemoryCache::new(4096);
