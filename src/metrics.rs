@@ -26,11 +26,11 @@ pub struct HandshakeLabels {
     /// `outbound` or `inbound`.
     pub direction: &'static str,
     /// `outbound`, or the inbound listener's `ip_port`.
-    pub listener: String,
+    pub listener: std::sync::Arc<str>,
     /// `TLSv1_3` / `TLSv1_2`.
-    pub version: String,
+    pub version: std::borrow::Cow<'static, str>,
     /// Key-exchange group, e.g. `X25519MLKEM768`.
-    pub group: String,
+    pub group: std::borrow::Cow<'static, str>,
     /// Whether the session was resumed.
     pub resumed: bool,
 }
@@ -329,6 +329,43 @@ impl Metrics {
                 })
                 .inc();
         }
+    }
+
+    /// Counts one completed handshake and its duration.
+    pub fn handshake_done(
+        &self,
+        direction: &'static str,
+        listener: &std::sync::Arc<str>,
+        conn: &rustls::CommonState,
+        took: std::time::Duration,
+    ) {
+        use std::borrow::Cow;
+        self.handshake_duration
+            .get_or_create(&DirectionLabels { direction })
+            .observe(took.as_secs_f64());
+        let version = match conn.protocol_version() {
+            Some(rustls::ProtocolVersion::TLSv1_3) => Cow::Borrowed("TLSv1_3"),
+            Some(rustls::ProtocolVersion::TLSv1_2) => Cow::Borrowed("TLSv1_2"),
+            Some(v) => Cow::Owned(format!("{v:?}")),
+            None => Cow::Borrowed(""),
+        };
+        let group = match conn.negotiated_key_exchange_group().map(|g| g.name()) {
+            Some(rustls::NamedGroup::X25519MLKEM768) => Cow::Borrowed("X25519MLKEM768"),
+            Some(rustls::NamedGroup::X25519) => Cow::Borrowed("X25519"),
+            Some(rustls::NamedGroup::secp256r1) => Cow::Borrowed("secp256r1"),
+            Some(rustls::NamedGroup::secp384r1) => Cow::Borrowed("secp384r1"),
+            Some(g) => Cow::Owned(format!("{g:?}")),
+            None => Cow::Borrowed(""),
+        };
+        self.tls_handshakes
+            .get_or_create(&HandshakeLabels {
+                direction,
+                listener: listener.clone(),
+                version,
+                group,
+                resumed: conn.handshake_kind() == Some(rustls::HandshakeKind::Resumed),
+            })
+            .inc();
     }
 
     /// Counts one failure.

@@ -8,21 +8,17 @@
 //! HTTP (ALPN h2 / http/1.1) or TCP.
 
 use std::net::SocketAddr;
-use std::pin::Pin;
 use std::sync::Arc;
-use std::task::{Context, Poll};
 use std::time::Instant;
 
-use tokio::io::{AsyncRead, AsyncWrite, AsyncWriteExt, ReadBuf};
+use tokio::io::{AsyncRead, AsyncWrite, AsyncWriteExt};
 use tokio::net::{TcpListener, TcpStream};
-use tokio_rustls::TlsAcceptor;
 use tokio_util::sync::CancellationToken;
 use tracing::{Instrument, debug, info_span, warn};
 
 use super::forward::Destination;
 use super::inbound_http::{self, HttpConn};
 use super::{Snapshot, State};
-use crate::metrics::HandshakeLabels;
 use crate::plan::host::{HostPattern, most_specific};
 use crate::plan::inbound::{L4RoutePlan, ListenerPlan, ServerPlan, TlsServerMode};
 use crate::tls::{FailureReason, classify};
@@ -39,6 +35,13 @@ pub async fn run(
     shutdown: CancellationToken,
     tasks: tokio_util::task::TaskTracker,
 ) {
+    // Envoy names a listener by its bound address: `ip_port`, with the
+    // config port.
+    let label: Arc<str> = match listener.local_addr() {
+        Ok(a) => format!("{}_{port}", a.ip()).into(),
+        Err(_) => format!("_{port}").into(),
+    };
+    let listener_info = Arc::new(ListenerInfo { port, bind, label });
     super::accept_loop(
         listener,
         shutdown.clone(),
@@ -47,9 +50,9 @@ pub async fn run(
         move |stream, peer| {
             let state = state.clone();
             let shutdown = shutdown.clone();
-            let bind = bind.clone();
+            let listener = listener_info.clone();
             let span = info_span!("inbound", port, peer = %peer);
-            async move { serve_connection(stream, peer, port, bind, state, shutdown).await }
+            async move { serve_connection(stream, peer, &listener, state, shutdown).await }
                 .instrument(span)
         },
     )
@@ -64,8 +67,8 @@ pub(super) struct ConnInfo {
     pub port: u16,
     /// The listener's `bind` (servers on one port may bind different IPs).
     pub bind: Option<String>,
-    /// `ip_port` metric label.
-    pub label: String,
+    /// `ip_port` metric label (the listener's bound address).
+    pub label: Arc<str>,
     pub peer: SocketAddr,
     /// The peer's IP as a header value (`X-Forwarded-For`), made once.
     pub peer_ip: http::HeaderValue,
@@ -87,25 +90,27 @@ impl ConnInfo {
     }
 }
 
+/// What every connection of one listener shares.
+struct ListenerInfo {
+    port: u16,
+    bind: Option<String>,
+    label: Arc<str>,
+}
+
 async fn serve_connection(
     stream: TcpStream,
     peer: SocketAddr,
-    port: u16,
-    bind: Option<String>,
+    listener: &ListenerInfo,
     state: Arc<State>,
     shutdown: CancellationToken,
 ) {
     let _ = stream.set_nodelay(true);
-    let local = stream
-        .local_addr()
-        .map(|a| a.ip().to_string())
-        .unwrap_or_default();
     let info = ConnInfo {
         snapshot: state.snapshot(),
         state,
-        port,
-        bind,
-        label: format!("{local}_{port}"),
+        port: listener.port,
+        bind: listener.bind.clone(),
+        label: listener.label.clone(),
         peer,
         peer_ip: http::HeaderValue::from_str(&peer.ip().to_string())
             .unwrap_or_else(|_| http::HeaderValue::from_static("unknown")),
@@ -171,8 +176,11 @@ async fn serve_connection(
 // === TLS ===
 
 struct Hello {
+    /// Every byte read so far (replayed to a PASSTHROUGH upstream).
     bytes: Vec<u8>,
     sni: Option<String>,
+    /// The parsed ClientHello; termination continues from it.
+    accepted: rustls::server::Accepted,
 }
 
 enum HelloError {
@@ -217,7 +225,11 @@ async fn read_hello(stream: &mut TcpStream) -> Result<Hello, HelloError> {
                     .client_hello()
                     .server_name()
                     .map(|s| s.to_ascii_lowercase());
-                return Ok(Hello { bytes, sni });
+                return Ok(Hello {
+                    bytes,
+                    sni,
+                    accepted,
+                });
             }
             Ok(None) if bytes.len() < MAX_HELLO_BYTES => continue,
             Ok(None) => return Err(HelloError::Bad("ClientHello too large".into())),
@@ -245,12 +257,12 @@ const ALERT_UNRECOGNIZED_NAME: [u8; 7] = [0x15, 0x03, 0x03, 0x00, 0x02, 0x02, 11
 /// A terminated TLS connection, ready to serve.
 enum Terminated {
     Http(
-        tokio_rustls::server::TlsStream<Prefixed>,
+        tokio_rustls::server::TlsStream<TcpStream>,
         Arc<HttpConn>,
         inbound_http::Version,
     ),
     Tcp(
-        tokio_rustls::server::TlsStream<Prefixed>,
+        tokio_rustls::server::TlsStream<TcpStream>,
         ConnInfo,
         Arc<ServerPlan>,
     ),
@@ -338,12 +350,10 @@ async fn accept_tls(mut stream: TcpStream, info: ConnInfo) -> Option<Terminated>
         );
         return None;
     };
-    let io = Prefixed {
-        prefix: hello.bytes,
-        pos: 0,
-        inner: stream,
-    };
-    let accept = TlsAcceptor::from(config).accept(io).into_fallible();
+    // The ClientHello is parsed once: the handshake continues from it.
+    let accept = tokio_rustls::StartHandshake::from_parts(hello.accepted, stream)
+        .into_stream(config)
+        .into_fallible();
     let tls = match tokio::time::timeout_at(deadline, accept).await {
         Err(_) => {
             info.handshake_failed(
@@ -372,7 +382,7 @@ async fn accept_tls(mut stream: TcpStream, info: ConnInfo) -> Option<Terminated>
             // The alert is written; let the client read it before the socket
             // goes (closing with unread input would reset the connection and
             // the client would see a reset instead of the reason).
-            linger(io.inner).await;
+            linger(io).await;
             return None;
         }
         Ok(Ok(t)) => t,
@@ -380,28 +390,7 @@ async fn accept_tls(mut stream: TcpStream, info: ConnInfo) -> Option<Terminated>
     let (_, conn) = tls.get_ref();
     info.state
         .metrics
-        .handshake_duration
-        .get_or_create(&crate::metrics::DirectionLabels {
-            direction: "inbound",
-        })
-        .observe(started.elapsed().as_secs_f64());
-    info.state
-        .metrics
-        .tls_handshakes
-        .get_or_create(&HandshakeLabels {
-            direction: "inbound",
-            listener: info.label.clone(),
-            version: conn
-                .protocol_version()
-                .map(|v| format!("{v:?}"))
-                .unwrap_or_default(),
-            group: conn
-                .negotiated_key_exchange_group()
-                .map(|g| format!("{:?}", g.name()))
-                .unwrap_or_default(),
-            resumed: conn.handshake_kind() == Some(rustls::HandshakeKind::Resumed),
-        })
-        .inc();
+        .handshake_done("inbound", &info.label, conn, started.elapsed());
     let by = own_uri(&info, &server);
     let xfcc = conn
         .peer_certificates()
@@ -591,62 +580,4 @@ async fn linger(mut stream: TcpStream) {
         }
     })
     .await;
-}
-
-/// A stream whose first bytes were already read: they are replayed first.
-struct Prefixed {
-    prefix: Vec<u8>,
-    pos: usize,
-    inner: TcpStream,
-}
-
-impl AsyncRead for Prefixed {
-    fn poll_read(
-        mut self: Pin<&mut Self>,
-        cx: &mut Context<'_>,
-        buf: &mut ReadBuf<'_>,
-    ) -> Poll<std::io::Result<()>> {
-        if self.pos < self.prefix.len() {
-            let n = (self.prefix.len() - self.pos).min(buf.remaining());
-            let start = self.pos;
-            buf.put_slice(&self.prefix[start..start + n]);
-            self.pos += n;
-            if self.pos == self.prefix.len() {
-                self.prefix = Vec::new();
-                self.pos = 0;
-            }
-            return Poll::Ready(Ok(()));
-        }
-        Pin::new(&mut self.inner).poll_read(cx, buf)
-    }
-}
-
-impl AsyncWrite for Prefixed {
-    fn poll_write(
-        mut self: Pin<&mut Self>,
-        cx: &mut Context<'_>,
-        buf: &[u8],
-    ) -> Poll<std::io::Result<usize>> {
-        Pin::new(&mut self.inner).poll_write(cx, buf)
-    }
-
-    fn poll_write_vectored(
-        mut self: Pin<&mut Self>,
-        cx: &mut Context<'_>,
-        bufs: &[std::io::IoSlice<'_>],
-    ) -> Poll<std::io::Result<usize>> {
-        Pin::new(&mut self.inner).poll_write_vectored(cx, bufs)
-    }
-
-    fn is_write_vectored(&self) -> bool {
-        self.inner.is_write_vectored()
-    }
-
-    fn poll_flush(mut self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<std::io::Result<()>> {
-        Pin::new(&mut self.inner).poll_flush(cx)
-    }
-
-    fn poll_shutdown(mut self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<std::io::Result<()>> {
-        Pin::new(&mut self.inner).poll_shutdown(cx)
-    }
 }

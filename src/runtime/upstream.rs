@@ -20,7 +20,7 @@ use tokio_rustls::TlsConnector;
 
 use super::http::Body;
 use crate::creds::Credentials;
-use crate::metrics::{HandshakeLabels, Metrics};
+use crate::metrics::Metrics;
 use crate::plan::outbound::UpstreamPolicy;
 use crate::tls::{FailureReason, classify};
 
@@ -97,6 +97,10 @@ pub struct UpstreamSpec {
     /// TLS client config and SNI; `None` for plain text.
     pub tls: Option<(Arc<ClientConfig>, ServerName<'static>)>,
 }
+
+/// The `listener` label of outbound handshakes.
+static OUTBOUND_LABEL: std::sync::LazyLock<Arc<str>> =
+    std::sync::LazyLock::new(|| Arc::from("outbound"));
 
 /// Idle keep-alive connections kept per pool key.
 const MAX_IDLE_PER_KEY: usize = 512;
@@ -401,27 +405,7 @@ impl Upstreams {
                 };
                 let (_, conn) = tls.get_ref();
                 self.metrics
-                    .handshake_duration
-                    .get_or_create(&crate::metrics::DirectionLabels {
-                        direction: "outbound",
-                    })
-                    .observe(started.elapsed().as_secs_f64());
-                self.metrics
-                    .tls_handshakes
-                    .get_or_create(&HandshakeLabels {
-                        direction: "outbound",
-                        listener: "outbound".into(),
-                        version: conn
-                            .protocol_version()
-                            .map(|v| format!("{v:?}"))
-                            .unwrap_or_default(),
-                        group: conn
-                            .negotiated_key_exchange_group()
-                            .map(|g| format!("{:?}", g.name()))
-                            .unwrap_or_default(),
-                        resumed: conn.handshake_kind() == Some(rustls::HandshakeKind::Resumed),
-                    })
-                    .inc();
+                    .handshake_done("outbound", &OUTBOUND_LABEL, conn, started.elapsed());
                 let h2 = conn.alpn_protocol() == Some(crate::tls::client::ALPN_H2);
                 self.handshake_http(TokioIo::new(tls), h2)
                     .await
