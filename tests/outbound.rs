@@ -900,3 +900,27 @@ spec:
         .unwrap();
     assert!(err.contains("--identity-dir"), "{err}");
 }
+
+#[tokio::test]
+async fn shutdown_stops_the_workers_and_frees_the_ports() {
+    let pki = pki();
+    let up = upstream(&pki, LeafSpec::server(&[HOST])).await;
+    let yaml = egress_yaml(up.addr.port(), &simple(&pki.ca_file));
+    let p = TestProxy::start(pki.dir, &yaml, |b| b.concurrency = 2)
+        .await
+        .unwrap();
+    assert_eq!(p.get(HOST, "/").await.status, 200);
+    let addr = p.proxy.outbound;
+    p.proxy.shutdown();
+    let started = std::time::Instant::now();
+    p.proxy.stopped(std::time::Duration::from_secs(10)).await;
+    assert!(
+        started.elapsed() < std::time::Duration::from_secs(5),
+        "idle workers stop at once, took {:?}",
+        started.elapsed()
+    );
+    assert!(
+        tokio::net::TcpStream::connect(addr).await.is_err(),
+        "no worker accepts on {addr} after shutdown"
+    );
+}

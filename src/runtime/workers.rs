@@ -169,3 +169,28 @@ async fn serve(
     tracker.close();
     let _ = tokio::time::timeout(DRAIN, tracker.wait()).await;
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[tokio::test]
+    async fn one_socket_per_worker_on_one_port() {
+        let port = bind(([127, 0, 0, 1], 0).into(), 3, Service::Outbound).unwrap();
+        assert_ne!(port.addr.port(), 0, "the first socket picked the port");
+        assert_eq!(port.sockets.len(), 3);
+        for s in &port.sockets {
+            assert_eq!(s.local_addr().unwrap(), port.addr);
+        }
+        // Each socket listens: a connection to the port is accepted by one.
+        let _client = tokio::net::TcpStream::connect(port.addr).await.unwrap();
+    }
+
+    #[tokio::test]
+    async fn a_port_held_by_another_socket_is_refused() {
+        let other = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+        let addr = other.local_addr().unwrap();
+        let err = bind(addr, 2, Service::Outbound).err().expect("port in use");
+        assert_eq!(err.kind(), std::io::ErrorKind::AddrInUse, "{err}");
+    }
+}
