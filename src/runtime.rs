@@ -47,6 +47,8 @@ pub struct State {
     pub metrics: Arc<Metrics>,
     /// Upstream connections and TLS configs.
     pub upstreams: upstream::Upstreams,
+    /// Destinations prepared under the configuration in force.
+    pub prepared: forward::PreparedCache,
     /// Set once every listener is bound and the config is loaded.
     pub ready: AtomicBool,
     /// Round-robin / weighted-route counter.
@@ -66,6 +68,7 @@ impl State {
                 generation: 0,
             }),
             upstreams: upstream::Upstreams::new(metrics.clone(), shards),
+            prepared: forward::PreparedCache::new(shards),
             metrics,
             ready: AtomicBool::new(false),
             counter: AtomicU64::new(0),

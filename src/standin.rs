@@ -50,6 +50,7 @@ pub struct StandIn {
     /// Where it listens.
     pub addr: SocketAddr,
     handshakes: Arc<AtomicU64>,
+    requests: Arc<AtomicU64>,
     failures: Arc<Mutex<Vec<String>>>,
     last: Arc<Mutex<Option<Seen>>>,
     shutdown: CancellationToken,
@@ -127,10 +128,12 @@ impl StandIn {
         let s = StandIn {
             addr,
             handshakes: Arc::default(),
+            requests: Arc::default(),
             failures: Arc::default(),
             last: Arc::default(),
             shutdown: CancellationToken::new(),
         };
+        let requests = s.requests.clone();
         let (handshakes, failures, last, shutdown) = (
             s.handshakes.clone(),
             s.failures.clone(),
@@ -144,6 +147,7 @@ impl StandIn {
                     r = listener.accept() => match r { Ok(x) => x, Err(_) => continue },
                 };
                 let acceptor = acceptor.clone();
+                let requests = requests.clone();
                 let (handshakes, failures, last) =
                     (handshakes.clone(), failures.clone(), last.clone());
                 tokio::spawn(async move {
@@ -187,6 +191,7 @@ impl StandIn {
                     *last.lock().unwrap_or_else(|p| p.into_inner()) = Some(seen.clone());
                     let svc = service_fn(move |req: Request<Incoming>| {
                         let seen = seen.clone();
+                        requests.fetch_add(1, Ordering::SeqCst);
                         async move { Ok::<_, Infallible>(echo(req, &seen).await) }
                     });
                     let _ = hyper_util::server::conn::auto::Builder::new(TokioExecutor::new())
@@ -201,6 +206,11 @@ impl StandIn {
     /// TLS handshakes completed so far.
     pub fn handshakes(&self) -> u64 {
         self.handshakes.load(Ordering::SeqCst)
+    }
+
+    /// Requests received so far.
+    pub fn requests(&self) -> u64 {
+        self.requests.load(Ordering::SeqCst)
     }
 
     /// Handshake errors seen by the server.

@@ -924,3 +924,60 @@ async fn shutdown_stops_the_workers_and_frees_the_ports() {
         "no worker accepts on {addr} after shutdown"
     );
 }
+
+#[tokio::test]
+async fn a_reload_moves_a_host_to_its_new_destination() {
+    // One worker: the second request meets the destination the first one
+    // prepared, unless the reload retired it.
+    let pki = pki();
+    let a = upstream(&pki, LeafSpec::server(&[HOST])).await;
+    let b = upstream(&pki, LeafSpec::server(&[HOST])).await;
+    let yaml = egress_yaml(a.addr.port(), &simple(&pki.ca_file));
+    let p = TestProxy::start(pki.dir, &yaml, |b| b.concurrency = 1)
+        .await
+        .unwrap();
+    for _ in 0..3 {
+        assert_eq!(p.get(HOST, "/").await.status, 200);
+    }
+    assert_eq!((a.handshakes(), b.handshakes()), (1, 0));
+    let moved = egress_yaml(b.addr.port(), &simple(&p.path("ca.crt")));
+    std::fs::write(p.config_path(), moved).unwrap();
+    p.proxy.reload().expect("the new config loads");
+    for _ in 0..3 {
+        assert_eq!(p.get(HOST, "/").await.status, 200);
+    }
+    assert_eq!((a.handshakes(), b.handshakes()), (1, 1), "after the reload");
+}
+
+#[tokio::test]
+async fn weighted_mesh_routes_spread_requests_on_one_worker() {
+    let pki = pki();
+    let a = upstream(&pki, LeafSpec::server(&[HOST])).await;
+    let b = upstream(&pki, LeafSpec::server(&[HOST])).await;
+    let se = |name: &str, port: u16| {
+        format!(
+            "apiVersion: networking.istio.io/v1\nkind: ServiceEntry\nmetadata:\n  name: {name}\nspec:\n  hosts: [{name}.test]\n  ports:\n  - {{number: 80, name: http, protocol: HTTP, targetPort: 443}}\n  resolution: STATIC\n  endpoints:\n  - address: 127.0.0.1\n    ports: {{http: {port}}}\n---\napiVersion: networking.istio.io/v1\nkind: DestinationRule\nmetadata:\n  name: {name}\nspec:\n  host: {name}.test\n  trafficPolicy:\n    tls: {{mode: SIMPLE, caCertificates: {ca}}}\n---\n",
+            ca = pki.ca_file.display()
+        )
+    };
+    let yaml = egress_yaml(a.addr.port(), &simple(&pki.ca_file))
+        + "---\n"
+        + &se("a", a.addr.port())
+        + &se("b", b.addr.port())
+        + &format!(
+            "apiVersion: networking.istio.io/v1\nkind: VirtualService\nmetadata:\n  name: split\nspec:\n  hosts: [{HOST}]\n  http:\n  - route:\n    - destination: {{host: a.test}}\n      weight: 50\n    - destination: {{host: b.test}}\n      weight: 50\n"
+        );
+    let p = TestProxy::start(pki.dir, &yaml, |b| b.concurrency = 1)
+        .await
+        .unwrap();
+    for i in 0..20 {
+        let r = p.get(HOST, &format!("/{i}")).await;
+        assert_eq!(r.status, 200, "{}", r.body);
+    }
+    let (na, nb) = (a.requests(), b.requests());
+    assert_eq!(na + nb, 20);
+    assert!(
+        na >= 4 && nb >= 4,
+        "a 50/50 split stays a split: {na} / {nb}"
+    );
+}

@@ -246,6 +246,9 @@ pub struct Target {
     pub route: Option<String>,
     /// Request timeout from the route.
     pub timeout: Option<Duration>,
+    /// Whether a weighted route chose this destination among several (the
+    /// same request may go elsewhere next time).
+    pub weighted: bool,
 }
 
 impl Target {
@@ -307,6 +310,7 @@ impl OutboundPlan {
         let mut subset = None;
         let mut route_name = None;
         let mut timeout = None;
+        let mut weighted = false;
         if let Some(vs) = most_specific(&self.routes, &request_host, |r| &r.hosts)
             && let Some(r) = vs
                 .http
@@ -326,11 +330,13 @@ impl OutboundPlan {
             subset = d.subset.clone();
             route_name = Some(vs.resource.clone());
             timeout = r.timeout;
+            weighted = r.destinations.len() > 1;
         }
         if let Some(t) = self.registered(&request_host, &dest_host, dest_port, subset.as_deref()) {
             return Decision::Registered(Box::new(Target {
                 route: route_name,
                 timeout,
+                weighted,
                 ..t
             }));
         }
@@ -381,6 +387,7 @@ impl OutboundPlan {
             rule,
             route: None,
             timeout: None,
+            weighted: false,
         })
     }
 

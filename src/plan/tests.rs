@@ -1419,7 +1419,10 @@ kind: DestinationRule"#,
         let t = registered_pick(&plan, "reviews.example.com", 443, pick);
         assert_eq!(t.policy.tls.mode, mode, "pick {pick}");
         assert_eq!(t.timeout, Some(Duration::from_secs(5)), "pick {pick}");
+        assert!(t.weighted, "chosen among several: not the same every time");
     }
+    let single = compiled(&reviews("tls: {mode: DISABLE}", SUBSETS_V1_V2, None));
+    assert!(!registered_pick(&single, "reviews.example.com", 443, 0).weighted);
 }
 
 #[test]

@@ -1,7 +1,8 @@
 //! Sending a request to a chosen destination and turning failures into
 //! responses: shared by the outbound and inbound listeners.
 
-use std::sync::Arc;
+use std::collections::HashMap;
+use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
 use http::{Request, Response, StatusCode};
@@ -94,15 +95,42 @@ fn service_label(t: &Target) -> String {
         .unwrap_or_else(|| t.host.clone())
 }
 
-/// Sends `req` to `dest` over a pooled or new connection (TLS per policy).
-pub async fn exchange(
+/// A destination made ready for requests: its pool key, TLS client config
+/// and SNI worked out once, then shared by every request that goes there
+/// under the same configuration (see [`PreparedCache`]).
+pub struct Prepared {
+    /// Where requests go.
+    pub dest: Destination,
+    /// The route's request timeout.
+    pub timeout: Option<Duration>,
+    spec: UpstreamSpec,
+}
+
+impl Prepared {
+    /// Works out the pool key and TLS settings of `dest` under `snapshot`;
+    /// on failure `dest` comes back with the reason.
+    pub fn new(
+        state: &State,
+        snapshot: &Snapshot,
+        dest: Destination,
+        timeout: Option<Duration>,
+    ) -> Result<Prepared, (Box<Destination>, UpstreamError)> {
+        match spec_for(state, snapshot, &dest) {
+            Ok(spec) => Ok(Prepared {
+                dest,
+                timeout,
+                spec,
+            }),
+            Err(e) => Err((Box::new(dest), e)),
+        }
+    }
+}
+
+fn spec_for(
     state: &State,
     snapshot: &Snapshot,
     dest: &Destination,
-    req: Request<Body>,
-    pick: u64,
-    timeout: Option<Duration>,
-) -> Result<Response<Incoming>, UpstreamError> {
+) -> Result<UpstreamSpec, UpstreamError> {
     let policy = &PolicyRef(dest.policy.clone());
     let tls = if policy.tls.mode == TlsMode::Disable {
         None
@@ -121,7 +149,7 @@ pub async fn exchange(
         })?;
         Some((config, server_name))
     };
-    let spec = UpstreamSpec {
+    Ok(UpstreamSpec {
         key: Arc::new(PoolKey {
             endpoints: dest.endpoints.clone(),
             sni: tls.as_ref().and(dest.sni.clone()),
@@ -130,9 +158,19 @@ pub async fn exchange(
             generation: snapshot.generation,
         }),
         tls,
-    };
-    let send = state.upstreams.send(&spec, req, pick);
-    match timeout {
+    })
+}
+
+/// Sends `req` to a prepared destination over a pooled or new connection,
+/// within the route's timeout.
+pub async fn send(
+    state: &State,
+    prepared: &Prepared,
+    req: Request<Body>,
+    pick: u64,
+) -> Result<Response<Incoming>, UpstreamError> {
+    let send = state.upstreams.send(&prepared.spec, req, pick);
+    match prepared.timeout {
         Some(t) => tokio::time::timeout(t, send).await.unwrap_or_else(|_| {
             Err(UpstreamError {
                 reason: FailureReason::RequestTimeout,
@@ -140,6 +178,89 @@ pub async fn exchange(
             })
         }),
         None => send.await,
+    }
+}
+
+/// Destinations prepared under the configuration in force, per worker (no
+/// lock is shared between workers): requests to a destination seen before
+/// skip routing, policy lookup and pool-key construction. Emptied when a
+/// newer configuration is seen; connections still on an older one bypass
+/// it.
+pub struct PreparedCache {
+    shards: Box<[Mutex<CacheShard>]>,
+}
+
+#[derive(Default)]
+struct CacheShard {
+    generation: u64,
+    /// Outbound: by request host, then port.
+    by_host: HashMap<String, Vec<(u16, Arc<Prepared>)>>,
+    /// Inbound: by route destination (its address in the plan, which the
+    /// generation keeps alive) and whether it is spoken to in h2c.
+    by_route: HashMap<(usize, bool), Arc<Prepared>>,
+    len: usize,
+}
+
+/// Entries per worker before the cache starts over (wildcard ServiceEntry
+/// hosts are unbounded).
+const MAX_PREPARED: usize = 1024;
+
+impl PreparedCache {
+    /// Empty caches for `shards` threads (workers + 1).
+    pub fn new(shards: usize) -> PreparedCache {
+        PreparedCache {
+            shards: (0..shards.max(1))
+                .map(|_| Mutex::new(CacheShard::default()))
+                .collect(),
+        }
+    }
+
+    /// This thread's shard, made current for `generation`; `None` for a
+    /// connection on an older configuration.
+    fn shard(&self, generation: u64) -> Option<std::sync::MutexGuard<'_, CacheShard>> {
+        let i = super::workers::current() % self.shards.len();
+        let mut shard = self.shards[i].lock().unwrap_or_else(|p| p.into_inner());
+        if shard.generation < generation || shard.len >= MAX_PREPARED {
+            *shard = CacheShard {
+                generation: generation.max(shard.generation),
+                ..CacheShard::default()
+            };
+        }
+        (shard.generation == generation).then_some(shard)
+    }
+
+    /// The prepared destination for `host:port`.
+    pub fn by_host(&self, generation: u64, host: &str, port: u16) -> Option<Arc<Prepared>> {
+        let shard = self.shard(generation)?;
+        let list = shard.by_host.get(host)?;
+        list.iter()
+            .find(|(p, _)| *p == port)
+            .map(|(_, d)| d.clone())
+    }
+
+    /// Remembers the prepared destination for `host:port`.
+    pub fn insert_host(&self, generation: u64, host: &str, port: u16, prepared: Arc<Prepared>) {
+        if let Some(mut shard) = self.shard(generation) {
+            shard
+                .by_host
+                .entry(host.to_string())
+                .or_default()
+                .push((port, prepared));
+            shard.len += 1;
+        }
+    }
+
+    /// The prepared destination for a route destination.
+    pub fn by_route(&self, generation: u64, key: (usize, bool)) -> Option<Arc<Prepared>> {
+        self.shard(generation)?.by_route.get(&key).cloned()
+    }
+
+    /// Remembers the prepared destination for a route destination.
+    pub fn insert_route(&self, generation: u64, key: (usize, bool), prepared: Arc<Prepared>) {
+        if let Some(mut shard) = self.shard(generation) {
+            shard.by_route.insert(key, prepared);
+            shard.len += 1;
+        }
     }
 }
 

@@ -257,9 +257,19 @@ impl HttpConn {
                 {
                     let dest =
                         Destination::plain(&ep.ip().to_string(), ep.port(), "inbound|default");
-                    return self
-                        .relay(req, &authority, pq, None, None, dest, None)
-                        .await;
+                    let prepared = match self.prepare(dest, None) {
+                        Ok(p) => Arc::new(p),
+                        Err((dest, e)) => {
+                            return forward::failure(
+                                &self.info.state,
+                                "inbound",
+                                e,
+                                &dest,
+                                &authority,
+                            );
+                        }
+                    };
+                    return self.relay(req, &authority, pq, None, None, prepared).await;
                 }
                 return local(
                     StatusCode::NOT_FOUND,
@@ -301,30 +311,10 @@ impl HttpConn {
                 "meshgate: the route has no destination".into(),
             );
         };
-        let Some((mut dest, _)) = resolve_destination(
-            &self.info.snapshot,
-            &dest_plan.host,
-            dest_plan.port,
-            dest_plan.subset.as_deref(),
-        ) else {
-            return local(
-                StatusCode::SERVICE_UNAVAILABLE,
-                "no_route",
-                format!(
-                    "meshgate: destination {} cannot be resolved",
-                    dest_plan.host
-                ),
-            );
+        let prepared = match self.route_destination(dest_plan, &server, route.timeout) {
+            Ok(p) => p,
+            Err(refusal) => return *refusal,
         };
-        if dest.policy.tls.mode == crate::plan::TlsMode::Disable
-            && matches!(
-                server.protocol,
-                ServerProtocol::Http2 | ServerProtocol::Grpc
-            )
-        {
-            // An HTTP2/GRPC server port: the app behind it speaks h2c.
-            std::sync::Arc::make_mut(&mut dest.policy).h2 = true;
-        }
         let matched = Matched {
             uri_prefix: prefix.as_deref(),
         };
@@ -345,10 +335,72 @@ impl HttpConn {
             new_path.as_deref().unwrap_or(pq),
             ops,
             upgrade,
-            dest,
-            route.timeout,
+            prepared,
         )
         .await
+    }
+
+    /// The prepared destination for a route destination: from this
+    /// worker's cache, or resolved, prepared and cached. `Err` is the
+    /// response when it cannot be reached.
+    fn route_destination(
+        &self,
+        dest_plan: &crate::plan::route::RouteDestinationPlan,
+        server: &ServerPlan,
+        timeout: Option<std::time::Duration>,
+    ) -> Result<Arc<forward::Prepared>, Box<(Response<Body>, Outcome)>> {
+        // An HTTP2/GRPC server port: the app behind it speaks h2c.
+        let h2c = matches!(
+            server.protocol,
+            ServerProtocol::Http2 | ServerProtocol::Grpc
+        );
+        // The plan outlives the cache entry (same generation): its address
+        // names the destination.
+        let key = (std::ptr::from_ref(dest_plan) as usize, h2c);
+        let generation = self.info.snapshot.generation;
+        if let Some(p) = self.info.state.prepared.by_route(generation, key) {
+            return Ok(p);
+        }
+        let Some((mut dest, _)) = resolve_destination(
+            &self.info.snapshot,
+            &dest_plan.host,
+            dest_plan.port,
+            dest_plan.subset.as_deref(),
+        ) else {
+            return Err(Box::new(local(
+                StatusCode::SERVICE_UNAVAILABLE,
+                "no_route",
+                format!(
+                    "meshgate: destination {} cannot be resolved",
+                    dest_plan.host
+                ),
+            )));
+        };
+        if dest.policy.tls.mode == crate::plan::TlsMode::Disable && h2c {
+            Arc::make_mut(&mut dest.policy).h2 = true;
+        }
+        let prepared = Arc::new(self.prepare(dest, timeout).map_err(|(dest, e)| {
+            Box::new(forward::failure(
+                &self.info.state,
+                "inbound",
+                e,
+                &dest,
+                &dest_plan.host,
+            ))
+        })?);
+        self.info
+            .state
+            .prepared
+            .insert_route(generation, key, prepared.clone());
+        Ok(prepared)
+    }
+
+    fn prepare(
+        &self,
+        dest: Destination,
+        timeout: Option<std::time::Duration>,
+    ) -> Result<forward::Prepared, (Box<Destination>, super::upstream::UpstreamError)> {
+        forward::Prepared::new(&self.info.state, &self.info.snapshot, dest, timeout)
     }
 
     /// The server on a plain port for `host`: the most specific match.
@@ -365,9 +417,9 @@ impl HttpConn {
         path: &str,
         ops: Option<(&HttpRoutePlan, &crate::plan::route::RouteDestinationPlan)>,
         upgrade: Option<hyper::upgrade::OnUpgrade>,
-        dest: Destination,
-        timeout: Option<std::time::Duration>,
+        prepared: Arc<forward::Prepared>,
     ) -> (Response<Body>, Outcome) {
+        let dest = &prepared.dest;
         let (mut parts, body) = req.into_parts();
         let downstream_version = parts.version;
         let upgrade_header = parts.headers.get(header::UPGRADE).cloned();
@@ -460,18 +512,10 @@ impl HttpConn {
         }
         let upstream_req = Request::from_parts(parts, boxed(body));
         let pick = self.info.state.next();
-        let result = forward::exchange(
-            &self.info.state,
-            &self.info.snapshot,
-            &dest,
-            upstream_req,
-            pick,
-            timeout,
-        )
-        .await;
+        let result = forward::send(&self.info.state, &prepared, upstream_req, pick).await;
         let mut resp = match result {
             Ok(r) => r,
-            Err(e) => return forward::failure(&self.info.state, "inbound", e, &dest, authority),
+            Err(e) => return forward::failure(&self.info.state, "inbound", e, dest, authority),
         };
         if resp.status() == StatusCode::SWITCHING_PROTOCOLS
             && let Some(down) = upgrade

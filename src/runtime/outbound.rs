@@ -116,19 +116,11 @@ impl ConnCtx {
         port: u16,
     ) -> (Response<Body>, Outcome) {
         let pick = self.state.next();
-        let (dest, timeout) =
-            match self
-                .snapshot
-                .plan
-                .outbound
-                .route(host, port, self.state.random())
-            {
-                Decision::Refused { reason } => return refused(reason),
-                Decision::Passthrough { host, port } => {
-                    (Destination::plain(&host, port, "PassthroughCluster"), None)
-                }
-                Decision::Registered(t) => (Destination::registered(&t), t.timeout),
-            };
+        let prepared = match self.prepared(host, port) {
+            Ok(p) => p,
+            Err(refusal) => return *refusal,
+        };
+        let dest = &prepared.dest;
         let upstream_req = match build_upstream_request(req, host, port, dest.policy.h2) {
             Ok(r) => r,
             Err(msg) => {
@@ -138,16 +130,7 @@ impl ConnCtx {
                 );
             }
         };
-        match forward::exchange(
-            &self.state,
-            &self.snapshot,
-            &dest,
-            upstream_req,
-            pick,
-            timeout,
-        )
-        .await
-        {
+        match forward::send(&self.state, &prepared, upstream_req, pick).await {
             Ok(resp) => {
                 let (mut parts, body) = resp.into_parts();
                 strip_hop_by_hop(&mut parts.headers);
@@ -160,9 +143,54 @@ impl ConnCtx {
                 };
                 (Response::from_parts(parts, boxed(body)), outcome)
             }
-            Err(e) => {
-                forward::failure(&self.state, "outbound", e, &dest, &format!("{host}:{port}"))
+            Err(e) => forward::failure(&self.state, "outbound", e, dest, &format!("{host}:{port}")),
+        }
+    }
+
+    /// The destination for `host:port`: from this worker's cache, or routed
+    /// and prepared (and cached unless a weighted route chose it). `Err` is
+    /// the response when the request cannot go anywhere.
+    fn prepared(
+        &self,
+        host: &str,
+        port: u16,
+    ) -> Result<Arc<forward::Prepared>, Box<(Response<Body>, Outcome)>> {
+        let generation = self.snapshot.generation;
+        if let Some(p) = self.state.prepared.by_host(generation, host, port) {
+            return Ok(p);
+        }
+        let (dest, timeout, cacheable) =
+            match self
+                .snapshot
+                .plan
+                .outbound
+                .route(host, port, self.state.random())
+            {
+                Decision::Refused { reason } => return Err(Box::new(refused(reason))),
+                Decision::Passthrough { host, port } => (
+                    Destination::plain(&host, port, "PassthroughCluster"),
+                    None,
+                    false,
+                ),
+                Decision::Registered(t) => (Destination::registered(&t), t.timeout, !t.weighted),
+            };
+        match forward::Prepared::new(&self.state, &self.snapshot, dest, timeout) {
+            Ok(p) => {
+                let p = Arc::new(p);
+                if cacheable {
+                    self.state
+                        .prepared
+                        .insert_host(generation, host, port, p.clone());
+                }
+                Ok(p)
             }
+            Err((dest, e)) => Err(Box::new(forward::failure(
+                &self.state,
+                "outbound",
+                e,
+                &dest,
+                &format!("{host}:{port}"),
+            ))),
         }
     }
 
