@@ -187,7 +187,7 @@ pub async fn send(
 /// newer configuration is seen; connections still on an older one bypass
 /// it.
 pub struct PreparedCache {
-    shards: Box<[Mutex<CacheShard>]>,
+    shards: super::workers::PerWorker<Mutex<CacheShard>>,
 }
 
 #[derive(Default)]
@@ -198,7 +198,13 @@ struct CacheShard {
     /// Inbound: by route destination (its address in the plan, which the
     /// generation keeps alive) and whether it is spoken to in h2c.
     by_route: HashMap<(usize, bool), Arc<Prepared>>,
-    len: usize,
+}
+
+impl CacheShard {
+    /// Hosts and route destinations held.
+    fn len(&self) -> usize {
+        self.by_host.len() + self.by_route.len()
+    }
 }
 
 /// Entries per worker before the cache starts over (wildcard ServiceEntry
@@ -209,18 +215,15 @@ impl PreparedCache {
     /// Empty caches for `shards` threads (workers + 1).
     pub fn new(shards: usize) -> PreparedCache {
         PreparedCache {
-            shards: (0..shards.max(1))
-                .map(|_| Mutex::new(CacheShard::default()))
-                .collect(),
+            shards: super::workers::PerWorker::new(shards),
         }
     }
 
     /// This thread's shard, made current for `generation`; `None` for a
     /// connection on an older configuration.
     fn shard(&self, generation: u64) -> Option<std::sync::MutexGuard<'_, CacheShard>> {
-        let i = super::workers::current() % self.shards.len();
-        let mut shard = self.shards[i].lock().unwrap_or_else(|p| p.into_inner());
-        if shard.generation < generation || shard.len >= MAX_PREPARED {
+        let mut shard = self.shards.get().lock().unwrap_or_else(|p| p.into_inner());
+        if shard.generation < generation || shard.len() >= MAX_PREPARED {
             *shard = CacheShard {
                 generation: generation.max(shard.generation),
                 ..CacheShard::default()
@@ -246,7 +249,6 @@ impl PreparedCache {
                 .entry(host.to_string())
                 .or_default()
                 .push((port, prepared));
-            shard.len += 1;
         }
     }
 
@@ -259,7 +261,6 @@ impl PreparedCache {
     pub fn insert_route(&self, generation: u64, key: (usize, bool), prepared: Arc<Prepared>) {
         if let Some(mut shard) = self.shard(generation) {
             shard.by_route.insert(key, prepared);
-            shard.len += 1;
         }
     }
 }

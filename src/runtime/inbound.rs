@@ -70,8 +70,6 @@ pub(super) struct ConnInfo {
     /// `ip_port` metric label (the listener's bound address).
     pub label: Arc<str>,
     pub peer: SocketAddr,
-    /// The peer's IP as a header value (`X-Forwarded-For`), made once.
-    pub peer_ip: http::HeaderValue,
 }
 
 impl ConnInfo {
@@ -112,8 +110,6 @@ async fn serve_connection(
         bind: listener.bind.clone(),
         label: listener.label.clone(),
         peer,
-        peer_ip: http::HeaderValue::from_str(&peer.ip().to_string())
-            .unwrap_or_else(|_| http::HeaderValue::from_static("unknown")),
     };
     let Some(listener) = info.listener() else {
         debug!("listener no longer configured; closing");
@@ -127,12 +123,7 @@ async fn serve_connection(
             match tokio::time::timeout(deadline, stream.peek(&mut first)).await {
                 Ok(Ok(n)) if n > 0 && first[0] != 0x16 => {
                     let server = listener.servers.first().cloned();
-                    let conn = Arc::new(HttpConn {
-                        info,
-                        server,
-                        tls: false,
-                        xfcc: None,
-                    });
+                    let conn = Arc::new(HttpConn::new(info, server, false, None));
                     return inbound_http::serve(
                         stream,
                         conn,
@@ -160,12 +151,7 @@ async fn serve_connection(
         }
         let servers = listener.servers.clone();
         if servers.iter().all(|s| s.protocol.is_http()) {
-            let conn = Arc::new(HttpConn {
-                info,
-                server: None,
-                tls: false,
-                xfcc: None,
-            });
+            let conn = Arc::new(HttpConn::new(info, None, false, None));
             inbound_http::serve(stream, conn, shutdown, inbound_http::Version::Detect).await;
         } else if let Some(server) = servers.first() {
             Box::pin(serve_tcp(stream, &info, server)).await;
@@ -402,12 +388,7 @@ async fn accept_tls(mut stream: TcpStream, info: ConnInfo) -> Option<Terminated>
             Some(_) => inbound_http::Version::H1,
             None => inbound_http::Version::Detect,
         };
-        let conn = Arc::new(HttpConn {
-            info,
-            server: Some(server),
-            tls: true,
-            xfcc,
-        });
+        let conn = Arc::new(HttpConn::new(info, Some(server), true, xfcc));
         Some(Terminated::Http(tls, conn, version))
     } else {
         Some(Terminated::Tcp(tls, info, server))

@@ -33,6 +33,27 @@ pub(super) struct HttpConn {
     pub tls: bool,
     /// `X-Forwarded-Client-Cert` value for a verified client certificate.
     pub xfcc: Option<String>,
+    /// The peer's IP as a header value (`X-Forwarded-For`), made once.
+    peer_ip: HeaderValue,
+}
+
+impl HttpConn {
+    pub(super) fn new(
+        info: ConnInfo,
+        server: Option<Arc<ServerPlan>>,
+        tls: bool,
+        xfcc: Option<String>,
+    ) -> HttpConn {
+        let peer_ip = HeaderValue::from_str(&info.peer.ip().to_string())
+            .unwrap_or_else(|_| HeaderValue::from_static("unknown"));
+        HttpConn {
+            info,
+            server,
+            tls,
+            xfcc,
+            peer_ip,
+        }
+    }
 }
 
 /// The HTTP version a downstream connection speaks.
@@ -445,7 +466,7 @@ impl HttpConn {
             Some(prev) if !prev.trim().is_empty() => {
                 HeaderValue::from_str(&format!("{prev}, {}", self.info.peer.ip())).ok()
             }
-            _ => Some(self.info.peer_ip.clone()),
+            _ => Some(self.peer_ip.clone()),
         };
         if let Some(v) = xff {
             parts

@@ -135,8 +135,8 @@ struct Shard {
 pub struct Upstreams {
     metrics: Arc<Metrics>,
     tls_cache: Mutex<HashMap<TlsKey, TlsConfigs>>,
-    /// Pools per worker (index 0: threads that are not workers).
-    shards: Box<[Shard]>,
+    /// Pools per worker.
+    shards: super::workers::PerWorker<Shard>,
     /// The proxy's own outbound listener: never a valid upstream (a request
     /// for it would loop through the proxy until resources run out).
     own: std::sync::OnceLock<SocketAddr>,
@@ -148,14 +148,14 @@ impl Upstreams {
         Upstreams {
             metrics,
             tls_cache: Mutex::new(HashMap::new()),
-            shards: (0..shards.max(1)).map(|_| Shard::default()).collect(),
+            shards: super::workers::PerWorker::new(shards),
             own: std::sync::OnceLock::new(),
         }
     }
 
     /// This thread's pools.
     fn shard(&self) -> &Shard {
-        &self.shards[super::workers::current() % self.shards.len()]
+        self.shards.get()
     }
 
     /// Records the proxy's own listener address for loop detection.

@@ -31,6 +31,23 @@ pub fn current() -> usize {
     WORKER.with(Cell::get)
 }
 
+/// One `T` per thread that serves connections: per worker, plus one for
+/// every other thread (index 0). Each worker only touches its own, so the
+/// locks inside never contend across workers.
+pub struct PerWorker<T>(Box<[T]>);
+
+impl<T: Default> PerWorker<T> {
+    /// `slots` values (workers + 1).
+    pub fn new(slots: usize) -> PerWorker<T> {
+        PerWorker((0..slots.max(1)).map(|_| T::default()).collect())
+    }
+
+    /// This thread's value.
+    pub fn get(&self) -> &T {
+        &self.0[current() % self.0.len()]
+    }
+}
+
 /// How long open connections may finish after shutdown before the worker
 /// stops them.
 const DRAIN: Duration = Duration::from_secs(5);
