@@ -24,7 +24,8 @@ use rcgen::{
 };
 
 mod common;
-use common::{NGINX, free_addr, metric_value, read_lossy, tail, write_file};
+use common::nginx::Nginx;
+use common::{free_addr, metric_value, read_lossy, tail, write_file};
 
 const HOST: &str = "api.external.test";
 const CLIENT_CN: &str = "meshgate-interop-client";
@@ -144,132 +145,6 @@ impl Pki {
         write_file(&pki.client_cert, &client_cert.pem());
         write_file(&pki.client_key, &client_key.serialize_pem());
         pki
-    }
-}
-
-// ---------------------------------------------------------------------------
-// nginx
-// ---------------------------------------------------------------------------
-
-struct Nginx {
-    child: Child,
-    port: u16,
-    dir: PathBuf,
-}
-
-impl Nginx {
-    /// Starts nginx in the foreground with its own prefix under `parent/nginx`.
-    /// With `require_client_cert`, it demands a client certificate signed by
-    /// the test CA (`ssl_verify_client on`).
-    fn start(parent: &Path, pki: &Pki, require_client_cert: bool) -> Nginx {
-        let dir = parent.join("nginx");
-        fs::create_dir_all(dir.join("logs")).expect("nginx dir");
-        let port = free_addr().port();
-        let d = dir.display();
-        let client_auth = if require_client_cert {
-            format!(
-                "ssl_verify_client on;\n        ssl_client_certificate {};",
-                pki.ca.display()
-            )
-        } else {
-            String::new()
-        };
-        // master_process off: a single process, so killing the child we
-        // spawned leaves nothing behind (and nothing switches user).
-        let conf = format!(
-            r#"master_process off;
-worker_processes 1;
-pid {d}/nginx.pid;
-error_log {d}/logs/error.log info;
-events {{ worker_connections 64; }}
-http {{
-    access_log {d}/logs/access.log;
-    client_body_temp_path {d}/client_body_temp;
-    proxy_temp_path {d}/proxy_temp;
-    fastcgi_temp_path {d}/fastcgi_temp;
-    uwsgi_temp_path {d}/uwsgi_temp;
-    scgi_temp_path {d}/scgi_temp;
-    default_type text/plain;
-    server {{
-        listen 127.0.0.1:{port} ssl;
-        server_name {HOST};
-        ssl_certificate {cert};
-        ssl_certificate_key {key};
-        ssl_protocols TLSv1.2 TLSv1.3;
-        {client_auth}
-        location / {{
-            return 200 "hello from nginx proto=$ssl_protocol sni=$ssl_server_name client_dn=$ssl_client_s_dn verify=$ssl_client_verify host=$host uri=$request_uri\n";
-        }}
-    }}
-}}
-"#,
-            cert = pki.server_cert.display(),
-            key = pki.server_key.display(),
-        );
-        let conf_path = dir.join("nginx.conf");
-        write_file(&conf_path, &conf);
-
-        let stderr_path = dir.join("stderr.log");
-        let stderr = fs::File::create(&stderr_path).expect("nginx stderr file");
-        let child = Command::new(NGINX)
-            .arg("-p")
-            .arg(&dir)
-            .arg("-c")
-            .arg(&conf_path)
-            .arg("-g")
-            .arg("daemon off;")
-            .stdin(Stdio::null())
-            .stdout(Stdio::null())
-            .stderr(stderr)
-            .spawn()
-            .unwrap_or_else(|e| panic!("cannot spawn {NGINX} (install nginx / nginx-light): {e}"));
-        let mut nginx = Nginx { child, port, dir };
-        nginx.wait_listening(&stderr_path);
-        nginx
-    }
-
-    fn wait_listening(&mut self, stderr_path: &Path) {
-        let deadline = Instant::now() + Duration::from_secs(15);
-        let addr: SocketAddr = ([127, 0, 0, 1], self.port).into();
-        loop {
-            if let Some(status) = self.child.try_wait().expect("try_wait nginx") {
-                panic!(
-                    "nginx exited before listening ({status}).\n--- nginx stderr ---\n{}\n--- error.log ---\n{}",
-                    read_lossy(stderr_path),
-                    tail(&self.dir.join("logs/error.log"), 4000)
-                );
-            }
-            if TcpStream::connect_timeout(&addr, Duration::from_millis(200)).is_ok() {
-                return;
-            }
-            if Instant::now() > deadline {
-                panic!(
-                    "nginx did not accept connections on {addr} within 15s.\n--- nginx stderr ---\n{}\n--- error.log ---\n{}",
-                    read_lossy(stderr_path),
-                    tail(&self.dir.join("logs/error.log"), 4000)
-                );
-            }
-            sleep(Duration::from_millis(50));
-        }
-    }
-
-    fn access_log(&self) -> String {
-        read_lossy(&self.dir.join("logs/access.log"))
-    }
-
-    fn diagnostics(&self) -> String {
-        format!(
-            "--- nginx error.log ---\n{}\n--- nginx access.log ---\n{}",
-            tail(&self.dir.join("logs/error.log"), 3000),
-            tail(&self.dir.join("logs/access.log"), 2000)
-        )
-    }
-}
-
-impl Drop for Nginx {
-    fn drop(&mut self) {
-        let _ = self.child.kill();
-        let _ = self.child.wait();
     }
 }
 
@@ -559,7 +434,7 @@ fn write_config(dir: &Path, se: &str, dr: &str) -> PathBuf {
 fn simple_origination_curl_to_nginx() {
     let tmp = tempfile::tempdir().unwrap();
     let pki = Pki::generate(tmp.path());
-    let nginx = Nginx::start(tmp.path(), &pki, false);
+    let nginx = Nginx::start(tmp.path(), HOST, &pki.server_cert, &pki.server_key, None);
     let cfg = write_config(
         tmp.path(),
         &service_entry(nginx.port, None),
@@ -641,7 +516,13 @@ fn simple_origination_curl_to_nginx() {
 fn mutual_origination_curl_to_nginx() {
     let tmp = tempfile::tempdir().unwrap();
     let pki = Pki::generate(tmp.path());
-    let nginx = Nginx::start(tmp.path(), &pki, true);
+    let nginx = Nginx::start(
+        tmp.path(),
+        HOST,
+        &pki.server_cert,
+        &pki.server_key,
+        Some(&pki.ca),
+    );
     let cfg = write_config(
         tmp.path(),
         &service_entry(nginx.port, None),
@@ -694,7 +575,13 @@ fn mutual_origination_curl_to_nginx() {
 fn mutual_required_but_simple_configured() {
     let tmp = tempfile::tempdir().unwrap();
     let pki = Pki::generate(tmp.path());
-    let nginx = Nginx::start(tmp.path(), &pki, true);
+    let nginx = Nginx::start(
+        tmp.path(),
+        HOST,
+        &pki.server_cert,
+        &pki.server_key,
+        Some(&pki.ca),
+    );
 
     // First, nginx's own behaviour without meshgate: curl with no client cert.
     let direct_url = format!("https://{HOST}:{}/v1/items", nginx.port);
@@ -754,7 +641,7 @@ fn mutual_required_but_simple_configured() {
 fn unknown_ca_gives_503() {
     let tmp = tempfile::tempdir().unwrap();
     let pki = Pki::generate(tmp.path());
-    let nginx = Nginx::start(tmp.path(), &pki, false);
+    let nginx = Nginx::start(tmp.path(), HOST, &pki.server_cert, &pki.server_key, None);
     let cfg = write_config(
         tmp.path(),
         &service_entry(nginx.port, None),
@@ -808,7 +695,7 @@ fn unknown_ca_gives_503() {
 fn connect_tunnel_through_meshgate() {
     let tmp = tempfile::tempdir().unwrap();
     let pki = Pki::generate(tmp.path());
-    let nginx = Nginx::start(tmp.path(), &pki, false);
+    let nginx = Nginx::start(tmp.path(), HOST, &pki.server_cert, &pki.server_key, None);
     let cfg = write_config(
         tmp.path(),
         &service_entry(nginx.port, Some(nginx.port)),
@@ -864,7 +751,7 @@ fn connect_tunnel_through_meshgate() {
 fn registry_only_refuses_unknown_host() {
     let tmp = tempfile::tempdir().unwrap();
     let pki = Pki::generate(tmp.path());
-    let nginx = Nginx::start(tmp.path(), &pki, false);
+    let nginx = Nginx::start(tmp.path(), HOST, &pki.server_cert, &pki.server_key, None);
     let cfg = write_config(
         tmp.path(),
         &service_entry(nginx.port, None),

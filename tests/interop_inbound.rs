@@ -25,7 +25,8 @@ use meshgate::devpki::{DevCa, LeafSpec};
 use meshgate::test_util::echo_service;
 
 mod common;
-use common::{NGINX, free_addr, metric_value, read_lossy, tail, write_file};
+use common::nginx::Nginx;
+use common::{StartError, free_addr, metric_value, read_lossy, tail, write_file};
 
 const HOST: &str = "service.internal.test";
 const CLIENT_CN: &str = "meshgate-interop-client";
@@ -373,15 +374,6 @@ struct Meshgate {
     log: PathBuf,
 }
 
-/// Why a start attempt failed.
-enum StartError {
-    /// A port picked by `free_addr` was taken before meshgate bound it:
-    /// worth another try with fresh ports.
-    PortTaken(String),
-    /// Anything else: the test fails with this report.
-    Fatal(String),
-}
-
 impl Meshgate {
     /// Writes `yaml` and a bootstrap file rebinding config port 443 to a
     /// free loopback port, runs `meshgate run` on them (every other
@@ -528,141 +520,6 @@ impl Meshgate {
 }
 
 impl Drop for Meshgate {
-    fn drop(&mut self) {
-        let _ = self.child.kill();
-        let _ = self.child.wait();
-    }
-}
-
-// ---------------------------------------------------------------------------
-// nginx (PASSTHROUGH backend)
-// ---------------------------------------------------------------------------
-
-struct Nginx {
-    child: Child,
-    port: u16,
-    dir: PathBuf,
-}
-
-impl Nginx {
-    /// Starts nginx in the foreground with its own prefix under
-    /// `parent/nginx`, serving HTTPS for `HOST` with `cert`/`key`; on a
-    /// fresh port again if the one picked was taken in between.
-    fn start(parent: &Path, cert: &Path, key: &Path) -> Nginx {
-        let mut last = String::new();
-        for _ in 0..5 {
-            match Nginx::try_start(parent, cert, key) {
-                Ok(n) => return n,
-                Err(StartError::PortTaken(report)) => last = report,
-                Err(StartError::Fatal(report)) => panic!("{report}"),
-            }
-        }
-        panic!("nginx could not bind a port in 5 attempts; last:\n{last}");
-    }
-
-    fn try_start(parent: &Path, cert: &Path, key: &Path) -> Result<Nginx, StartError> {
-        let dir = parent.join("nginx");
-        fs::create_dir_all(dir.join("logs")).expect("nginx dir");
-        let _ = fs::remove_file(dir.join("logs/error.log"));
-        let port = free_addr().port();
-        let d = dir.display();
-        // master_process off: a single process, so killing the child we
-        // spawned leaves nothing behind (and nothing switches user).
-        let conf = format!(
-            r#"master_process off;
-worker_processes 1;
-pid {d}/nginx.pid;
-error_log {d}/logs/error.log info;
-events {{ worker_connections 64; }}
-http {{
-    access_log {d}/logs/access.log;
-    client_body_temp_path {d}/client_body_temp;
-    proxy_temp_path {d}/proxy_temp;
-    fastcgi_temp_path {d}/fastcgi_temp;
-    uwsgi_temp_path {d}/uwsgi_temp;
-    scgi_temp_path {d}/scgi_temp;
-    default_type text/plain;
-    server {{
-        listen 127.0.0.1:{port} ssl;
-        server_name {HOST};
-        ssl_certificate {cert};
-        ssl_certificate_key {key};
-        ssl_protocols TLSv1.2 TLSv1.3;
-        location / {{
-            return 200 "hello from nginx proto=$ssl_protocol sni=$ssl_server_name host=$host uri=$request_uri\n";
-        }}
-    }}
-}}
-"#,
-            cert = cert.display(),
-            key = key.display(),
-        );
-        let conf_path = dir.join("nginx.conf");
-        write_file(&conf_path, &conf);
-
-        let stderr_path = dir.join("stderr.log");
-        let stderr = fs::File::create(&stderr_path).expect("nginx stderr file");
-        let child = Command::new(NGINX)
-            .arg("-p")
-            .arg(&dir)
-            .arg("-c")
-            .arg(&conf_path)
-            .arg("-g")
-            .arg("daemon off;")
-            .stdin(Stdio::null())
-            .stdout(Stdio::null())
-            .stderr(stderr)
-            .spawn()
-            .unwrap_or_else(|e| panic!("cannot spawn {NGINX} (install nginx / nginx-light): {e}"));
-        let mut nginx = Nginx { child, port, dir };
-        nginx.wait_listening(&stderr_path)?;
-        Ok(nginx)
-    }
-
-    fn wait_listening(&mut self, stderr_path: &Path) -> Result<(), StartError> {
-        let deadline = Instant::now() + Duration::from_secs(15);
-        let addr: SocketAddr = ([127, 0, 0, 1], self.port).into();
-        loop {
-            if let Some(status) = self.child.try_wait().expect("try_wait nginx") {
-                let stderr = read_lossy(stderr_path);
-                let report = format!(
-                    "nginx exited before listening ({status}).\n--- nginx stderr ---\n{stderr}\n--- error.log ---\n{}",
-                    tail(&self.dir.join("logs/error.log"), 4000)
-                );
-                return Err(if stderr.contains("Address already in use") {
-                    StartError::PortTaken(report)
-                } else {
-                    StartError::Fatal(report)
-                });
-            }
-            if TcpStream::connect_timeout(&addr, Duration::from_millis(200)).is_ok() {
-                return Ok(());
-            }
-            if Instant::now() > deadline {
-                return Err(StartError::Fatal(format!(
-                    "nginx did not accept connections on {addr} within 15s.\n--- nginx stderr ---\n{}\n--- error.log ---\n{}",
-                    read_lossy(stderr_path),
-                    tail(&self.dir.join("logs/error.log"), 4000)
-                )));
-            }
-            sleep(Duration::from_millis(50));
-        }
-    }
-
-    fn access_log(&self) -> String {
-        read_lossy(&self.dir.join("logs/access.log"))
-    }
-
-    fn diagnostics(&self) -> String {
-        format!(
-            "--- nginx error.log ---\n{}\n--- nginx access.log ---\n{}",
-            tail(&self.dir.join("logs/error.log"), 3000),
-            tail(&self.dir.join("logs/access.log"), 2000)
-        )
-    }
-}
-
-impl Drop for Nginx {
     fn drop(&mut self) {
         let _ = self.child.kill();
         let _ = self.child.wait();
@@ -1103,7 +960,7 @@ async fn passthrough_curl_to_nginx() {
         .issue(&LeafSpec::server(&[HOST]))
         .write(tmp.path(), "nginx-server")
         .expect("write nginx cert");
-    let nginx = Nginx::start(tmp.path(), &cert, &key);
+    let nginx = Nginx::start(tmp.path(), HOST, &cert, &key, None);
     let yaml = passthrough_config(nginx.port);
     assert!(
         !yaml.contains(".crt") && !yaml.contains(".key") && !yaml.contains(".pem"),

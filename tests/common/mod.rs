@@ -8,6 +8,17 @@ use std::net::{SocketAddr, TcpListener};
 use std::path::Path;
 
 /// The nginx binary from Debian's packages.
+pub mod nginx;
+
+/// Why a start attempt of a test peer failed.
+pub enum StartError {
+    /// A port picked by `free_addr` was taken before the process bound it:
+    /// worth another try with fresh ports.
+    PortTaken(String),
+    /// Anything else: the test fails with this report.
+    Fatal(String),
+}
+
 pub const NGINX: &str = "/usr/sbin/nginx";
 
 /// A loopback address whose port was free a moment ago.
