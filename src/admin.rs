@@ -15,12 +15,14 @@ use hyper::body::Incoming;
 use hyper::service::service_fn;
 use hyper_util::rt::{TokioIo, TokioTimer};
 use serde::Serialize;
-use tokio::net::TcpListener;
-use tokio_util::sync::CancellationToken;
+use tokio::net::{TcpListener, TcpStream};
 use tracing::debug;
 
 use crate::creds::CertInfo;
-use crate::runtime::State;
+use crate::runtime::conn::{Connection, Direction, Listener, accept_loop};
+use crate::runtime::drain::Drain;
+use crate::runtime::state::State;
+use crate::runtime::tls_fact::{NoTls, TlsFact};
 
 /// Which endpoint set a listener serves.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -33,37 +35,50 @@ pub enum Role {
     Ready,
 }
 
-/// Serves `role`'s endpoints until `shutdown`.
-pub async fn run(
-    listener: TcpListener,
-    role: Role,
-    state: Arc<State>,
-    shutdown: CancellationToken,
-) {
-    loop {
-        let (stream, _) = tokio::select! {
-            _ = shutdown.cancelled() => return,
-            r = listener.accept() => match r {
-                Ok(x) => x,
-                Err(e) => {
-                    debug!(error = %e, "admin accept failed");
-                    tokio::time::sleep(std::time::Duration::from_millis(50)).await;
-                    continue;
-                }
-            },
-        };
+/// Serves `role`'s endpoints until shutdown; connections are tasks of
+/// `drain`, with a guard each, like the proxy's own.
+pub async fn run(listener: TcpListener, role: Role, state: Arc<State>, drain: Drain) {
+    let label: Arc<str> = Arc::from(match role {
+        Role::Admin => "admin",
+        Role::Stats => "stats",
+        Role::Ready => "ready",
+    });
+    let port = listener.local_addr().map_or(0, |a| a.port());
+    let l = Arc::new(Listener::new(
+        label,
+        port,
+        None,
+        Direction::Admin,
+        drain.shutdown().clone(),
+    ));
+    let metrics = state.metrics.clone();
+    accept_loop(listener, l, metrics, drain, move |stream, conn| {
+        serve(stream, conn, role, state.clone())
+    })
+    .await;
+}
+
+async fn serve(stream: TcpStream, conn: Arc<Connection>, role: Role, state: Arc<State>) {
+    conn.set_tls(TlsFact::NoTls(NoTls::Plaintext));
+    let svc = service_fn(move |req| {
         let state = state.clone();
-        tokio::spawn(async move {
-            let svc = service_fn(move |req| {
-                let state = state.clone();
-                async move { Ok::<_, Infallible>(handle(role, &state, &req)) }
-            });
-            let _ = hyper::server::conn::http1::Builder::new()
-                .timer(TokioTimer::new())
-                .header_read_timeout(std::time::Duration::from_secs(10))
-                .serve_connection(TokioIo::new(stream), svc)
-                .await;
-        });
+        async move { Ok::<_, Infallible>(handle(role, &state, &req)) }
+    });
+    let served = hyper::server::conn::http1::Builder::new()
+        .timer(TokioTimer::new())
+        .header_read_timeout(std::time::Duration::from_secs(10))
+        .serve_connection(TokioIo::new(stream), svc);
+    tokio::pin!(served);
+    let stop = conn.listener.stop.clone();
+    let result = tokio::select! {
+        r = served.as_mut() => r,
+        () = stop.cancelled() => {
+            served.as_mut().graceful_shutdown();
+            served.await
+        }
+    };
+    if let Err(e) = result {
+        debug!(error = %e, "admin connection ended with an error");
     }
 }
 
@@ -132,6 +147,7 @@ fn config_dump(state: &State) -> serde_json::Value {
     let snap = state.snapshot();
     serde_json::json!({
         "generation": snap.generation,
+        "upstreamPools": state.upstreams.pools(),
         "bootstrap": state.bootstrap,
         "plan": *snap.plan,
         "certificates": certs(state),

@@ -1,141 +1,24 @@
-//! Wiring: load → compile → credentials → bind → serve. Returns the real
-//! bound addresses so tests and the demo can use port 0.
+//! Wiring: checks that the ports are free, binds every listener, starts the
+//! workers, the admin ports, the reloader and the file watcher, and returns
+//! the real bound addresses so tests and the demo can use port 0.
 
-use std::collections::{BTreeMap, HashMap};
+use std::collections::BTreeMap;
 use std::net::SocketAddr;
 use std::sync::Arc;
 use std::sync::atomic::Ordering;
+use std::time::Duration;
 
 use tokio::net::TcpListener;
 use tokio_util::sync::CancellationToken;
 use tracing::{info, warn};
 
 use crate::bootstrap::Bootstrap;
-use crate::config::{self, Config};
-use crate::creds::{self, Credentials};
-use crate::metrics::{Metrics, ReloadLabels};
-use crate::plan::{self, Plan};
-use crate::runtime::{State, workers};
-
-/// Everything wrong with a configuration, one line per problem.
-#[derive(Debug, Clone)]
-pub struct LoadErrors(pub Vec<String>);
-
-impl std::fmt::Display for LoadErrors {
-    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        f.write_str(&self.0.join("\n"))
-    }
-}
-
-impl std::error::Error for LoadErrors {}
-
-/// A fully checked configuration.
-pub struct Loaded {
-    /// The compiled plan.
-    pub plan: Plan,
-    /// The credentials it references, validated.
-    pub creds: Credentials,
-    /// rustls server configs per inbound server (keyed by its origin).
-    pub server_tls: HashMap<String, Arc<rustls::ServerConfig>>,
-}
-
-/// Loads the bootstrap's config paths and checks everything. Documents
-/// that parse are compiled even when others do not, so every problem is
-/// reported in one go.
-pub fn load(bootstrap: &Bootstrap) -> Result<Loaded, LoadErrors> {
-    load_with(bootstrap, None)
-}
-
-/// [`load`], falling back per credential to `previous` (see
-/// [`creds::load_with_fallback`]).
-pub fn load_with(
-    bootstrap: &Bootstrap,
-    previous: Option<&Credentials>,
-) -> Result<Loaded, LoadErrors> {
-    let (config, parse_errors) = config::load_partial(&bootstrap.config_paths);
-    let mut errors: Vec<String> = parse_errors.0.iter().map(ToString::to_string).collect();
-    match check_with(&config, bootstrap, previous) {
-        Ok(loaded) if errors.is_empty() => return Ok(loaded),
-        Ok(_) => {}
-        Err(e) => errors.extend(e.0),
-    }
-    Err(LoadErrors(errors))
-}
-
-/// Compiles parsed config and loads its credentials.
-pub fn check(config: &Config, bootstrap: &Bootstrap) -> Result<Loaded, LoadErrors> {
-    check_with(config, bootstrap, None)
-}
-
-fn check_with(
-    config: &Config,
-    bootstrap: &Bootstrap,
-    previous: Option<&Credentials>,
-) -> Result<Loaded, LoadErrors> {
-    let plan = plan::compile(config, bootstrap)
-        .map_err(|e| LoadErrors(e.0.iter().map(ToString::to_string).collect()))?;
-    let creds = creds::load_with_fallback(&plan, config, bootstrap, previous)
-        .map_err(|e| LoadErrors(e.iter().map(ToString::to_string).collect()))?;
-    let mut server_tls = HashMap::new();
-    let mut errors = Vec::new();
-    for server in plan.inbound.listeners.iter().flat_map(|l| l.servers.iter()) {
-        if let Some(tls) = server.tls.as_ref().filter(|_| server.terminates()) {
-            match crate::tls::server::build(tls, server.protocol.is_http(), &creds) {
-                Ok(c) => {
-                    server_tls.insert(server.origin.clone(), c);
-                }
-                Err(e) => errors.push(e),
-            }
-        }
-    }
-    if !errors.is_empty() {
-        return Err(LoadErrors(errors));
-    }
-    Ok(Loaded {
-        plan,
-        creds,
-        server_tls,
-    })
-}
-
-/// Re-reads the config paths (and every file they name). On success the
-/// new configuration serves new connections; on failure the last good one
-/// stays and the errors are returned, logged and counted.
-pub fn reload(state: &State) -> Result<(), LoadErrors> {
-    let label = |r| ReloadLabels { result: r };
-    let previous = state.snapshot().creds.clone();
-    match load_with(&state.bootstrap, Some(&previous)) {
-        Ok(loaded) => {
-            for w in loaded.plan.warnings.iter().chain(&loaded.creds.warnings) {
-                warn!("{w}");
-            }
-            state.metrics.set_certificates(&loaded.creds);
-            state.metrics.count_rotations(&previous, &loaded.creds);
-            let loaded_stale = !loaded.creds.stale.is_empty();
-            state.publish(loaded);
-            state
-                .metrics
-                .config_reloads
-                .get_or_create(&label(if loaded_stale { "partial" } else { "success" }))
-                .inc();
-            state.metrics.config_stale.set(i64::from(loaded_stale));
-            info!("configuration reloaded");
-            Ok(())
-        }
-        Err(e) => {
-            state
-                .metrics
-                .config_reloads
-                .get_or_create(&label("failure"))
-                .inc();
-            state.metrics.config_stale.set(1);
-            for line in &e.0 {
-                warn!("reload refused, keeping the last good configuration: {line}");
-            }
-            Err(e)
-        }
-    }
-}
+use crate::load::{LoadErrors, Loaded};
+use crate::metrics::Metrics;
+use crate::reload::{self, Cause, Reloads};
+use crate::runtime::drain::Drain;
+use crate::runtime::state::State;
+use crate::runtime::workers::{self, Service, Workers};
 
 /// A running proxy. Dropping it stops the listeners.
 pub struct Proxy {
@@ -147,123 +30,154 @@ pub struct Proxy {
     pub stats: SocketAddr,
     /// Readiness address.
     pub ready: SocketAddr,
-    /// Inbound listeners: config port → bound address.
-    pub inbound: BTreeMap<u16, SocketAddr>,
     /// Shared state (metrics, snapshot).
     pub state: Arc<State>,
+    workers: Arc<Workers>,
+    reloads: Reloads,
     shutdown: CancellationToken,
-    workers: workers::Workers,
-}
-
-async fn bind(addr: SocketAddr, what: &str) -> std::io::Result<TcpListener> {
-    TcpListener::bind(addr).await.map_err(|e| {
-        std::io::Error::new(
-            e.kind(),
-            format!("cannot bind the {what} listener on {addr}: {e}"),
-        )
-    })
 }
 
 /// Binds every listener and starts serving `loaded`: the proxy ports on
-/// `bootstrap.workers()` worker threads, the admin ports and file watching
-/// on the caller's runtime.
+/// `bootstrap.workers()` worker threads, the admin ports, reloads and file
+/// watching on the caller's runtime. Fails, before binding anything, when
+/// another process holds one of the ports.
 pub async fn build(bootstrap: Bootstrap, loaded: Loaded) -> std::io::Result<Proxy> {
-    for w in loaded.plan.warnings.iter().chain(&loaded.creds.warnings) {
+    for w in loaded.warnings() {
         warn!("{w}");
     }
-    let workers = bootstrap.workers();
-    let shared = |addr: SocketAddr, what: &str, service| {
-        workers::bind(addr, workers, service).map_err(|e| {
+    let ports = workers::desired(&loaded.plan, &bootstrap);
+    let admin_ports = [
+        (bootstrap.admin_addr, "admin"),
+        (bootstrap.stats_addr, "stats"),
+        (bootstrap.ready_addr, "readiness"),
+    ];
+    for (service, addr) in &ports {
+        workers::ensure_free(*addr, &service.to_string())?;
+    }
+    for (addr, what) in admin_ports {
+        workers::ensure_free(addr, what)?;
+    }
+    let mut bound = Vec::new();
+    for (service, addr) in ports {
+        let what = service.to_string();
+        let port = workers::bind(addr, bootstrap.workers(), service).map_err(|e| {
             std::io::Error::new(
                 e.kind(),
                 format!("cannot bind the {what} listener on {addr}: {e}"),
             )
-        })
-    };
-    let mut ports = vec![shared(
-        bootstrap.outbound_addr,
-        "outbound",
-        workers::Service::Outbound,
-    )?];
-    let mut inbound = BTreeMap::new();
-    for l in &loaded.plan.inbound.listeners {
-        let addr = if l.mesh {
-            bootstrap.mesh_inbound_addr
-        } else {
-            bootstrap.inbound_addr(l.port, l.bind.as_deref())
-        };
-        let port = shared(
-            addr,
-            &format!("inbound port {}", l.port),
-            workers::Service::Inbound {
-                port: l.port,
-                bind: l.bind.clone(),
-            },
-        )?;
-        info!(port = l.port, addr = %port.addr, "inbound listener bound");
-        inbound.insert(l.port, port.addr);
-        ports.push(port);
+        })?;
+        info!(listener = %what, addr = %port.addr, "listener bound");
+        bound.push(port);
     }
-    let admin = bind(bootstrap.admin_addr, "admin").await?;
-    let stats = bind(bootstrap.stats_addr, "stats").await?;
-    let ready = bind(bootstrap.ready_addr, "readiness").await?;
-    let addrs = (
-        ports[0].addr,
-        admin.local_addr()?,
-        stats.local_addr()?,
-        ready.local_addr()?,
-    );
+    let mut admin = Vec::new();
+    for (addr, what) in admin_ports {
+        let l = TcpListener::bind(addr).await.map_err(|e| {
+            std::io::Error::new(
+                e.kind(),
+                format!("cannot bind the {what} listener on {addr}: {e}"),
+            )
+        })?;
+        admin.push(l);
+    }
+    let outbound = bound
+        .iter()
+        .find(|p| p.service == Service::Outbound)
+        .map(|p| p.addr)
+        .unwrap_or(bootstrap.outbound_addr);
     let metrics = Arc::new(Metrics::new());
     metrics.set_certificates(&loaded.creds);
     let state = Arc::new(State::new(bootstrap, loaded, metrics));
-    state.upstreams.set_own_address(addrs.0);
+    state.upstreams.set_own_address(outbound);
     let shutdown = CancellationToken::new();
-    let workers = workers::start(workers, ports, state.clone(), shutdown.clone())?;
-    for (l, role) in [
-        (admin, crate::admin::Role::Admin),
-        (stats, crate::admin::Role::Stats),
-        (ready, crate::admin::Role::Ready),
-    ] {
-        tokio::spawn(crate::admin::run(l, role, state.clone(), shutdown.clone()));
+    let workers = Arc::new(Workers::start(state.clone(), shutdown.clone())?);
+    for port in bound {
+        workers.serve(port);
     }
+    // The admin ports live on this runtime, with their own drain.
+    let admin_drain = Drain::new(shutdown.clone(), state.bootstrap.termination_drain_duration);
+    let mut addrs = Vec::new();
+    for (l, role) in admin.into_iter().zip([
+        crate::admin::Role::Admin,
+        crate::admin::Role::Stats,
+        crate::admin::Role::Ready,
+    ]) {
+        addrs.push(l.local_addr()?);
+        tokio::spawn(crate::admin::run(
+            l,
+            role,
+            state.clone(),
+            admin_drain.clone(),
+        ));
+    }
+    tokio::spawn(admin_drain.run());
+    let (reloads, requests) = reload::channel();
+    tokio::spawn(reload::run(
+        requests,
+        state.clone(),
+        workers.clone(),
+        shutdown.clone(),
+    ));
     if !state.bootstrap.watch_interval.is_zero() {
-        tokio::spawn(crate::watch::run(state.clone(), shutdown.clone()));
+        tokio::spawn(crate::watch::run(
+            state.clone(),
+            reloads.clone(),
+            shutdown.clone(),
+        ));
     }
     state.ready.store(true, Ordering::Release);
     info!(
-        outbound = %addrs.0, admin = %addrs.1, stats = %addrs.2, ready = %addrs.3,
-        workers = state.bootstrap.workers(),
+        outbound = %outbound, admin = %addrs[0], stats = %addrs[1], ready = %addrs[2],
+        workers = workers.count(),
         "listeners bound; ready"
     );
     Ok(Proxy {
-        outbound: addrs.0,
-        admin: addrs.1,
-        stats: addrs.2,
-        ready: addrs.3,
-        inbound,
+        outbound,
+        admin: addrs[0],
+        stats: addrs[1],
+        ready: addrs[2],
         state,
-        shutdown,
         workers,
+        reloads,
+        shutdown,
     })
 }
 
 impl Proxy {
-    /// Re-reads the config paths. On success the new config serves new
-    /// connections; on failure the last good config stays and the errors
-    /// are returned (and counted).
-    pub fn reload(&self) -> Result<(), LoadErrors> {
-        reload(&self.state)
+    /// Inbound listeners in service: config port → bound address.
+    pub fn inbound(&self) -> BTreeMap<u16, SocketAddr> {
+        self.workers
+            .ports()
+            .into_iter()
+            .filter_map(|(s, a)| match s {
+                Service::Inbound { port, .. } => Some((port, a)),
+                Service::Outbound => None,
+            })
+            .collect()
     }
 
-    /// Stops accepting and lets open connections finish.
+    /// Re-reads the config paths (and every file they name). On success
+    /// the new config serves new connections and the listeners follow it;
+    /// on failure the last good config stays and the errors are returned
+    /// (and counted).
+    pub async fn reload(&self) -> Result<(), LoadErrors> {
+        self.reloads.reload(Cause::Request).await
+    }
+
+    /// Asks for reloads (SIGHUP, certificate renewal).
+    pub fn reloads(&self) -> Reloads {
+        self.reloads.clone()
+    }
+
+    /// Stops accepting; open connections finish (see [`Proxy::stopped`]).
     pub fn shutdown(&self) {
         self.state.ready.store(false, Ordering::Release);
         self.shutdown.cancel();
     }
 
-    /// Waits (at most `limit`) until the workers have stopped after
-    /// [`Proxy::shutdown`].
-    pub async fn stopped(&self, limit: std::time::Duration) {
+    /// Waits until the workers have stopped after [`Proxy::shutdown`]:
+    /// open connections get `terminationDrainDuration`, then are closed.
+    pub async fn stopped(&self) {
+        let limit = self.state.bootstrap.termination_drain_duration + Duration::from_secs(1);
         self.workers.stopped(limit).await;
     }
 }

@@ -75,7 +75,13 @@ pub struct Bootstrap {
     /// Worker threads serving the proxy ports (Istio's `concurrency`;
     /// 0: one per CPU).
     pub concurrency: usize,
+    /// How long open connections may finish after shutdown begins before
+    /// the rest are closed (Istio's `terminationDrainDuration`).
+    pub termination_drain_duration: Duration,
 }
+
+/// Istio's default `terminationDrainDuration`.
+pub const DEFAULT_TERMINATION_DRAIN: Duration = Duration::from_secs(5);
 
 impl Default for Bootstrap {
     fn default() -> Self {
@@ -101,6 +107,7 @@ impl Default for Bootstrap {
             mesh_inbound_addr: ([0, 0, 0, 0], 15006).into(),
             // Istio's default for sidecars.
             concurrency: 2,
+            termination_drain_duration: DEFAULT_TERMINATION_DRAIN,
         }
     }
 }
@@ -129,6 +136,7 @@ struct BootstrapFile {
     app_addr: Option<SocketAddr>,
     mesh_inbound_addr: Option<SocketAddr>,
     concurrency: Option<usize>,
+    termination_drain_duration: Option<String>,
 }
 
 #[derive(Debug, Default, Deserialize)]
@@ -189,6 +197,9 @@ impl Bootstrap {
         }
         self.mesh_inbound_addr = file.mesh_inbound_addr.unwrap_or(self.mesh_inbound_addr);
         self.concurrency = file.concurrency.unwrap_or(self.concurrency);
+        if let Some(d) = dur("terminationDrainDuration", &file.termination_drain_duration)? {
+            self.termination_drain_duration = d;
+        }
         Ok(())
     }
 

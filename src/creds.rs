@@ -36,6 +36,24 @@ pub struct Identity {
     pub leaf: CertInfo,
     /// Where it was loaded from (paths or `kubernetes://name`).
     pub source: String,
+    /// SHA-256 over the chain: the same content loaded again has the same
+    /// fingerprint, so what was built from it can be kept across reloads.
+    pub fingerprint: Fingerprint,
+}
+
+/// A SHA-256 digest identifying loaded credential content.
+pub type Fingerprint = [u8; 32];
+
+/// The SHA-256 of `parts`, each length-prefixed.
+pub fn fingerprint<'a>(parts: impl IntoIterator<Item = &'a [u8]>) -> Fingerprint {
+    let mut ctx = aws_lc_rs::digest::Context::new(&aws_lc_rs::digest::SHA256);
+    for p in parts {
+        ctx.update(&(p.len() as u64).to_be_bytes());
+        ctx.update(p);
+    }
+    let mut out = [0u8; 32];
+    out.copy_from_slice(ctx.finish().as_ref());
+    out
 }
 
 /// A set of trust anchors and optional CRLs.
@@ -47,6 +65,8 @@ pub struct Trust {
     pub crls: Vec<CertificateRevocationListDer<'static>>,
     /// Where they were loaded from.
     pub source: String,
+    /// SHA-256 over the roots and CRLs (see [`Identity::fingerprint`]).
+    pub fingerprint: Fingerprint,
 }
 
 /// Everything the plan references, loaded and checked.
@@ -315,10 +335,14 @@ fn load_trust(
         TrustSource::System => {
             let roots = system.get_or_insert_with(system_roots).clone()?;
             let crls = crl.map(load_crls).transpose()?.unwrap_or_default();
+            let fingerprint = fingerprint(
+                std::iter::once(&b"system roots"[..]).chain(crls.iter().map(|c| c.as_ref())),
+            );
             return Ok(Trust {
                 roots,
                 crls,
                 source: "system roots".into(),
+                fingerprint,
             });
         }
         TrustSource::File(path) => read(path)
@@ -333,10 +357,12 @@ fn load_trust(
 fn trust_from_pem(pem: &[u8], source: String, crl: Option<&Path>) -> Result<Trust, String> {
     let roots = roots_from_pem(pem).map_err(|e| format!("{source}: {e}"))?;
     let crls = crl.map(load_crls).transpose()?.unwrap_or_default();
+    let fingerprint = fingerprint(std::iter::once(pem).chain(crls.iter().map(|c| c.as_ref())));
     Ok(Trust {
         roots: Arc::new(roots),
         crls,
         source,
+        fingerprint,
     })
 }
 
@@ -460,6 +486,7 @@ pub fn identity_from_pem(
         format!("{source}: private key: {e}")
     })?;
     let leaf = CertInfo::parse(&chain[0]).map_err(|e| format!("{source}: certificate: {e}"))?;
+    let fingerprint = fingerprint(chain.iter().map(|c| c.as_ref()));
     leaf.check_usable_leaf()
         .map_err(|e| format!("{source}: {e}"))?;
     let certified = CertifiedKey::from_der(chain, key, provider).map_err(|e| match e {
@@ -475,6 +502,7 @@ pub fn identity_from_pem(
         certified: Arc::new(certified),
         leaf,
         source: source.to_string(),
+        fingerprint,
     })
 }
 

@@ -78,7 +78,7 @@ pub async fn run(
         ..Bootstrap::ephemeral()
     };
     bootstrap.port_map.insert(443, ingress_addr);
-    let loaded = crate::app::load(&bootstrap).map_err(|e| e.to_string())?;
+    let loaded = crate::load::load(&bootstrap).map_err(|e| e.to_string())?;
     let Decision::Registered(target) = loaded.plan.outbound.route(HOST, 80, 0) else {
         return Err("the demo configuration does not register api.external.com:80".into());
     };
@@ -148,7 +148,7 @@ pub async fn run(
         external.handshakes()
     );
     let ingress = proxy
-        .inbound
+        .inbound()
         .get(&443)
         .copied()
         .ok_or("no ingress listener")?;

@@ -12,6 +12,7 @@ use tokio_util::sync::CancellationToken;
 use tracing::{info, warn};
 
 use crate::creds::{CertInfo, certs_from_pem};
+use crate::reload::{Cause, Reloads};
 
 /// How to reach the CA.
 #[derive(Debug, Clone)]
@@ -76,9 +77,17 @@ pub async fn fetch_into(ca: &CaClient, dir: &Path) -> Result<Duration, String> {
     ))
 }
 
-/// Renews the identity in `dir` every half-life until `shutdown`; on
-/// failure retries with backoff (1 s doubling to 60 s), keeping the files.
-pub async fn renew(ca: CaClient, dir: PathBuf, first: Duration, shutdown: CancellationToken) {
+/// Renews the identity in `dir` every half-life until `shutdown`, and asks
+/// for a reload after each renewal (so the new certificate is in service
+/// whether or not files are watched); on failure retries with backoff (1 s
+/// doubling to 60 s), keeping the files.
+pub async fn renew(
+    ca: CaClient,
+    dir: PathBuf,
+    first: Duration,
+    reloads: Reloads,
+    shutdown: CancellationToken,
+) {
     let mut next = first;
     let mut backoff = Duration::from_secs(1);
     loop {
@@ -90,6 +99,7 @@ pub async fn renew(ca: CaClient, dir: PathBuf, first: Duration, shutdown: Cancel
             Ok(half) => {
                 next = half;
                 backoff = Duration::from_secs(1);
+                reloads.trigger(Cause::Identity);
             }
             Err(e) => {
                 warn!(error = %e, retry_in = ?backoff, "certificate renewal failed; the current certificate stays in service");

@@ -9,8 +9,10 @@ pub mod creds;
 pub mod demo;
 pub mod devpki;
 pub mod identity;
+pub mod load;
 pub mod metrics;
 pub mod plan;
+pub mod reload;
 pub mod runtime;
 pub mod standin;
 #[cfg(feature = "testing")]

@@ -420,7 +420,7 @@ fn validate(args: &ConfigArgs) -> ExitCode {
     // problem is reported in one run.
     let (config, parse_errors) = meshgate::config::load_partial(&bootstrap.config_paths);
     let mut errors: Vec<String> = parse_errors.0.iter().map(ToString::to_string).collect();
-    match meshgate::app::check(&config, &bootstrap) {
+    match meshgate::load::check(&config, &bootstrap) {
         Ok(_) if !errors.is_empty() => {}
         Ok(loaded) => {
             let warnings: Vec<&String> = loaded
@@ -518,7 +518,7 @@ async fn run(args: RunArgs) -> ExitCode {
             }
         }
     }
-    let loaded = match meshgate::app::load(&bootstrap) {
+    let loaded = match meshgate::load::load(&bootstrap) {
         Ok(l) => l,
         Err(errs) => {
             for e in &errs.0 {
@@ -544,6 +544,7 @@ async fn run(args: RunArgs) -> ExitCode {
             client,
             dir,
             next,
+            proxy.reloads(),
             renewals.clone(),
         ));
     }
@@ -551,7 +552,7 @@ async fn run(args: RunArgs) -> ExitCode {
     renewals.cancel();
     proxy.shutdown();
     // Open connections finish their current request (bounded).
-    proxy.stopped(std::time::Duration::from_secs(5)).await;
+    proxy.stopped().await;
     ExitCode::SUCCESS
 }
 
@@ -567,7 +568,7 @@ async fn wait_for_signals(proxy: &meshgate::app::Proxy) {
     };
     loop {
         tokio::select! {
-            _ = hup.recv() => { let _ = proxy.reload(); }
+            _ = hup.recv() => proxy.reloads().trigger(meshgate::reload::Cause::Signal),
             _ = term.recv() => return,
             _ = tokio::signal::ctrl_c() => return,
         }

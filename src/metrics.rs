@@ -47,13 +47,35 @@ pub struct RequestLabels {
     pub response_code: u16,
     /// meshgate's error reason, empty on success.
     pub response_flags: &'static str,
+    /// `mutual_tls` when the client presented a verified certificate to
+    /// the proxy, `none` otherwise.
+    pub connection_security_policy: &'static str,
+}
+
+/// Labels of per-listener connection counts (Envoy's `downstream_cx_*`).
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+pub struct ListenerLabels {
+    /// `outbound`, an inbound listener's `ip_port`, or an admin role.
+    pub listener: std::sync::Arc<str>,
+}
+
+/// Istio's TCP metric labels (spliced traffic: tunnels, upgrades,
+/// passthrough, TCP routes).
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+pub struct TcpLabels {
+    /// `source` (outbound) or `destination` (inbound).
+    pub reporter: &'static str,
+    /// Registry host (pattern) of the destination, or Istio's
+    /// `PassthroughCluster`.
+    pub destination_service: std::sync::Arc<str>,
 }
 
 /// `meshgate_config_reloads_total` labels.
 #[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
 pub struct ReloadLabels {
     /// `success`; `partial` (applied, but a broken credential kept its last
-    /// good version); `failure` (refused, nothing changed).
+    /// good version, or a new listener could not be bound); `failure`
+    /// (refused, nothing changed).
     pub result: &'static str,
 }
 
@@ -76,6 +98,13 @@ pub struct CertReloadLabels {
     /// `success` (a new version is in service) or `failure` (the change was
     /// refused; the last good version stays).
     pub result: &'static str,
+}
+
+/// `meshgate_listener_changes_total` labels.
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+pub struct ChangeLabels {
+    /// `added`, `removed` or `bind_failed`.
+    pub change: &'static str,
 }
 
 /// Labels with only a direction.
@@ -102,6 +131,20 @@ pub struct Metrics {
     pub upstream_connections_active: Gauge,
     /// CONNECT tunnels opened.
     pub tunnels: Counter,
+    /// Downstream connections accepted, per listener.
+    pub downstream_connections: Family<ListenerLabels, Counter>,
+    /// Downstream connections open, per listener.
+    pub downstream_connections_active: Family<ListenerLabels, Gauge>,
+    /// Spliced connections opened (Istio's `istio_tcp_connections_opened_total`).
+    pub tcp_opened: Family<TcpLabels, Counter>,
+    /// Spliced connections closed.
+    pub tcp_closed: Family<TcpLabels, Counter>,
+    /// Bytes received from clients on spliced connections.
+    pub tcp_received_bytes: Family<TcpLabels, Counter>,
+    /// Bytes sent to clients on spliced connections.
+    pub tcp_sent_bytes: Family<TcpLabels, Counter>,
+    /// Listener changes made by reloads (`added`, `removed`, `bind_failed`).
+    pub listener_changes: Family<ChangeLabels, Counter>,
     /// Configuration reloads by result.
     pub config_reloads: Family<ReloadLabels, Counter>,
     /// notAfter of every certificate in service.
@@ -173,6 +216,48 @@ impl Metrics {
             "CONNECT tunnels opened",
             tunnels.clone(),
         );
+        let downstream_connections = Family::default();
+        registry.register(
+            "meshgate_downstream_connections",
+            "Downstream connections accepted, per listener",
+            downstream_connections.clone(),
+        );
+        let downstream_connections_active = Family::default();
+        registry.register(
+            "meshgate_downstream_connections_active",
+            "Downstream connections open, per listener",
+            downstream_connections_active.clone(),
+        );
+        let tcp_opened = Family::default();
+        registry.register(
+            "istio_tcp_connections_opened",
+            "Spliced connections (CONNECT tunnels, upgrades, passthrough, TCP) opened",
+            tcp_opened.clone(),
+        );
+        let tcp_closed = Family::default();
+        registry.register(
+            "istio_tcp_connections_closed",
+            "Spliced connections closed",
+            tcp_closed.clone(),
+        );
+        let tcp_received_bytes = Family::default();
+        registry.register(
+            "istio_tcp_received_bytes",
+            "Bytes received from clients on spliced connections",
+            tcp_received_bytes.clone(),
+        );
+        let tcp_sent_bytes = Family::default();
+        registry.register(
+            "istio_tcp_sent_bytes",
+            "Bytes sent to clients on spliced connections",
+            tcp_sent_bytes.clone(),
+        );
+        let listener_changes = Family::default();
+        registry.register(
+            "meshgate_listener_changes",
+            "Listeners added, removed, or refused (port in use) by configuration reloads",
+            listener_changes.clone(),
+        );
         let config_reloads = Family::default();
         registry.register(
             "meshgate_config_reloads",
@@ -232,6 +317,13 @@ impl Metrics {
             upstream_connections,
             upstream_connections_active,
             tunnels,
+            downstream_connections,
+            downstream_connections_active,
+            tcp_opened,
+            tcp_closed,
+            tcp_received_bytes,
+            tcp_sent_bytes,
+            listener_changes,
             config_reloads,
         }
     }

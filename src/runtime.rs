@@ -1,152 +1,29 @@
 //! The running proxy: listeners, connections, upstream pools.
 //!
-//! The current configuration is a [`Snapshot`] behind an `ArcSwap`; every
-//! downstream connection takes one snapshot when accepted, so it never sees
-//! half of a reload.
+//! Layers, each depending only on those above it:
+//! - `per_worker`, `http`, `tls_fact`, `drain`, `copy`: leaves;
+//! - `conn`: the accept loop and the connection guard every connection
+//!   holds (access log and close metrics on drop);
+//! - `upstream`, `prepared`: pooled upstream connections and destinations
+//!   made ready for requests;
+//! - `state`: the configuration in force ([`state::Snapshot`] behind an
+//!   `ArcSwap`; each connection takes one when accepted, so it never sees
+//!   half of a reload) and what every connection shares;
+//! - `exchange`: one HTTP exchange, the same for both directions;
+//! - `outbound`, `inbound_http`, `inbound`: the listener kinds;
+//! - `workers`: the worker threads and the set of listening ports.
 
-pub mod forward;
+pub mod conn;
+pub mod copy;
+pub mod drain;
+pub mod exchange;
 pub mod http;
 pub mod inbound;
 mod inbound_http;
 pub mod outbound;
+pub mod per_worker;
+pub mod prepared;
+pub mod state;
+pub mod tls_fact;
 pub mod upstream;
 pub mod workers;
-
-use std::sync::Arc;
-use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
-
-use arc_swap::ArcSwap;
-
-use std::collections::HashMap;
-
-use crate::app::Loaded;
-use crate::bootstrap::Bootstrap;
-use crate::creds::Credentials;
-use crate::metrics::Metrics;
-use crate::plan::Plan;
-
-/// One consistent configuration: plan plus the credentials it references.
-pub struct Snapshot {
-    /// The compiled plan.
-    pub plan: Arc<Plan>,
-    /// Loaded, validated credentials.
-    pub creds: Arc<Credentials>,
-    /// rustls server configs per inbound server (keyed by its origin).
-    pub server_tls: HashMap<String, Arc<rustls::ServerConfig>>,
-    /// Increments on every successful reload; keys TLS config caches.
-    pub generation: u64,
-}
-
-/// State shared by every listener and connection.
-pub struct State {
-    /// Listener settings and limits.
-    pub bootstrap: Bootstrap,
-    /// The configuration in force.
-    snapshot: ArcSwap<Snapshot>,
-    /// Metrics registry.
-    pub metrics: Arc<Metrics>,
-    /// Upstream connections and TLS configs.
-    pub upstreams: upstream::Upstreams,
-    /// Destinations prepared under the configuration in force.
-    pub prepared: forward::PreparedCache,
-    /// Set once every listener is bound and the config is loaded.
-    pub ready: AtomicBool,
-    /// Round-robin / weighted-route counter.
-    pub counter: AtomicU64,
-}
-
-impl State {
-    /// New state around a first good configuration.
-    pub fn new(bootstrap: Bootstrap, loaded: Loaded, metrics: Arc<Metrics>) -> State {
-        let shards = bootstrap.workers() + 1;
-        State {
-            bootstrap,
-            snapshot: ArcSwap::from_pointee(Snapshot {
-                plan: Arc::new(loaded.plan),
-                creds: Arc::new(loaded.creds),
-                server_tls: loaded.server_tls,
-                generation: 0,
-            }),
-            upstreams: upstream::Upstreams::new(metrics.clone(), shards),
-            prepared: forward::PreparedCache::new(shards),
-            metrics,
-            ready: AtomicBool::new(false),
-            counter: AtomicU64::new(0),
-        }
-    }
-
-    /// The configuration in force.
-    pub fn snapshot(&self) -> Arc<Snapshot> {
-        self.snapshot.load_full()
-    }
-
-    /// Puts a new configuration in force for new connections.
-    pub fn publish(&self, loaded: Loaded) {
-        let generation = self.snapshot.load().generation + 1;
-        self.snapshot.store(Arc::new(Snapshot {
-            plan: Arc::new(loaded.plan),
-            creds: Arc::new(loaded.creds),
-            server_tls: loaded.server_tls,
-            generation,
-        }));
-        self.upstreams.clear_tls_cache();
-    }
-
-    /// Next value of the shared counter (round robin over endpoints).
-    pub fn next(&self) -> u64 {
-        self.counter.fetch_add(1, Ordering::Relaxed)
-    }
-
-    /// A well-mixed value for weighted choices, so a 50/50 split alternates
-    /// request by request instead of in runs (splitmix64 of the counter).
-    pub fn random(&self) -> u64 {
-        let mut z = self.next().wrapping_add(0x9e37_79b9_7f4a_7c15);
-        z = (z ^ (z >> 30)).wrapping_mul(0xbf58_476d_1ce4_e5b9);
-        z = (z ^ (z >> 27)).wrapping_mul(0x94d0_49bb_1331_11eb);
-        z ^ (z >> 31)
-    }
-}
-
-/// Most connections a listener serves at once; more wait in the backlog.
-const MAX_CONNECTIONS: usize = 10_000;
-
-/// Accepts connections until `shutdown`, handing each to `handler` on its
-/// own task (tracked by `tasks`, so shutdown can wait for them). A
-/// connection limit bounds memory; accept errors (EMFILE, ...) back off
-/// instead of spinning.
-pub(crate) async fn accept_loop<F, Fut>(
-    listener: tokio::net::TcpListener,
-    shutdown: tokio_util::sync::CancellationToken,
-    tasks: tokio_util::task::TaskTracker,
-    what: &'static str,
-    handler: F,
-) where
-    F: Fn(tokio::net::TcpStream, std::net::SocketAddr) -> Fut,
-    Fut: std::future::Future<Output = ()> + Send + 'static,
-{
-    let limit = Arc::new(tokio::sync::Semaphore::new(MAX_CONNECTIONS));
-    let mut backoff = std::time::Duration::from_millis(5);
-    loop {
-        let permit = tokio::select! {
-            _ = shutdown.cancelled() => return,
-            p = limit.clone().acquire_owned() => match p { Ok(p) => p, Err(_) => return },
-        };
-        let (stream, peer) = tokio::select! {
-            _ = shutdown.cancelled() => return,
-            r = listener.accept() => match r {
-                Ok(x) => { backoff = std::time::Duration::from_millis(5); x }
-                Err(e) => {
-                    tracing::warn!(error = %e, listener = what, "accept failed");
-                    tokio::time::sleep(backoff).await;
-                    backoff = (backoff * 2).min(std::time::Duration::from_secs(1));
-                    continue;
-                }
-            },
-        };
-        let fut = handler(stream, peer);
-        tasks.spawn(async move {
-            fut.await;
-            drop(permit);
-        });
-    }
-}

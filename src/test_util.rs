@@ -35,7 +35,7 @@ impl TestProxy {
             ..Bootstrap::ephemeral()
         };
         tweak(&mut bootstrap);
-        let loaded = app::load(&bootstrap).map_err(|e| e.to_string())?;
+        let loaded = crate::load::load(&bootstrap).map_err(|e| e.to_string())?;
         let proxy = app::build(bootstrap, loaded)
             .await
             .map_err(|e| e.to_string())?;

@@ -15,13 +15,14 @@ use std::time::SystemTime;
 use tokio_util::sync::CancellationToken;
 use tracing::{debug, warn};
 
-use crate::runtime::State;
+use crate::reload::{Cause, Reloads};
+use crate::runtime::state::State;
 
 /// What identifies a file's content for change detection.
 type Stamp = (PathBuf, Option<(SystemTime, u64, u64)>);
 
 /// Polls every `bootstrap.watch_interval` until `shutdown`.
-pub async fn run(state: Arc<State>, shutdown: CancellationToken) {
+pub async fn run(state: Arc<State>, reloads: Reloads, shutdown: CancellationToken) {
     let interval = state.bootstrap.watch_interval;
     // Files named by a configuration that was refused: watched too, so
     // writing them afterwards brings that configuration into service.
@@ -39,7 +40,7 @@ pub async fn run(state: Arc<State>, shutdown: CancellationToken) {
         let now = fingerprint(&state, &attempted).await;
         if now != last {
             debug!("configuration or certificate files changed; reloading");
-            if crate::app::reload(&state).is_ok() {
+            if reloads.reload(Cause::Files).await.is_ok() {
                 attempted.clear();
             } else {
                 attempted = attempted_files(&state).await;

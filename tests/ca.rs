@@ -10,7 +10,7 @@ use meshgate::ca::grpc::{Signer, create_certificate, serve};
 use meshgate::ca::{MeshCa, spiffe_id};
 use meshgate::creds::{CertInfo, certs_from_pem, identity_from_pem, provider};
 use meshgate::identity::{CaClient, fetch_into, renew};
-use meshgate::test_util::tempdir;
+use meshgate::test_util::{TestProxy, tempdir};
 
 const DAY: Duration = Duration::from_secs(86400);
 
@@ -128,13 +128,44 @@ async fn sidecar_identity_is_fetched_and_renewed_at_half_life() {
     };
     let before = serial(&identity);
     assert!(identity.join("key.pem").exists() && identity.join("root-cert.pem").exists());
+    // A sidecar serving that identity on its mesh inbound listener, with
+    // file watching off: the renewal itself must put the new certificate in
+    // service.
+    let p = TestProxy::start(tempdir(), "", |b| {
+        b.identity_dir = Some(identity.clone());
+        b.app_addr = Some(([127, 0, 0, 1], 9).into());
+        b.mesh_inbound_addr = ([127, 0, 0, 1], 0).into();
+        assert!(b.watch_interval.is_zero(), "no file watching");
+    })
+    .await
+    .unwrap();
+    let in_service = |p: &TestProxy| {
+        p.proxy
+            .state
+            .snapshot()
+            .creds
+            .servers
+            .values()
+            .map(|id| id.leaf.serial.clone())
+            .collect::<Vec<_>>()
+    };
+    assert_eq!(in_service(&p), vec![before.clone()]);
     let stop = tokio_util::sync::CancellationToken::new();
-    tokio::spawn(renew(client, identity.clone(), first, stop.clone()));
+    tokio::spawn(renew(
+        client,
+        identity.clone(),
+        first,
+        p.proxy.reloads(),
+        stop.clone(),
+    ));
     let deadline = std::time::Instant::now() + Duration::from_secs(6);
-    while serial(&identity) == before {
+    while serial(&identity) == before || in_service(&p) != vec![serial(&identity)] {
         assert!(
             std::time::Instant::now() < deadline,
-            "renewed within the certificate's first half-life"
+            "renewed within the certificate's first half-life and put in service \
+             (files: {:?}, in service: {:?}, first: {before:?})",
+            serial(&identity),
+            in_service(&p)
         );
         tokio::time::sleep(Duration::from_millis(100)).await;
     }

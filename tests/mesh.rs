@@ -80,7 +80,7 @@ async fn istio_mutual_between_two_sidecars() {
 
     // STRICT: mutual TLS from a workload of the trust domain only.
     let b = backend(&b_identity, app, "STRICT").await;
-    let mesh = b.proxy.inbound[&15006];
+    let mesh = b.proxy.inbound()[&15006];
     let a = caller(&a_identity, mesh).await;
     let r = a.get(BACKEND, "/orders").await;
     assert_eq!(r.status, 200, "{}", r.body);
@@ -115,22 +115,22 @@ async fn istio_mutual_between_two_sidecars() {
 
     // PERMISSIVE: plain text is accepted too (no identity header then).
     let b2 = backend(&b_identity, app, "PERMISSIVE").await;
-    let plain = fetch(b2.proxy.inbound[&15006], "GET", "/p", Some(BACKEND))
+    let plain = fetch(b2.proxy.inbound()[&15006], "GET", "/p", Some(BACKEND))
         .await
         .unwrap();
     assert_eq!(plain.status, 200, "{}", plain.body);
     let v: serde_json::Value = serde_json::from_str(&plain.body).unwrap();
     assert!(v["headers"].get("x-forwarded-client-cert").is_none());
-    let a2 = caller(&a_identity, b2.proxy.inbound[&15006]).await;
+    let a2 = caller(&a_identity, b2.proxy.inbound()[&15006]).await;
     assert_eq!(a2.get(BACKEND, "/p").await.status, 200);
 
     // DISABLE: plain text only; a mutual-TLS caller cannot handshake.
     let b3 = backend(&b_identity, app, "DISABLE").await;
-    let plain = fetch(b3.proxy.inbound[&15006], "GET", "/d", Some(BACKEND))
+    let plain = fetch(b3.proxy.inbound()[&15006], "GET", "/d", Some(BACKEND))
         .await
         .unwrap();
     assert_eq!(plain.status, 200, "{}", plain.body);
-    let a3 = caller(&a_identity, b3.proxy.inbound[&15006]).await;
+    let a3 = caller(&a_identity, b3.proxy.inbound()[&15006]).await;
     assert_eq!(a3.get(BACKEND, "/d").await.status, 503);
 }
 
@@ -156,7 +156,7 @@ async fn two_roots_during_a_root_rotation() {
     let a_identity = issue(&new, "frontend", "a");
     let app = echo_service().await;
     let b = backend(&b_identity, app, "STRICT").await;
-    let a = caller(&a_identity, b.proxy.inbound[&15006]).await;
+    let a = caller(&a_identity, b.proxy.inbound()[&15006]).await;
     let r = a.get(BACKEND, "/rotating").await;
     assert_eq!(
         r.status, 200,
@@ -170,6 +170,6 @@ async fn two_roots_during_a_root_rotation() {
     lone.root_pem = new.root_pem.clone();
     let lone_dir = dir.path().join("lone");
     lone.write(&lone_dir).unwrap();
-    let a2 = caller(&lone_dir, b.proxy.inbound[&15006]).await;
+    let a2 = caller(&lone_dir, b.proxy.inbound()[&15006]).await;
     assert_eq!(a2.get(BACKEND, "/rotating").await.status, 503);
 }

@@ -41,6 +41,58 @@ pub fn local_response(status: StatusCode, reason: &str, message: String) -> Resp
     resp
 }
 
+/// The host and port a request is for.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Authority {
+    /// The host: lower case, no brackets, no trailing dot.
+    pub host: String,
+    /// The port, when the authority names one.
+    pub port: Option<u16>,
+    /// The authority as the client sent it.
+    pub text: String,
+}
+
+/// The authority a request names: the URI's (HTTP/2 `:authority`,
+/// absolute-form, CONNECT), else the single `Host` header. Two `Host`
+/// headers, none, user info, an empty host or port 0 are refused.
+pub fn request_authority<B>(req: &http::Request<B>) -> Result<Authority, &'static str> {
+    if let Some(a) = req.uri().authority() {
+        return parse_authority(a.as_str());
+    }
+    let mut hosts = req.headers().get_all(header::HOST).iter();
+    let (Some(h), None) = (hosts.next(), hosts.next()) else {
+        return Err("the request must carry exactly one Host header");
+    };
+    let h = h
+        .to_str()
+        .map_err(|_| "the Host header is not valid text")?;
+    parse_authority(h)
+}
+
+/// Parses `host[:port]` (IPv6 in brackets).
+pub fn parse_authority(text: &str) -> Result<Authority, &'static str> {
+    const BAD: &str = "the request's host is not a valid host[:port]";
+    let auth: http::uri::Authority = text.parse().map_err(|_| BAD)?;
+    if auth.as_str().contains('@') {
+        return Err(BAD);
+    }
+    let host = auth.host().trim_start_matches('[').trim_end_matches(']');
+    // Anything after the host must be a numeric, non-zero port.
+    let port_text = &auth.as_str()[auth.host().len()..];
+    let port_ok = port_text.is_empty()
+        || port_text
+            .strip_prefix(':')
+            .is_some_and(|p| !p.is_empty() && p.bytes().all(|b| b.is_ascii_digit()));
+    if host.is_empty() || !port_ok || auth.port_u16() == Some(0) {
+        return Err(BAD);
+    }
+    Ok(Authority {
+        host: crate::plan::host::normalize(host),
+        port: auth.port_u16(),
+        text: text.to_string(),
+    })
+}
+
 /// Headers that belong to one connection and are never forwarded
 /// (RFC 9110 §7.6.1), plus the ones named in `Connection`.
 pub fn strip_hop_by_hop(headers: &mut HeaderMap) {
@@ -72,6 +124,31 @@ pub fn strip_hop_by_hop(headers: &mut HeaderMap) {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn authority_forms() {
+        let a = |s: &str| parse_authority(s).map(|a| (a.host, a.port));
+        assert_eq!(a("API.example.com"), Ok(("api.example.com".into(), None)));
+        assert_eq!(
+            a("a.example.com:8443"),
+            Ok(("a.example.com".into(), Some(8443)))
+        );
+        assert_eq!(a("svc.test."), Ok(("svc.test".into(), None)));
+        assert_eq!(a("[::1]:9000"), Ok(("::1".into(), Some(9000))));
+        assert_eq!(a("[2001:DB8::1]"), Ok(("2001:db8::1".into(), None)));
+        assert_eq!(a("127.0.0.1:18080"), Ok(("127.0.0.1".into(), Some(18080))));
+        for bad in [
+            "user@host",
+            "user@svc.test:80",
+            "host:0",
+            "",
+            "svc.test:http",
+            ":80",
+            "host:",
+        ] {
+            assert!(parse_authority(bad).is_err(), "{bad:?} must be refused");
+        }
+    }
 
     #[test]
     fn strips_listed_and_standard_hop_headers() {

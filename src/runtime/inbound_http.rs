@@ -6,54 +6,84 @@ use std::convert::Infallible;
 use std::sync::Arc;
 
 use http::header::{self, HeaderName, HeaderValue};
-use http::{Request, Response, StatusCode, Uri};
+use http::{Request, Response, StatusCode};
 use hyper::body::Incoming;
 use hyper::service::service_fn;
 use hyper_util::rt::{TokioExecutor, TokioIo, TokioTimer};
-use rustls::pki_types::CertificateDer;
 use tokio::io::{AsyncRead, AsyncWrite};
 use tokio_util::sync::CancellationToken;
 use tracing::debug;
 
-use super::forward::{self, Destination, Outcome};
-use super::http::{Body, boxed, local_response, strip_hop_by_hop};
-use super::inbound::{ConnInfo, resolve_destination};
+use super::copy::{TCP_IDLE_TIMEOUT, splice};
+use super::exchange::{Choice, Ctx, Outcome, Reply, RequestRecord, shape_request, shape_response};
+use super::http::{Body, boxed, local_response, request_authority, strip_hop_by_hop};
+use super::prepared::{Destination, PreparedKey};
+use super::state::Snapshot;
 use crate::creds::CertInfo;
-use crate::plan::host::{most_specific, normalize};
-use crate::plan::inbound::{GatewayRoutes, ServerPlan, ServerProtocol};
-use crate::plan::route::{HttpRoutePlan, Matched, RequestView};
+use crate::plan::host::most_specific;
+use crate::plan::inbound::{GatewayRoutes, ListenerPlan, ServerPlan, ServerProtocol};
+use crate::plan::route::{HttpRoutePlan, Matched, RequestView, RouteDestinationPlan};
+
+/// The listener plan a connection arrived on, under its configuration
+/// (servers on one port may bind different IPs).
+pub(super) fn listener_plan(ctx: &Ctx) -> Option<&ListenerPlan> {
+    let l = &ctx.conn.listener;
+    ctx.snapshot
+        .plan
+        .inbound
+        .listeners
+        .iter()
+        .find(|p| p.port == l.port && p.bind == l.bind)
+}
 
 /// One downstream HTTP connection on an inbound listener.
 pub(super) struct HttpConn {
-    pub info: ConnInfo,
+    ctx: Ctx,
     /// The server chosen by SNI for a TLS connection; `None` on plain
     /// ports, where each request picks its server by Host.
-    pub server: Option<Arc<ServerPlan>>,
+    server: Option<Arc<ServerPlan>>,
     /// Whether the client spoke TLS to us.
-    pub tls: bool,
-    /// `X-Forwarded-Client-Cert` value for a verified client certificate.
-    pub xfcc: Option<String>,
+    tls: bool,
+    /// `X-Forwarded-Client-Cert` for a verified client certificate.
+    xfcc: Option<HeaderValue>,
     /// The peer's IP as a header value (`X-Forwarded-For`), made once.
     peer_ip: HeaderValue,
 }
 
 impl HttpConn {
-    pub(super) fn new(
-        info: ConnInfo,
-        server: Option<Arc<ServerPlan>>,
-        tls: bool,
-        xfcc: Option<String>,
-    ) -> HttpConn {
-        let peer_ip = HeaderValue::from_str(&info.peer.ip().to_string())
+    /// An HTTP connection whose TLS outcome is already recorded on the
+    /// connection.
+    pub(super) fn new(ctx: Ctx, server: Option<Arc<ServerPlan>>) -> HttpConn {
+        let peer_ip = HeaderValue::from_str(&ctx.conn.peer.ip().to_string())
             .unwrap_or_else(|_| HeaderValue::from_static("unknown"));
+        let fact = ctx.conn.tls();
+        let by = server.as_deref().and_then(|s| own_uri(&ctx.snapshot, s));
+        let xfcc = fact
+            .client()
+            .and_then(|c| HeaderValue::from_str(&xfcc(c, by.as_deref())).ok());
         HttpConn {
-            info,
+            tls: fact.terminated(),
+            ctx,
             server,
-            tls,
             xfcc,
             peer_ip,
         }
     }
+}
+
+/// The URI SAN of the certificate a server presents (XFCC `By=`).
+fn own_uri(snapshot: &Snapshot, server: &ServerPlan) -> Option<String> {
+    let tls = server.tls.as_ref()?;
+    tls.certs.iter().find_map(|src| {
+        snapshot
+            .creds
+            .servers
+            .get(src)?
+            .leaf
+            .sans
+            .iter()
+            .find_map(|s| s.strip_prefix("URI:").map(str::to_string))
+    })
 }
 
 /// The HTTP version a downstream connection speaks.
@@ -74,14 +104,14 @@ pub(super) enum Version {
 pub(super) fn serve<IO>(
     io: IO,
     conn: Arc<HttpConn>,
-    shutdown: CancellationToken,
     version: Version,
 ) -> std::pin::Pin<Box<dyn std::future::Future<Output = ()> + Send>>
 where
     IO: AsyncRead + AsyncWrite + Unpin + Send + 'static,
 {
-    let header_timeout = conn.info.state.bootstrap.request_header_timeout;
-    let max_buf = conn.info.state.bootstrap.max_header_bytes.max(8192);
+    let header_timeout = conn.ctx.state.bootstrap.request_header_timeout;
+    let max_buf = conn.ctx.state.bootstrap.max_header_bytes.max(8192);
+    let shutdown = conn.ctx.conn.listener.stop.clone();
     let service = service_fn(move |req| {
         let conn = conn.clone();
         // hyper keeps room for one request future per connection for the
@@ -156,10 +186,7 @@ async fn run_until_shutdown<C, E>(
 
 /// Envoy's `X-Forwarded-Client-Cert` for a verified client certificate:
 /// `By=<our URI SAN>;Hash=<sha256>;Subject="<DN>";URI=<uri>;DNS=<dns>...`.
-pub(super) fn xfcc(leaf: &CertificateDer<'_>, by: Option<&str>) -> String {
-    let Ok(info) = CertInfo::parse(leaf) else {
-        return String::new();
-    };
+fn xfcc(info: &CertInfo, by: Option<&str>) -> String {
     let mut parts = Vec::new();
     if let Some(by) = by {
         parts.push(format!("By={by}"));
@@ -186,28 +213,31 @@ const X_FORWARDED_FOR: &str = "x-forwarded-for";
 
 impl HttpConn {
     async fn handle(&self, req: Request<Incoming>) -> Response<Body> {
-        let started = forward::Started::new(&req);
-        let (resp, outcome) = self.route(req).await;
-        forward::record(&self.info.state, "destination", &started, &outcome);
-        resp
+        let mut record = RequestRecord::start(&self.ctx.conn, &req);
+        let reply = self.route(req).await;
+        record.finish(reply)
     }
 
-    async fn route(&self, mut req: Request<Incoming>) -> (Response<Body>, Outcome) {
-        let Some(authority) = request_authority(&req) else {
-            return local(
-                StatusCode::BAD_REQUEST,
-                "bad_request",
-                "meshgate: the request must name exactly one host (Host or :authority)".into(),
-            );
+    async fn route(&self, mut req: Request<Incoming>) -> Reply {
+        let auth = match request_authority(&req) {
+            Ok(a) => a,
+            Err(why) => {
+                return Reply::local(
+                    StatusCode::BAD_REQUEST,
+                    "bad_request",
+                    format!("meshgate: {why}"),
+                );
+            }
         };
-        let host = host_of(&authority);
+        let (host, authority) = (auth.host.as_str(), auth.text.as_str());
+        let port = self.ctx.conn.listener.port;
         let server = match &self.server {
-            Some(s) if !s.serves(&host) => {
+            Some(s) if !s.serves(host) => {
                 // The HTTP/2 connection-reuse trap: this connection was set up
                 // for another server's certificate; the client must retry on
                 // a new connection (RFC 9110 §15.5.20), never get another
                 // host's route.
-                return local(
+                return Reply::local(
                     StatusCode::MISDIRECTED_REQUEST,
                     "misdirected_request",
                     format!(
@@ -218,14 +248,11 @@ impl HttpConn {
             }
             Some(s) => s.clone(),
             None => {
-                let Some(s) = self.plain_server(&host) else {
-                    return local(
+                let Some(s) = self.plain_server(host) else {
+                    return Reply::local(
                         StatusCode::NOT_FOUND,
                         "no_route",
-                        format!(
-                            "meshgate: no server on port {} serves {host}",
-                            self.info.port
-                        ),
+                        format!("meshgate: no server on port {port} serves {host}"),
                     );
                 };
                 s
@@ -245,10 +272,10 @@ impl HttpConn {
             if let Ok(v) = HeaderValue::from_str(&format!("https://{host}{pq}")) {
                 resp.headers_mut().insert(header::LOCATION, v);
             }
-            return (
+            return Reply {
                 resp,
-                Outcome::local("https_redirect", StatusCode::MOVED_PERMANENTLY, ""),
-            );
+                outcome: Outcome::local("https_redirect", StatusCode::MOVED_PERMANENTLY, ""),
+            };
         }
         let scheme = if self.tls { "https" } else { "http" };
         // A cheap clone (shared bytes): the request moves on below.
@@ -257,50 +284,49 @@ impl HttpConn {
         let view = RequestView {
             method: req.method().as_str(),
             scheme,
-            authority: &authority,
+            authority,
             path_and_query: pq,
             headers: req.headers(),
-            port: self.info.port,
+            port,
         };
-        let chosen = select_routes(&server.routes, &host).and_then(|vs| {
+        let chosen = select_routes(&server.routes, host).and_then(|vs| {
             vs.http.iter().find_map(|r| {
                 r.matched(&view)
                     .map(|m| (r, m.uri_prefix.map(str::to_string)))
             })
         });
-        let (route, prefix) = match chosen {
-            Some(x) => x,
-            None => {
-                if let Some(ep) = server
-                    .default_endpoint
-                    .as_ref()
-                    .and_then(|e| e.parse::<std::net::SocketAddr>().ok())
-                {
-                    let dest =
-                        Destination::plain(&ep.ip().to_string(), ep.port(), "inbound|default");
-                    let prepared = match self.prepare(dest, None) {
-                        Ok(p) => Arc::new(p),
-                        Err((dest, e)) => {
-                            return forward::failure(
-                                &self.info.state,
-                                "inbound",
-                                e,
-                                &dest,
-                                &authority,
-                            );
-                        }
-                    };
-                    return self.relay(req, &authority, pq, None, None, prepared).await;
-                }
-                return local(
-                    StatusCode::NOT_FOUND,
-                    "no_route",
-                    format!(
-                        "meshgate: no route matched {host}{pq} on port {} (server {})",
-                        self.info.port, server.origin
-                    ),
-                );
+        let Some((route, prefix)) = chosen else {
+            if let Some(ep) = server
+                .default_endpoint
+                .as_ref()
+                .and_then(|e| e.parse::<std::net::SocketAddr>().ok())
+            {
+                // Sidecar `defaultEndpoint`: the app, for anything unrouted.
+                let key = PreparedKey::Route(std::ptr::from_ref(server.as_ref()) as usize, false);
+                let prepared = match self.ctx.prepared(key, authority, || {
+                    Ok(Choice {
+                        dest: Destination::plain(
+                            &ep.ip().to_string(),
+                            ep.port(),
+                            "inbound|default",
+                        ),
+                        timeout: None,
+                        cacheable: true,
+                    })
+                }) {
+                    Ok(p) => p,
+                    Err(reply) => return *reply,
+                };
+                return self.relay(req, authority, pq, None, None, &prepared).await;
             }
+            return Reply::local(
+                StatusCode::NOT_FOUND,
+                "no_route",
+                format!(
+                    "meshgate: no route matched {host}{pq} on port {port} (server {})",
+                    server.origin
+                ),
+            );
         };
         if let Some(r) = &route.redirect {
             let location = r.location(&view);
@@ -315,7 +341,10 @@ impl HttpConn {
                 resp.headers_mut().insert(header::LOCATION, v);
             }
             let status = resp.status();
-            return (resp, Outcome::local("redirect", status, ""));
+            return Reply {
+                resp,
+                outcome: Outcome::local("redirect", status, ""),
+            };
         }
         if let Some(d) = &route.direct_response {
             let status = StatusCode::from_u16(d.status).unwrap_or(StatusCode::OK);
@@ -323,18 +352,31 @@ impl HttpConn {
                 d.body.clone().unwrap_or_default(),
             ))));
             *resp.status_mut() = status;
-            return (resp, Outcome::local("direct_response", status, ""));
+            return Reply {
+                resp,
+                outcome: Outcome::local("direct_response", status, ""),
+            };
         }
-        let Some(dest_plan) = route.pick(self.info.state.random()) else {
-            return local(
+        let Some(dest_plan) = route.pick(self.ctx.state.random()) else {
+            return Reply::local(
                 StatusCode::SERVICE_UNAVAILABLE,
                 "no_route",
                 "meshgate: the route has no destination".into(),
             );
         };
-        let prepared = match self.route_destination(dest_plan, &server, route.timeout) {
+        // An HTTP2/GRPC server port: the app behind it speaks h2c.
+        let h2c = matches!(
+            server.protocol,
+            ServerProtocol::Http2 | ServerProtocol::Grpc
+        );
+        // The plan outlives the cache entry (same generation): its address
+        // names the destination.
+        let key = PreparedKey::Route(std::ptr::from_ref(dest_plan) as usize, h2c);
+        let prepared = match self.ctx.prepared(key, &dest_plan.host, || {
+            self.route_destination(dest_plan, h2c, route.timeout)
+        }) {
             Ok(p) => p,
-            Err(refusal) => return *refusal,
+            Err(reply) => return *reply,
         };
         let matched = Matched {
             uri_prefix: prefix.as_deref(),
@@ -349,46 +391,32 @@ impl HttpConn {
             .and_then(|rw| rw.authority.as_deref());
         // Keep the downstream upgrade handle before the request is consumed.
         let upgrade = is_upgrade(&req).then(|| hyper::upgrade::on(&mut req));
-        let ops = Some((route, dest_plan));
         self.relay(
             req,
-            new_authority.unwrap_or(&authority),
+            new_authority.unwrap_or(authority),
             new_path.as_deref().unwrap_or(pq),
-            ops,
+            Some((route, dest_plan)),
             upgrade,
-            prepared,
+            &prepared,
         )
         .await
     }
 
-    /// The prepared destination for a route destination: from this
-    /// worker's cache, or resolved, prepared and cached. `Err` is the
-    /// response when it cannot be reached.
+    /// Where a route destination goes: the registered service, or the host
+    /// itself.
     fn route_destination(
         &self,
-        dest_plan: &crate::plan::route::RouteDestinationPlan,
-        server: &ServerPlan,
+        dest_plan: &RouteDestinationPlan,
+        h2c: bool,
         timeout: Option<std::time::Duration>,
-    ) -> Result<Arc<forward::Prepared>, Box<(Response<Body>, Outcome)>> {
-        // An HTTP2/GRPC server port: the app behind it speaks h2c.
-        let h2c = matches!(
-            server.protocol,
-            ServerProtocol::Http2 | ServerProtocol::Grpc
-        );
-        // The plan outlives the cache entry (same generation): its address
-        // names the destination.
-        let key = (std::ptr::from_ref(dest_plan) as usize, h2c);
-        let generation = self.info.snapshot.generation;
-        if let Some(p) = self.info.state.prepared.by_route(generation, key) {
-            return Ok(p);
-        }
+    ) -> Result<Choice, Box<Reply>> {
         let Some((mut dest, _)) = resolve_destination(
-            &self.info.snapshot,
+            &self.ctx.snapshot,
             &dest_plan.host,
             dest_plan.port,
             dest_plan.subset.as_deref(),
         ) else {
-            return Err(Box::new(local(
+            return Err(Box::new(Reply::local(
                 StatusCode::SERVICE_UNAVAILABLE,
                 "no_route",
                 format!(
@@ -400,46 +428,28 @@ impl HttpConn {
         if dest.policy.tls.mode == crate::plan::TlsMode::Disable && h2c {
             Arc::make_mut(&mut dest.policy).h2 = true;
         }
-        let prepared = Arc::new(self.prepare(dest, timeout).map_err(|(dest, e)| {
-            Box::new(forward::failure(
-                &self.info.state,
-                "inbound",
-                e,
-                &dest,
-                &dest_plan.host,
-            ))
-        })?);
-        self.info
-            .state
-            .prepared
-            .insert_route(generation, key, prepared.clone());
-        Ok(prepared)
-    }
-
-    fn prepare(
-        &self,
-        dest: Destination,
-        timeout: Option<std::time::Duration>,
-    ) -> Result<forward::Prepared, (Box<Destination>, super::upstream::UpstreamError)> {
-        forward::Prepared::new(&self.info.state, &self.info.snapshot, dest, timeout)
+        Ok(Choice {
+            dest,
+            timeout,
+            cacheable: true,
+        })
     }
 
     /// The server on a plain port for `host`: the most specific match.
     fn plain_server(&self, host: &str) -> Option<Arc<ServerPlan>> {
-        let listener = self.info.listener()?;
+        let listener = listener_plan(&self.ctx)?;
         most_specific(&listener.servers, host, |s| &s.hosts).cloned()
     }
 
-    #[allow(clippy::too_many_arguments)]
     async fn relay(
         &self,
         req: Request<Incoming>,
         authority: &str,
         path: &str,
-        ops: Option<(&HttpRoutePlan, &crate::plan::route::RouteDestinationPlan)>,
+        ops: Option<(&HttpRoutePlan, &RouteDestinationPlan)>,
         upgrade: Option<hyper::upgrade::OnUpgrade>,
-        prepared: Arc<forward::Prepared>,
-    ) -> (Response<Body>, Outcome) {
+        prepared: &super::prepared::Prepared,
+    ) -> Reply {
         let dest = &prepared.dest;
         let (mut parts, body) = req.into_parts();
         let downstream_version = parts.version;
@@ -447,12 +457,8 @@ impl HttpConn {
         strip_hop_by_hop(&mut parts.headers);
         // Identity headers: client-sent copies are removed, then set.
         parts.headers.remove(X_FORWARDED_CLIENT_CERT);
-        if let Some(x) = self
-            .xfcc
-            .as_deref()
-            .and_then(|x| HeaderValue::from_str(x).ok())
-        {
-            parts.headers.insert(X_FORWARDED_CLIENT_CERT, x);
+        if let Some(x) = &self.xfcc {
+            parts.headers.insert(X_FORWARDED_CLIENT_CERT, x.clone());
         }
         parts.headers.insert(
             HeaderName::from_static("x-forwarded-proto"),
@@ -464,7 +470,7 @@ impl HttpConn {
             .and_then(|v| v.to_str().ok())
         {
             Some(prev) if !prev.trim().is_empty() => {
-                HeaderValue::from_str(&format!("{prev}, {}", self.info.peer.ip())).ok()
+                HeaderValue::from_str(&format!("{prev}, {}", self.ctx.conn.peer.ip())).ok()
             }
             _ => Some(self.peer_ip.clone()),
         };
@@ -473,146 +479,102 @@ impl HttpConn {
                 .headers
                 .insert(HeaderName::from_static(X_FORWARDED_FOR), v);
         }
+        if let Err(reply) = shape_request(&mut parts, authority, path, dest) {
+            return *reply;
+        }
         if let Some((route, d)) = ops {
             // Envoy applies a destination's own operations before the route's.
             d.request_headers.apply(&mut parts.headers);
             route.request_headers.apply(&mut parts.headers);
         }
-        if let Some(u) = &upgrade_header
+        if let Some(u) = upgrade_header
             && upgrade.is_some()
         {
             parts
                 .headers
                 .insert(header::CONNECTION, HeaderValue::from_static("upgrade"));
-            parts.headers.insert(header::UPGRADE, u.clone());
-        }
-        let h2 = dest.policy.h2;
-        let uri = if h2 {
-            Uri::builder()
-                .scheme(if dest.policy.tls.mode == crate::plan::TlsMode::Disable {
-                    "http"
-                } else {
-                    "https"
-                })
-                .authority(authority)
-                .path_and_query(path)
-                .build()
-        } else if parts.uri.scheme().is_none()
-            && parts.uri.path_and_query().map(|p| p.as_str()) == Some(path)
-        {
-            // Origin-form and not rewritten: sent as it came.
-            Ok(std::mem::take(&mut parts.uri))
-        } else {
-            path.parse::<Uri>().map_err(http::Error::from)
-        };
-        let Ok(uri) = uri else {
-            return local(
-                StatusCode::BAD_REQUEST,
-                "bad_request",
-                "meshgate: invalid request target after rewrite".into(),
-            );
-        };
-        parts.uri = uri;
-        if h2 {
-            parts.headers.remove(header::HOST);
-            parts.version = http::Version::HTTP_2;
-        } else {
-            // The downstream Host is kept as is when it names the authority.
-            let host = parts.headers.get(header::HOST).map(HeaderValue::as_bytes);
-            if host != Some(authority.as_bytes()) {
-                let Ok(v) = HeaderValue::from_str(authority) else {
-                    return local(
-                        StatusCode::BAD_REQUEST,
-                        "bad_request",
-                        "meshgate: invalid authority".into(),
-                    );
-                };
-                parts.headers.insert(header::HOST, v);
-            }
-            parts.version = http::Version::HTTP_11;
+            parts.headers.insert(header::UPGRADE, u);
         }
         let upstream_req = Request::from_parts(parts, boxed(body));
-        let pick = self.info.state.next();
-        let result = forward::send(&self.info.state, &prepared, upstream_req, pick).await;
-        let mut resp = match result {
+        let mut resp = match self.ctx.send(prepared, upstream_req, authority).await {
             Ok(r) => r,
-            Err(e) => return forward::failure(&self.info.state, "inbound", e, dest, authority),
+            Err(reply) => return *reply,
         };
-        if resp.status() == StatusCode::SWITCHING_PROTOCOLS
+        let status = resp.status();
+        if status == StatusCode::SWITCHING_PROTOCOLS
             && let Some(down) = upgrade
         {
+            // The upgraded bytes are spliced by a task that shares the
+            // connection's guard (counted, logged and drained with it).
             let up = hyper::upgrade::on(&mut resp);
-            tokio::spawn(async move {
-                if let (Ok(down), Ok(up)) = (down.await, up.await) {
-                    let mut down = TokioIo::new(down);
-                    let mut up = TokioIo::new(up);
-                    let _ = tokio::io::copy_bidirectional(&mut down, &mut up).await;
+            let conn = self.ctx.conn.clone();
+            let (label, endpoints) = (dest.label.clone(), dest.describe());
+            self.ctx.conn.drain.spawn(async move {
+                match (down.await, up.await) {
+                    (Ok(down), Ok(up)) => {
+                        conn.spliced(label, endpoints);
+                        let end = splice(
+                            &conn,
+                            TokioIo::new(down),
+                            TokioIo::new(up),
+                            TCP_IDLE_TIMEOUT,
+                        )
+                        .await;
+                        conn.set_flag(end.flag());
+                    }
+                    _ => conn.set_flag("upgrade_failed"),
                 }
             });
             let (parts, _) = resp.into_parts();
-            let outcome = Outcome {
-                destination: dest.label.clone(),
-                status: parts.status,
-                flag: "",
-                upstream: dest.upstream_for_log(),
+            return Reply {
+                resp: Response::from_parts(parts, boxed(http_body_util::Empty::new())),
+                outcome: Outcome::relayed(dest, status),
             };
-            return (
-                Response::from_parts(parts, boxed(http_body_util::Empty::new())),
-                outcome,
-            );
         }
-        let (mut parts, body) = resp.into_parts();
-        strip_hop_by_hop(&mut parts.headers);
+        let (mut parts, body) = shape_response(resp, downstream_version);
         if let Some((route, d)) = ops {
             d.response_headers.apply(&mut parts.headers);
             route.response_headers.apply(&mut parts.headers);
         }
-        parts.version = downstream_version;
-        let outcome = Outcome {
-            destination: dest.label.clone(),
-            status: parts.status,
-            flag: "",
-            upstream: dest.upstream_for_log(),
-        };
-        (Response::from_parts(parts, boxed(body)), outcome)
+        Reply {
+            resp: Response::from_parts(parts, body),
+            outcome: Outcome::relayed(dest, status),
+        }
     }
 }
 
-fn local(status: StatusCode, reason: &'static str, msg: String) -> (Response<Body>, Outcome) {
-    (
-        local_response(status, reason, msg),
-        Outcome::local("-", status, reason),
-    )
-}
-
-/// `:authority` (HTTP/2, absolute-form) or the single `Host` header.
-fn request_authority(req: &Request<Incoming>) -> Option<String> {
-    if let Some(a) = req.uri().authority() {
-        return Some(a.as_str().to_string());
+/// A route destination: the registered service (ServiceEntry +
+/// DestinationRule) when one declares the host, else the host itself via
+/// the system resolver (a Kubernetes Service name, `/etc/hosts`). Returns
+/// the destination and the port used.
+pub(super) fn resolve_destination(
+    snapshot: &Snapshot,
+    host: &str,
+    port: Option<u16>,
+    subset: Option<&str>,
+) -> Option<(Destination, u16)> {
+    let outbound = &snapshot.plan.outbound;
+    let host = crate::plan::host::normalize(host);
+    let port = port.or_else(|| {
+        outbound
+            .service_for(&host, None)
+            .filter(|s| s.ports.len() == 1)
+            .map(|s| s.ports[0].number)
+    });
+    let port = port.unwrap_or(80);
+    match outbound.registered(&host, &host, port, subset) {
+        Some(t) => {
+            let mut dest = Destination::registered(&t);
+            // A plain-text port declared HTTP2 or GRPC gets h2c, as in Istio.
+            if dest.policy.tls.mode == crate::plan::TlsMode::Disable
+                && matches!(t.port.protocol.as_str(), "HTTP2" | "GRPC" | "GRPC-WEB")
+            {
+                Arc::make_mut(&mut dest.policy).h2 = true;
+            }
+            Some((dest, port))
+        }
+        None => Some((Destination::plain(&host, port, &host), port)),
     }
-    let mut hosts = req.headers().get_all(header::HOST).iter();
-    match (hosts.next(), hosts.next()) {
-        (Some(h), None) => h
-            .to_str()
-            .ok()
-            .filter(|s| !s.is_empty())
-            .map(str::to_string),
-        _ => None,
-    }
-}
-
-/// The host part of an authority, lower-cased, without user info, port or
-/// brackets.
-fn host_of(authority: &str) -> String {
-    let a = authority.rsplit_once('@').map_or(authority, |(_, h)| h);
-    let host = match a.strip_prefix('[') {
-        Some(rest) => rest.split_once(']').map_or(rest, |(h, _)| h),
-        None => match a.rsplit_once(':') {
-            Some((h, port)) if port.bytes().all(|b| b.is_ascii_digit()) => h,
-            _ => a,
-        },
-    };
-    normalize(host)
 }
 
 fn hosts_of(s: &ServerPlan) -> String {
@@ -640,25 +602,4 @@ fn is_upgrade(req: &Request<Incoming>) -> bool {
                 v.split(',')
                     .any(|t| t.trim().eq_ignore_ascii_case("upgrade"))
             })
-}
-
-#[cfg(test)]
-mod tests {
-    use super::host_of;
-
-    #[test]
-    fn host_of_strips_port_brackets_and_user_info() {
-        for (authority, host) in [
-            ("svc.test", "svc.test"),
-            ("SVC.Test:8443", "svc.test"),
-            ("svc.test.", "svc.test"),
-            ("[::1]:443", "::1"),
-            ("[2001:DB8::1]", "2001:db8::1"),
-            ("user@svc.test:80", "svc.test"),
-            ("127.0.0.1:18080", "127.0.0.1"),
-            ("svc.test:http", "svc.test:http"),
-        ] {
-            assert_eq!(host_of(authority), host, "{authority}");
-        }
-    }
 }

@@ -31,12 +31,12 @@ pub fn build(
     names: &[String],
     h2: bool,
     creds: &Credentials,
-) -> Result<Arc<ClientConfig>, String> {
+) -> Result<Arc<ClientConfig>, ClientTlsError> {
     debug_assert!(tls.mode != TlsMode::Disable);
     let provider = crate::creds::provider();
     let builder = ClientConfig::builder_with_provider(provider.clone())
         .with_protocol_versions(&[&rustls::version::TLS13, &rustls::version::TLS12])
-        .map_err(|e| format!("TLS versions: {e}"))?
+        .map_err(ClientTlsError::Versions)?
         .dangerous();
     let verifier: Arc<dyn ServerCertVerifier> = if tls.insecure_skip_verify {
         Arc::new(NoVerify(provider.clone()))
@@ -44,21 +44,29 @@ pub fn build(
         let trust = creds
             .trust
             .get(&(tls.trust.clone(), tls.crl.clone()))
-            .ok_or_else(|| format!("{}: trust roots were not loaded", tls.origin))?;
+            .ok_or_else(|| ClientTlsError::TrustNotLoaded {
+                origin: tls.origin.clone(),
+            })?;
         let inner =
             WebPkiServerVerifier::builder_with_provider(trust.roots.clone(), provider.clone())
                 .with_crls(trust.crls.clone())
                 .build()
-                .map_err(|e| format!("{}: verifier: {e}", tls.origin))?;
+                .map_err(|source| ClientTlsError::Verifier {
+                    origin: tls.origin.clone(),
+                    source,
+                })?;
         Arc::new(NamesVerifier::new(inner, names, trust.source.clone()))
     };
     let builder = builder.with_custom_certificate_verifier(verifier);
     let mut config = match (&tls.mode, &tls.identity) {
         (TlsMode::Mutual, Some(id)) => {
-            let identity = creds
-                .identities
-                .get(id)
-                .ok_or_else(|| format!("{}: client certificate was not loaded", tls.origin))?;
+            let identity =
+                creds
+                    .identities
+                    .get(id)
+                    .ok_or_else(|| ClientTlsError::IdentityNotLoaded {
+                        origin: tls.origin.clone(),
+                    })?;
             builder.with_client_cert_resolver(Arc::new(FixedClientCert(identity.certified.clone())))
         }
         _ => builder.with_no_client_auth(),
@@ -77,6 +85,35 @@ pub fn build(
         vec![ALPN_HTTP11.to_vec()]
     };
     Ok(Arc::new(config))
+}
+
+/// Why a client config could not be built (a credential the plan names is
+/// not loaded, or rustls refused the settings).
+#[derive(Debug, thiserror::Error)]
+pub enum ClientTlsError {
+    /// The trust roots were not loaded.
+    #[error("{origin}: trust roots were not loaded")]
+    TrustNotLoaded {
+        /// The referencing setting.
+        origin: String,
+    },
+    /// The client certificate was not loaded.
+    #[error("{origin}: client certificate was not loaded")]
+    IdentityNotLoaded {
+        /// The referencing setting.
+        origin: String,
+    },
+    /// rustls refused the verifier settings.
+    #[error("{origin}: verifier: {source}")]
+    Verifier {
+        /// The referencing setting.
+        origin: String,
+        /// rustls' reason.
+        source: rustls::client::VerifierBuilderError,
+    },
+    /// rustls refused the protocol versions.
+    #[error("TLS versions: {0}")]
+    Versions(rustls::Error),
 }
 
 /// Presents one fixed client certificate.

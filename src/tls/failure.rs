@@ -59,6 +59,14 @@ pub enum FailureReason {
     RequestTimeout,
     /// No route for the request, SNI or connection.
     NoRoute,
+    /// The network has no route to the upstream's address.
+    NoRouteToHost,
+    /// TCP connect failed for another reason (address not available, ...).
+    ConnectFailed,
+    /// A credential the destination's TLS settings need is not loaded.
+    CredentialUnavailable,
+    /// The SNI to send is not a valid server name.
+    InvalidSni,
 }
 
 impl FailureReason {
@@ -88,6 +96,10 @@ impl FailureReason {
             FailureReason::HandshakeTimeout => "handshake_timeout",
             FailureReason::RequestTimeout => "request_timeout",
             FailureReason::NoRoute => "no_route",
+            FailureReason::NoRouteToHost => "no_route_to_host",
+            FailureReason::ConnectFailed => "connect_error",
+            FailureReason::CredentialUnavailable => "credential_unavailable",
+            FailureReason::InvalidSni => "invalid_sni",
         }
     }
 
@@ -101,6 +113,10 @@ impl FailureReason {
                 | FailureReason::ConnectionReset
                 | FailureReason::LoopDetected
                 | FailureReason::RequestTimeout
+                | FailureReason::NoRouteToHost
+                | FailureReason::ConnectFailed
+                | FailureReason::CredentialUnavailable
+                | FailureReason::InvalidSni
         )
     }
 }

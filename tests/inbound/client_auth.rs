@@ -79,7 +79,7 @@ async fn run_client_matrix(
     let yaml =
         gateway(&[server(443, "HTTPS", &[HOST], &tls)]) + &route_all("app", &[HOST], backend);
     let p = start_ports(dir, &yaml, &[443], |_| {}).await;
-    let addr = p.proxy.inbound[&443];
+    let addr = p.proxy.inbound()[&443];
     for (client, expect) in cases {
         let what = format!("mode {mode} {extra:?}, client {client}");
         let o = ClientOpts {
@@ -299,7 +299,7 @@ async fn xfcc_describes_the_verified_client_certificate() {
             ..Default::default()
         };
         let r = https_get(
-            p.proxy.inbound[&443],
+            p.proxy.inbound()[&443],
             &o,
             HOST,
             "/id",
@@ -361,7 +361,7 @@ async fn optional_mutual_without_certificate_strips_client_xfcc() {
     let yaml = gateway(&[server(443, "HTTPS", &[HOST], &tls)]) + &route_all("app", &[HOST], b);
     let p = start_ports(dir, &yaml, &[443], |_| {}).await;
     let r = https_get(
-        p.proxy.inbound[&443],
+        p.proxy.inbound()[&443],
         &opts(&ca),
         HOST,
         "/",

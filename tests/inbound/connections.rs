@@ -68,7 +68,7 @@ spec:
         raw = raw_addr.port()
     );
     let p = start_ports(dir, &yaml, &[443], |_| {}).await;
-    let addr = p.proxy.inbound[&443];
+    let addr = p.proxy.inbound()[&443];
 
     // The client trusts only the backend's CA: the session is end to end.
     let o = ClientOpts {
@@ -143,7 +143,7 @@ async fn handshake_deadline_disconnects_slow_clients() {
         b.handshake_timeout = Duration::from_millis(300);
     })
     .await;
-    let addr = p.proxy.inbound[&443];
+    let addr = p.proxy.inbound()[&443];
     let hello = client_hello(HOST);
     let cases: [(&str, &[u8]); 3] = [
         ("nothing sent", &[]),
@@ -178,7 +178,7 @@ async fn plain_text_on_the_tls_port() {
     let b = backend("app", Duration::ZERO).await;
     let yaml = gateway(&[server(443, "HTTPS", &[HOST], &tls)]) + &route_all("app", &[HOST], b);
     let p = start_ports(dir, &yaml, &[443], |_| {}).await;
-    let addr = p.proxy.inbound[&443];
+    let addr = p.proxy.inbound()[&443];
 
     let mut s = TcpStream::connect(addr).await.unwrap();
     s.write_all(format!("GET / HTTP/1.1\r\nHost: {HOST}\r\n\r\n").as_bytes())
@@ -237,7 +237,7 @@ spec:
     let p = start_ports(dir, &yaml, &[8443], |_| {}).await;
     for h2 in [false, true] {
         let o = ClientOpts { h2, ..opts(&ca) };
-        let r = https_get(p.proxy.inbound[&8443], &o, HOST, "/side?car=1", &[])
+        let r = https_get(p.proxy.inbound()[&8443], &o, HOST, "/side?car=1", &[])
             .await
             .unwrap();
         assert_eq!(r.status, 200, "h2={h2}: {}", r.body);
@@ -276,7 +276,7 @@ async fn second_handshake_from_the_same_client_is_resumed() {
             .into_iter()
             .enumerate()
         {
-            let tls = connect_with(p.proxy.inbound[&443], cfg.clone(), HOST)
+            let tls = connect_with(p.proxy.inbound()[&443], cfg.clone(), HOST)
                 .await
                 .unwrap();
             assert_eq!(
@@ -415,7 +415,7 @@ async fn credential_name_from_config_secrets() {
                 identity,
                 ..opts(&server_ca)
             };
-            let r = https_get(p.proxy.inbound[&443], &o, HOST, "/", &[]).await;
+            let r = https_get(p.proxy.inbound()[&443], &o, HOST, "/", &[]).await;
             match expect {
                 Expect::Ok { xfcc } => {
                     let r = r.unwrap_or_else(|e| panic!("{what}: {e}"));
@@ -481,7 +481,7 @@ async fn websocket_upgrade_passes_through() {
     let (ws, heads) = upgrade_backend().await;
     let yaml = gateway(&[server(443, "HTTPS", &[HOST], &tls)]) + &route_all("ws", &[HOST], ws);
     let p = start_ports(dir, &yaml, &[443], |_| {}).await;
-    let mut tls = tls_connect(p.proxy.inbound[&443], &opts(&ca))
+    let mut tls = tls_connect(p.proxy.inbound()[&443], &opts(&ca))
         .await
         .unwrap();
     tls.write_all(
@@ -566,7 +566,7 @@ spec:
     let listeners = &p.proxy.state.snapshot().plan.inbound.listeners;
     assert_eq!(listeners.len(), 2, "one listener per bind");
     // Each bound address answers for its own host only.
-    let first = p.proxy.inbound[&8080];
+    let first = p.proxy.inbound()[&8080];
     let ip = first.ip().to_string();
     let (own, other) = if ip == "127.0.0.1" {
         ("a.test", "b.test")
@@ -614,7 +614,7 @@ spec:
     .await
     .unwrap();
     let r = meshgate::standin::fetch(
-        p.proxy.inbound[&9090],
+        p.proxy.inbound()[&9090],
         "GET",
         "/svc/Method",
         Some("grpc.test"),

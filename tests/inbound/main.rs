@@ -100,7 +100,7 @@ async fn simple_terminates_and_forwards_plain_http_with_identity_headers() {
     let yaml = gateway_yaml(&tls, backend, HOST);
     let o = opts(&s.ca);
     let p = start(s, &yaml).await;
-    let addr = p.proxy.inbound[&443];
+    let addr = p.proxy.inbound()[&443];
     let r = https_get(
         addr,
         &o,

@@ -110,7 +110,7 @@ spec:
 #[tokio::test]
 async fn virtual_service_match_conditions_pick_the_backend() {
     let f = route_fixture().await;
-    let addr = f.p.proxy.inbound[&443];
+    let addr = f.p.proxy.inbound()[&443];
     // (method, host, path, headers, status, backend, path the backend saw)
     type Row = (
         &'static str,
@@ -200,7 +200,7 @@ async fn virtual_service_match_conditions_pick_the_backend() {
 #[tokio::test]
 async fn virtual_service_rewrites_the_authority() {
     let f = route_fixture().await;
-    let addr = f.p.proxy.inbound[&443];
+    let addr = f.p.proxy.inbound()[&443];
     let r = send(addr, &f.o, "GET", "svc.test", "/moved-host/x?q=1", &[])
         .await
         .unwrap();
@@ -214,7 +214,7 @@ async fn virtual_service_rewrites_the_authority() {
 async fn virtual_service_header_operations() {
     let f = route_fixture().await;
     let r = send(
-        f.p.proxy.inbound[&443],
+        f.p.proxy.inbound()[&443],
         &f.o,
         "GET",
         "svc.test",
@@ -244,7 +244,7 @@ async fn virtual_service_weights_spread_requests() {
     let mut seen = std::collections::BTreeMap::<String, u32>::new();
     for i in 0..20 {
         let r = send(
-            f.p.proxy.inbound[&443],
+            f.p.proxy.inbound()[&443],
             &f.o,
             "GET",
             "svc.test",
@@ -267,7 +267,7 @@ async fn virtual_service_weights_spread_requests() {
 #[tokio::test]
 async fn virtual_service_timeout_redirect_and_direct_response() {
     let f = route_fixture().await;
-    let addr = f.p.proxy.inbound[&443];
+    let addr = f.p.proxy.inbound()[&443];
     let started = Instant::now();
     let r = send(addr, &f.o, "GET", "svc.test", "/slow", &[])
         .await
@@ -319,7 +319,7 @@ async fn plain_http_server_hosts_and_https_redirect() {
         ),
     ]) + &route_all("web", &["web.test", "secure.test"], b);
     let p = start_ports(dir, &yaml, &[80], |_| {}).await;
-    let addr = p.proxy.inbound[&80];
+    let addr = p.proxy.inbound()[&80];
 
     let r = fetch(addr, "GET", "/p?q=1", Some("web.test"))
         .await

@@ -39,7 +39,7 @@ async fn sni_selects_the_server_and_its_certificate() {
         }
         let yaml = gateway(&servers) + &route_all("app", &["*"], b);
         let p = start_ports(dir, &yaml, &[443], |_| {}).await;
-        let addr = p.proxy.inbound[&443];
+        let addr = p.proxy.inbound()[&443];
         let with_sni = |sni: Option<&str>| ClientOpts {
             sni: sni.map(str::to_string),
             ca_pem: ca.cert_pem.clone(),
@@ -151,7 +151,7 @@ async fn dual_certificates_follow_the_client_signature_schemes() {
         let b = backend("app", Duration::ZERO).await;
         let yaml = gateway(&[server(443, "HTTPS", &[NAME], &tls)]) + &route_all("app", &[NAME], b);
         let p = start_ports(dir, &yaml, &[443], |_| {}).await;
-        let addr = p.proxy.inbound[&443];
+        let addr = p.proxy.inbound()[&443];
         for version in [&rustls::version::TLS13, &rustls::version::TLS12] {
             let cases: [(&str, Option<&[SignatureScheme]>, &str); 3] = [
                 ("default client", None, "CN=ecdsa.dual.test"),
@@ -244,7 +244,7 @@ async fn server_order_picks_the_cipher_suite() {
             ..opts(&ca)
         };
         let what = format!("{:?} offering {:?}", c.setting, c.client);
-        let tls = tls_connect(p.proxy.inbound[&443], &o)
+        let tls = tls_connect(p.proxy.inbound()[&443], &o)
             .await
             .unwrap_or_else(|e| panic!("{what}: {e}"));
         let got = tls.get_ref().1.negotiated_cipher_suite().unwrap();
@@ -305,7 +305,7 @@ async fn min_and_max_protocol_versions() {
         let what = format!("{} with a client speaking {:?}", c.setting, c.client);
         match c.want {
             Ok(version) => {
-                let tls = tls_connect(p.proxy.inbound[&443], &o)
+                let tls = tls_connect(p.proxy.inbound()[&443], &o)
                     .await
                     .unwrap_or_else(|e| panic!("{what}: {e}"));
                 assert_eq!(
@@ -327,7 +327,7 @@ async fn min_and_max_protocol_versions() {
                 );
             }
             Err(reason) => {
-                let r = https_get(p.proxy.inbound[&443], &o, HOST, "/", &[]).await;
+                let r = https_get(p.proxy.inbound()[&443], &o, HOST, "/", &[]).await;
                 let e = r.expect_err(&what);
                 assert!(e.contains("ProtocolVersion"), "{what}: alert: {e}");
                 if wait_metric(&p, &failure_key(reason), 1.0).await != 1.0 {
@@ -372,7 +372,7 @@ async fn request_for_another_servers_host_on_a_connection_is_421() {
     ]) + &route_all("a", &["a.test"], a)
         + &route_all("b", &["b.test"], b);
     let p = start_ports(dir, &yaml, &[443], |_| {}).await;
-    let addr = p.proxy.inbound[&443];
+    let addr = p.proxy.inbound()[&443];
     for h2 in [true, false] {
         let o = ClientOpts {
             sni: Some("a.test".into()),

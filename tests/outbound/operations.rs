@@ -109,7 +109,7 @@ async fn reload_keeps_the_last_good_config() {
         "config.yaml",
         &yaml.replace("mode: SIMPLE", "mode: SIMPEL"),
     );
-    let err = p.proxy.reload().unwrap_err().to_string();
+    let err = p.proxy.reload().await.unwrap_err().to_string();
     assert!(
         err.contains("config.yaml")
             && err.contains("DestinationRule/default/external")
@@ -131,7 +131,7 @@ async fn reload_keeps_the_last_good_config() {
         "config.yaml",
         &yaml.replace(&format!("http: {}", up.addr.port()), "http: 1"),
     );
-    p.proxy.reload().unwrap();
+    p.proxy.reload().await.unwrap();
     assert_eq!(
         p.get(HOST, "/").await.status,
         503,
@@ -363,7 +363,7 @@ async fn shutdown_stops_the_workers_and_frees_the_ports() {
     let addr = p.proxy.outbound;
     p.proxy.shutdown();
     let started = std::time::Instant::now();
-    p.proxy.stopped(std::time::Duration::from_secs(10)).await;
+    p.proxy.stopped().await;
     assert!(
         started.elapsed() < std::time::Duration::from_secs(5),
         "idle workers stop at once, took {:?}",
@@ -392,7 +392,7 @@ async fn a_reload_moves_a_host_to_its_new_destination() {
     assert_eq!((a.handshakes(), b.handshakes()), (1, 0));
     let moved = egress_yaml(b.addr.port(), &simple(&p.path("ca.crt")));
     std::fs::write(p.config_path(), moved).unwrap();
-    p.proxy.reload().expect("the new config loads");
+    p.proxy.reload().await.expect("the new config loads");
     for _ in 0..3 {
         assert_eq!(p.get(HOST, "/").await.status, 200);
     }

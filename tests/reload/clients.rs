@@ -139,7 +139,7 @@ async fn client_ca_rotation_bundle_then_new_only() {
     ];
     let yaml = gateway_yaml(&tls, echo_service().await);
     let p = start(dir, &yaml, None).await;
-    let addr = p.proxy.inbound[&443];
+    let addr = p.proxy.inbound()[&443];
     let client = |ca: &DevCa, cn: &str| {
         let l = ca.issue(&LeafSpec::client(cn));
         ClientOpts {
@@ -224,7 +224,7 @@ async fn expired_replacement_is_refused_and_the_old_certificate_keeps_serving() 
         fingerprint(&expired.cert_pem).sha256,
     );
     let g = file_gateway(&ca, &old).await;
-    let addr = g.p.proxy.inbound[&443];
+    let addr = g.p.proxy.inbound()[&443];
     let opts = client_opts(&ca);
     let fail0 = refused_reloads(&g.p).await;
     let ok0 = g.p.metric(RELOAD_OK).await;
@@ -262,7 +262,7 @@ async fn config_naming_files_written_afterwards_is_picked_up_once_they_exist() {
         fingerprint(&new.cert_pem).sha256,
     );
     let g = file_gateway(&ca, &old).await;
-    let addr = g.p.proxy.inbound[&443];
+    let addr = g.p.proxy.inbound()[&443];
     let opts = client_opts(&ca);
     let fail0 = refused_reloads(&g.p).await;
 
@@ -319,7 +319,7 @@ async fn a_broken_credential_holds_back_only_its_own_server() {
         backend.port()
     );
     let p = start(dir, &yaml, None).await;
-    let addr = p.proxy.inbound[&443];
+    let addr = p.proxy.inbound()[&443];
     let opts_a = client_opts(&ca);
     let opts_b = ClientOpts {
         sni: Some(OTHER.into()),

@@ -204,7 +204,7 @@ async fn file_gateway(ca: &DevCa, leaf: &Leaf) -> FileGateway {
     let yaml = gateway_yaml(&tls, echo_service().await);
     let p = start(dir, &yaml, None).await;
     // Sanity: the first certificate serves.
-    let seen = probe(p.proxy.inbound[&443], &client_opts(ca))
+    let seen = probe(p.proxy.inbound()[&443], &client_opts(ca))
         .await
         .expect("the initial certificate serves");
     assert_eq!(seen.sha256, fingerprint(&leaf.cert_pem).sha256);

@@ -13,7 +13,7 @@ async fn server_rotation_under_continuous_load() {
     let new = ca.issue(&LeafSpec::server(&[HOST]));
     let (old_info, new_info) = (fingerprint(&old.cert_pem), fingerprint(&new.cert_pem));
     let g = file_gateway(&ca, &old).await;
-    let addr = g.p.proxy.inbound[&443];
+    let addr = g.p.proxy.inbound()[&443];
     let ok_before = g.p.metric(RELOAD_OK).await;
     let fail_before = refused_reloads(&g.p).await;
 
@@ -86,7 +86,7 @@ async fn mismatched_pair_between_the_renames_is_refused_then_the_pair_is_picked_
         fingerprint(&new.cert_pem).sha256,
     );
     let g = file_gateway(&ca, &old).await;
-    let addr = g.p.proxy.inbound[&443];
+    let addr = g.p.proxy.inbound()[&443];
     let fail0 = refused_reloads(&g.p).await;
     let ok0 = g.p.metric(RELOAD_OK).await;
 
@@ -148,7 +148,7 @@ async fn open_keepalive_connection_survives_rotation_with_old_certificate() {
         fingerprint(&new.cert_pem).sha256,
     );
     let g = file_gateway(&ca, &old).await;
-    let addr = g.p.proxy.inbound[&443];
+    let addr = g.p.proxy.inbound()[&443];
     let opts = client_opts(&ca);
 
     let tls = tls_connect(addr, &opts).await.unwrap();
@@ -251,7 +251,7 @@ async fn corrupt_key_is_refused_and_a_valid_pair_is_then_picked_up() {
         fingerprint(&new.cert_pem).sha256,
     );
     let g = file_gateway(&ca, &old).await;
-    let addr = g.p.proxy.inbound[&443];
+    let addr = g.p.proxy.inbound()[&443];
     let opts = client_opts(&ca);
     let fail0 = refused_reloads(&g.p).await;
     let ok0 = g.p.metric(RELOAD_OK).await;
@@ -296,7 +296,7 @@ async fn half_written_certificate_is_refused_then_picked_up_once_complete() {
         fingerprint(&new.cert_pem).sha256,
     );
     let g = file_gateway(&ca, &old).await;
-    let addr = g.p.proxy.inbound[&443];
+    let addr = g.p.proxy.inbound()[&443];
     let opts = client_opts(&ca);
     let fail0 = refused_reloads(&g.p).await;
     let ok0 = g.p.metric(RELOAD_OK).await;
@@ -396,7 +396,7 @@ async fn kubernetes_data_symlink_swap_rotates_without_failed_requests() {
     let tls = vec!["mode: SIMPLE".into(), "credentialName: gw-cred".into()];
     let yaml = gateway_yaml(&tls, echo_service().await);
     let p = start(dir, &yaml, Some(secrets)).await;
-    let addr = p.proxy.inbound[&443];
+    let addr = p.proxy.inbound()[&443];
     let opts = client_opts(&ca);
     assert_eq!(probe(addr, &opts).await.unwrap().sha256, old_sha);
     let ok0 = p.metric(RELOAD_OK).await;

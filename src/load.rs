@@ -1,0 +1,101 @@
+//! The load pipeline: config files → [`config`] → [`plan`] → [`creds`] →
+//! rustls server configs, all checked before anything is published.
+//!
+//! Synchronous (file reads, YAML, rustls builds): the reloader runs it off
+//! the async threads. Depends on nothing in the runtime.
+
+use std::collections::HashMap;
+use std::sync::Arc;
+
+use crate::bootstrap::Bootstrap;
+use crate::config::{self, Config};
+use crate::creds::{self, Credentials};
+use crate::plan::{self, Plan};
+
+/// Everything wrong with a configuration, one line per problem.
+#[derive(Debug, Clone)]
+pub struct LoadErrors(pub Vec<String>);
+
+impl std::fmt::Display for LoadErrors {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(&self.0.join("\n"))
+    }
+}
+
+impl std::error::Error for LoadErrors {}
+
+/// A fully checked configuration.
+pub struct Loaded {
+    /// The compiled plan.
+    pub plan: Plan,
+    /// The credentials it references, validated.
+    pub creds: Credentials,
+    /// rustls server configs per inbound server (keyed by its origin).
+    pub server_tls: HashMap<String, Arc<rustls::ServerConfig>>,
+}
+
+impl Loaded {
+    /// Warnings from compilation and credential loading.
+    pub fn warnings(&self) -> impl Iterator<Item = &String> {
+        self.plan.warnings.iter().chain(&self.creds.warnings)
+    }
+}
+
+/// Loads the bootstrap's config paths and checks everything. Documents
+/// that parse are compiled even when others do not, so every problem is
+/// reported in one go.
+pub fn load(bootstrap: &Bootstrap) -> Result<Loaded, LoadErrors> {
+    load_with(bootstrap, None)
+}
+
+/// [`load`], falling back per credential to `previous` (see
+/// [`creds::load_with_fallback`]).
+pub fn load_with(
+    bootstrap: &Bootstrap,
+    previous: Option<&Credentials>,
+) -> Result<Loaded, LoadErrors> {
+    let (config, parse_errors) = config::load_partial(&bootstrap.config_paths);
+    let mut errors: Vec<String> = parse_errors.0.iter().map(ToString::to_string).collect();
+    match check_with(&config, bootstrap, previous) {
+        Ok(loaded) if errors.is_empty() => return Ok(loaded),
+        Ok(_) => {}
+        Err(e) => errors.extend(e.0),
+    }
+    Err(LoadErrors(errors))
+}
+
+/// Compiles parsed config and loads its credentials.
+pub fn check(config: &Config, bootstrap: &Bootstrap) -> Result<Loaded, LoadErrors> {
+    check_with(config, bootstrap, None)
+}
+
+fn check_with(
+    config: &Config,
+    bootstrap: &Bootstrap,
+    previous: Option<&Credentials>,
+) -> Result<Loaded, LoadErrors> {
+    let plan = plan::compile(config, bootstrap)
+        .map_err(|e| LoadErrors(e.0.iter().map(ToString::to_string).collect()))?;
+    let creds = creds::load_with_fallback(&plan, config, bootstrap, previous)
+        .map_err(|e| LoadErrors(e.iter().map(ToString::to_string).collect()))?;
+    let mut server_tls = HashMap::new();
+    let mut errors = Vec::new();
+    for server in plan.inbound.listeners.iter().flat_map(|l| l.servers.iter()) {
+        if let Some(tls) = server.tls.as_ref().filter(|_| server.terminates()) {
+            match crate::tls::server::build(tls, server.protocol.is_http(), &creds) {
+                Ok(c) => {
+                    server_tls.insert(server.origin.clone(), c);
+                }
+                Err(e) => errors.push(e),
+            }
+        }
+    }
+    if !errors.is_empty() {
+        return Err(LoadErrors(errors));
+    }
+    Ok(Loaded {
+        plan,
+        creds,
+        server_tls,
+    })
+}

@@ -1,0 +1,157 @@
+//! The reloader: one task serves every reason to reload (a file change
+//! seen by the watcher, SIGHUP, a renewed workload certificate, a caller
+//! asking), one reload at a time.
+//!
+//! The load pipeline (file reads, YAML, compilation, rustls builds) runs on
+//! a blocking thread, so admin, stats and readiness keep answering while it
+//! runs. A new configuration is checked completely before it is published;
+//! then the running proxy is reconciled with it: listeners added are bound,
+//! removed ones stop accepting and drain, unchanged ones keep their sockets,
+//! and upstream pools and client configs no longer in use are evicted.
+//! Requests that arrive while a reload runs are served together by the next
+//! one, which starts after they were made.
+
+use std::sync::Arc;
+
+use tokio::sync::{mpsc, oneshot};
+use tokio_util::sync::CancellationToken;
+use tracing::{info, warn};
+
+use crate::load::{self, LoadErrors};
+use crate::metrics::ReloadLabels;
+use crate::runtime::state::State;
+use crate::runtime::workers::{self, Workers};
+
+/// Why a reload was asked for (for the log).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Cause {
+    /// The watcher saw config, certificate or Secret files change.
+    Files,
+    /// SIGHUP.
+    Signal,
+    /// The workload certificate was renewed.
+    Identity,
+    /// A caller asked (the API, tests).
+    Request,
+}
+
+type Reply = oneshot::Sender<Result<(), LoadErrors>>;
+
+/// Asks the reloader for reloads. Cheap to clone.
+#[derive(Clone)]
+pub struct Reloads(mpsc::UnboundedSender<(Cause, Option<Reply>)>);
+
+/// The reloader's end of [`Reloads`].
+pub struct Requests(mpsc::UnboundedReceiver<(Cause, Option<Reply>)>);
+
+/// A connected pair.
+pub fn channel() -> (Reloads, Requests) {
+    let (tx, rx) = mpsc::unbounded_channel();
+    (Reloads(tx), Requests(rx))
+}
+
+impl Reloads {
+    /// Asks for a reload without waiting for it.
+    pub fn trigger(&self, cause: Cause) {
+        let _ = self.0.send((cause, None));
+    }
+
+    /// Asks for a reload and waits for its result: a reload that started
+    /// after this call.
+    pub async fn reload(&self, cause: Cause) -> Result<(), LoadErrors> {
+        let (tx, rx) = oneshot::channel();
+        if self.0.send((cause, Some(tx))).is_err() {
+            return Err(LoadErrors(vec!["the proxy is shutting down".into()]));
+        }
+        rx.await
+            .unwrap_or_else(|_| Err(LoadErrors(vec!["the proxy is shutting down".into()])))
+    }
+}
+
+/// Serves reload requests until `shutdown`.
+pub async fn run(
+    mut requests: Requests,
+    state: Arc<State>,
+    workers: Arc<Workers>,
+    shutdown: CancellationToken,
+) {
+    loop {
+        let first = tokio::select! {
+            r = requests.0.recv() => match r { Some(r) => r, None => return },
+            () = shutdown.cancelled() => return,
+        };
+        // Everything asked for until now is served by this one reload.
+        let mut asked = vec![first];
+        while let Ok(more) = requests.0.try_recv() {
+            asked.push(more);
+        }
+        let causes: Vec<Cause> = asked.iter().map(|(c, _)| *c).collect();
+        let result = reload(&state, &workers, &causes).await;
+        for (_, reply) in asked {
+            if let Some(reply) = reply {
+                let _ = reply.send(result.clone());
+            }
+        }
+    }
+}
+
+/// One reload: load off the async threads, then publish and reconcile, or
+/// keep the last good configuration and say why.
+async fn reload(state: &Arc<State>, workers: &Workers, causes: &[Cause]) -> Result<(), LoadErrors> {
+    let label = |r| ReloadLabels { result: r };
+    let previous = state.snapshot();
+    let bootstrap = state.bootstrap.clone();
+    let prev = previous.clone();
+    let loaded =
+        tokio::task::spawn_blocking(move || load::load_with(&bootstrap, Some(&prev.creds)))
+            .await
+            .unwrap_or_else(|e| Err(LoadErrors(vec![format!("the load failed: {e}")])));
+    let loaded = match loaded {
+        Ok(l) => l,
+        Err(e) => {
+            state
+                .metrics
+                .config_reloads
+                .get_or_create(&label("failure"))
+                .inc();
+            state.metrics.config_stale.set(1);
+            for line in &e.0 {
+                warn!("reload refused, keeping the last good configuration: {line}");
+            }
+            return Err(e);
+        }
+    };
+    for w in loaded.warnings() {
+        warn!("{w}");
+    }
+    state.metrics.set_certificates(&loaded.creds);
+    state
+        .metrics
+        .count_rotations(&previous.creds, &loaded.creds);
+    drop(previous);
+    let stale = !loaded.creds.stale.is_empty();
+    let want = workers::desired(&loaded.plan, &state.bootstrap);
+    let generation = state.publish(loaded);
+    let changes = workers.reconcile(&want).await;
+    state.upstreams.evict(generation);
+    let result = if stale || !changes.failed.is_empty() {
+        "partial"
+    } else {
+        "success"
+    };
+    state
+        .metrics
+        .config_reloads
+        .get_or_create(&label(result))
+        .inc();
+    state.metrics.config_stale.set(i64::from(stale));
+    info!(
+        generation,
+        ?causes,
+        listeners_added = changes.added.len(),
+        listeners_removed = changes.removed.len(),
+        listeners_failed = changes.failed.len(),
+        "configuration reloaded"
+    );
+    Ok(())
+}

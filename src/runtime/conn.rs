@@ -1,0 +1,300 @@
+//! One lifecycle for every accepted connection: the accept loop (connection
+//! limit, accept-error backoff), and the [`Connection`] guard each
+//! connection holds, whose `Drop` writes the connection's access-log line
+//! and close metrics however the connection ends (early return, error,
+//! cancellation at the drain limit).
+//!
+//! A connection's guard is shared (`Arc`) with anything the connection
+//! spawns (a CONNECT tunnel, an upgraded WebSocket), so the record and the
+//! connection permit are released only when the last part is done.
+
+use std::future::Future;
+use std::net::SocketAddr;
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, Instant};
+
+use tokio::net::{TcpListener, TcpStream};
+use tokio::sync::{OwnedSemaphorePermit, Semaphore};
+use tokio_util::sync::CancellationToken;
+use tracing::info;
+
+use super::drain::Drain;
+use super::tls_fact::TlsFact;
+use crate::metrics::{ListenerLabels, Metrics, TcpLabels};
+
+/// Most connections one listener serves at once on one worker; more wait
+/// in the backlog.
+pub const MAX_CONNECTIONS: usize = 10_000;
+
+/// What kind of traffic a listener carries (the `reporter` of its records).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Direction {
+    /// From the local app (Istio's `source` reporter).
+    Outbound,
+    /// To the local app or a Gateway destination (`destination`).
+    Inbound,
+    /// The proxy's own admin, stats and readiness ports.
+    Admin,
+}
+
+impl Direction {
+    /// Istio's `reporter` label.
+    pub fn reporter(self) -> &'static str {
+        match self {
+            Direction::Outbound => "source",
+            Direction::Inbound => "destination",
+            Direction::Admin => "admin",
+        }
+    }
+}
+
+/// What every connection of one listener shares.
+pub struct Listener {
+    /// Metric label: Envoy's `ip_port` of the bound address for inbound
+    /// listeners, the role for the others.
+    pub label: Arc<str>,
+    /// The config port (Gateway / Sidecar port; the bound port otherwise).
+    pub port: u16,
+    /// The Gateway server `bind`, if any.
+    pub bind: Option<String>,
+    /// Traffic direction.
+    pub direction: Direction,
+    /// Cancelled when the listener is removed or the proxy shuts down:
+    /// stop accepting, and HTTP connections finish gracefully.
+    pub stop: CancellationToken,
+    limit: Arc<Semaphore>,
+}
+
+impl Listener {
+    /// A listener whose connections stop with `stop`.
+    pub fn new(
+        label: Arc<str>,
+        port: u16,
+        bind: Option<String>,
+        direction: Direction,
+        stop: CancellationToken,
+    ) -> Listener {
+        Listener {
+            label,
+            port,
+            bind,
+            direction,
+            stop,
+            limit: Arc::new(Semaphore::new(MAX_CONNECTIONS)),
+        }
+    }
+}
+
+/// Accepts on `socket` until the listener stops, handing each connection
+/// with its guard to `handler`, run as a task of `drain`. The connection
+/// limit bounds what one listener can hold; accept errors (EMFILE, ...)
+/// back off instead of spinning.
+pub async fn accept_loop<F, Fut>(
+    socket: TcpListener,
+    listener: Arc<Listener>,
+    metrics: Arc<Metrics>,
+    drain: Drain,
+    handler: F,
+) where
+    F: Fn(TcpStream, Arc<Connection>) -> Fut,
+    Fut: Future<Output = ()> + Send + 'static,
+{
+    let mut backoff = Duration::from_millis(5);
+    loop {
+        let permit = tokio::select! {
+            () = listener.stop.cancelled() => return,
+            p = listener.limit.clone().acquire_owned() => match p { Ok(p) => p, Err(_) => return },
+        };
+        let (stream, peer) = tokio::select! {
+            () = listener.stop.cancelled() => return,
+            r = socket.accept() => match r {
+                Ok(x) => { backoff = Duration::from_millis(5); x }
+                Err(e) => {
+                    tracing::warn!(error = %e, listener = %listener.label, "accept failed");
+                    tokio::time::sleep(backoff).await;
+                    backoff = (backoff * 2).min(Duration::from_secs(1));
+                    continue;
+                }
+            },
+        };
+        let conn = Arc::new(Connection::new(
+            listener.clone(),
+            peer,
+            metrics.clone(),
+            drain.clone(),
+            permit,
+        ));
+        drain.spawn(handler(stream, conn));
+    }
+}
+
+/// How a connection ended, when not simply closed by either side.
+#[derive(Debug, Default)]
+struct Facts {
+    tls: TlsFact,
+    /// `destination_service` of spliced (TCP-level) traffic.
+    destination: Option<Arc<str>>,
+    /// Endpoints used, for the log.
+    upstream: Option<String>,
+    /// Why the connection was closed by the proxy; empty otherwise.
+    flag: &'static str,
+    /// Whether bytes were spliced (tunnel, upgrade, passthrough, TCP):
+    /// counted in Istio's TCP metrics.
+    spliced: bool,
+}
+
+/// One accepted connection. Dropped when the connection and everything it
+/// spawned are done; the drop writes its access-log line and metrics.
+pub struct Connection {
+    /// The listener it arrived on.
+    pub listener: Arc<Listener>,
+    /// The client's address.
+    pub peer: SocketAddr,
+    /// The worker's tasks and shutdown signals.
+    pub drain: Drain,
+    metrics: Arc<Metrics>,
+    started: Instant,
+    /// Bytes read from the client.
+    received: AtomicU64,
+    /// Bytes written to the client.
+    sent: AtomicU64,
+    /// HTTP requests served.
+    requests: AtomicU64,
+    facts: Mutex<Facts>,
+    _permit: OwnedSemaphorePermit,
+}
+
+impl Connection {
+    fn new(
+        listener: Arc<Listener>,
+        peer: SocketAddr,
+        metrics: Arc<Metrics>,
+        drain: Drain,
+        permit: OwnedSemaphorePermit,
+    ) -> Connection {
+        let labels = ListenerLabels {
+            listener: listener.label.clone(),
+        };
+        metrics.downstream_connections.get_or_create(&labels).inc();
+        metrics
+            .downstream_connections_active
+            .get_or_create(&labels)
+            .inc();
+        Connection {
+            listener,
+            peer,
+            drain,
+            metrics,
+            started: Instant::now(),
+            received: AtomicU64::new(0),
+            sent: AtomicU64::new(0),
+            requests: AtomicU64::new(0),
+            facts: Mutex::new(Facts::default()),
+            _permit: permit,
+        }
+    }
+
+    /// The proxy's metrics.
+    pub fn metrics(&self) -> &Metrics {
+        &self.metrics
+    }
+
+    /// Records the connection's TLS outcome.
+    pub fn set_tls(&self, tls: TlsFact) {
+        self.facts().tls = tls;
+    }
+
+    /// The connection's TLS outcome so far.
+    pub fn tls(&self) -> TlsFact {
+        self.facts().tls.clone()
+    }
+
+    /// Records why the proxy closed the connection (a stable reason).
+    pub fn set_flag(&self, flag: &'static str) {
+        self.facts().flag = flag;
+    }
+
+    /// Marks the connection as spliced to `destination` (`upstream` for the
+    /// log) and counts it in Istio's TCP metrics.
+    pub fn spliced(&self, destination: Arc<str>, upstream: String) {
+        self.metrics
+            .tcp_opened
+            .get_or_create(&TcpLabels {
+                reporter: self.listener.direction.reporter(),
+                destination_service: destination.clone(),
+            })
+            .inc();
+        let mut f = self.facts();
+        f.destination = Some(destination);
+        f.upstream = Some(upstream);
+        f.spliced = true;
+    }
+
+    /// Counters for bytes from (`received`) and to (`sent`) the client.
+    pub fn byte_counters(&self) -> (&AtomicU64, &AtomicU64) {
+        (&self.received, &self.sent)
+    }
+
+    /// Counts one HTTP request on this connection.
+    pub fn count_request(&self) {
+        self.requests.fetch_add(1, Ordering::Relaxed);
+    }
+
+    fn facts(&self) -> std::sync::MutexGuard<'_, Facts> {
+        self.facts.lock().unwrap_or_else(|p| p.into_inner())
+    }
+}
+
+impl Drop for Connection {
+    fn drop(&mut self) {
+        let labels = ListenerLabels {
+            listener: self.listener.label.clone(),
+        };
+        self.metrics
+            .downstream_connections_active
+            .get_or_create(&labels)
+            .dec();
+        let facts = std::mem::take(self.facts.get_mut().unwrap_or_else(|p| p.into_inner()));
+        let received = *self.received.get_mut();
+        let sent = *self.sent.get_mut();
+        if facts.spliced {
+            let labels = TcpLabels {
+                reporter: self.listener.direction.reporter(),
+                destination_service: facts.destination.clone().unwrap_or_else(|| "-".into()),
+            };
+            self.metrics.tcp_closed.get_or_create(&labels).inc();
+            self.metrics
+                .tcp_received_bytes
+                .get_or_create(&labels)
+                .inc_by(received);
+            self.metrics
+                .tcp_sent_bytes
+                .get_or_create(&labels)
+                .inc_by(sent);
+        }
+        if !access_log_on() {
+            return;
+        }
+        info!(
+            target: "access",
+            reporter = self.listener.direction.reporter(),
+            listener = %self.listener.label,
+            peer = %self.peer,
+            tls = %facts.tls,
+            destination = %facts.destination.as_deref().unwrap_or("-"),
+            upstream = %facts.upstream.as_deref().unwrap_or("-"),
+            requests = *self.requests.get_mut(),
+            bytes_received = received,
+            bytes_sent = sent,
+            flag = facts.flag,
+            duration_ms = self.started.elapsed().as_millis() as u64,
+            "connection"
+        );
+    }
+}
+
+/// Whether access-log lines are written (`info` for target `access`).
+pub fn access_log_on() -> bool {
+    tracing::enabled!(target: "access", tracing::Level::INFO)
+}

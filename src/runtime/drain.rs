@@ -1,0 +1,110 @@
+//! One shutdown for every task a worker runs: connection tasks (and what
+//! they spawn: tunnels, upgrades, splices) and the tasks that drive pooled
+//! upstream connections.
+//!
+//! At shutdown listeners stop accepting and HTTP connections finish their
+//! current request (graceful); whatever is still open when the drain limit
+//! (`terminationDrainDuration`, one setting in the bootstrap) has passed is
+//! closed, which drops its guards, so it is still logged and counted. Then
+//! the pooled upstream connections are closed.
+
+use std::future::Future;
+use std::time::Duration;
+
+use tokio_util::sync::CancellationToken;
+use tokio_util::task::TaskTracker;
+
+/// A worker's tasks and the signals that end them. Cheap to clone.
+#[derive(Clone)]
+pub struct Drain {
+    /// Connection tasks and everything they spawn.
+    tasks: TaskTracker,
+    /// Tasks driving pooled upstream connections.
+    upstream: TaskTracker,
+    /// Cancelled at shutdown: stop accepting, finish gracefully.
+    shutdown: CancellationToken,
+    /// Cancelled when the drain limit has passed: close what is left.
+    force: CancellationToken,
+    /// Cancelled once connections are gone: close pooled upstreams.
+    upstream_stop: CancellationToken,
+    /// How long connections may finish after shutdown.
+    limit: Duration,
+}
+
+impl Drain {
+    /// A drain that starts when `shutdown` is cancelled and closes what is
+    /// left after `limit`.
+    pub fn new(shutdown: CancellationToken, limit: Duration) -> Drain {
+        Drain {
+            tasks: TaskTracker::new(),
+            upstream: TaskTracker::new(),
+            shutdown,
+            force: CancellationToken::new(),
+            upstream_stop: CancellationToken::new(),
+            limit,
+        }
+    }
+
+    /// Cancelled when shutdown begins.
+    pub fn shutdown(&self) -> &CancellationToken {
+        &self.shutdown
+    }
+
+    /// Runs connection work `fut` as a tracked task; it is dropped (its
+    /// guards write their records) if still running at the drain limit.
+    pub fn spawn<F>(&self, fut: F)
+    where
+        F: Future<Output = ()> + Send + 'static,
+    {
+        let force = self.force.clone();
+        self.tasks.spawn(async move {
+            tokio::select! {
+                () = fut => {}
+                () = force.cancelled() => {}
+            }
+        });
+    }
+
+    /// Runs the task driving an upstream connection; it ends with the
+    /// connection, or once every downstream connection is gone after
+    /// shutdown.
+    pub fn spawn_upstream<F>(&self, fut: F)
+    where
+        F: Future + Send + 'static,
+    {
+        let stop = self.upstream_stop.clone();
+        self.upstream.spawn(async move {
+            tokio::select! {
+                _ = fut => {}
+                () = stop.cancelled() => {}
+            }
+        });
+    }
+
+    /// Connection tasks still running.
+    pub fn connections(&self) -> usize {
+        self.tasks.len()
+    }
+
+    /// Waits for shutdown, then drains: connections get up to the limit,
+    /// then the rest are closed, then the upstream connections.
+    pub async fn run(self) {
+        self.shutdown.cancelled().await;
+        self.tasks.close();
+        if tokio::time::timeout(self.limit, self.tasks.wait())
+            .await
+            .is_err()
+        {
+            tracing::info!(
+                open = self.tasks.len(),
+                limit = ?self.limit,
+                "drain limit reached; closing the remaining connections"
+            );
+            self.force.cancel();
+            self.tasks.wait().await;
+        }
+        self.upstream_stop.cancel();
+        self.upstream.close();
+        self.upstream.wait().await;
+    }
+}

@@ -1,0 +1,338 @@
+//! One HTTP exchange, the same for both directions: the request's record
+//! (a guard that counts and logs it however it ends), the prepared
+//! destination lookup, shaping the request for the upstream's HTTP
+//! version, sending it, shaping the response, and turning failures into
+//! responses with a stable reason.
+
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use http::header::{self, HeaderValue};
+use http::{Request, Response, StatusCode, Uri};
+use hyper::body::Incoming;
+use tracing::{info, warn};
+
+use super::conn::Connection;
+use super::http::{Body, boxed, local_response, strip_hop_by_hop};
+use super::prepared::{Destination, Prepared, PreparedKey};
+use super::state::{Snapshot, State};
+use super::upstream::UpstreamError;
+use crate::metrics::RequestLabels;
+use crate::plan::TlsMode;
+use crate::tls::FailureReason;
+
+/// What a request handler works with: the shared state, the configuration
+/// the connection took when it was accepted, and the connection itself.
+pub struct Ctx {
+    /// Shared state.
+    pub state: Arc<State>,
+    /// The configuration this connection serves under.
+    pub snapshot: Arc<Snapshot>,
+    /// The connection's guard.
+    pub conn: Arc<Connection>,
+}
+
+/// What one request turned into, for the access log and metrics.
+pub struct Outcome {
+    /// `destination_service` label.
+    pub destination: Arc<str>,
+    /// Status sent downstream (0: none, the client went away).
+    pub status: u16,
+    /// Error reason, empty on success.
+    pub flag: &'static str,
+    /// Endpoints used, for the log.
+    pub upstream: Option<String>,
+}
+
+impl Outcome {
+    /// A locally answered request.
+    pub fn local(destination: &str, status: StatusCode, flag: &'static str) -> Outcome {
+        Outcome {
+            destination: destination.into(),
+            status: status.as_u16(),
+            flag,
+            upstream: None,
+        }
+    }
+
+    /// A response relayed from `dest`.
+    pub fn relayed(dest: &Destination, status: StatusCode) -> Outcome {
+        Outcome {
+            destination: dest.label.clone(),
+            status: status.as_u16(),
+            flag: "",
+            upstream: super::conn::access_log_on().then(|| dest.describe()),
+        }
+    }
+}
+
+/// A response with its outcome.
+pub struct Reply {
+    /// Sent to the client.
+    pub resp: Response<Body>,
+    /// Recorded.
+    pub outcome: Outcome,
+}
+
+impl Reply {
+    /// A locally generated response (reason in `x-meshgate-error`).
+    pub fn local(status: StatusCode, reason: &'static str, message: String) -> Reply {
+        Reply {
+            resp: local_response(status, reason, message),
+            outcome: Outcome::local("-", status, reason),
+        }
+    }
+}
+
+/// The flag of a request whose client went away before the response.
+pub const DOWNSTREAM_DISCONNECT: &str = "downstream_disconnect";
+
+/// One request in flight. Dropped when the handler is done or cancelled
+/// (the client went away); the drop counts and logs it.
+pub struct RequestRecord<'a> {
+    conn: &'a Connection,
+    started: Instant,
+    /// Method and path, kept only when the access log is on.
+    line: Option<(http::Method, String)>,
+    outcome: Option<Outcome>,
+}
+
+impl<'a> RequestRecord<'a> {
+    /// Notes the start of `req` on `conn`.
+    pub fn start<B>(conn: &'a Connection, req: &Request<B>) -> RequestRecord<'a> {
+        conn.count_request();
+        RequestRecord {
+            conn,
+            started: Instant::now(),
+            line: super::conn::access_log_on()
+                .then(|| (req.method().clone(), req.uri().path().to_string())),
+            outcome: None,
+        }
+    }
+
+    /// Records the outcome and hands back the response.
+    pub fn finish(&mut self, reply: Reply) -> Response<Body> {
+        self.outcome = Some(reply.outcome);
+        reply.resp
+    }
+}
+
+impl Drop for RequestRecord<'_> {
+    fn drop(&mut self) {
+        let outcome = self.outcome.take().unwrap_or_else(|| Outcome {
+            destination: "-".into(),
+            status: 0,
+            flag: DOWNSTREAM_DISCONNECT,
+            upstream: None,
+        });
+        let elapsed = self.started.elapsed();
+        let reporter = self.conn.listener.direction.reporter();
+        let metrics = self.conn.metrics();
+        let labels = RequestLabels {
+            reporter,
+            destination_service: outcome.destination.clone(),
+            response_code: outcome.status,
+            response_flags: outcome.flag,
+            connection_security_policy: self.conn.tls().security_policy(),
+        };
+        metrics.requests.get_or_create(&labels).inc();
+        metrics
+            .request_duration
+            .get_or_create(&labels)
+            .observe(elapsed.as_secs_f64() * 1000.0);
+        let Some((method, path)) = &self.line else {
+            return;
+        };
+        info!(
+            target: "access",
+            reporter,
+            method = %method,
+            path = %path,
+            destination = %outcome.destination,
+            upstream = %outcome.upstream.as_deref().unwrap_or("-"),
+            status = outcome.status,
+            flag = outcome.flag,
+            duration_ms = elapsed.as_millis() as u64,
+            "request"
+        );
+    }
+}
+
+/// A destination chosen for a request: what to prepare, and whether the
+/// preparation may be reused by later requests with the same key.
+pub struct Choice {
+    /// Where the request goes.
+    pub dest: Destination,
+    /// The route's timeout.
+    pub timeout: Option<Duration>,
+    /// Whether later requests with the same key go to the same place
+    /// (weighted and passthrough choices are not kept).
+    pub cacheable: bool,
+}
+
+impl Ctx {
+    /// The prepared destination for `key`: from this worker's cache, or
+    /// chosen by `choose`, prepared and (when cacheable) cached. `Err` is
+    /// the reply when the request cannot go anywhere.
+    pub fn prepared(
+        &self,
+        key: PreparedKey<'_>,
+        authority: &str,
+        choose: impl FnOnce() -> Result<Choice, Box<Reply>>,
+    ) -> Result<Arc<Prepared>, Box<Reply>> {
+        let generation = self.snapshot.generation;
+        if let Some(p) = self.state.prepared.get(generation, key) {
+            return Ok(p);
+        }
+        let choice = choose()?;
+        let prepared = Prepared::new(
+            &self.state.upstreams,
+            &self.snapshot.creds,
+            generation,
+            choice.dest,
+            choice.timeout,
+        )
+        .map_err(|(dest, e)| Box::new(self.failure(e, &dest, authority)))?;
+        let prepared = Arc::new(prepared);
+        if choice.cacheable {
+            self.state
+                .prepared
+                .insert(generation, key, prepared.clone());
+        }
+        Ok(prepared)
+    }
+
+    /// Sends `req` to `prepared` over a pooled or new connection, within
+    /// the route's timeout; failures become the reply.
+    pub async fn send(
+        &self,
+        prepared: &Prepared,
+        req: Request<Body>,
+        authority: &str,
+    ) -> Result<Response<Incoming>, Box<Reply>> {
+        let pick = self.state.next();
+        let send = self.state.upstreams.send(
+            &prepared.spec,
+            req,
+            pick,
+            self.snapshot.generation,
+            &self.conn.drain,
+        );
+        let result = match prepared.timeout {
+            Some(t) => tokio::time::timeout(t, send)
+                .await
+                .unwrap_or(Err(UpstreamError::RouteTimeout(t))),
+            None => send.await,
+        };
+        result.map_err(|e| Box::new(self.failure(e, &prepared.dest, authority)))
+    }
+
+    /// The reply for a failed upstream step: 503 (504 for a route timeout)
+    /// with the reason in `x-meshgate-error`; details only in the log; TLS
+    /// failures counted.
+    pub fn failure(&self, e: UpstreamError, dest: &Destination, authority: &str) -> Reply {
+        let reason = e.reason();
+        let direction = match self.conn.listener.direction {
+            super::conn::Direction::Outbound => "outbound",
+            _ => "inbound",
+        };
+        if reason.is_tls() {
+            self.state.metrics.tls_failure(direction, reason);
+        }
+        warn!(
+            reason = reason.as_str(),
+            destination = %dest.label,
+            upstream = %dest.describe(),
+            detail = %e,
+            "upstream request failed"
+        );
+        let (status, msg) = match reason {
+            FailureReason::RequestTimeout => (
+                StatusCode::GATEWAY_TIMEOUT,
+                format!("meshgate: upstream {authority} did not answer within the route timeout"),
+            ),
+            r if r.is_tls() => (
+                StatusCode::SERVICE_UNAVAILABLE,
+                format!(
+                    "meshgate: TLS handshake with upstream {authority} failed: {r}; the proxy log has the details"
+                ),
+            ),
+            r => (
+                StatusCode::SERVICE_UNAVAILABLE,
+                format!(
+                    "meshgate: connection to upstream {authority} failed: {r}; the proxy log has the details"
+                ),
+            ),
+        };
+        Reply {
+            resp: local_response(status, reason.as_str(), msg),
+            outcome: Outcome {
+                destination: dest.label.clone(),
+                status: status.as_u16(),
+                flag: reason.as_str(),
+                upstream: super::conn::access_log_on().then(|| dest.describe()),
+            },
+        }
+    }
+}
+
+/// Sets the request target for the upstream's HTTP version: HTTP/2 carries
+/// scheme and `authority` in the URI and no `Host`; HTTP/1.1 gets
+/// origin-form and `Host: authority` (kept as sent when it already says
+/// so). The caller has removed hop-by-hop headers (before adding its own).
+pub fn shape_request(
+    parts: &mut http::request::Parts,
+    authority: &str,
+    path_and_query: &str,
+    dest: &Destination,
+) -> Result<(), Box<Reply>> {
+    let bad = |what: &str| {
+        Box::new(Reply::local(
+            StatusCode::BAD_REQUEST,
+            "bad_request",
+            format!("meshgate: {what}"),
+        ))
+    };
+    if dest.policy.h2 {
+        let scheme = if dest.policy.tls.mode == TlsMode::Disable {
+            "http"
+        } else {
+            "https"
+        };
+        parts.uri = Uri::builder()
+            .scheme(scheme)
+            .authority(authority)
+            .path_and_query(path_and_query)
+            .build()
+            .map_err(|_| bad("invalid request target"))?;
+        parts.headers.remove(header::HOST);
+        parts.version = http::Version::HTTP_2;
+        return Ok(());
+    }
+    if parts.uri.scheme().is_some()
+        || parts.uri.path_and_query().map(|p| p.as_str()) != Some(path_and_query)
+    {
+        parts.uri = path_and_query
+            .parse()
+            .map_err(|_| bad("invalid request target"))?;
+    }
+    let host = parts.headers.get(header::HOST).map(HeaderValue::as_bytes);
+    if host != Some(authority.as_bytes()) {
+        let v = HeaderValue::from_str(authority).map_err(|_| bad("invalid authority"))?;
+        parts.headers.insert(header::HOST, v);
+    }
+    parts.version = http::Version::HTTP_11;
+    Ok(())
+}
+
+/// The upstream's response for the client: hop-by-hop headers removed, in
+/// the client's HTTP version.
+pub fn shape_response(
+    resp: Response<Incoming>,
+    version: http::Version,
+) -> (http::response::Parts, Body) {
+    let (mut parts, body) = resp.into_parts();
+    strip_hop_by_hop(&mut parts.headers);
+    parts.version = version;
+    (parts, boxed(body))
+}

@@ -1,0 +1,100 @@
+//! The state every listener and connection shares: the configuration in
+//! force (a [`Snapshot`] behind an `ArcSwap`), metrics, upstream pools and
+//! prepared destinations.
+
+use std::collections::HashMap;
+use std::sync::Arc;
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
+
+use arc_swap::ArcSwap;
+
+use super::prepared::PreparedCache;
+use super::upstream::Upstreams;
+use crate::bootstrap::Bootstrap;
+use crate::creds::Credentials;
+use crate::load::Loaded;
+use crate::metrics::Metrics;
+use crate::plan::Plan;
+
+/// One consistent configuration: plan plus the credentials it references.
+pub struct Snapshot {
+    /// The compiled plan.
+    pub plan: Arc<Plan>,
+    /// Loaded, validated credentials.
+    pub creds: Arc<Credentials>,
+    /// rustls server configs per inbound server (keyed by its origin).
+    pub server_tls: HashMap<String, Arc<rustls::ServerConfig>>,
+    /// Increments on every successful reload; keys TLS config caches.
+    pub generation: u64,
+}
+
+/// State shared by every listener and connection.
+pub struct State {
+    /// Listener settings and limits.
+    pub bootstrap: Bootstrap,
+    /// The configuration in force.
+    snapshot: ArcSwap<Snapshot>,
+    /// Metrics registry.
+    pub metrics: Arc<Metrics>,
+    /// Upstream connections and TLS configs.
+    pub upstreams: Upstreams,
+    /// Destinations prepared under the configuration in force.
+    pub prepared: PreparedCache,
+    /// Set once every listener is bound and the config is loaded.
+    pub ready: AtomicBool,
+    /// Round-robin / weighted-route counter.
+    pub counter: AtomicU64,
+}
+
+impl State {
+    /// New state around a first good configuration.
+    pub fn new(bootstrap: Bootstrap, loaded: Loaded, metrics: Arc<Metrics>) -> State {
+        let shards = bootstrap.workers() + 1;
+        State {
+            bootstrap,
+            snapshot: ArcSwap::from_pointee(Snapshot {
+                plan: Arc::new(loaded.plan),
+                creds: Arc::new(loaded.creds),
+                server_tls: loaded.server_tls,
+                generation: 0,
+            }),
+            upstreams: Upstreams::new(metrics.clone(), shards),
+            prepared: PreparedCache::new(shards),
+            metrics,
+            ready: AtomicBool::new(false),
+            counter: AtomicU64::new(0),
+        }
+    }
+
+    /// The configuration in force.
+    pub fn snapshot(&self) -> Arc<Snapshot> {
+        self.snapshot.load_full()
+    }
+
+    /// Puts a new configuration in force for new connections; returns its
+    /// generation.
+    pub fn publish(&self, loaded: Loaded) -> u64 {
+        let generation = self.snapshot.load().generation + 1;
+        self.snapshot.store(Arc::new(Snapshot {
+            plan: Arc::new(loaded.plan),
+            creds: Arc::new(loaded.creds),
+            server_tls: loaded.server_tls,
+            generation,
+        }));
+        generation
+    }
+
+    /// Next value of the shared counter (round robin over endpoints).
+    pub fn next(&self) -> u64 {
+        self.counter.fetch_add(1, Ordering::Relaxed)
+    }
+
+    /// A well-mixed value for weighted choices, so a 50/50 split alternates
+    /// request by request instead of in runs (splitmix64 of the counter).
+    pub fn random(&self) -> u64 {
+        let mut z = self.next().wrapping_add(0x9e37_79b9_7f4a_7c15);
+        z = (z ^ (z >> 30)).wrapping_mul(0xbf58_476d_1ce4_e5b9);
+        z = (z ^ (z >> 27)).wrapping_mul(0x94d0_49bb_1331_11eb);
+        z ^ (z >> 31)
+    }
+}
