@@ -7,21 +7,26 @@
 //! only tune behaviour. Pure: no sockets, no tokio, no rustls objects, so
 //! `meshgate validate` runs exactly the code the proxy runs.
 
+mod diagnostics;
 pub mod duration;
 pub mod host;
 pub mod inbound;
 pub mod outbound;
+mod port;
 pub mod route;
 mod rule;
 pub mod tls;
+mod weighted;
 
 use serde::Serialize;
 
 use crate::bootstrap::Bootstrap;
-use crate::config::{Config, ConfigError, ConfigErrors, Source};
+use crate::config::{Config, ConfigErrors};
+use diagnostics::{Diagnostics, MeshIdentity};
 
 pub use outbound::{Decision, OutboundPlan, Target};
 pub use tls::{ClientTlsPlan, CredentialRef, IdentitySource, TlsMode, TrustSource};
+pub use weighted::pick_weighted;
 
 /// The whole compiled configuration. Shared behind `Arc`; never mutated.
 #[derive(Debug, Clone, Serialize)]
@@ -33,24 +38,6 @@ pub struct Plan {
     /// Findings that do not stop the proxy (unsupported tuning fields,
     /// `insecureSkipVerify`, skipped kinds).
     pub warnings: Vec<String>,
-}
-
-/// A weighted choice: `pick` (any counter or random value) modulo the total
-/// weight selects an item; with no weights, the first item.
-pub fn pick_weighted<T>(items: &[T], weight: impl Fn(&T) -> u32, pick: u64) -> Option<&T> {
-    let total: u64 = items.iter().map(|i| u64::from(weight(i))).sum();
-    if total == 0 {
-        return items.first();
-    }
-    let mut n = pick % total;
-    for item in items {
-        let w = u64::from(weight(item));
-        if n < w {
-            return Some(item);
-        }
-        n -= w;
-    }
-    items.last()
 }
 
 impl Plan {
@@ -97,43 +84,6 @@ impl Plan {
     }
 }
 
-/// Collects errors and warnings while compiling, with the few bootstrap
-/// facts compilation depends on.
-#[derive(Default)]
-pub(crate) struct Diagnostics {
-    pub errors: Vec<ConfigError>,
-    pub warnings: Vec<String>,
-    /// The workload's mesh identity, when configured (for ISTIO_MUTUAL).
-    pub mesh: Option<MeshIdentity>,
-}
-
-/// Where the workload's mesh identity lives and its trust domain.
-#[derive(Debug, Clone)]
-pub(crate) struct MeshIdentity {
-    /// Istio's file-mounted layout: cert-chain.pem, key.pem, root-cert.pem.
-    pub dir: std::path::PathBuf,
-    /// SPIFFE trust domain.
-    pub trust_domain: String,
-    /// The local app, for the mesh inbound listener.
-    pub app_addr: Option<std::net::SocketAddr>,
-}
-
-impl Diagnostics {
-    pub fn error(&mut self, source: &Source, field: impl Into<String>, reason: impl Into<String>) {
-        self.errors.push(ConfigError {
-            file: source.file.clone(),
-            line: source.line,
-            resource: Some(source.resource()),
-            field: Some(field.into()),
-            reason: reason.into(),
-        });
-    }
-
-    pub fn warn(&mut self, source: &Source, field: &str, reason: impl std::fmt::Display) {
-        self.warnings.push(format!("{source}: {field}: {reason}"));
-    }
-}
-
 /// Compiles parsed resources into a plan, or returns every error found.
 pub fn compile(config: &Config, bootstrap: &Bootstrap) -> Result<Plan, ConfigErrors> {
     let mut diag = Diagnostics {
@@ -145,8 +95,8 @@ pub fn compile(config: &Config, bootstrap: &Bootstrap) -> Result<Plan, ConfigErr
         }),
         ..Default::default()
     };
-    let outbound = outbound::compile(config, bootstrap, &mut diag);
-    let inbound = inbound::compile(config, &mut diag);
+    let outbound = outbound::compile::compile(config, bootstrap, &mut diag);
+    let inbound = inbound::compile::compile(config, &mut diag);
     if diag.errors.is_empty() {
         Ok(Plan {
             outbound,

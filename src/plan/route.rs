@@ -223,7 +223,7 @@ impl HttpRoutePlan {
     /// Weighted choice among destinations; `pick` is any counter value
     /// (`pick % total weight`). All weights 0 → the first destination.
     pub fn pick(&self, pick: u64) -> Option<&RouteDestinationPlan> {
-        super::pick_weighted(&self.destinations, |d| d.weight, pick)
+        super::weighted::pick_weighted(&self.destinations, |d| d.weight, pick)
     }
 }
 
@@ -477,9 +477,7 @@ mod opt_secs {
     }
 }
 
-mod compile;
-
-pub(crate) use compile::compile_http_route;
+pub(super) mod compile;
 
 #[cfg(test)]
 mod tests;

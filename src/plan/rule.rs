@@ -11,10 +11,12 @@ use std::collections::BTreeMap;
 use std::sync::Arc;
 use std::time::Duration;
 
+use super::diagnostics::Diagnostics;
 use super::host::HostPattern;
-use super::outbound::{RulePlan, SubsetPlan, UpstreamPolicy, port_number};
+use super::outbound::{RulePlan, SubsetPlan, UpstreamPolicy};
+use super::port::port_number;
 use super::tls::{ClientTlsPlan, TlsMode};
-use super::{Diagnostics, duration, tls};
+use super::{duration, tls};
 use crate::config::destination_rule::{ClientTls, ConnectionPool, H2UpgradePolicy, TrafficPolicy};
 use crate::config::{Config, Source};
 

@@ -7,7 +7,7 @@ use std::path::PathBuf;
 
 use serde::Serialize;
 
-use super::Diagnostics;
+use super::diagnostics::Diagnostics;
 use crate::config::Source;
 use crate::config::destination_rule::{ClientTls, ClientTlsMode};
 

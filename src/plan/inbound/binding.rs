@@ -3,6 +3,10 @@
 
 use super::*;
 use crate::config::virtual_service::{RouteDestination, VirtualServiceSpec};
+use crate::config::{Resource, Source};
+use crate::plan::diagnostics::Diagnostics;
+use crate::plan::port::port_number;
+use crate::plan::route::compile::compile_http_route;
 
 /// Whether a VirtualService `gateways` entry (in namespace `vs_ns`) names
 /// the gateway `gw_id` (`ns/name`).

@@ -1,7 +1,14 @@
 //! Sidecar ingress listeners and the mesh inbound listener (Istio's 15006):
 //! the workload's own listeners, as opposed to Gateway servers.
 
+use std::sync::Arc;
+
+use super::gateway::parse_protocol;
+use super::tls::compile_server_tls;
 use super::*;
+use crate::config::{Config, Source};
+use crate::plan::diagnostics::Diagnostics;
+use crate::plan::port::port_number;
 
 /// The mesh inbound listener: mutual TLS from other workloads of the trust
 /// domain (the workload's own identity as server certificate, the mesh root

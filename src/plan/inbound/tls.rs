@@ -6,7 +6,9 @@ use std::path::PathBuf;
 use base64::Engine as _;
 
 use super::*;
+use crate::config::Source;
 use crate::config::gateway::{ServerTls, ServerTlsMode, TlsProtocol};
+use crate::plan::diagnostics::Diagnostics;
 
 pub(super) fn compile_server_tls(
     t: &ServerTls,

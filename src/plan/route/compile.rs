@@ -12,9 +12,10 @@ use crate::config::Source;
 use crate::config::virtual_service::{
     HeaderOperations, Headers, HttpMatch, HttpRoute, RouteDestination, StringMatch,
 };
+use crate::plan::diagnostics::Diagnostics;
+use crate::plan::duration;
 use crate::plan::host::HostPattern;
-use crate::plan::outbound::port_number;
-use crate::plan::{Diagnostics, duration};
+use crate::plan::port::port_number;
 
 use super::*;
 

@@ -6,9 +6,10 @@ use std::time::Duration;
 
 use http::{HeaderMap, HeaderValue};
 
+use super::compile::compile_http_route;
 use super::*;
 use crate::config::{ConfigError, load_str};
-use crate::plan::Diagnostics;
+use crate::plan::diagnostics::Diagnostics;
 
 const FILE: &str = "routes.yaml";
 const TO: &str = "route: [{destination: {host: app.example.com}}]";

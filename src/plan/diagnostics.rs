@@ -1,0 +1,40 @@
+//! Where every compiler in `plan` reports what it finds.
+
+use crate::config::{ConfigError, Source};
+
+/// Collects errors and warnings while compiling, with the few bootstrap
+/// facts compilation depends on.
+#[derive(Default)]
+pub(crate) struct Diagnostics {
+    pub errors: Vec<ConfigError>,
+    pub warnings: Vec<String>,
+    /// The workload's mesh identity, when configured (for ISTIO_MUTUAL).
+    pub mesh: Option<MeshIdentity>,
+}
+
+/// Where the workload's mesh identity lives and its trust domain.
+#[derive(Debug, Clone)]
+pub(crate) struct MeshIdentity {
+    /// Istio's file-mounted layout: cert-chain.pem, key.pem, root-cert.pem.
+    pub dir: std::path::PathBuf,
+    /// SPIFFE trust domain.
+    pub trust_domain: String,
+    /// The local app, for the mesh inbound listener.
+    pub app_addr: Option<std::net::SocketAddr>,
+}
+
+impl Diagnostics {
+    pub fn error(&mut self, source: &Source, field: impl Into<String>, reason: impl Into<String>) {
+        self.errors.push(ConfigError {
+            file: source.file.clone(),
+            line: source.line,
+            resource: Some(source.resource()),
+            field: Some(field.into()),
+            reason: reason.into(),
+        });
+    }
+
+    pub fn warn(&mut self, source: &Source, field: &str, reason: impl std::fmt::Display) {
+        self.warnings.push(format!("{source}: {field}: {reason}"));
+    }
+}

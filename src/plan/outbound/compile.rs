@@ -1,0 +1,363 @@
+//! Compiling ServiceEntries, DestinationRules (in `plan::rule`) and
+//! VirtualServices bound to `mesh` into an [`OutboundPlan`].
+
+use std::collections::{BTreeMap, BTreeSet};
+use std::sync::Arc;
+
+use super::{
+    EndpointPlan, HttpRoutePlan, MeshRoutes, OutboundPlan, PortPlan, RouteDestination, ServicePlan,
+};
+use crate::bootstrap::{Bootstrap, OutboundTrafficPolicy};
+use crate::config::service_entry::{Location, Resolution};
+use crate::config::{Config, Resource};
+use crate::plan::diagnostics::Diagnostics;
+use crate::plan::duration;
+use crate::plan::host::HostPattern;
+use crate::plan::port::port_number;
+use crate::plan::rule;
+
+pub(crate) fn compile(
+    config: &Config,
+    bootstrap: &Bootstrap,
+    diag: &mut Diagnostics,
+) -> OutboundPlan {
+    // A Sidecar's outboundTrafficPolicy overrides the mesh-wide setting.
+    let sidecar_policy = config
+        .sidecars
+        .iter()
+        .find_map(|s| s.spec.outbound_traffic_policy.as_ref())
+        // An absent mode is the proto's zero value, REGISTRY_ONLY.
+        .map(|p| p.mode.unwrap_or(OutboundTrafficPolicy::RegistryOnly));
+    OutboundPlan {
+        policy: sidecar_policy.unwrap_or(bootstrap.outbound_traffic_policy),
+        services: config
+            .service_entries
+            .iter()
+            .filter_map(|se| compile_service(se, diag))
+            .map(Arc::new)
+            .collect(),
+        rules: rule::compile(config, diag),
+        routes: config
+            .virtual_services
+            .iter()
+            .filter_map(|vs| compile_routes(vs, diag))
+            .collect(),
+    }
+}
+
+const PROTOCOLS: [&str; 9] = [
+    "HTTP", "HTTPS", "GRPC", "GRPC-WEB", "HTTP2", "MONGO", "TCP", "TLS", "UDP",
+];
+
+fn compile_service(
+    se: &Resource<crate::config::service_entry::ServiceEntrySpec>,
+    diag: &mut Diagnostics,
+) -> Option<ServicePlan> {
+    let src = &se.source;
+    let spec = &se.spec;
+    let before = diag.errors.len();
+    if spec.hosts.is_empty() {
+        diag.error(src, "spec.hosts", "at least one host is required");
+    }
+    let mut hosts = Vec::new();
+    for (i, h) in spec.hosts.iter().enumerate() {
+        match HostPattern::parse(h) {
+            Ok(HostPattern::Any) => diag.error(
+                src,
+                format!("spec.hosts[{i}]"),
+                "\"*\" is not allowed in a ServiceEntry; use a domain wildcard such as \"*.example.com\"",
+            ),
+            Ok(p) => hosts.push(p),
+            Err(e) => diag.error(src, format!("spec.hosts[{i}]"), e),
+        }
+    }
+    let mut ports = Vec::new();
+    let mut seen = BTreeSet::new();
+    for (i, p) in spec.ports.iter().enumerate() {
+        let field = format!("spec.ports[{i}]");
+        let Some(number) = port_number(p.number, src, &format!("{field}.number"), diag) else {
+            continue;
+        };
+        if !seen.insert(number) {
+            diag.error(
+                src,
+                format!("{field}.number"),
+                format!("port {number} is declared twice"),
+            );
+        }
+        let protocol = p.protocol.clone().unwrap_or_default().to_ascii_uppercase();
+        if !PROTOCOLS.contains(&protocol.as_str()) {
+            diag.error(
+                src,
+                format!("{field}.protocol"),
+                format!(
+                    "{:?}: expected one of {}",
+                    p.protocol.clone().unwrap_or_default(),
+                    PROTOCOLS.join(", ")
+                ),
+            );
+        }
+        let name = p.name.clone().unwrap_or_default();
+        if name.is_empty() {
+            diag.error(src, format!("{field}.name"), "required");
+        }
+        let target_port = match p.target_port {
+            None | Some(0) => number,
+            Some(t) => {
+                port_number(Some(t), src, &format!("{field}.targetPort"), diag).unwrap_or(number)
+            }
+        };
+        ports.push(PortPlan {
+            number,
+            name,
+            protocol,
+            target_port,
+        });
+    }
+    if spec.ports.is_empty() {
+        diag.error(src, "spec.ports", "at least one port is required");
+    }
+    let resolution = spec.resolution.unwrap_or(Resolution::None);
+    let wildcard = hosts.iter().any(HostPattern::is_wildcard);
+    match resolution {
+        Resolution::None if !spec.endpoints.is_empty() => diag.error(
+            src,
+            "spec.endpoints",
+            "endpoints cannot be set with resolution NONE; use STATIC or DNS",
+        ),
+        Resolution::Static if spec.endpoints.is_empty() => diag.error(
+            src,
+            "spec.endpoints",
+            "resolution STATIC needs endpoints (workloadSelector is not supported)",
+        ),
+        Resolution::Dns | Resolution::DnsRoundRobin if wildcard && spec.endpoints.is_empty() => diag.error(
+            src,
+            "spec.resolution",
+            "wildcard hosts cannot be resolved with DNS; use DYNAMIC_DNS or NONE, or list endpoints",
+        ),
+        Resolution::DnsRoundRobin if spec.endpoints.len() > 1 => diag.error(
+            src,
+            "spec.endpoints",
+            "resolution DNS_ROUND_ROBIN allows at most one endpoint",
+        ),
+        Resolution::DynamicDns if !wildcard => diag.error(
+            src,
+            "spec.resolution",
+            "DYNAMIC_DNS is for wildcard hosts only; use DNS for exact hosts",
+        ),
+        _ => {}
+    }
+    if spec.workload_selector.is_some() {
+        diag.error(
+            src,
+            "spec.workloadSelector",
+            "not supported (no Kubernetes pod registry); list endpoints instead",
+        );
+    }
+    let mut endpoints = Vec::new();
+    for (i, ep) in spec.endpoints.iter().enumerate() {
+        let field = format!("spec.endpoints[{i}]");
+        let address = ep.address.clone().unwrap_or_default();
+        if address.is_empty() {
+            diag.error(src, format!("{field}.address"), "required");
+            continue;
+        }
+        if address.starts_with("unix://") {
+            diag.error(
+                src,
+                format!("{field}.address"),
+                "unix domain socket endpoints are not supported yet",
+            );
+            continue;
+        }
+        if resolution == Resolution::Static && address.parse::<std::net::IpAddr>().is_err() {
+            diag.error(
+                src,
+                format!("{field}.address"),
+                format!("{address:?}: resolution STATIC needs IP addresses; use DNS for names"),
+            );
+        }
+        let mut ep_ports = BTreeMap::new();
+        for (name, p) in &ep.ports {
+            if !ports.iter().any(|sp| &sp.name == name) {
+                diag.error(
+                    src,
+                    format!("{field}.ports.{name}"),
+                    "no port with this name in spec.ports",
+                );
+            }
+            if let Some(n) = port_number(Some(*p), src, &format!("{field}.ports.{name}"), diag) {
+                ep_ports.insert(name.clone(), n);
+            }
+        }
+        endpoints.push(EndpointPlan {
+            address,
+            ports: ep_ports,
+            weight: ep.weight.unwrap_or(1).max(1),
+        });
+    }
+    (diag.errors.len() == before).then(|| ServicePlan {
+        resource: src.to_string(),
+        hosts,
+        ports,
+        resolution,
+        location: spec.location.unwrap_or(Location::MeshExternal),
+        endpoints,
+        subject_alt_names: spec.subject_alt_names.clone(),
+        addresses: spec.addresses.clone(),
+    })
+}
+
+fn compile_routes(
+    vs: &Resource<crate::config::virtual_service::VirtualServiceSpec>,
+    diag: &mut Diagnostics,
+) -> Option<MeshRoutes> {
+    let src = &vs.source;
+    let spec = &vs.spec;
+    let mesh_bound = spec.gateways.is_empty() || spec.gateways.iter().any(|g| g == "mesh");
+    if !mesh_bound {
+        return None; // gateway-only: compiled by `plan::inbound`
+    }
+    let before = diag.errors.len();
+    let mut hosts = Vec::new();
+    for (i, h) in spec.hosts.iter().enumerate() {
+        match HostPattern::parse(h) {
+            Ok(p) => hosts.push(p),
+            Err(e) => diag.error(src, format!("spec.hosts[{i}]"), e),
+        }
+    }
+    if hosts.is_empty() {
+        diag.error(src, "spec.hosts", "at least one host is required");
+    }
+    if !spec.tls.is_empty() || !spec.tcp.is_empty() {
+        diag.warn(
+            src,
+            "spec.tls/spec.tcp",
+            "TLS and TCP routes are not served yet; CONNECT traffic follows the ServiceEntry",
+        );
+    }
+    let mut http = Vec::new();
+    for (i, r) in spec.http.iter().enumerate() {
+        let field = format!("spec.http[{i}]");
+        let mut ports = Vec::new();
+        let mut mesh_match = r.matches.is_empty();
+        for (j, m) in r.matches.iter().enumerate() {
+            let mfield = format!("{field}.match[{j}]");
+            if !m.gateways.is_empty() && !m.gateways.iter().any(|g| g == "mesh") {
+                continue; // this condition is for a gateway
+            }
+            mesh_match = true;
+            let typed = [
+                ("uri", m.uri.is_some()),
+                ("scheme", m.scheme.is_some()),
+                ("method", m.method.is_some()),
+                ("authority", m.authority.is_some()),
+                ("headers", !m.headers.is_empty()),
+                ("queryParams", !m.query_params.is_empty()),
+                ("withoutHeaders", !m.without_headers.is_empty()),
+                ("ignoreUriCase", m.ignore_uri_case.is_some()),
+            ];
+            let unsupported = typed
+                .iter()
+                .filter(|(_, set)| *set)
+                .map(|(k, _)| k.to_string())
+                .chain(m.other.keys().filter(|k| *k != "name").cloned());
+            for k in unsupported {
+                diag.error(
+                    src,
+                    format!("{mfield}.{k}"),
+                    "not supported for mesh routes yet (only port)",
+                );
+            }
+            match m.port {
+                Some(p) => ports.extend(port_number(Some(p), src, &format!("{mfield}.port"), diag)),
+                None => ports.clear(),
+            }
+            if m.port.is_none() {
+                // one unrestricted condition makes the route match every port
+                ports.clear();
+                break;
+            }
+        }
+        if !mesh_match {
+            continue;
+        }
+        let timeout = match r.timeout.as_deref().map(duration::parse) {
+            Some(Ok(d)) => Some(d),
+            Some(Err(e)) => {
+                diag.error(src, format!("{field}.timeout"), e);
+                None
+            }
+            None => None,
+        };
+        for (k, set) in [
+            ("rewrite", r.rewrite.is_some()),
+            ("headers", r.headers.is_some()),
+        ] {
+            if set {
+                diag.error(
+                    src,
+                    format!("{field}.{k}"),
+                    "not supported for mesh routes yet",
+                );
+            }
+        }
+        for k in r.other.keys() {
+            if k == "retries" {
+                diag.warn(
+                    src,
+                    &format!("{field}.retries"),
+                    "not implemented yet; requests are not retried",
+                );
+            } else {
+                diag.error(
+                    src,
+                    format!("{field}.{k}"),
+                    "not supported for mesh routes yet",
+                );
+            }
+        }
+        let mut destinations = Vec::new();
+        for (j, d) in r.route.iter().enumerate() {
+            let dfield = format!("{field}.route[{j}].destination");
+            let Some(dest) = &d.destination else {
+                diag.error(src, dfield, "required");
+                continue;
+            };
+            let host = dest.host.clone().unwrap_or_default();
+            if let Err(e) = HostPattern::parse(&host) {
+                diag.error(src, format!("{dfield}.host"), e);
+            }
+            if d.headers.is_some() {
+                diag.error(
+                    src,
+                    format!("{field}.route[{j}].headers"),
+                    "not supported for mesh routes yet",
+                );
+            }
+            let port = match dest.port.as_ref().and_then(|p| p.number) {
+                Some(n) => port_number(Some(n), src, &format!("{dfield}.port.number"), diag),
+                None => None,
+            };
+            destinations.push(RouteDestination {
+                host,
+                port,
+                subset: dest.subset.clone(),
+                weight: d.weight.unwrap_or(0),
+            });
+        }
+        if destinations.is_empty() {
+            diag.error(src, format!("{field}.route"), "at least one destination is required (redirects and direct responses are not supported yet)");
+        }
+        http.push(HttpRoutePlan {
+            ports,
+            destinations,
+            timeout,
+        });
+    }
+    (diag.errors.len() == before).then(|| MeshRoutes {
+        resource: src.to_string(),
+        hosts,
+        http,
+    })
+}
