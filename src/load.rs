@@ -4,13 +4,11 @@
 //! Synchronous (file reads, YAML, rustls builds): the reloader runs it off
 //! the async threads. Depends on nothing in the runtime.
 
-use std::collections::HashMap;
-use std::sync::Arc;
-
 use crate::bootstrap::Bootstrap;
 use crate::config::{self, Config};
 use crate::creds::{self, Credentials};
 use crate::plan::{self, Plan};
+use crate::tls::server_configs::ServerConfigs;
 
 /// Everything wrong with a configuration, one line per problem.
 #[derive(Debug, Clone)]
@@ -30,8 +28,18 @@ pub struct Loaded {
     pub plan: Plan,
     /// The credentials it references, validated.
     pub creds: Credentials,
-    /// rustls server configs per inbound server (keyed by its origin).
-    pub server_tls: HashMap<String, Arc<rustls::ServerConfig>>,
+    /// rustls server configs of the terminating inbound servers.
+    pub server_tls: ServerConfigs,
+}
+
+/// What a reload may reuse from the configuration in force.
+#[derive(Clone, Copy)]
+pub struct Previous<'a> {
+    /// Each credential that fails to load keeps its version here.
+    pub creds: &'a Credentials,
+    /// Server configs whose inputs did not change are kept, and sessions
+    /// resume across the reload.
+    pub server_tls: &'a ServerConfigs,
 }
 
 impl Loaded {
@@ -48,11 +56,10 @@ pub fn load(bootstrap: &Bootstrap) -> Result<Loaded, LoadErrors> {
     load_with(bootstrap, None)
 }
 
-/// [`load`], falling back per credential to `previous` (see
-/// [`creds::load_with_fallback`]).
+/// [`load`], reusing what `previous` allows (see [`Previous`]).
 pub fn load_with(
     bootstrap: &Bootstrap,
-    previous: Option<&Credentials>,
+    previous: Option<Previous<'_>>,
 ) -> Result<Loaded, LoadErrors> {
     let (config, parse_errors) = config::load_partial(&bootstrap.config_paths);
     let mut errors: Vec<String> = parse_errors.0.iter().map(ToString::to_string).collect();
@@ -72,27 +79,19 @@ pub fn check(config: &Config, bootstrap: &Bootstrap) -> Result<Loaded, LoadError
 fn check_with(
     config: &Config,
     bootstrap: &Bootstrap,
-    previous: Option<&Credentials>,
+    previous: Option<Previous<'_>>,
 ) -> Result<Loaded, LoadErrors> {
     let plan = plan::compile(config, bootstrap)
         .map_err(|e| LoadErrors(e.0.iter().map(ToString::to_string).collect()))?;
-    let creds = creds::load_with_fallback(&plan, config, bootstrap, previous)
+    let creds = creds::load_with_fallback(&plan, config, bootstrap, previous.map(|p| p.creds))
         .map_err(|e| LoadErrors(e.iter().map(ToString::to_string).collect()))?;
-    let mut server_tls = HashMap::new();
-    let mut errors = Vec::new();
-    for server in plan.inbound.listeners.iter().flat_map(|l| l.servers.iter()) {
-        if let Some(tls) = server.tls.as_ref().filter(|_| server.terminates()) {
-            match crate::tls::server::build(tls, server.protocol.is_http(), &creds) {
-                Ok(c) => {
-                    server_tls.insert(server.origin.clone(), c);
-                }
-                Err(e) => errors.push(e),
-            }
-        }
-    }
-    if !errors.is_empty() {
-        return Err(LoadErrors(errors));
-    }
+    let servers = plan
+        .inbound
+        .listeners
+        .iter()
+        .flat_map(|l| l.servers.iter().map(AsRef::as_ref));
+    let server_tls = ServerConfigs::build(servers, &creds, previous.map(|p| p.server_tls))
+        .map_err(|e| LoadErrors(e.iter().map(ToString::to_string).collect()))?;
     Ok(Loaded {
         plan,
         creds,

@@ -102,10 +102,15 @@ async fn reload(state: &Arc<State>, workers: &Workers, causes: &[Cause]) -> Resu
     let previous = state.snapshot();
     let bootstrap = state.bootstrap.clone();
     let prev = previous.clone();
-    let loaded =
-        tokio::task::spawn_blocking(move || load::load_with(&bootstrap, Some(&prev.creds)))
-            .await
-            .unwrap_or_else(|e| Err(LoadErrors(vec![format!("the load failed: {e}")])));
+    let loaded = tokio::task::spawn_blocking(move || {
+        let previous = load::Previous {
+            creds: &prev.creds,
+            server_tls: &prev.server_tls,
+        };
+        load::load_with(&bootstrap, Some(previous))
+    })
+    .await
+    .unwrap_or_else(|e| Err(LoadErrors(vec![format!("the load failed: {e}")])));
     let loaded = match loaded {
         Ok(l) => l,
         Err(e) => {

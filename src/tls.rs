@@ -7,6 +7,7 @@
 pub mod client;
 pub mod failure;
 pub mod server;
+pub mod server_configs;
 
 pub use failure::{FailureReason, classify};
 

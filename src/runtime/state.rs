@@ -2,7 +2,6 @@
 //! force (a [`Snapshot`] behind an `ArcSwap`), metrics, upstream pools and
 //! prepared destinations.
 
-use std::collections::HashMap;
 use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 
@@ -15,6 +14,7 @@ use crate::creds::Credentials;
 use crate::load::Loaded;
 use crate::metrics::Metrics;
 use crate::plan::Plan;
+use crate::tls::server_configs::ServerConfigs;
 
 /// One consistent configuration: plan plus the credentials it references.
 pub struct Snapshot {
@@ -22,8 +22,8 @@ pub struct Snapshot {
     pub plan: Arc<Plan>,
     /// Loaded, validated credentials.
     pub creds: Arc<Credentials>,
-    /// rustls server configs per inbound server (keyed by its origin).
-    pub server_tls: HashMap<String, Arc<rustls::ServerConfig>>,
+    /// rustls server configs of the terminating inbound servers.
+    pub server_tls: ServerConfigs,
     /// Increments on every successful reload; keys TLS config caches.
     pub generation: u64,
 }

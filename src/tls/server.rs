@@ -22,12 +22,72 @@ use super::failure::{FailureReason, VerifyFailure};
 use crate::creds::{CertInfo, Credentials};
 use crate::plan::inbound::{ServerTlsPlan, TlsServerMode, TlsVersion};
 
-/// Builds the server config for `tls`; `http` offers ALPN h2 and http/1.1.
+/// Why a server config could not be built.
+#[derive(Debug, thiserror::Error)]
+pub enum ServerTlsError {
+    /// rustls refused the protocol versions.
+    #[error("{origin}: {source}")]
+    Versions {
+        /// The server.
+        origin: String,
+        /// rustls' reason.
+        source: rustls::Error,
+    },
+    /// The client CA was not loaded.
+    #[error("{origin}: client CA was not loaded")]
+    ClientCaNotLoaded {
+        /// The server.
+        origin: String,
+    },
+    /// rustls refused the client verifier.
+    #[error("{origin}: client verifier: {source}")]
+    Verifier {
+        /// The server.
+        origin: String,
+        /// rustls' reason.
+        source: rustls::server::VerifierBuilderError,
+    },
+    /// A server certificate was not loaded.
+    #[error("{origin}: server certificate was not loaded")]
+    CertNotLoaded {
+        /// The server.
+        origin: String,
+    },
+    /// Session tickets could not be set up.
+    #[error("session tickets: {0}")]
+    Tickets(rustls::Error),
+}
+
+/// TLS session resumption state that outlives configurations: a session
+/// ticket key set (rotated by rustls on its own schedule) and a session
+/// cache. One per client-verification policy, because a resumed session
+/// keeps the client identity verified when it was issued: a ticket issued
+/// under one policy must never resume under another.
+#[derive(Clone)]
+pub struct Resumption {
+    ticketer: Arc<dyn rustls::server::ProducesTickets>,
+    cache: Arc<dyn rustls::server::StoresServerSessions>,
+}
+
+impl Resumption {
+    /// Fresh keys and an empty cache.
+    pub fn new() -> Result<Resumption, ServerTlsError> {
+        Ok(Resumption {
+            ticketer: rustls::crypto::aws_lc_rs::Ticketer::new()
+                .map_err(ServerTlsError::Tickets)?,
+            cache: rustls::server::ServerSessionMemoryCache::new(4096),
+        })
+    }
+}
+
+/// Builds the server config for `tls`; `http` offers ALPN h2 and
+/// http/1.1. Sessions resume with `resumption`.
 pub fn build(
     tls: &ServerTlsPlan,
     http: bool,
     creds: &Credentials,
-) -> Result<Arc<ServerConfig>, String> {
+    resumption: &Resumption,
+) -> Result<Arc<ServerConfig>, ServerTlsError> {
     let mut provider = crate::tls::provider();
     if !tls.cipher_suites.is_empty() {
         // Istio's cipherSuites restrict TLS 1.2, in the order given; TLS 1.3
@@ -54,7 +114,10 @@ pub fn build(
     .collect();
     let builder = ServerConfig::builder_with_provider(provider.clone())
         .with_protocol_versions(&versions)
-        .map_err(|e| format!("{}: {e}", tls.origin))?;
+        .map_err(|source| ServerTlsError::Versions {
+            origin: tls.origin.clone(),
+            source,
+        })?;
     let builder = match tls.mode {
         TlsServerMode::Simple | TlsServerMode::Passthrough => builder.with_no_client_auth(),
         TlsServerMode::Mutual | TlsServerMode::OptionalMutual => {
@@ -62,16 +125,19 @@ pub fn build(
                 .client_ca
                 .as_ref()
                 .and_then(|ca| creds.client_cas.get(&(ca.clone(), tls.crl.clone())))
-                .ok_or_else(|| format!("{}: client CA was not loaded", tls.origin))?;
+                .ok_or_else(|| ServerTlsError::ClientCaNotLoaded {
+                    origin: tls.origin.clone(),
+                })?;
             let mut inner =
                 WebPkiClientVerifier::builder_with_provider(ca.roots.clone(), provider.clone())
                     .with_crls(ca.crls.clone());
             if tls.mode == TlsServerMode::OptionalMutual {
                 inner = inner.allow_unauthenticated();
             }
-            let inner = inner
-                .build()
-                .map_err(|e| format!("{}: client verifier: {e}", tls.origin))?;
+            let inner = inner.build().map_err(|source| ServerTlsError::Verifier {
+                origin: tls.origin.clone(),
+                source,
+            })?;
             builder.with_client_cert_verifier(Arc::new(PolicyVerifier {
                 inner,
                 sans: tls.subject_alt_names.clone(),
@@ -87,7 +153,9 @@ pub fn build(
         let id = creds
             .servers
             .get(source)
-            .ok_or_else(|| format!("{}: server certificate was not loaded", tls.origin))?;
+            .ok_or_else(|| ServerTlsError::CertNotLoaded {
+                origin: tls.origin.clone(),
+            })?;
         keys.push(id.certified.clone());
     }
     let mut config = builder.with_cert_resolver(Arc::new(CertChooser { keys }));
@@ -99,9 +167,8 @@ pub fn build(
     // The server's order decides, as with Envoy: AES-128-GCM first, or
     // the order of the Gateway's `cipherSuites`.
     config.ignore_client_order = true;
-    config.ticketer =
-        rustls::crypto::aws_lc_rs::Ticketer::new().map_err(|e| format!("session tickets: {e}"))?;
-    config.session_storage = rustls::server::ServerSessionMemoryCache::new(4096);
+    config.ticketer = resumption.ticketer.clone();
+    config.session_storage = resumption.cache.clone();
     Ok(Arc::new(config))
 }
 

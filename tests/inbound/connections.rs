@@ -446,7 +446,7 @@ async fn credential_name_from_config_secrets() {
 
 /// A raw backend that answers an Upgrade request with 101 and then echoes
 /// bytes. Records each request head.
-async fn upgrade_backend() -> (SocketAddr, Arc<Mutex<Vec<String>>>) {
+pub(crate) async fn upgrade_backend() -> (SocketAddr, Arc<Mutex<Vec<String>>>) {
     let l = TcpListener::bind("127.0.0.1:0").await.unwrap();
     let addr = l.local_addr().unwrap();
     let heads = Arc::new(Mutex::new(Vec::new()));

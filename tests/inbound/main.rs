@@ -602,5 +602,6 @@ type Identity = Option<(String, String)>;
 
 mod client_auth;
 mod connections;
+mod lifecycle;
 mod routing;
 mod tls;
