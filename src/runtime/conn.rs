@@ -27,6 +27,9 @@ use crate::metrics::{ListenerLabels, Metrics, TcpLabels};
 /// in the backlog.
 pub const MAX_CONNECTIONS: usize = 10_000;
 
+/// The flag of a connection closed because the drain limit passed.
+pub const DRAINED: &str = "drained";
+
 /// What kind of traffic a listener carries (the `reporter` of its records).
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum Direction {
@@ -125,7 +128,7 @@ pub async fn accept_loop<F, Fut>(
             drain.clone(),
             permit,
         ));
-        drain.spawn(handler(stream, conn));
+        conn.spawn(handler(stream, conn.clone()));
     }
 }
 
@@ -193,6 +196,17 @@ impl Connection {
             facts: Mutex::new(Facts::default()),
             _permit: permit,
         }
+    }
+
+    /// Runs `fut`, work of this connection (serving it, a tunnel, an
+    /// upgrade), as a task of its worker: drained at shutdown, and stopped
+    /// at the drain limit with the connection marked `drained`.
+    pub fn spawn<F>(self: &Arc<Self>, fut: F)
+    where
+        F: Future<Output = ()> + Send + 'static,
+    {
+        let conn = self.clone();
+        self.drain.spawn(fut, move || conn.set_flag(DRAINED));
     }
 
     /// The proxy's metrics.

@@ -50,9 +50,10 @@ impl Drain {
         &self.shutdown
     }
 
-    /// Runs connection work `fut` as a tracked task; it is dropped (its
-    /// guards write their records) if still running at the drain limit.
-    pub fn spawn<F>(&self, fut: F)
+    /// Runs connection work `fut` as a tracked task; if it is still
+    /// running at the drain limit, `on_force` runs and `fut` is dropped
+    /// (its guards write their records).
+    pub fn spawn<F>(&self, fut: F, on_force: impl FnOnce() + Send + 'static)
     where
         F: Future<Output = ()> + Send + 'static,
     {
@@ -60,7 +61,7 @@ impl Drain {
         self.tasks.spawn(async move {
             tokio::select! {
                 () = fut => {}
-                () = force.cancelled() => {}
+                () = force.cancelled() => on_force(),
             }
         });
     }

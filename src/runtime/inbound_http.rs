@@ -509,7 +509,7 @@ impl HttpConn {
             let up = hyper::upgrade::on(&mut resp);
             let conn = self.ctx.conn.clone();
             let (label, endpoints) = (dest.label.clone(), dest.describe());
-            self.ctx.conn.drain.spawn(async move {
+            self.ctx.conn.spawn(async move {
                 match (down.await, up.await) {
                     (Ok(down), Ok(up)) => {
                         conn.spliced(label, endpoints);

@@ -173,7 +173,7 @@ async fn connect(ctx: &Ctx, req: Request<Incoming>, host: &str, port: u16) -> Re
     ctx.state.metrics.tunnels.inc();
     let conn = ctx.conn.clone();
     let (label, endpoints) = (dest.label.clone(), dest.describe());
-    ctx.conn.drain.spawn(async move {
+    ctx.conn.spawn(async move {
         match hyper::upgrade::on(req).await {
             Ok(upgraded) => {
                 conn.spliced(label, endpoints);

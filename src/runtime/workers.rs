@@ -386,23 +386,26 @@ async fn serve(mut ports: mpsc::UnboundedReceiver<ServePort>, state: Arc<State>,
         let (state, open) = (state.clone(), port.open);
         let metrics = state.metrics.clone();
         let conns = drain.clone();
-        drain.spawn(async move {
-            let _open = open;
-            match direction {
-                Direction::Outbound => {
-                    accept_loop(socket, listener, metrics, conns, move |stream, conn| {
-                        super::outbound::serve(stream, conn, state.clone())
-                    })
-                    .await
+        drain.spawn(
+            async move {
+                let _open = open;
+                match direction {
+                    Direction::Outbound => {
+                        accept_loop(socket, listener, metrics, conns, move |stream, conn| {
+                            super::outbound::serve(stream, conn, state.clone())
+                        })
+                        .await
+                    }
+                    _ => {
+                        accept_loop(socket, listener, metrics, conns, move |stream, conn| {
+                            super::inbound::serve(stream, conn, state.clone())
+                        })
+                        .await
+                    }
                 }
-                _ => {
-                    accept_loop(socket, listener, metrics, conns, move |stream, conn| {
-                        super::inbound::serve(stream, conn, state.clone())
-                    })
-                    .await
-                }
-            }
-        });
+            },
+            || {},
+        );
     }
     drain.run().await;
 }
