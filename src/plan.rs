@@ -7,6 +7,7 @@
 //! only tune behaviour. Pure: no sockets, no tokio, no rustls objects, so
 //! `meshgate validate` runs exactly the code the proxy runs.
 
+pub mod destination;
 mod diagnostics;
 pub mod duration;
 pub mod host;

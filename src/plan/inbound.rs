@@ -103,6 +103,12 @@ impl ServerPlan {
         self.hosts.iter().any(|h| h.matches(host))
     }
 
+    /// Whether the app behind this server is spoken to in h2c (HTTP2 and
+    /// GRPC server ports, as in Istio).
+    pub fn h2c_upstream(&self) -> bool {
+        matches!(self.protocol, ServerProtocol::Http2 | ServerProtocol::Grpc)
+    }
+
     /// Whether the server terminates TLS (as opposed to passing it through).
     pub fn terminates(&self) -> bool {
         self.tls

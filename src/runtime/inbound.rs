@@ -17,10 +17,11 @@ use tracing::{debug, warn};
 use super::conn::Connection;
 use super::copy::{TCP_IDLE_TIMEOUT, splice};
 use super::exchange::Ctx;
-use super::inbound_http::{self, HttpConn, listener_plan, resolve_destination};
+use super::inbound_http::{self, HttpConn, listener_plan};
 use super::prepared::Destination;
 use super::state::State;
 use super::tls_fact::{NoTls, TlsFact};
+use crate::plan::destination::{self, Speak};
 use crate::plan::host::{HostPattern, most_specific};
 use crate::plan::inbound::{L4RoutePlan, ServerPlan, TlsServerMode};
 use crate::tls::{FailureReason, classify};
@@ -407,11 +408,14 @@ async fn connect_l4(ctx: &Ctx, dest: &Destination) -> Option<TcpStream> {
 /// The destination of a TLS/TCP route, by weight.
 fn l4_destination(ctx: &Ctx, route: &L4RoutePlan) -> Option<Destination> {
     let d = crate::plan::pick_weighted(&route.destinations, |d| d.weight, ctx.state.random())?;
-    resolve_destination(&ctx.snapshot, &d.host, d.port, d.subset.as_deref()).map(|(mut dest, _)| {
-        // L4: bytes are relayed as they are; no TLS origination.
-        Arc::make_mut(&mut dest.policy).tls = crate::plan::ClientTlsPlan::disabled();
-        dest
-    })
+    let target = destination::resolve(
+        &ctx.snapshot.plan.outbound,
+        &d.host,
+        d.port,
+        d.subset.as_deref(),
+        Speak::Bytes,
+    );
+    Some(Destination::route(&target))
 }
 
 async fn serve_tcp<IO>(stream: IO, ctx: &Ctx, server: &ServerPlan)

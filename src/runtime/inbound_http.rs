@@ -20,8 +20,9 @@ use super::http::{Body, boxed, local_response, request_authority, strip_hop_by_h
 use super::prepared::{Destination, PreparedKey};
 use super::state::Snapshot;
 use crate::creds::CertInfo;
+use crate::plan::destination::{self, Speak};
 use crate::plan::host::most_specific;
-use crate::plan::inbound::{GatewayRoutes, ListenerPlan, ServerPlan, ServerProtocol};
+use crate::plan::inbound::{GatewayRoutes, ListenerPlan, ServerPlan};
 use crate::plan::route::{HttpRoutePlan, Matched, RequestView, RouteDestinationPlan};
 
 /// The listener plan a connection arrived on, under its configuration
@@ -364,11 +365,7 @@ impl HttpConn {
                 "meshgate: the route has no destination".into(),
             );
         };
-        // An HTTP2/GRPC server port: the app behind it speaks h2c.
-        let h2c = matches!(
-            server.protocol,
-            ServerProtocol::Http2 | ServerProtocol::Grpc
-        );
+        let h2c = server.h2c_upstream();
         // The plan outlives the cache entry (same generation): its address
         // names the destination.
         let key = PreparedKey::Route(std::ptr::from_ref(dest_plan) as usize, h2c);
@@ -402,34 +399,22 @@ impl HttpConn {
         .await
     }
 
-    /// Where a route destination goes: the registered service, or the host
-    /// itself.
+    /// Where a route destination goes, as the plan decides.
     fn route_destination(
         &self,
         dest_plan: &RouteDestinationPlan,
         h2c: bool,
         timeout: Option<std::time::Duration>,
     ) -> Result<Choice, Box<Reply>> {
-        let Some((mut dest, _)) = resolve_destination(
-            &self.ctx.snapshot,
+        let target = destination::resolve(
+            &self.ctx.snapshot.plan.outbound,
             &dest_plan.host,
             dest_plan.port,
             dest_plan.subset.as_deref(),
-        ) else {
-            return Err(Box::new(Reply::local(
-                StatusCode::SERVICE_UNAVAILABLE,
-                "no_route",
-                format!(
-                    "meshgate: destination {} cannot be resolved",
-                    dest_plan.host
-                ),
-            )));
-        };
-        if dest.policy.tls.mode == crate::plan::TlsMode::Disable && h2c {
-            Arc::make_mut(&mut dest.policy).h2 = true;
-        }
+            Speak::Http { h2c },
+        );
         Ok(Choice {
-            dest,
+            dest: Destination::route(&target),
             timeout,
             cacheable: true,
         })
@@ -540,40 +525,6 @@ impl HttpConn {
             resp: Response::from_parts(parts, body),
             outcome: Outcome::relayed(dest, status),
         }
-    }
-}
-
-/// A route destination: the registered service (ServiceEntry +
-/// DestinationRule) when one declares the host, else the host itself via
-/// the system resolver (a Kubernetes Service name, `/etc/hosts`). Returns
-/// the destination and the port used.
-pub(super) fn resolve_destination(
-    snapshot: &Snapshot,
-    host: &str,
-    port: Option<u16>,
-    subset: Option<&str>,
-) -> Option<(Destination, u16)> {
-    let outbound = &snapshot.plan.outbound;
-    let host = crate::plan::host::normalize(host);
-    let port = port.or_else(|| {
-        outbound
-            .service_for(&host, None)
-            .filter(|s| s.ports.len() == 1)
-            .map(|s| s.ports[0].number)
-    });
-    let port = port.unwrap_or(80);
-    match outbound.registered(&host, &host, port, subset) {
-        Some(t) => {
-            let mut dest = Destination::registered(&t);
-            // A plain-text port declared HTTP2 or GRPC gets h2c, as in Istio.
-            if dest.policy.tls.mode == crate::plan::TlsMode::Disable
-                && matches!(t.port.protocol.as_str(), "HTTP2" | "GRPC" | "GRPC-WEB")
-            {
-                Arc::make_mut(&mut dest.policy).h2 = true;
-            }
-            Some((dest, port))
-        }
-        None => Some((Destination::plain(&host, port, &host), port)),
     }
 }
 

@@ -13,6 +13,7 @@ use super::upstream::{ConfigRef, PolicyRef, PoolKey, UpstreamError, UpstreamSpec
 use crate::creds::Credentials;
 use crate::plan::Target;
 use crate::plan::TlsMode;
+use crate::plan::destination::RouteTarget;
 use crate::plan::outbound::UpstreamPolicy;
 
 /// The policy of destinations no DestinationRule covers; one `Arc` so
@@ -45,6 +46,20 @@ impl Destination {
             names: t.verify_names(),
             sni: Some(t.sni().to_string()),
             label: service_label(t).into(),
+        }
+    }
+
+    /// A route destination as the plan resolved it.
+    pub fn route(target: &RouteTarget) -> Destination {
+        match target {
+            RouteTarget::Registered(t) => Destination::registered(t),
+            RouteTarget::Host { host, port, h2c } => {
+                let mut dest = Destination::plain(host, *port, host);
+                if *h2c {
+                    Arc::make_mut(&mut dest.policy).h2 = true;
+                }
+                dest
+            }
         }
     }
 
