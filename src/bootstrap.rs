@@ -80,6 +80,37 @@ pub struct Bootstrap {
     pub termination_drain_duration: Duration,
 }
 
+/// A bootstrap file that cannot be used.
+#[derive(Debug, thiserror::Error)]
+pub enum BootstrapError {
+    /// The file cannot be read.
+    #[error("{}: cannot read bootstrap file: {source}", path.display())]
+    Read {
+        /// The file.
+        path: PathBuf,
+        /// Why.
+        source: std::io::Error,
+    },
+    /// The file is not valid YAML for the bootstrap keys.
+    #[error("{}: {message}", path.display())]
+    Parse {
+        /// The file.
+        path: PathBuf,
+        /// The parser's first line.
+        message: String,
+    },
+    /// A field's value is invalid.
+    #[error("{}: {field}: {message}", path.display())]
+    Field {
+        /// The file.
+        path: PathBuf,
+        /// The key.
+        field: &'static str,
+        /// Why.
+        message: String,
+    },
+}
+
 /// Istio's default `terminationDrainDuration`.
 pub const DEFAULT_TERMINATION_DRAIN: Duration = Duration::from_secs(5);
 
@@ -147,16 +178,25 @@ struct PolicyFile {
 
 impl Bootstrap {
     /// Applies a bootstrap YAML file over `self`. Errors name the file.
-    pub fn apply_file(&mut self, path: &Path) -> Result<(), String> {
-        let text = std::fs::read_to_string(path)
-            .map_err(|e| format!("{}: cannot read bootstrap file: {e}", path.display()))?;
-        let file: BootstrapFile = serde_saphyr::from_str(&text)
-            .map_err(|e| format!("{}: {}", path.display(), first_line(&e.to_string())))?;
-        let dur = |field: &str, v: &Option<String>| -> Result<Option<Duration>, String> {
+    pub fn apply_file(&mut self, path: &Path) -> Result<(), BootstrapError> {
+        let text = std::fs::read_to_string(path).map_err(|source| BootstrapError::Read {
+            path: path.to_path_buf(),
+            source,
+        })?;
+        let file: BootstrapFile =
+            serde_saphyr::from_str(&text).map_err(|e| BootstrapError::Parse {
+                path: path.to_path_buf(),
+                message: first_line(&e.to_string()),
+            })?;
+        let dur = |field: &'static str, v: &Option<String>| {
             v.as_deref()
                 .map(crate::plan::duration::parse)
                 .transpose()
-                .map_err(|e| format!("{}: {field}: {e}", path.display()))
+                .map_err(|message| BootstrapError::Field {
+                    path: path.to_path_buf(),
+                    field,
+                    message: message.to_string(),
+                })
         };
         if let Some(mode) = file.outbound_traffic_policy.and_then(|p| p.mode) {
             self.outbound_traffic_policy = mode;
@@ -277,7 +317,7 @@ mod tests {
         );
         assert_eq!(b.outbound_addr.port(), 9999);
         std::fs::write(&p, "outboundTrafficPolicy:\n  mode: DENY\n").unwrap();
-        let err = b.apply_file(&p).unwrap_err();
+        let err = b.apply_file(&p).unwrap_err().to_string();
         assert!(err.contains("b.yaml") && err.contains("DENY"), "{err}");
     }
 }

@@ -6,6 +6,7 @@
 //! `cert-chain.pem`, `root-cert.pem`. Workload directory (Istio's
 //! file-mounted layout): `cert-chain.pem`, `key.pem`, `root-cert.pem`.
 
+pub mod cli;
 pub mod grpc;
 
 use std::path::Path;

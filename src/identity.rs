@@ -29,6 +29,29 @@ pub struct CaClient {
     pub validity: Duration,
 }
 
+impl CaClient {
+    /// A client for the CA at `addr`, verified with the roots in `root` and
+    /// authenticated with the token in `token_file` (Istio's
+    /// `CA_ADDR`, root cert and JWT path).
+    pub fn from_files(
+        addr: SocketAddr,
+        server_name: &str,
+        root: &Path,
+        token_file: &Path,
+    ) -> Result<CaClient, String> {
+        let read =
+            |p: &Path| std::fs::read_to_string(p).map_err(|e| format!("{}: {e}", p.display()));
+        Ok(CaClient {
+            addr,
+            server_name: server_name.to_string(),
+            root_pem: read(root)?,
+            token: read(token_file)?.trim().to_string(),
+            // Istio's default workload certificate lifetime.
+            validity: Duration::from_secs(86400),
+        })
+    }
+}
+
 /// Time until renewal: half the certificate's lifetime after `not_before`.
 pub fn half_life(not_before: i64, not_after: i64, now: i64) -> Duration {
     let due = not_before + (not_after - not_before) / 2;

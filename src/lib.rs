@@ -8,6 +8,7 @@ pub mod config;
 pub mod creds;
 pub mod demo;
 pub mod devpki;
+pub mod flags;
 pub mod identity;
 pub mod load;
 pub mod metrics;

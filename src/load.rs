@@ -71,6 +71,51 @@ pub fn load_with(
     Err(LoadErrors(errors))
 }
 
+/// What `meshgate validate` reports about a configuration that loads.
+pub struct Validated {
+    /// The checked configuration.
+    pub loaded: Loaded,
+    /// Secrets found in the config documents.
+    pub secrets: usize,
+}
+
+impl Validated {
+    /// One line: what was loaded.
+    pub fn summary(&self) -> String {
+        let plan = &self.loaded.plan;
+        let o = &plan.outbound;
+        let servers: usize = plan.inbound.listeners.iter().map(|l| l.servers.len()).sum();
+        format!(
+            "ok: {} ServiceEntry, {} DestinationRule, {} VirtualService (mesh), {} inbound listener(s) with {} server(s), {} Secret; {} warning(s); outbound policy {:?}",
+            o.services.len(),
+            o.rules.len(),
+            o.routes.len(),
+            plan.inbound.listeners.len(),
+            servers,
+            self.secrets,
+            self.loaded.warnings().count(),
+            o.policy
+        )
+    }
+}
+
+/// [`load`] for `meshgate validate`: also counts the Secrets given.
+pub fn validate(bootstrap: &Bootstrap) -> Result<Validated, LoadErrors> {
+    let (config, parse_errors) = config::load_partial(&bootstrap.config_paths);
+    let mut errors: Vec<String> = parse_errors.0.iter().map(ToString::to_string).collect();
+    match check_with(&config, bootstrap, None) {
+        Ok(loaded) if errors.is_empty() => {
+            return Ok(Validated {
+                loaded,
+                secrets: config.secrets.len(),
+            });
+        }
+        Ok(_) => {}
+        Err(e) => errors.extend(e.0),
+    }
+    Err(LoadErrors(errors))
+}
+
 /// Compiles parsed config and loads its credentials.
 pub fn check(config: &Config, bootstrap: &Bootstrap) -> Result<Loaded, LoadErrors> {
     check_with(config, bootstrap, None)

@@ -300,11 +300,18 @@ async fn admin_ports_answer_while_a_slow_reload_runs() {
         .status()
         .unwrap();
     assert!(made.success());
+    // The file is written 1.5 s from now whatever happens, so a reload that
+    // blocked this runtime would end (and the timings below fail) rather
+    // than hang the test.
+    let writer = std::thread::spawn(move || {
+        std::thread::sleep(Duration::from_millis(1500));
+        std::fs::write(&fifo, b"").unwrap();
+    });
     let reloads = p.proxy.reloads();
     let reload =
         tokio::spawn(async move { reloads.reload(meshgate::reload::Cause::Request).await });
     tokio::time::sleep(Duration::from_millis(100)).await;
-    assert!(!reload.is_finished(), "the reload is blocked on the file");
+    let probing = Instant::now();
     for _ in 0..5 {
         for (addr, path) in [
             (p.proxy.ready, "/healthz/ready"),
@@ -322,8 +329,12 @@ async fn admin_ports_answer_while_a_slow_reload_runs() {
             .unwrap();
         assert_eq!(r.status, 200, "traffic is served during the reload");
     }
-    // Unblock: the reader gets an empty document and the reload completes.
-    let writer = std::thread::spawn(move || std::fs::write(&fifo, b"").unwrap());
+    assert!(
+        probing.elapsed() < Duration::from_millis(1000) && !reload.is_finished(),
+        "every probe answered while the reload was still blocked on the file"
+    );
+    // Once the file is written the reader gets an empty document and the
+    // reload completes.
     let result = tokio::time::timeout(Duration::from_secs(10), reload)
         .await
         .expect("the reload finishes once the file is written")

@@ -1,0 +1,207 @@
+//! `meshgate ca`: create a CA, issue workload certificates, serve Istio's
+//! signing API.
+
+use std::collections::HashMap;
+use std::net::SocketAddr;
+use std::path::{Path, PathBuf};
+use std::sync::Arc;
+use std::time::Duration;
+
+use clap::Subcommand;
+
+use super::{MeshCa, spiffe_id};
+
+/// The `ca` subcommands.
+#[derive(Subcommand, Debug)]
+pub enum CaCommand {
+    /// Create a root (and optional intermediate) CA in Istio's plugin-CA
+    /// layout: ca-cert.pem, ca-key.pem, cert-chain.pem, root-cert.pem.
+    Init {
+        /// Directory to create the CA in.
+        #[arg(long)]
+        dir: PathBuf,
+        /// SPIFFE trust domain.
+        #[arg(long, default_value = "cluster.local")]
+        trust_domain: String,
+        /// Sign workloads with an intermediate under the root.
+        #[arg(long)]
+        intermediate: bool,
+        /// Root validity, e.g. 3650d.
+        #[arg(long, default_value = "3650d", value_parser = crate::plan::duration::parse)]
+        validity: Duration,
+    },
+    /// Issue a workload certificate (spiffe://<trust-domain>/ns/<ns>/sa/<sa>)
+    /// into Istio's file-mounted layout: cert-chain.pem, key.pem, root-cert.pem.
+    Issue {
+        /// The CA directory.
+        #[arg(long)]
+        dir: PathBuf,
+        /// Where to write the workload's files.
+        #[arg(long)]
+        out: PathBuf,
+        /// Workload namespace.
+        #[arg(long, default_value = "default")]
+        namespace: String,
+        /// Workload service account.
+        #[arg(long)]
+        service_account: String,
+        /// SPIFFE trust domain.
+        #[arg(long, default_value = "cluster.local")]
+        trust_domain: String,
+        /// Extra DNS names. Repeatable.
+        #[arg(long)]
+        dns: Vec<String>,
+        /// Certificate lifetime (Istio's default is 24h).
+        #[arg(long, default_value = "24h", value_parser = crate::plan::duration::parse)]
+        validity: Duration,
+    },
+    /// Serve Istio's certificate-signing API (IstioCertificateService/
+    /// CreateCertificate, gRPC over TLS) so sidecars get workload
+    /// certificates; callers authenticate with a bearer token.
+    Serve {
+        /// The CA directory.
+        #[arg(long)]
+        dir: PathBuf,
+        /// Listen address.
+        #[arg(long, default_value = "127.0.0.1:15012")]
+        listen: SocketAddr,
+        /// Token file: one `TOKEN NAMESPACE SERVICE-ACCOUNT` per line.
+        #[arg(long)]
+        tokens: PathBuf,
+        /// SPIFFE trust domain.
+        #[arg(long, default_value = "cluster.local")]
+        trust_domain: String,
+        /// Longest certificate lifetime handed out.
+        #[arg(long, default_value = "24h", value_parser = crate::plan::duration::parse)]
+        max_validity: Duration,
+    },
+}
+
+/// Runs a `ca` subcommand.
+pub fn run(cmd: CaCommand) -> Result<(), String> {
+    match cmd {
+        CaCommand::Init {
+            dir,
+            trust_domain,
+            intermediate,
+            validity,
+        } => MeshCa::init(&dir, &trust_domain, intermediate, validity).map(|_| {
+            println!(
+                "created a {} CA for trust domain {trust_domain} in {} (ca-cert.pem, ca-key.pem, cert-chain.pem, root-cert.pem)",
+                if intermediate {
+                    "root + intermediate"
+                } else {
+                    "root"
+                },
+                dir.display()
+            );
+        }),
+        CaCommand::Serve {
+            dir,
+            listen,
+            tokens,
+            trust_domain,
+            max_validity,
+        } => serve(&dir, listen, &tokens, &trust_domain, max_validity),
+        CaCommand::Issue {
+            dir,
+            out,
+            namespace,
+            service_account,
+            trust_domain,
+            dns,
+            validity,
+        } => {
+            let id = spiffe_id(&trust_domain, &namespace, &service_account);
+            MeshCa::load(&dir)
+                .and_then(|ca| ca.issue(&id, &dns, validity))
+                .and_then(|issued| issued.write(&out))
+                .map(|()| {
+                    println!(
+                        "issued {id} into {} (cert-chain.pem, key.pem, root-cert.pem)",
+                        out.display()
+                    )
+                })
+        }
+    }
+}
+
+/// Reads a token file: one `TOKEN NAMESPACE SERVICE-ACCOUNT` per line.
+fn read_tokens(path: &Path, trust_domain: &str) -> Result<HashMap<String, String>, String> {
+    let text = std::fs::read_to_string(path).map_err(|e| format!("{}: {e}", path.display()))?;
+    let mut map = HashMap::new();
+    for (i, line) in text
+        .lines()
+        .enumerate()
+        .filter(|(_, l)| !l.trim().is_empty() && !l.starts_with('#'))
+    {
+        let parts: Vec<&str> = line.split_whitespace().collect();
+        let [token, ns, sa] = parts[..] else {
+            return Err(format!(
+                "{}:{}: expected `TOKEN NAMESPACE SERVICE-ACCOUNT`",
+                path.display(),
+                i + 1
+            ));
+        };
+        map.insert(token.to_string(), spiffe_id(trust_domain, ns, sa));
+    }
+    Ok(map)
+}
+
+/// Serves the signing API on `listen` until Ctrl-C.
+fn serve(
+    dir: &Path,
+    listen: SocketAddr,
+    tokens: &Path,
+    trust_domain: &str,
+    max_validity: Duration,
+) -> Result<(), String> {
+    let ca = MeshCa::load(dir)?;
+    let tokens = read_tokens(tokens, trust_domain)?;
+    // The CA's own serving certificate, from itself.
+    let own = ca.issue(
+        &spiffe_id(trust_domain, "istio-system", "meshgate-ca"),
+        &["meshgate-ca".into(), "localhost".into()],
+        max_validity.max(Duration::from_secs(86400)),
+    )?;
+    let provider = crate::creds::provider();
+    let id = crate::creds::identity_from_pem(
+        own.cert_chain_pem.as_bytes(),
+        own.key_pem.as_bytes(),
+        &provider,
+        "CA server",
+    )?;
+    let mut config = rustls::ServerConfig::builder_with_provider(provider)
+        .with_safe_default_protocol_versions()
+        .map_err(|e| e.to_string())?
+        .with_no_client_auth()
+        .with_cert_resolver(Arc::new(rustls::sign::SingleCertAndKey::from(
+            id.certified.as_ref().clone(),
+        )));
+    config.alpn_protocols = vec![b"h2".to_vec()];
+    let signer = Arc::new(super::grpc::Signer {
+        ca,
+        tokens,
+        max_validity,
+    });
+    let runtime = tokio::runtime::Runtime::new().map_err(|e| e.to_string())?;
+    runtime.block_on(async move {
+        let listener = tokio::net::TcpListener::bind(listen)
+            .await
+            .map_err(|e| format!("{listen}: {e}"))?;
+        println!(
+            "serving IstioCertificateService/CreateCertificate on {listen} (TLS name meshgate-ca)"
+        );
+        let stop = tokio_util::sync::CancellationToken::new();
+        let task = tokio::spawn(super::grpc::serve(
+            listener,
+            tokio_rustls::TlsAcceptor::from(Arc::new(config)),
+            signer,
+            stop.clone(),
+        ));
+        let _ = tokio::signal::ctrl_c().await;
+        stop.cancel();
+        let _ = task.await;
+        Ok(())
+    })
+}
