@@ -20,6 +20,7 @@ use tracing::debug;
 
 use crate::creds::CertInfo;
 use crate::runtime::conn::{Connection, Direction, Listener, accept_loop};
+use crate::runtime::copy::Counted;
 use crate::runtime::drain::Drain;
 use crate::runtime::state::State;
 use crate::runtime::tls_fact::{NoTls, TlsFact};
@@ -58,7 +59,7 @@ pub async fn run(listener: TcpListener, role: Role, state: Arc<State>, drain: Dr
     .await;
 }
 
-async fn serve(stream: TcpStream, conn: Arc<Connection>, role: Role, state: Arc<State>) {
+async fn serve(stream: Counted<TcpStream>, conn: Arc<Connection>, role: Role, state: Arc<State>) {
     conn.set_tls(TlsFact::NoTls(NoTls::Plaintext));
     let svc = service_fn(move |req| {
         let state = state.clone();

@@ -312,13 +312,15 @@ async fn sigterm_drains_a_tunnel_and_logs_it() {
     let line = p
         .log_line(&["access", "connection", "listener=outbound"])
         .await;
+    // Every byte of the connection: the CONNECT exchange, then the tunnel.
+    let connect_head = format!("CONNECT {echo} HTTP/1.1\r\nHost: {echo}\r\n\r\n").len();
     for field in [
         "destination=PassthroughCluster",
         &format!("upstream={echo}"),
-        "bytes_received=10",
-        "bytes_sent=10",
+        &format!("bytes_received={}", connect_head + 10),
         "flag=\"drained\"",
         "requests=1",
+        "tls=none",
     ] {
         assert!(line.contains(field), "{field} missing: {line}");
     }
@@ -366,4 +368,49 @@ async fn sighup_binds_an_added_gateway_port_and_closes_a_removed_one() {
         tokio::net::TcpStream::connect(a).await.is_err(),
         "{a} is closed: {removed}"
     );
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_request_whose_client_goes_away_is_logged() {
+    let dir = tempfile::tempdir().unwrap();
+    std::fs::write(dir.path().join("config.yaml"), "").unwrap();
+    // An upstream that takes requests and never answers.
+    let silent = {
+        let l = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+        let addr = l.local_addr().unwrap();
+        tokio::spawn(async move {
+            let mut held = Vec::new();
+            while let Ok((s, _)) = l.accept().await {
+                held.push(s);
+            }
+        });
+        addr
+    };
+    let mut p = Running::start(dir.path(), "proxy", Ports::free(), &[]);
+    p.wait_ready().await;
+    let mut s = tokio::net::TcpStream::connect(p.ports.outbound)
+        .await
+        .unwrap();
+    let request = format!("GET /abandoned HTTP/1.1\r\nHost: {silent}\r\n\r\n");
+    s.write_all(request.as_bytes()).await.unwrap();
+    tokio::time::sleep(Duration::from_millis(300)).await;
+    drop(s);
+    let line = p.log_line(&["access", "path=/abandoned"]).await;
+    for field in [
+        "status=0",
+        "flag=\"downstream_disconnect\"",
+        "reporter=\"source\"",
+    ] {
+        assert!(line.contains(field), "{field} missing: {line}");
+    }
+    let conn = p
+        .log_line(&["access", "connection", "listener=outbound", "requests=1"])
+        .await;
+    for field in [
+        format!("bytes_received={}", request.len()),
+        "bytes_sent=0".into(),
+        "tls=none".into(),
+    ] {
+        assert!(conn.contains(&field), "{field} missing: {conn}");
+    }
 }

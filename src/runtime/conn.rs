@@ -4,6 +4,7 @@
 //! and close metrics however the connection ends (early return, error,
 //! cancellation at the drain limit).
 //!
+//! The connection's socket counts its bytes into the guard as they move.
 //! A connection's guard is shared (`Arc`) with anything the connection
 //! spawns (a CONNECT tunnel, an upgraded WebSocket), so the record and the
 //! connection permit are released only when the last part is done.
@@ -19,6 +20,7 @@ use tokio::sync::{OwnedSemaphorePermit, Semaphore};
 use tokio_util::sync::CancellationToken;
 use tracing::info;
 
+use super::copy::{ByteCounts, Counted};
 use super::drain::Drain;
 use super::tls_fact::TlsFact;
 use crate::metrics::{ListenerLabels, Metrics, TcpLabels};
@@ -100,7 +102,7 @@ pub async fn accept_loop<F, Fut>(
     drain: Drain,
     handler: F,
 ) where
-    F: Fn(TcpStream, Arc<Connection>) -> Fut,
+    F: Fn(Counted<TcpStream>, Arc<Connection>) -> Fut,
     Fut: Future<Output = ()> + Send + 'static,
 {
     let mut backoff = Duration::from_millis(5);
@@ -128,6 +130,8 @@ pub async fn accept_loop<F, Fut>(
             drain.clone(),
             permit,
         ));
+        let _ = stream.set_nodelay(true);
+        let stream = Counted::new(stream, conn.bytes.clone());
         conn.spawn(handler(stream, conn.clone()));
     }
 }
@@ -145,6 +149,9 @@ struct Facts {
     /// Whether bytes were spliced (tunnel, upgrade, passthrough, TCP):
     /// counted in Istio's TCP metrics.
     spliced: bool,
+    /// Bytes (received, sent) before the splice began (the CONNECT or
+    /// upgrade exchange), left out of the TCP metrics.
+    before_splice: (u64, u64),
 }
 
 /// One accepted connection. Dropped when the connection and everything it
@@ -158,10 +165,8 @@ pub struct Connection {
     pub drain: Drain,
     metrics: Arc<Metrics>,
     started: Instant,
-    /// Bytes read from the client.
-    received: AtomicU64,
-    /// Bytes written to the client.
-    sent: AtomicU64,
+    /// Bytes from and to the client.
+    bytes: Arc<ByteCounts>,
     /// HTTP requests served.
     requests: AtomicU64,
     facts: Mutex<Facts>,
@@ -190,8 +195,7 @@ impl Connection {
             drain,
             metrics,
             started: Instant::now(),
-            received: AtomicU64::new(0),
-            sent: AtomicU64::new(0),
+            bytes: Arc::default(),
             requests: AtomicU64::new(0),
             facts: Mutex::new(Facts::default()),
             _permit: permit,
@@ -230,8 +234,10 @@ impl Connection {
     }
 
     /// Marks the connection as spliced to `destination` (`upstream` for the
-    /// log) and counts it in Istio's TCP metrics.
-    pub fn spliced(&self, destination: Arc<str>, upstream: String) {
+    /// log) and counts it in Istio's TCP metrics: every byte of the
+    /// connection when `whole`, else those from now on (after a CONNECT or
+    /// upgrade exchange).
+    pub fn spliced(&self, destination: Arc<str>, upstream: String, whole: bool) {
         self.metrics
             .tcp_opened
             .get_or_create(&TcpLabels {
@@ -239,15 +245,24 @@ impl Connection {
                 destination_service: destination.clone(),
             })
             .inc();
+        let before = if whole {
+            (0, 0)
+        } else {
+            (
+                self.bytes.received.load(Ordering::Relaxed),
+                self.bytes.sent.load(Ordering::Relaxed),
+            )
+        };
         let mut f = self.facts();
+        f.before_splice = before;
         f.destination = Some(destination);
         f.upstream = Some(upstream);
         f.spliced = true;
     }
 
-    /// Counters for bytes from (`received`) and to (`sent`) the client.
-    pub fn byte_counters(&self) -> (&AtomicU64, &AtomicU64) {
-        (&self.received, &self.sent)
+    /// Bytes from and to the client so far.
+    pub fn bytes(&self) -> &ByteCounts {
+        &self.bytes
     }
 
     /// Counts one HTTP request on this connection.
@@ -270,22 +285,23 @@ impl Drop for Connection {
             .get_or_create(&labels)
             .dec();
         let facts = std::mem::take(self.facts.get_mut().unwrap_or_else(|p| p.into_inner()));
-        let received = *self.received.get_mut();
-        let sent = *self.sent.get_mut();
+        let received = self.bytes.received.load(Ordering::Relaxed);
+        let sent = self.bytes.sent.load(Ordering::Relaxed);
         if facts.spliced {
             let labels = TcpLabels {
                 reporter: self.listener.direction.reporter(),
                 destination_service: facts.destination.clone().unwrap_or_else(|| "-".into()),
             };
             self.metrics.tcp_closed.get_or_create(&labels).inc();
+            let (r0, s0) = facts.before_splice;
             self.metrics
                 .tcp_received_bytes
                 .get_or_create(&labels)
-                .inc_by(received);
+                .inc_by(received.saturating_sub(r0));
             self.metrics
                 .tcp_sent_bytes
                 .get_or_create(&labels)
-                .inc_by(sent);
+                .inc_by(sent.saturating_sub(s0));
         }
         if !access_log_on() {
             return;

@@ -1,18 +1,33 @@
-//! The one byte splice: CONNECT tunnels, upgrades, PASSTHROUGH and TCP
-//! relays all copy through [`splice`], which counts bytes into the
-//! connection's guard as they move (so a cancelled splice is still
-//! counted), propagates half-close, and ends a splice on which nothing has
-//! moved for the idle timeout.
+//! Counting and splicing bytes. Every downstream connection's socket is
+//! wrapped in [`Counted`], so its bytes are counted as they move (a
+//! cancelled connection is still counted). CONNECT tunnels, upgrades,
+//! PASSTHROUGH and TCP relays all copy through [`splice`], which propagates
+//! half-close and ends a splice on which nothing has moved for the idle
+//! timeout.
 
 use std::io;
 use std::pin::Pin;
+use std::sync::Arc;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::task::{Context, Poll};
 use std::time::Duration;
 
 use tokio::io::{AsyncRead, AsyncWrite, ReadBuf};
 
-use super::conn::Connection;
+/// Bytes moved on one downstream connection.
+#[derive(Debug, Default)]
+pub struct ByteCounts {
+    /// Read from the client.
+    pub received: AtomicU64,
+    /// Written to the client.
+    pub sent: AtomicU64,
+}
+
+impl ByteCounts {
+    fn total(&self) -> u64 {
+        self.received.load(Ordering::Relaxed) + self.sent.load(Ordering::Relaxed)
+    }
+}
 
 /// Istio's default TCP idle timeout (DestinationRule
 /// `connectionPool.tcp.idleTimeout`, Envoy's `tcp_proxy` 1 h).
@@ -40,11 +55,11 @@ impl SpliceEnd {
     }
 }
 
-/// Copies both ways between `downstream` (the client) and `upstream` until
-/// both directions are done or nothing moves for `idle`. Bytes from the
-/// client count as received, bytes to it as sent, on `conn`.
+/// Copies both ways between `downstream` (the client, whose bytes `counts`
+/// counts) and `upstream` until both directions are done or nothing moves
+/// for `idle`.
 pub async fn splice<D, U>(
-    conn: &Connection,
+    counts: &ByteCounts,
     downstream: D,
     upstream: U,
     idle: Duration,
@@ -53,38 +68,13 @@ where
     D: AsyncRead + AsyncWrite + Unpin,
     U: AsyncRead + AsyncWrite + Unpin,
 {
-    let (received, sent) = conn.byte_counters();
-    splice_counted(received, sent, downstream, upstream, idle).await
-}
-
-/// [`splice`] into two counters.
-async fn splice_counted<D, U>(
-    received: &AtomicU64,
-    sent: &AtomicU64,
-    downstream: D,
-    upstream: U,
-    idle: Duration,
-) -> SpliceEnd
-where
-    D: AsyncRead + AsyncWrite + Unpin,
-    U: AsyncRead + AsyncWrite + Unpin,
-{
-    let mut down = Counted {
-        inner: downstream,
-        count: received,
-    };
-    // Reads from the upstream are the bytes sent to the client.
-    let mut up = Counted {
-        inner: upstream,
-        count: sent,
-    };
-    let total = || received.load(Ordering::Relaxed) + sent.load(Ordering::Relaxed);
+    let (mut down, mut up) = (downstream, upstream);
     let copy = tokio::io::copy_bidirectional(&mut down, &mut up);
     tokio::pin!(copy);
     // Checked a few times per idle period: a splice closes between `idle`
     // and 1.25 × `idle` after the last byte.
     let tick = (idle / 4).max(Duration::from_millis(10));
-    let mut last = total();
+    let mut last = counts.total();
     let mut quiet = Duration::ZERO;
     loop {
         tokio::select! {
@@ -93,7 +83,7 @@ where
                 Err(e) => SpliceEnd::Error(e.kind()),
             },
             () = tokio::time::sleep(tick) => {
-                let now = total();
+                let now = counts.total();
                 if now == last {
                     quiet += tick;
                     if quiet >= idle {
@@ -108,13 +98,25 @@ where
     }
 }
 
-/// Counts the bytes read through it.
-struct Counted<'a, T> {
+/// An IO whose reads count as received and writes as sent.
+pub struct Counted<T> {
     inner: T,
-    count: &'a AtomicU64,
+    counts: Arc<ByteCounts>,
 }
 
-impl<T: AsyncRead + Unpin> AsyncRead for Counted<'_, T> {
+impl<T> Counted<T> {
+    /// Counts `inner`'s bytes into `counts`.
+    pub fn new(inner: T, counts: Arc<ByteCounts>) -> Counted<T> {
+        Counted { inner, counts }
+    }
+
+    /// The wrapped IO.
+    pub fn get_ref(&self) -> &T {
+        &self.inner
+    }
+}
+
+impl<T: AsyncRead + Unpin> AsyncRead for Counted<T> {
     fn poll_read(
         mut self: Pin<&mut Self>,
         cx: &mut Context<'_>,
@@ -124,19 +126,23 @@ impl<T: AsyncRead + Unpin> AsyncRead for Counted<'_, T> {
         let r = Pin::new(&mut self.inner).poll_read(cx, buf);
         let n = buf.filled().len() - before;
         if n > 0 {
-            self.count.fetch_add(n as u64, Ordering::Relaxed);
+            self.counts.received.fetch_add(n as u64, Ordering::Relaxed);
         }
         r
     }
 }
 
-impl<T: AsyncWrite + Unpin> AsyncWrite for Counted<'_, T> {
+impl<T: AsyncWrite + Unpin> AsyncWrite for Counted<T> {
     fn poll_write(
         mut self: Pin<&mut Self>,
         cx: &mut Context<'_>,
         buf: &[u8],
     ) -> Poll<io::Result<usize>> {
-        Pin::new(&mut self.inner).poll_write(cx, buf)
+        let r = Pin::new(&mut self.inner).poll_write(cx, buf);
+        if let Poll::Ready(Ok(n)) = r {
+            self.counts.sent.fetch_add(n as u64, Ordering::Relaxed);
+        }
+        r
     }
 
     fn poll_flush(mut self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<io::Result<()>> {
@@ -152,7 +158,11 @@ impl<T: AsyncWrite + Unpin> AsyncWrite for Counted<'_, T> {
         cx: &mut Context<'_>,
         bufs: &[io::IoSlice<'_>],
     ) -> Poll<io::Result<usize>> {
-        Pin::new(&mut self.inner).poll_write_vectored(cx, bufs)
+        let r = Pin::new(&mut self.inner).poll_write_vectored(cx, bufs);
+        if let Poll::Ready(Ok(n)) = r {
+            self.counts.sent.fetch_add(n as u64, Ordering::Relaxed);
+        }
+        r
     }
 
     fn is_write_vectored(&self) -> bool {
@@ -169,8 +179,9 @@ mod tests {
     async fn counts_both_ways_and_carries_half_close() {
         let (client, down) = duplex(1024);
         let (up, server) = duplex(1024);
-        let (received, sent) = (AtomicU64::new(0), AtomicU64::new(0));
-        let relay = splice_counted(&received, &sent, down, up, Duration::from_secs(60));
+        let counts = Arc::new(ByteCounts::default());
+        let down = Counted::new(down, counts.clone());
+        let relay = splice(&counts, down, up, Duration::from_secs(60));
         let peers = async {
             let (mut client, mut server) = (client, server);
             client.write_all(b"hello").await.unwrap();
@@ -187,18 +198,19 @@ mod tests {
         };
         let (end, ()) = tokio::join!(relay, peers);
         assert_eq!(end, SpliceEnd::Closed);
-        assert_eq!(received.load(Ordering::Relaxed), 5);
-        assert_eq!(sent.load(Ordering::Relaxed), 6);
+        assert_eq!(counts.received.load(Ordering::Relaxed), 5);
+        assert_eq!(counts.sent.load(Ordering::Relaxed), 6);
     }
 
     #[tokio::test(start_paused = true)]
     async fn ends_when_nothing_moves_for_the_idle_timeout() {
         let (mut client, down) = duplex(1024);
         let (up, _server) = duplex(1024);
-        let (received, sent) = (AtomicU64::new(0), AtomicU64::new(0));
+        let counts = Arc::new(ByteCounts::default());
+        let down = Counted::new(down, counts.clone());
         let idle = Duration::from_secs(100);
         let started = tokio::time::Instant::now();
-        let relay = splice_counted(&received, &sent, down, up, idle);
+        let relay = splice(&counts, down, up, idle);
         let talk = async {
             // Traffic at 60 s keeps it open past the first 100 s.
             tokio::time::sleep(Duration::from_secs(60)).await;

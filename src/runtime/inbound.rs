@@ -15,7 +15,7 @@ use tokio::net::TcpStream;
 use tracing::{debug, warn};
 
 use super::conn::Connection;
-use super::copy::{TCP_IDLE_TIMEOUT, splice};
+use super::copy::{Counted, TCP_IDLE_TIMEOUT, splice};
 use super::exchange::Ctx;
 use super::inbound_http::{self, HttpConn, listener_plan};
 use super::prepared::Destination;
@@ -25,6 +25,9 @@ use crate::plan::destination::{self, Speak};
 use crate::plan::host::{HostPattern, most_specific};
 use crate::plan::inbound::{L4RoutePlan, ServerPlan, TlsServerMode};
 use crate::tls::{FailureReason, classify};
+
+/// A client's socket, its bytes counted on its connection.
+type Downstream = Counted<TcpStream>;
 
 /// Largest ClientHello accepted (several records are allowed).
 const MAX_HELLO_BYTES: usize = 64 * 1024;
@@ -45,8 +48,7 @@ fn handshake_failed(ctx: &Ctx, reason: FailureReason, detail: &str) {
 }
 
 /// Serves one accepted connection on an inbound listener.
-pub async fn serve(stream: TcpStream, conn: Arc<Connection>, state: Arc<State>) {
-    let _ = stream.set_nodelay(true);
+pub async fn serve(stream: Counted<TcpStream>, conn: Arc<Connection>, state: Arc<State>) {
     let ctx = Ctx {
         snapshot: state.snapshot(),
         state,
@@ -62,7 +64,7 @@ pub async fn serve(stream: TcpStream, conn: Arc<Connection>, state: Arc<State>) 
         if listener.permissive {
             // PERMISSIVE: TLS (a ClientHello) or plain text on the same port.
             let mut first = [0u8; 1];
-            match tokio::time::timeout(deadline, stream.peek(&mut first)).await {
+            match tokio::time::timeout(deadline, stream.get_ref().peek(&mut first)).await {
                 Ok(Ok(n)) if n > 0 && first[0] != 0x16 => {
                     ctx.conn.set_tls(TlsFact::NoTls(NoTls::Permissive));
                     let server = listener.servers.first().cloned();
@@ -82,7 +84,7 @@ pub async fn serve(stream: TcpStream, conn: Arc<Connection>, state: Arc<State>) 
     // not held forever (HTTP/2 prior knowledge has no header timeout).
     let mut probe = [0u8; 1];
     if is_http
-        && !matches!(tokio::time::timeout(deadline, stream.peek(&mut probe)).await, Ok(Ok(n)) if n > 0)
+        && !matches!(tokio::time::timeout(deadline, stream.get_ref().peek(&mut probe)).await, Ok(Ok(n)) if n > 0)
     {
         debug!("no request bytes before the deadline; closing");
         ctx.conn.set_flag("request_header_timeout");
@@ -113,7 +115,7 @@ enum HelloError {
 }
 
 /// Reads until a whole ClientHello has arrived, keeping every byte.
-async fn read_hello(stream: &mut TcpStream) -> Result<Hello, HelloError> {
+async fn read_hello(stream: &mut Downstream) -> Result<Hello, HelloError> {
     use tokio::io::AsyncReadExt;
     let mut acceptor = rustls::server::Acceptor::default();
     let mut bytes = Vec::with_capacity(1024);
@@ -180,12 +182,12 @@ const ALERT_UNRECOGNIZED_NAME: [u8; 7] = [0x15, 0x03, 0x03, 0x00, 0x02, 0x02, 11
 /// A terminated TLS connection, ready to serve.
 enum Terminated {
     Http(
-        tokio_rustls::server::TlsStream<TcpStream>,
+        tokio_rustls::server::TlsStream<Downstream>,
         Arc<HttpConn>,
         inbound_http::Version,
     ),
     Tcp(
-        tokio_rustls::server::TlsStream<TcpStream>,
+        tokio_rustls::server::TlsStream<Downstream>,
         Ctx,
         Arc<ServerPlan>,
     ),
@@ -194,7 +196,7 @@ enum Terminated {
 /// Serves a TLS port. The handshake runs in its own (boxed) future that is
 /// gone once the connection is established: an idle connection keeps only
 /// what serving needs.
-async fn serve_tls(stream: TcpStream, ctx: Ctx) {
+async fn serve_tls(stream: Downstream, ctx: Ctx) {
     match Box::pin(accept_tls(stream, ctx)).await {
         Some(Terminated::Http(tls, conn, version)) => inbound_http::serve(tls, conn, version).await,
         Some(Terminated::Tcp(tls, ctx, server)) => Box::pin(serve_tcp(tls, &ctx, &server)).await,
@@ -205,7 +207,7 @@ async fn serve_tls(stream: TcpStream, ctx: Ctx) {
 /// Reads the ClientHello, picks the server, and either completes the TLS
 /// handshake (`Some`) or handles the connection to its end: refusals,
 /// alerts and PASSTHROUGH (`None`).
-async fn accept_tls(mut stream: TcpStream, ctx: Ctx) -> Option<Terminated> {
+async fn accept_tls(mut stream: Downstream, ctx: Ctx) -> Option<Terminated> {
     let started = Instant::now();
     let deadline = tokio::time::Instant::now() + ctx.state.bootstrap.handshake_timeout;
     let hello = match tokio::time::timeout_at(deadline, read_hello(&mut stream)).await {
@@ -342,7 +344,7 @@ async fn accept_tls(mut stream: TcpStream, ctx: Ctx) -> Option<Terminated> {
     }
 }
 
-async fn passthrough(stream: TcpStream, hello: Hello, ctx: &Ctx, server: &ServerPlan) {
+async fn passthrough(stream: Downstream, hello: Hello, ctx: &Ctx, server: &ServerPlan) {
     ctx.conn.set_tls(TlsFact::Passthrough {
         sni: hello.sni.as_deref().map(Arc::from),
     });
@@ -370,15 +372,11 @@ async fn passthrough(stream: TcpStream, hello: Hello, ctx: &Ctx, server: &Server
         return;
     };
     // The upstream sees exactly the client's bytes, ClientHello included.
-    ctx.conn.byte_counters().0.fetch_add(
-        hello.bytes.len() as u64,
-        std::sync::atomic::Ordering::Relaxed,
-    );
     if upstream.write_all(&hello.bytes).await.is_err() {
         ctx.conn.set_flag("upstream_reset");
         return;
     }
-    let end = splice(&ctx.conn, stream, upstream, TCP_IDLE_TIMEOUT).await;
+    let end = splice(ctx.conn.bytes(), stream, upstream, TCP_IDLE_TIMEOUT).await;
     ctx.conn.set_flag(end.flag());
 }
 
@@ -393,7 +391,7 @@ async fn connect_l4(ctx: &Ctx, dest: &Destination) -> Option<TcpStream> {
         .await
     {
         Ok(u) => {
-            ctx.conn.spliced(dest.label.clone(), dest.describe());
+            ctx.conn.spliced(dest.label.clone(), dest.describe(), true);
             Some(u)
         }
         Err(e) => {
@@ -444,7 +442,7 @@ where
     let Some(upstream) = connect_l4(ctx, &dest).await else {
         return;
     };
-    let end = splice(&ctx.conn, stream, upstream, TCP_IDLE_TIMEOUT).await;
+    let end = splice(ctx.conn.bytes(), stream, upstream, TCP_IDLE_TIMEOUT).await;
     ctx.conn.set_flag(end.flag());
 }
 
@@ -454,7 +452,7 @@ const LINGER: std::time::Duration = std::time::Duration::from_millis(500);
 /// Shuts down the write side and reads (discarding) until the client
 /// closes or [`LINGER`] passes, so a final alert or response is delivered
 /// rather than lost to a reset.
-async fn linger(mut stream: TcpStream) {
+async fn linger(mut stream: Downstream) {
     use tokio::io::AsyncReadExt;
     let _ = stream.shutdown().await;
     let mut sink = vec![0u8; 4096];

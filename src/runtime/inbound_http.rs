@@ -497,9 +497,9 @@ impl HttpConn {
             self.ctx.conn.spawn(async move {
                 match (down.await, up.await) {
                     (Ok(down), Ok(up)) => {
-                        conn.spliced(label, endpoints);
+                        conn.spliced(label, endpoints, false);
                         let end = splice(
-                            &conn,
+                            conn.bytes(),
                             TokioIo::new(down),
                             TokioIo::new(up),
                             TCP_IDLE_TIMEOUT,

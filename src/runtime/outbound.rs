@@ -17,7 +17,7 @@ use tokio::net::TcpStream;
 use tracing::debug;
 
 use super::conn::Connection;
-use super::copy::{TCP_IDLE_TIMEOUT, splice};
+use super::copy::{Counted, TCP_IDLE_TIMEOUT, splice};
 use super::exchange::{Choice, Ctx, Outcome, Reply, RequestRecord, shape_request, shape_response};
 use super::http::{Authority, Body, boxed, request_authority, strip_hop_by_hop};
 use super::prepared::{Destination, PreparedKey};
@@ -26,8 +26,7 @@ use super::tls_fact::{NoTls, TlsFact};
 use crate::plan::Decision;
 
 /// Serves one accepted connection on the outbound listener.
-pub async fn serve(stream: TcpStream, conn: Arc<Connection>, state: Arc<State>) {
-    let _ = stream.set_nodelay(true);
+pub async fn serve(stream: Counted<TcpStream>, conn: Arc<Connection>, state: Arc<State>) {
     conn.set_tls(TlsFact::NoTls(NoTls::Plaintext));
     let stop = conn.listener.stop.clone();
     // One snapshot per connection: a reload never splits a connection.
@@ -176,8 +175,14 @@ async fn connect(ctx: &Ctx, req: Request<Incoming>, host: &str, port: u16) -> Re
     ctx.conn.spawn(async move {
         match hyper::upgrade::on(req).await {
             Ok(upgraded) => {
-                conn.spliced(label, endpoints);
-                let end = splice(&conn, TokioIo::new(upgraded), upstream, TCP_IDLE_TIMEOUT).await;
+                conn.spliced(label, endpoints, false);
+                let end = splice(
+                    conn.bytes(),
+                    TokioIo::new(upgraded),
+                    upstream,
+                    TCP_IDLE_TIMEOUT,
+                )
+                .await;
                 conn.set_flag(end.flag());
             }
             Err(e) => {
