@@ -228,6 +228,11 @@ impl Connection {
         self.facts().tls.clone()
     }
 
+    /// Istio's `connection_security_policy` of the connection.
+    pub fn security_policy(&self) -> &'static str {
+        self.facts().tls.security_policy()
+    }
+
     /// Records why the proxy closed the connection (a stable reason).
     pub fn set_flag(&self, flag: &'static str) {
         self.facts().flag = flag;

@@ -109,3 +109,55 @@ impl Drain {
         self.upstream.wait().await;
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use std::sync::Arc;
+    use std::sync::atomic::{AtomicUsize, Ordering};
+
+    #[tokio::test(start_paused = true)]
+    async fn work_finishes_within_the_limit_or_is_stopped_there() {
+        let shutdown = CancellationToken::new();
+        let drain = Drain::new(shutdown.clone(), Duration::from_secs(5));
+        let forced = Arc::new(AtomicUsize::new(0));
+        let finished = Arc::new(AtomicUsize::new(0));
+        for secs in [1, 3, 60] {
+            let (forced, finished) = (forced.clone(), finished.clone());
+            drain.spawn(
+                async move {
+                    tokio::time::sleep(Duration::from_secs(secs)).await;
+                    finished.fetch_add(1, Ordering::SeqCst);
+                },
+                move || {
+                    forced.fetch_add(1, Ordering::SeqCst);
+                },
+            );
+        }
+        let upstream_closed = Arc::new(AtomicUsize::new(0));
+        let closed = upstream_closed.clone();
+        drain.spawn_upstream(async move {
+            // A pooled connection: open until told to stop.
+            struct Closed(Arc<AtomicUsize>);
+            impl Drop for Closed {
+                fn drop(&mut self) {
+                    self.0.fetch_add(1, Ordering::SeqCst);
+                }
+            }
+            let _c = Closed(closed);
+            std::future::pending::<()>().await;
+        });
+        let started = tokio::time::Instant::now();
+        shutdown.cancel();
+        drain.clone().run().await;
+        assert_eq!(
+            started.elapsed(),
+            Duration::from_secs(5),
+            "the limit, no more"
+        );
+        assert_eq!(finished.load(Ordering::SeqCst), 2, "1 s and 3 s finished");
+        assert_eq!(forced.load(Ordering::SeqCst), 1, "the 60 s one was stopped");
+        assert_eq!(upstream_closed.load(Ordering::SeqCst), 1, "then the pools");
+        assert_eq!(drain.connections(), 0);
+    }
+}

@@ -133,7 +133,7 @@ impl Drop for RequestRecord<'_> {
             destination_service: outcome.destination.clone(),
             response_code: outcome.status,
             response_flags: outcome.flag,
-            connection_security_policy: self.conn.tls().security_policy(),
+            connection_security_policy: self.conn.security_policy(),
         };
         metrics.requests.get_or_create(&labels).inc();
         metrics
