@@ -9,7 +9,7 @@
 pub mod cli;
 pub mod grpc;
 
-use std::path::Path;
+use std::path::{Path, PathBuf};
 use std::time::Duration;
 
 use rcgen::{
@@ -17,6 +17,58 @@ use rcgen::{
     DnType, ExtendedKeyUsagePurpose, IsCa, Issuer, KeyPair, KeyUsagePurpose, SanType,
 };
 use time::OffsetDateTime;
+
+/// Why a CA operation failed. The text names the file or name involved.
+#[derive(Debug, thiserror::Error)]
+pub enum CaError {
+    /// `init` on a directory that already holds a CA.
+    #[error("{}: a CA already exists here (ca-key.pem); refusing to overwrite it", dir.display())]
+    Exists {
+        /// The CA directory.
+        dir: PathBuf,
+    },
+    /// A file or directory cannot be created, written or read.
+    #[error("{}: {source}", path.display())]
+    Io {
+        /// The file or directory.
+        path: PathBuf,
+        /// The OS error.
+        source: std::io::Error,
+    },
+    /// Making the CA's keys or certificates failed.
+    #[error("generating the CA: {0}")]
+    Generate(#[source] rcgen::Error),
+    /// A CA file (`ca-key.pem`, `ca-cert.pem`) is not usable.
+    #[error("{}: {source}", path.display())]
+    Pem {
+        /// The file.
+        path: PathBuf,
+        /// rcgen's reason.
+        source: rcgen::Error,
+    },
+    /// A SPIFFE ID or DNS name cannot go into a certificate.
+    #[error("{name:?}: {source}")]
+    Name {
+        /// The ID or name.
+        name: String,
+        /// rcgen's reason.
+        source: rcgen::Error,
+    },
+    /// Making a workload key or signing its certificate failed.
+    #[error(transparent)]
+    Issue(rcgen::Error),
+    /// The certificate signing request does not parse.
+    #[error("invalid CSR: {0}")]
+    Csr(#[source] rcgen::Error),
+}
+
+/// Wraps an OS error about `path`.
+fn io_error(path: &Path) -> impl FnOnce(std::io::Error) -> CaError + '_ {
+    move |source| CaError::Io {
+        path: path.to_path_buf(),
+        source,
+    }
+}
 
 /// A workload's SPIFFE ID.
 pub fn spiffe_id(trust_domain: &str, namespace: &str, service_account: &str) -> String {
@@ -63,7 +115,7 @@ fn ca_params(cn: &str, validity: Duration, path_len: Option<u8>) -> CertificateP
     p
 }
 
-fn write(dir: &Path, name: &str, text: &str, private: bool) -> Result<(), String> {
+fn write(dir: &Path, name: &str, text: &str, private: bool) -> Result<(), CaError> {
     use std::io::Write as _;
     use std::os::unix::fs::OpenOptionsExt as _;
     let path = dir.join(name);
@@ -73,14 +125,13 @@ fn write(dir: &Path, name: &str, text: &str, private: bool) -> Result<(), String
         .truncate(true)
         .mode(if private { 0o600 } else { 0o644 })
         .open(&path)
-        .map_err(|e| format!("{}: {e}", path.display()))?;
-    f.write_all(text.as_bytes())
-        .map_err(|e| format!("{}: {e}", path.display()))
+        .map_err(io_error(&path))?;
+    f.write_all(text.as_bytes()).map_err(io_error(&path))
 }
 
-fn read(dir: &Path, name: &str) -> Result<String, String> {
+fn read(dir: &Path, name: &str) -> Result<String, CaError> {
     let path = dir.join(name);
-    std::fs::read_to_string(&path).map_err(|e| format!("{}: {e}", path.display()))
+    std::fs::read_to_string(&path).map_err(io_error(&path))
 }
 
 impl MeshCa {
@@ -91,15 +142,14 @@ impl MeshCa {
         trust_domain: &str,
         intermediate: bool,
         validity: Duration,
-    ) -> Result<MeshCa, String> {
+    ) -> Result<MeshCa, CaError> {
         if dir.join("ca-key.pem").exists() {
-            return Err(format!(
-                "{}: a CA already exists here (ca-key.pem); refusing to overwrite it",
-                dir.display()
-            ));
+            return Err(CaError::Exists {
+                dir: dir.to_path_buf(),
+            });
         }
-        std::fs::create_dir_all(dir).map_err(|e| format!("{}: {e}", dir.display()))?;
-        let err = |e: rcgen::Error| format!("generating the CA: {e}");
+        std::fs::create_dir_all(dir).map_err(io_error(dir))?;
+        let err = CaError::Generate;
         let root_key = KeyPair::generate().map_err(err)?;
         let root_params = ca_params(&format!("{trust_domain} root CA"), validity, None);
         let root = root_params.self_signed(&root_key).map_err(err)?;
@@ -129,12 +179,14 @@ impl MeshCa {
 
     /// Loads a CA directory (`ca-cert.pem`, `ca-key.pem`, `cert-chain.pem`,
     /// `root-cert.pem`).
-    pub fn load(dir: &Path) -> Result<MeshCa, String> {
-        let key = KeyPair::from_pem(&read(dir, "ca-key.pem")?)
-            .map_err(|e| format!("{}: {e}", dir.join("ca-key.pem").display()))?;
+    pub fn load(dir: &Path) -> Result<MeshCa, CaError> {
+        let pem_error = |name: &str| {
+            let path = dir.join(name);
+            move |source| CaError::Pem { path, source }
+        };
+        let key = KeyPair::from_pem(&read(dir, "ca-key.pem")?).map_err(pem_error("ca-key.pem"))?;
         let cert = read(dir, "ca-cert.pem")?;
-        let issuer = Issuer::from_ca_cert_pem(&cert, key)
-            .map_err(|e| format!("{}: {e}", dir.join("ca-cert.pem").display()))?;
+        let issuer = Issuer::from_ca_cert_pem(&cert, key).map_err(pem_error("ca-cert.pem"))?;
         Ok(MeshCa {
             issuer,
             chain_pem: read(dir, "cert-chain.pem")?,
@@ -147,18 +199,19 @@ impl MeshCa {
         spiffe: &str,
         dns: &[String],
         validity: Duration,
-    ) -> Result<CertificateParams, String> {
+    ) -> Result<CertificateParams, CaError> {
+        let name_error = |name: &str| {
+            let name = name.to_string();
+            move |source| CaError::Name { name, source }
+        };
         let mut p = CertificateParams::default();
         p.distinguished_name = DistinguishedName::new();
         let mut sans = vec![SanType::URI(
-            spiffe
-                .to_string()
-                .try_into()
-                .map_err(|e| format!("{spiffe:?}: {e}"))?,
+            spiffe.to_string().try_into().map_err(name_error(spiffe))?,
         )];
         for d in dns {
             sans.push(SanType::DnsName(
-                d.clone().try_into().map_err(|e| format!("{d:?}: {e}"))?,
+                d.clone().try_into().map_err(name_error(d))?,
             ));
         }
         p.subject_alt_names = sans;
@@ -184,12 +237,12 @@ impl MeshCa {
         spiffe: &str,
         dns: &[String],
         validity: Duration,
-    ) -> Result<Issued, String> {
+    ) -> Result<Issued, CaError> {
         let params = self.leaf_params(spiffe, dns, validity)?;
-        let key = KeyPair::generate().map_err(|e| e.to_string())?;
+        let key = KeyPair::generate().map_err(CaError::Issue)?;
         let cert = params
             .signed_by(&key, &self.issuer)
-            .map_err(|e| e.to_string())?;
+            .map_err(CaError::Issue)?;
         Ok(Issued {
             cert_chain_pem: format!("{}{}", cert.pem(), self.chain_pem),
             key_pem: key.serialize_pem(),
@@ -205,15 +258,14 @@ impl MeshCa {
         csr_pem: &str,
         spiffe: &str,
         validity: Duration,
-    ) -> Result<Issued, String> {
-        let csr = CertificateSigningRequestParams::from_pem(csr_pem)
-            .map_err(|e| format!("invalid CSR: {e}"))?;
+    ) -> Result<Issued, CaError> {
+        let csr = CertificateSigningRequestParams::from_pem(csr_pem).map_err(CaError::Csr)?;
         let signed = CertificateSigningRequestParams {
             params: self.leaf_params(spiffe, &[], validity)?,
             public_key: csr.public_key,
         }
         .signed_by(&self.issuer)
-        .map_err(|e| e.to_string())?;
+        .map_err(CaError::Issue)?;
         Ok(Issued {
             cert_chain_pem: format!("{}{}", signed.pem(), self.chain_pem),
             key_pem: String::new(),
@@ -224,8 +276,8 @@ impl MeshCa {
 
 impl Issued {
     /// Writes Istio's file-mounted layout into `dir`.
-    pub fn write(&self, dir: &Path) -> Result<(), String> {
-        std::fs::create_dir_all(dir).map_err(|e| format!("{}: {e}", dir.display()))?;
+    pub fn write(&self, dir: &Path) -> Result<(), CaError> {
+        std::fs::create_dir_all(dir).map_err(io_error(dir))?;
         write(dir, "cert-chain.pem", &self.cert_chain_pem, false)?;
         if !self.key_pem.is_empty() {
             write(dir, "key.pem", &self.key_pem, true)?;
@@ -239,16 +291,17 @@ mod tests {
     use super::*;
     use crate::creds::{CertInfo, certs_from_pem, identity_from_pem, provider, roots_from_pem};
 
-    fn verify(chain_pem: &str, root_pem: &str) -> Result<(), String> {
+    /// Verifies `chain_pem` as a client certificate chain under `root_pem`;
+    /// panics when the PEM does not parse.
+    fn verify(chain_pem: &str, root_pem: &str) -> Result<(), rustls::Error> {
         use rustls::server::WebPkiClientVerifier;
-        let chain = certs_from_pem(chain_pem.as_bytes())?;
-        let roots = std::sync::Arc::new(roots_from_pem(root_pem.as_bytes())?);
+        let chain = certs_from_pem(chain_pem.as_bytes()).expect("chain PEM");
+        let roots = std::sync::Arc::new(roots_from_pem(root_pem.as_bytes()).expect("root PEM"));
         let v = WebPkiClientVerifier::builder_with_provider(roots, provider())
             .build()
-            .map_err(|e| e.to_string())?;
+            .expect("client verifier");
         v.verify_client_cert(&chain[0], &chain[1..], rustls::pki_types::UnixTime::now())
             .map(|_| ())
-            .map_err(|e| e.to_string())
     }
 
     #[test]
@@ -272,7 +325,7 @@ mod tests {
                 .unwrap();
             verify(&issued.cert_chain_pem, &issued.root_pem).unwrap();
             let leaf =
-                CertInfo::parse(&certs_from_pem(issued.cert_chain_pem.as_bytes()).unwrap()[0])
+                CertInfo::from_der(&certs_from_pem(issued.cert_chain_pem.as_bytes()).unwrap()[0])
                     .unwrap();
             assert!(leaf.sans.contains(&format!("URI:{id}")), "{:?}", leaf.sans);
             assert!(leaf.sans.contains(&"DNS:frontend.default.svc".to_string()));
@@ -329,7 +382,8 @@ mod tests {
         let want = spiffe_id("cluster.local", "default", "frontend");
         let issued = ca.sign_csr(&csr, &want, Duration::from_secs(600)).unwrap();
         let leaf =
-            CertInfo::parse(&certs_from_pem(issued.cert_chain_pem.as_bytes()).unwrap()[0]).unwrap();
+            CertInfo::from_der(&certs_from_pem(issued.cert_chain_pem.as_bytes()).unwrap()[0])
+                .unwrap();
         assert_eq!(leaf.sans, vec![format!("URI:{want}")]);
         identity_from_pem(
             issued.cert_chain_pem.as_bytes(),

@@ -20,7 +20,8 @@ use rustls::sign::CertifiedKey;
 use rustls_pki_types::pem::PemObject;
 use rustls_pki_types::{CertificateDer, CertificateRevocationListDer, PrivateKeyDer};
 
-pub use info::CertInfo;
+pub use info::{CertError, CertInfo};
+pub use secret::SecretError;
 
 use crate::bootstrap::Bootstrap;
 use crate::config::Config;
@@ -89,14 +90,134 @@ pub struct Credentials {
 }
 
 /// One credential problem, naming the resource that referenced it.
-#[derive(Debug, Clone)]
+#[derive(Debug, Clone, thiserror::Error)]
+#[error("{origin}: {reason}")]
 pub struct CredentialError {
     /// `file:line: Kind/ns/name: field` of the referencing setting.
     pub origin: String,
     /// What is wrong, with the path or secret name.
-    pub reason: String,
+    #[source]
+    pub reason: CredError,
     /// Which credential failed (to fall back to its last good version).
     pub key: Option<CredentialKey>,
+}
+
+/// Why a credential cannot be loaded or used. The text names the file,
+/// Secret or setting, and what is wrong with it; never key material.
+#[derive(Debug, Clone, thiserror::Error)]
+pub enum CredError {
+    /// A file cannot be read.
+    #[error("cannot read {}: {source}", path.display())]
+    Read {
+        /// The file.
+        path: PathBuf,
+        /// The OS error.
+        source: Arc<std::io::Error>,
+    },
+    /// A file named by a setting (`serverCertificate`, `privateKey`,
+    /// `clientCertificate`, `caCrl`) cannot be read or used.
+    #[error("{field} {}: {source}", path.display())]
+    File {
+        /// The setting's name.
+        field: &'static str,
+        /// The file.
+        path: PathBuf,
+        /// What is wrong with it.
+        source: Box<CredError>,
+    },
+    /// The `caCertificates` file cannot be read.
+    #[error("caCertificates: {source}")]
+    CaCertificates {
+        /// Why ([`CredError::Read`], with the path).
+        source: Box<CredError>,
+    },
+    /// A `credentialName` lookup failed.
+    #[error(transparent)]
+    Secret(#[from] SecretError),
+    /// A PEM bundle does not parse.
+    #[error("invalid PEM: {0}")]
+    Pem(#[source] Arc<rustls_pki_types::pem::Error>),
+    /// A bundle has no certificate.
+    #[error("no CERTIFICATE block found")]
+    NoCertificate,
+    /// A CRL file has no CRL.
+    #[error("no X509 CRL block found")]
+    NoCrl,
+    /// A CA certificate in a bundle is not a usable trust anchor.
+    #[error("CA certificate #{number} is not usable: {source}")]
+    UnusableCa {
+        /// Its position in the bundle, from 1.
+        number: usize,
+        /// rustls' reason.
+        source: rustls::Error,
+    },
+    /// A CA bundle (`caCertificates`, a Secret's CA) is unusable.
+    #[error("{loaded_from}: {source}")]
+    Roots {
+        /// Where it was loaded from (`caCertificates <path>`, the Secret).
+        loaded_from: String,
+        /// What is wrong with it.
+        source: Box<CredError>,
+    },
+    /// The OS trust bundle has no usable certificate.
+    #[error(
+        "no usable system CA certificates found{}; install the ca-certificates package, \
+         set SSL_CERT_FILE, or give caCertificates",
+        first.as_ref().map(|e| format!(": {e}")).unwrap_or_default()
+    )]
+    NoSystemRoots {
+        /// The first error met while reading the bundle, if any.
+        first: Option<Arc<rustls_native_certs::Error>>,
+    },
+    /// An identity's certificate chain does not parse.
+    #[error("{loaded_from}: certificate: {source}")]
+    Chain {
+        /// Where the identity was loaded from.
+        loaded_from: String,
+        /// Why ([`CredError::Pem`] or [`CredError::NoCertificate`]).
+        source: Box<CredError>,
+    },
+    /// An identity's leaf certificate does not parse.
+    #[error("{loaded_from}: certificate: {source}")]
+    Leaf {
+        /// Where the identity was loaded from.
+        loaded_from: String,
+        /// Why.
+        source: CertError,
+    },
+    /// An identity's leaf cannot be presented (X.509 v1, expired, not yet
+    /// valid).
+    #[error("{loaded_from}: {source}")]
+    UnusableLeaf {
+        /// Where the identity was loaded from.
+        loaded_from: String,
+        /// Why.
+        source: CertError,
+    },
+    /// An identity's private key does not parse.
+    #[error("{loaded_from}: private key: {source}")]
+    KeyPem {
+        /// Where the identity was loaded from.
+        loaded_from: String,
+        /// The PEM parser's reason (never key bytes).
+        source: Arc<rustls_pki_types::pem::Error>,
+    },
+    /// An identity's private key is not the leaf's.
+    #[error("{loaded_from}: the private key does not match the certificate ({subject})")]
+    KeyMismatch {
+        /// Where the identity was loaded from.
+        loaded_from: String,
+        /// The leaf's subject.
+        subject: String,
+    },
+    /// An identity's private key is not usable.
+    #[error("{loaded_from}: private key: {source}")]
+    Key {
+        /// Where the identity was loaded from.
+        loaded_from: String,
+        /// rustls' reason.
+        source: rustls::Error,
+    },
 }
 
 /// Identifies one loaded credential.
@@ -110,12 +231,6 @@ pub enum CredentialKey {
     Server(ServerCertSource),
     /// A client CA (+ CRL).
     ClientCa((ClientCaSource, Option<PathBuf>)),
-}
-
-impl std::fmt::Display for CredentialError {
-    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        write!(f, "{}: {}", self.origin, self.reason)
-    }
 }
 
 /// Loads every credential the plan references. All problems are returned.
@@ -141,7 +256,7 @@ pub fn load_with_fallback(
     let provider = provider();
     let mut creds = Credentials::default();
     let mut errors = Vec::new();
-    let mut system: Option<Result<Arc<RootCertStore>, String>> = None;
+    let mut system: Option<Result<Arc<RootCertStore>, CredError>> = None;
     let mut failed = HashSet::new();
     let policies = plan.outbound.rules.iter().flat_map(|r| {
         std::iter::once(&r.default).chain(r.ports.values()).chain(
@@ -249,7 +364,7 @@ fn load_server(
     if tls.mode == TlsServerMode::Passthrough {
         return;
     }
-    let error = |reason: String, key: CredentialKey| CredentialError {
+    let error = |reason: CredError, key: CredentialKey| CredentialError {
         origin: tls.origin.clone(),
         reason,
         key: Some(key),
@@ -260,10 +375,10 @@ fn load_server(
             None => {
                 let loaded = match source {
                     ServerCertSource::Files { cert, key } => read(cert)
-                        .map_err(|e| format!("serverCertificate {}: {e}", cert.display()))
+                        .map_err(|e| file_error("serverCertificate", cert, e))
                         .and_then(|c| {
                             read(key)
-                                .map_err(|e| format!("privateKey {}: {e}", key.display()))
+                                .map_err(|e| file_error("privateKey", key, e))
                                 .map(|k| (c, k))
                         })
                         .and_then(|(c, k)| {
@@ -272,6 +387,7 @@ fn load_server(
                         }),
                     ServerCertSource::Credential(r) => secrets
                         .identity(r)
+                        .map_err(CredError::from)
                         .and_then(|(c, k, src)| identity_from_pem(&c, &k, provider, &src)),
                 };
                 match loaded {
@@ -311,9 +427,9 @@ fn load_server(
         let pem = match ca {
             ClientCaSource::File(path) => read(path)
                 .map(|pem| (pem, format!("caCertificates {}", path.display())))
-                .map_err(|e| format!("caCertificates: {e}")),
-            ClientCaSource::Credential(r) => secrets.ca(r),
-            ClientCaSource::CaCredential(r) => secrets.ca_exact(r),
+                .map_err(ca_certificates_error),
+            ClientCaSource::Credential(r) => secrets.ca(r).map_err(CredError::from),
+            ClientCaSource::CaCredential(r) => secrets.ca_exact(r).map_err(CredError::from),
         };
         match pem.and_then(|(pem, src)| trust_from_pem(&pem, src, tls.crl.as_deref())) {
             Ok(trust) => {
@@ -329,8 +445,8 @@ fn load_trust(
     source: &TrustSource,
     crl: Option<&Path>,
     secrets: &secret::SecretSource,
-    system: &mut Option<Result<Arc<RootCertStore>, String>>,
-) -> Result<Trust, String> {
+    system: &mut Option<Result<Arc<RootCertStore>, CredError>>,
+) -> Result<Trust, CredError> {
     let pem = match source {
         TrustSource::System => {
             let roots = system.get_or_insert_with(system_roots).clone()?;
@@ -347,15 +463,18 @@ fn load_trust(
         }
         TrustSource::File(path) => read(path)
             .map(|pem| (pem, format!("caCertificates {}", path.display())))
-            .map_err(|e| format!("caCertificates: {e}"))?,
+            .map_err(ca_certificates_error)?,
         TrustSource::Credential(c) => secrets.ca(c)?,
     };
     trust_from_pem(&pem.0, pem.1, crl)
 }
 
 /// Roots from a PEM bundle (named `source` in errors) plus an optional CRL.
-fn trust_from_pem(pem: &[u8], source: String, crl: Option<&Path>) -> Result<Trust, String> {
-    let roots = roots_from_pem(pem).map_err(|e| format!("{source}: {e}"))?;
+fn trust_from_pem(pem: &[u8], source: String, crl: Option<&Path>) -> Result<Trust, CredError> {
+    let roots = roots_from_pem(pem).map_err(|e| CredError::Roots {
+        loaded_from: source.clone(),
+        source: Box::new(e),
+    })?;
     let crls = crl.map(load_crls).transpose()?.unwrap_or_default();
     let fingerprint = fingerprint(std::iter::once(pem).chain(crls.iter().map(|c| c.as_ref())));
     Ok(Trust {
@@ -366,10 +485,26 @@ fn trust_from_pem(pem: &[u8], source: String, crl: Option<&Path>) -> Result<Trus
     })
 }
 
-fn load_crls(path: &Path) -> Result<Vec<CertificateRevocationListDer<'static>>, String> {
+fn load_crls(path: &Path) -> Result<Vec<CertificateRevocationListDer<'static>>, CredError> {
     read(path)
         .and_then(|pem| crls_from_pem(&pem))
-        .map_err(|e| format!("caCrl {}: {e}", path.display()))
+        .map_err(|e| file_error("caCrl", path, e))
+}
+
+/// `e` about the file a setting names.
+fn file_error(field: &'static str, path: &Path, e: CredError) -> CredError {
+    CredError::File {
+        field,
+        path: path.to_path_buf(),
+        source: Box::new(e),
+    }
+}
+
+/// `e` about the `caCertificates` file.
+fn ca_certificates_error(e: CredError) -> CredError {
+    CredError::CaCertificates {
+        source: Box::new(e),
+    }
 }
 
 /// The crypto provider used everywhere (aws-lc-rs, post-quantum hybrid key
@@ -391,10 +526,10 @@ fn load_identity(
     }
     let loaded = match id {
         IdentitySource::Files { cert, key } => read(cert)
-            .map_err(|e| format!("clientCertificate {}: {e}", cert.display()))
+            .map_err(|e| file_error("clientCertificate", cert, e))
             .and_then(|c| {
                 read(key)
-                    .map_err(|e| format!("privateKey {}: {e}", key.display()))
+                    .map_err(|e| file_error("privateKey", key, e))
                     .map(|k| (c, k))
             })
             .and_then(|(c, k)| {
@@ -403,6 +538,7 @@ fn load_identity(
             }),
         IdentitySource::Credential(c) => secrets
             .identity(c)
+            .map_err(CredError::from)
             .and_then(|(c, k, src)| identity_from_pem(&c, &k, provider, &src)),
     };
     match loaded {
@@ -417,58 +553,56 @@ fn load_identity(
     }
 }
 
-fn read(path: &Path) -> Result<Vec<u8>, String> {
-    std::fs::read(path).map_err(|e| format!("cannot read {}: {e}", path.display()))
+fn read(path: &Path) -> Result<Vec<u8>, CredError> {
+    std::fs::read(path).map_err(|e| CredError::Read {
+        path: path.to_path_buf(),
+        source: Arc::new(e),
+    })
 }
 
 /// The OS trust bundle (honours `SSL_CERT_FILE` and `SSL_CERT_DIR`).
-pub fn system_roots() -> Result<Arc<RootCertStore>, String> {
+pub fn system_roots() -> Result<Arc<RootCertStore>, CredError> {
     let found = rustls_native_certs::load_native_certs();
     let mut store = RootCertStore::empty();
     let (added, _ignored) = store.add_parsable_certificates(found.certs);
     if added == 0 {
-        let why = found
-            .errors
-            .first()
-            .map(|e| format!(": {e}"))
-            .unwrap_or_default();
-        return Err(format!(
-            "no usable system CA certificates found{why}; install the ca-certificates package, \
-             set SSL_CERT_FILE, or give caCertificates"
-        ));
+        return Err(CredError::NoSystemRoots {
+            first: found.errors.into_iter().next().map(Arc::new),
+        });
     }
     Ok(Arc::new(store))
 }
 
 /// Certificates in a PEM bundle; an error when there are none.
-pub fn certs_from_pem(pem: &[u8]) -> Result<Vec<CertificateDer<'static>>, String> {
+pub fn certs_from_pem(pem: &[u8]) -> Result<Vec<CertificateDer<'static>>, CredError> {
     let certs = CertificateDer::pem_slice_iter(pem)
         .collect::<Result<Vec<_>, _>>()
-        .map_err(|e| format!("invalid PEM: {e}"))?;
+        .map_err(|e| CredError::Pem(Arc::new(e)))?;
     if certs.is_empty() {
-        return Err("no CERTIFICATE block found".into());
+        return Err(CredError::NoCertificate);
     }
     Ok(certs)
 }
 
 /// A root store from a PEM bundle; every certificate must parse.
-pub fn roots_from_pem(pem: &[u8]) -> Result<RootCertStore, String> {
+pub fn roots_from_pem(pem: &[u8]) -> Result<RootCertStore, CredError> {
     let certs = certs_from_pem(pem)?;
     let mut store = RootCertStore::empty();
     for (i, c) in certs.into_iter().enumerate() {
-        store
-            .add(c)
-            .map_err(|e| format!("CA certificate #{} is not usable: {e}", i + 1))?;
+        store.add(c).map_err(|source| CredError::UnusableCa {
+            number: i + 1,
+            source,
+        })?;
     }
     Ok(store)
 }
 
-fn crls_from_pem(pem: &[u8]) -> Result<Vec<CertificateRevocationListDer<'static>>, String> {
+fn crls_from_pem(pem: &[u8]) -> Result<Vec<CertificateRevocationListDer<'static>>, CredError> {
     let crls = CertificateRevocationListDer::pem_slice_iter(pem)
         .collect::<Result<Vec<_>, _>>()
-        .map_err(|e| format!("invalid PEM: {e}"))?;
+        .map_err(|e| CredError::Pem(Arc::new(e)))?;
     if crls.is_empty() {
-        return Err("no X509 CRL block found".into());
+        return Err(CredError::NoCrl);
     }
     Ok(crls)
 }
@@ -479,24 +613,36 @@ pub fn identity_from_pem(
     key_pem: &[u8],
     provider: &CryptoProvider,
     source: &str,
-) -> Result<Identity, String> {
-    let chain = certs_from_pem(cert_pem).map_err(|e| format!("{source}: certificate: {e}"))?;
-    let key = PrivateKeyDer::from_pem_slice(key_pem).map_err(|e| {
-        // pki-types' message never includes key bytes.
-        format!("{source}: private key: {e}")
+) -> Result<Identity, CredError> {
+    let loaded_from = || source.to_string();
+    let chain = certs_from_pem(cert_pem).map_err(|e| CredError::Chain {
+        loaded_from: loaded_from(),
+        source: Box::new(e),
     })?;
-    let leaf = CertInfo::parse(&chain[0]).map_err(|e| format!("{source}: certificate: {e}"))?;
+    // pki-types' message never includes key bytes.
+    let key = PrivateKeyDer::from_pem_slice(key_pem).map_err(|e| CredError::KeyPem {
+        loaded_from: loaded_from(),
+        source: Arc::new(e),
+    })?;
+    let leaf = CertInfo::from_der(&chain[0]).map_err(|e| CredError::Leaf {
+        loaded_from: loaded_from(),
+        source: e,
+    })?;
     let fingerprint = fingerprint(chain.iter().map(|c| c.as_ref()));
     leaf.check_usable_leaf()
-        .map_err(|e| format!("{source}: {e}"))?;
+        .map_err(|e| CredError::UnusableLeaf {
+            loaded_from: loaded_from(),
+            source: e,
+        })?;
     let certified = CertifiedKey::from_der(chain, key, provider).map_err(|e| match e {
-        rustls::Error::InconsistentKeys(_) => {
-            format!(
-                "{source}: the private key does not match the certificate ({})",
-                leaf.subject
-            )
-        }
-        other => format!("{source}: private key: {other}"),
+        rustls::Error::InconsistentKeys(_) => CredError::KeyMismatch {
+            loaded_from: loaded_from(),
+            subject: leaf.subject.clone(),
+        },
+        other => CredError::Key {
+            loaded_from: loaded_from(),
+            source: other,
+        },
     })?;
     Ok(Identity {
         certified: Arc::new(certified),

@@ -7,12 +7,83 @@
 //! with what the external service saw on the wire.
 
 use std::net::SocketAddr;
+use std::path::{Path, PathBuf};
 use std::time::Instant;
 
 use crate::bootstrap::Bootstrap;
 use crate::devpki::{DevCa, LeafSpec};
+use crate::load::LoadErrors;
 use crate::plan::Decision;
-use crate::standin::{StandIn, StandInConfig, fetch};
+use crate::standin::{StandIn, StandInConfig, StandInError, fetch};
+
+/// Why the demo stopped.
+#[derive(Debug, thiserror::Error)]
+pub enum DemoError {
+    /// The demo directory cannot be created.
+    #[error("{}: {source}", path.display())]
+    Dir {
+        /// The directory.
+        path: PathBuf,
+        /// The OS error.
+        source: std::io::Error,
+    },
+    /// A config or certificate file cannot be written.
+    #[error("{source}")]
+    Write {
+        /// The file (for a certificate and key pair: the stem).
+        path: PathBuf,
+        /// The OS error.
+        source: std::io::Error,
+    },
+    /// The stand-in external service, or a client request, failed.
+    #[error(transparent)]
+    StandIn(#[from] StandInError),
+    /// The local echo service cannot listen.
+    #[error("local service: {0}")]
+    LocalService(#[source] std::io::Error),
+    /// The demo configuration does not load.
+    #[error(transparent)]
+    Load(#[from] LoadErrors),
+    /// The demo configuration does not route `api.external.com:80`.
+    #[error("the demo configuration does not register api.external.com:80")]
+    NotRegistered,
+    /// The proxy cannot start (usually: a port is taken).
+    #[error("{0} (try --outbound-addr 127.0.0.1:0)")]
+    Start(#[source] std::io::Error),
+    /// The request through the outbound listener did not get a 200.
+    #[error("request through meshgate failed: {status} {body}")]
+    Outbound {
+        /// The status.
+        status: u16,
+        /// The body, trimmed.
+        body: String,
+    },
+    /// The stand-in saw no TLS connection.
+    #[error("the external service saw no TLS connection")]
+    NoUpstreamTls,
+    /// The proxy has no listener for the demo Gateway's port 443.
+    #[error("no ingress listener")]
+    NoIngress,
+    /// The request through the ingress did not get a 200.
+    #[error("request through the ingress failed: {status} {body}")]
+    Ingress {
+        /// The status.
+        status: u16,
+        /// The body, trimmed.
+        body: String,
+    },
+    /// The local service's echo is not JSON.
+    #[error(transparent)]
+    Echo(#[from] serde_json::Error),
+}
+
+/// Wraps an OS error about writing `path`.
+fn write_error(path: &Path) -> impl FnOnce(std::io::Error) -> DemoError + '_ {
+    move |source| DemoError::Write {
+        path: path.to_path_buf(),
+        source,
+    }
+}
 
 /// The demo's egress resources, with `${STANDIN_PORT}` and `${CA_FILE}`.
 pub const DEMO_YAML: &str = include_str!("../examples/demo/egress.yaml");
@@ -33,11 +104,16 @@ pub async fn run(
     outbound_addr: SocketAddr,
     ingress_addr: SocketAddr,
     once: bool,
-) -> Result<(), String> {
+) -> Result<(), DemoError> {
     let dir = std::env::temp_dir().join(format!("meshgate-demo-{}", std::process::id()));
-    std::fs::create_dir_all(&dir).map_err(|e| format!("{}: {e}", dir.display()))?;
+    std::fs::create_dir_all(&dir).map_err(|source| DemoError::Dir {
+        path: dir.clone(),
+        source,
+    })?;
     let ca = DevCa::new("meshgate demo CA");
-    let ca_file = ca.write_cert(&dir, "ca.crt").map_err(|e| e.to_string())?;
+    let ca_file = ca
+        .write_cert(&dir, "ca.crt")
+        .map_err(write_error(&dir.join("ca.crt")))?;
     let leaf = ca.issue(&LeafSpec::server(&[HOST]));
     let external = StandIn::start(
         ([127, 0, 0, 1], 0).into(),
@@ -49,26 +125,28 @@ pub async fn run(
         .replace("${STANDIN_PORT}", &external.addr.port().to_string())
         .replace("${CA_FILE}", &ca_file.display().to_string());
     let config_file = dir.join("egress.yaml");
-    std::fs::write(&config_file, &yaml).map_err(|e| e.to_string())?;
+    std::fs::write(&config_file, &yaml).map_err(write_error(&config_file))?;
 
     // The termination half: the local app, and the certificates of the
     // sidecar's server and of an external client, all from the dev CA.
     let app = crate::standin::start_echo_service(([127, 0, 0, 1], 0).into())
         .await
-        .map_err(|e| format!("local service: {e}"))?;
+        .map_err(DemoError::LocalService)?;
     let (server_cert, server_key) = ca
         .issue(&LeafSpec::server(&[INGRESS_HOST]))
         .write(&dir, "server")
-        .map_err(|e| e.to_string())?;
+        .map_err(write_error(&dir.join("server")))?;
     let client = ca.issue(&LeafSpec::client("external-client.example.org"));
-    let (client_cert, client_key) = client.write(&dir, "client").map_err(|e| e.to_string())?;
+    let (client_cert, client_key) = client
+        .write(&dir, "client")
+        .map_err(write_error(&dir.join("client")))?;
     let ingress_yaml = DEMO_INGRESS_YAML
         .replace("${SERVER_CERT}", &server_cert.display().to_string())
         .replace("${SERVER_KEY}", &server_key.display().to_string())
         .replace("${CA_FILE}", &ca_file.display().to_string())
         .replace("${APP_PORT}", &app.port().to_string());
     let ingress_file = dir.join("ingress.yaml");
-    std::fs::write(&ingress_file, &ingress_yaml).map_err(|e| e.to_string())?;
+    std::fs::write(&ingress_file, &ingress_yaml).map_err(write_error(&ingress_file))?;
 
     let mut bootstrap = Bootstrap {
         config_paths: vec![config_file.clone(), ingress_file.clone()],
@@ -78,13 +156,13 @@ pub async fn run(
         ..Bootstrap::ephemeral()
     };
     bootstrap.port_map.insert(443, ingress_addr);
-    let loaded = crate::load::load(&bootstrap).map_err(|e| e.to_string())?;
+    let loaded = crate::load::load(&bootstrap)?;
     let Decision::Registered(target) = loaded.plan.outbound.route(HOST, 80, 0) else {
-        return Err("the demo configuration does not register api.external.com:80".into());
+        return Err(DemoError::NotRegistered);
     };
     let proxy = crate::app::build(bootstrap, loaded)
         .await
-        .map_err(|e| format!("{e} (try --outbound-addr 127.0.0.1:0)"))?;
+        .map_err(DemoError::Start)?;
 
     println!("meshgate demo: TLS origination and termination for the seed scenario\n");
     println!(
@@ -106,15 +184,12 @@ pub async fn run(
     let resp = fetch(proxy.outbound, "GET", "/v1/items", Some(HOST)).await?;
     let latency = start.elapsed();
     if resp.status != 200 {
-        return Err(format!(
-            "request through meshgate failed: {} {}",
-            resp.status,
-            resp.body.trim()
-        ));
+        return Err(DemoError::Outbound {
+            status: resp.status,
+            body: resp.body.trim().to_string(),
+        });
     }
-    let seen = external
-        .last()
-        .ok_or("the external service saw no TLS connection")?;
+    let seen = external.last().ok_or(DemoError::NoUpstreamTls)?;
     println!(
         "  ← {} in {:.1} ms, relayed over TLS:",
         resp.status,
@@ -151,7 +226,7 @@ pub async fn run(
         .inbound()
         .get(&443)
         .copied()
-        .ok_or("no ingress listener")?;
+        .ok_or(DemoError::NoIngress)?;
     println!(
         "external client (cert CN=external-client.example.org) → GET https://{INGRESS_HOST}/orders → meshgate {ingress} (MUTUAL) → app {app}"
     );
@@ -181,13 +256,12 @@ pub async fn run(
     let r = conn.get(INGRESS_HOST, "/orders", &[]).await?;
     let latency = start.elapsed();
     if r.status != 200 {
-        return Err(format!(
-            "request through the ingress failed: {} {}",
-            r.status,
-            r.body.trim()
-        ));
+        return Err(DemoError::Ingress {
+            status: r.status,
+            body: r.body.trim().to_string(),
+        });
     }
-    let seen: serde_json::Value = serde_json::from_str(&r.body).map_err(|e| e.to_string())?;
+    let seen: serde_json::Value = serde_json::from_str(&r.body)?;
     let header = |h: &str| {
         seen["headers"][h]
             .as_str()

@@ -11,8 +11,47 @@ use std::time::Duration;
 use tokio_util::sync::CancellationToken;
 use tracing::{info, warn};
 
-use crate::creds::{CertInfo, certs_from_pem};
+use crate::ca::grpc::GrpcError;
+use crate::creds::{CertError, CertInfo, CredError, certs_from_pem};
 use crate::reload::{Cause, Reloads};
+
+/// Why the workload certificate could not be obtained or written.
+#[derive(Debug, thiserror::Error)]
+pub enum IdentityError {
+    /// The CA root or token file cannot be read.
+    #[error("{}: {source}", path.display())]
+    Read {
+        /// The file.
+        path: PathBuf,
+        /// The OS error.
+        source: std::io::Error,
+    },
+    /// The identity directory or a file in it cannot be written.
+    #[error("{}: {source}", path.display())]
+    Write {
+        /// The file or directory.
+        path: PathBuf,
+        /// The OS error.
+        source: std::io::Error,
+    },
+    /// The CA could not be asked, or refused.
+    #[error(transparent)]
+    Ca(#[from] GrpcError),
+    /// The certificate chain the CA returned does not parse.
+    #[error(transparent)]
+    Chain(#[from] CredError),
+    /// The leaf certificate the CA returned does not parse.
+    #[error(transparent)]
+    Leaf(#[from] CertError),
+}
+
+/// Wraps an OS error about writing `path`.
+fn write_error(path: &Path) -> impl FnOnce(std::io::Error) -> IdentityError + '_ {
+    move |source| IdentityError::Write {
+        path: path.to_path_buf(),
+        source,
+    }
+}
 
 /// How to reach the CA.
 #[derive(Debug, Clone)]
@@ -38,9 +77,13 @@ impl CaClient {
         server_name: &str,
         root: &Path,
         token_file: &Path,
-    ) -> Result<CaClient, String> {
-        let read =
-            |p: &Path| std::fs::read_to_string(p).map_err(|e| format!("{}: {e}", p.display()));
+    ) -> Result<CaClient, IdentityError> {
+        let read = |p: &Path| {
+            std::fs::read_to_string(p).map_err(|source| IdentityError::Read {
+                path: p.to_path_buf(),
+                source,
+            })
+        };
         Ok(CaClient {
             addr,
             server_name: server_name.to_string(),
@@ -58,7 +101,7 @@ pub fn half_life(not_before: i64, not_after: i64, now: i64) -> Duration {
     Duration::from_secs(due.saturating_sub(now).max(0) as u64)
 }
 
-fn write_atomic(dir: &Path, name: &str, text: &str, private: bool) -> Result<(), String> {
+fn write_atomic(dir: &Path, name: &str, text: &str, private: bool) -> Result<(), IdentityError> {
     use std::io::Write as _;
     use std::os::unix::fs::OpenOptionsExt as _;
     let tmp: PathBuf = dir.join(format!(".{name}.tmp"));
@@ -68,15 +111,14 @@ fn write_atomic(dir: &Path, name: &str, text: &str, private: bool) -> Result<(),
         .truncate(true)
         .mode(if private { 0o600 } else { 0o644 })
         .open(&tmp)
-        .map_err(|e| format!("{}: {e}", tmp.display()))?;
-    f.write_all(text.as_bytes())
-        .map_err(|e| format!("{}: {e}", tmp.display()))?;
-    std::fs::rename(&tmp, dir.join(name)).map_err(|e| format!("{}: {e}", dir.display()))
+        .map_err(write_error(&tmp))?;
+    f.write_all(text.as_bytes()).map_err(write_error(&tmp))?;
+    std::fs::rename(&tmp, dir.join(name)).map_err(write_error(dir))
 }
 
 /// Gets a certificate and writes `cert-chain.pem`, `key.pem` and
 /// `root-cert.pem` into `dir`. Returns the time until it should be renewed.
-pub async fn fetch_into(ca: &CaClient, dir: &Path) -> Result<Duration, String> {
+pub async fn fetch_into(ca: &CaClient, dir: &Path) -> Result<Duration, IdentityError> {
     let (chain, key) = crate::ca::grpc::create_certificate(
         ca.addr,
         &ca.server_name,
@@ -85,8 +127,8 @@ pub async fn fetch_into(ca: &CaClient, dir: &Path) -> Result<Duration, String> {
         ca.validity,
     )
     .await?;
-    let leaf = certs_from_pem(chain.as_bytes()).and_then(|c| CertInfo::parse(&c[0]))?;
-    std::fs::create_dir_all(dir).map_err(|e| format!("{}: {e}", dir.display()))?;
+    let leaf = CertInfo::from_der(&certs_from_pem(chain.as_bytes())?[0])?;
+    std::fs::create_dir_all(dir).map_err(write_error(dir))?;
     // Key first: a watcher that sees the new chain with the old key refuses
     // the pair and retries; the chain last completes it.
     write_atomic(dir, "key.pem", &key, true)?;

@@ -24,7 +24,77 @@ use tokio::net::TcpListener;
 use tokio_rustls::TlsAcceptor;
 use tokio_util::sync::CancellationToken;
 
-use crate::creds::{self, CertInfo};
+use crate::creds::{self, CertInfo, CredError};
+
+/// Why a stand-in service, a client connection or a request failed. The
+/// text is the underlying library's, with the address where it helps.
+#[derive(Debug, thiserror::Error)]
+pub enum StandInError {
+    /// A certificate or CA PEM does not parse.
+    #[error(transparent)]
+    Pem(#[from] CredError),
+    /// A private key PEM does not parse.
+    #[error(transparent)]
+    Key(#[from] rustls_pki_types::pem::Error),
+    /// rustls refused the configuration (versions, certificate, key).
+    #[error(transparent)]
+    Tls(#[from] rustls::Error),
+    /// The client-certificate verifier cannot be built.
+    #[error(transparent)]
+    Verifier(#[from] rustls::server::VerifierBuilderError),
+    /// The stand-in cannot listen on its address.
+    #[error("bind {addr}: {source}")]
+    Bind {
+        /// The address asked for.
+        addr: SocketAddr,
+        /// The OS error.
+        source: std::io::Error,
+    },
+    /// The listener's address cannot be read.
+    #[error(transparent)]
+    LocalAddr(std::io::Error),
+    /// A plain HTTP request cannot connect.
+    #[error("connect {addr}: {source}")]
+    Connect {
+        /// The address.
+        addr: SocketAddr,
+        /// The OS error.
+        source: std::io::Error,
+    },
+    /// A TLS client cannot connect (TCP).
+    #[error(transparent)]
+    TcpConnect(std::io::Error),
+    /// The TLS handshake failed (alerts, verification failures).
+    #[error(transparent)]
+    Handshake(std::io::Error),
+    /// The SNI is not a valid server name.
+    #[error(transparent)]
+    ServerName(#[from] rustls_pki_types::InvalidDnsNameError),
+    /// The request cannot be built.
+    #[error(transparent)]
+    Request(#[from] http::Error),
+    /// The HTTP handshake, sending, or reading the response failed.
+    #[error(transparent)]
+    Http(#[from] hyper::Error),
+    /// Sending on a reused HTTPS connection failed; the text includes the
+    /// error's sources (the alert or reset behind it).
+    #[error("{}", with_sources(.0))]
+    Exchange(hyper::Error),
+    /// An [`HttpsConn`] without a connection.
+    #[error("no connection")]
+    NoConnection,
+}
+
+/// `e: source: source of source ...`.
+fn with_sources(e: &hyper::Error) -> String {
+    let mut msg = e.to_string();
+    let mut src = std::error::Error::source(e);
+    while let Some(s) = src {
+        msg.push_str(&format!(": {s}"));
+        src = s.source();
+    }
+    msg
+}
 
 /// What the stand-in saw on one TLS connection.
 #[derive(Debug, Clone, Default, Serialize)]
@@ -85,7 +155,7 @@ impl StandInConfig {
 
 impl StandIn {
     /// Starts the service on `addr` (port 0 for any).
-    pub async fn start(addr: SocketAddr, cfg: StandInConfig) -> Result<StandIn, String> {
+    pub async fn start(addr: SocketAddr, cfg: StandInConfig) -> Result<StandIn, StandInError> {
         let provider = creds::provider();
         // No validity checks here: tests serve expired and not-yet-valid
         // certificates on purpose.
@@ -96,25 +166,21 @@ impl StandIn {
             cfg.versions.clone()
         };
         let builder = ServerConfig::builder_with_provider(provider.clone())
-            .with_protocol_versions(&versions)
-            .map_err(|e| e.to_string())?;
+            .with_protocol_versions(&versions)?;
         let builder = match &cfg.client_ca_pem {
             Some(ca) => {
                 let roots = creds::roots_from_pem(ca.as_bytes())?;
                 let v =
                     WebPkiClientVerifier::builder_with_provider(Arc::new(roots), provider.clone())
-                        .build()
-                        .map_err(|e| e.to_string())?;
+                        .build()?;
                 builder.with_client_cert_verifier(v)
             }
             None => builder.with_no_client_auth(),
         };
-        let mut config = builder
-            .with_single_cert(
-                chain,
-                PrivateKeyDer::from_pem_slice(cfg.key_pem.as_bytes()).map_err(|e| e.to_string())?,
-            )
-            .map_err(|e| e.to_string())?;
+        let mut config = builder.with_single_cert(
+            chain,
+            PrivateKeyDer::from_pem_slice(cfg.key_pem.as_bytes())?,
+        )?;
         config.alpn_protocols = if cfg.h2 {
             vec![b"h2".to_vec(), b"http/1.1".to_vec()]
         } else {
@@ -123,8 +189,8 @@ impl StandIn {
         let acceptor = TlsAcceptor::from(Arc::new(config));
         let listener = TcpListener::bind(addr)
             .await
-            .map_err(|e| format!("bind {addr}: {e}"))?;
-        let addr = listener.local_addr().map_err(|e| e.to_string())?;
+            .map_err(|source| StandInError::Bind { addr, source })?;
+        let addr = listener.local_addr().map_err(StandInError::LocalAddr)?;
         let s = StandIn {
             addr,
             handshakes: Arc::default(),
@@ -184,7 +250,7 @@ impl StandIn {
                         client_cert: conn
                             .peer_certificates()
                             .and_then(|c| c.first())
-                            .and_then(|c| CertInfo::parse(c).ok())
+                            .and_then(|c| CertInfo::from_der(c).ok())
                             .map(|i| i.subject),
                         resumed: conn.handshake_kind() == Some(rustls::HandshakeKind::Resumed),
                     };
@@ -285,30 +351,21 @@ pub async fn fetch(
     method: &str,
     target: &str,
     host: Option<&str>,
-) -> Result<Fetched, String> {
+) -> Result<Fetched, StandInError> {
     let tcp = tokio::net::TcpStream::connect(addr)
         .await
-        .map_err(|e| format!("connect {addr}: {e}"))?;
-    let (mut sender, conn) = hyper::client::conn::http1::handshake(TokioIo::new(tcp))
-        .await
-        .map_err(|e| e.to_string())?;
+        .map_err(|source| StandInError::Connect { addr, source })?;
+    let (mut sender, conn) = hyper::client::conn::http1::handshake(TokioIo::new(tcp)).await?;
     tokio::spawn(conn);
     let mut req = Request::builder().method(method).uri(target);
     if let Some(h) = host {
         req = req.header(http::header::HOST, h);
     }
-    let req = req
-        .body(http_body_util::Empty::<Bytes>::new())
-        .map_err(|e| e.to_string())?;
-    let resp = sender.send_request(req).await.map_err(|e| e.to_string())?;
+    let req = req.body(http_body_util::Empty::<Bytes>::new())?;
+    let resp = sender.send_request(req).await?;
     let status = resp.status().as_u16();
     let headers = resp.headers().clone();
-    let body = resp
-        .into_body()
-        .collect()
-        .await
-        .map_err(|e| e.to_string())?
-        .to_bytes();
+    let body = resp.into_body().collect().await?.to_bytes();
     Ok(Fetched {
         status,
         headers,
@@ -337,7 +394,7 @@ pub struct ClientOpts {
 pub async fn tls_connect(
     addr: std::net::SocketAddr,
     opts: &ClientOpts,
-) -> Result<tokio_rustls::client::TlsStream<tokio::net::TcpStream>, String> {
+) -> Result<tokio_rustls::client::TlsStream<tokio::net::TcpStream>, StandInError> {
     use std::sync::Arc;
     let mut provider = crate::tls::provider();
     if !opts.cipher_suites.is_empty() {
@@ -351,20 +408,16 @@ pub async fn tls_connect(
     };
     let roots = crate::creds::roots_from_pem(opts.ca_pem.as_bytes())?;
     let builder = rustls::ClientConfig::builder_with_provider(provider.clone())
-        .with_protocol_versions(&versions)
-        .map_err(|e| e.to_string())?
+        .with_protocol_versions(&versions)?
         .with_root_certificates(roots);
     let mut config = match &opts.identity {
         Some((c, k)) => {
             let chain = crate::creds::certs_from_pem(c.as_bytes())?;
             let key = {
                 use rustls_pki_types::pem::PemObject;
-                rustls_pki_types::PrivateKeyDer::from_pem_slice(k.as_bytes())
-                    .map_err(|e| e.to_string())?
+                rustls_pki_types::PrivateKeyDer::from_pem_slice(k.as_bytes())?
             };
-            builder
-                .with_client_auth_cert(chain, key)
-                .map_err(|e| e.to_string())?
+            builder.with_client_auth_cert(chain, key)?
         }
         None => builder.with_no_client_auth(),
     };
@@ -374,19 +427,19 @@ pub async fn tls_connect(
         vec![b"http/1.1".to_vec()]
     };
     let name = match &opts.sni {
-        Some(s) => rustls_pki_types::ServerName::try_from(s.clone()).map_err(|e| e.to_string())?,
+        Some(s) => rustls_pki_types::ServerName::try_from(s.clone())?,
         None => {
             config.enable_sni = false;
-            rustls_pki_types::ServerName::try_from("no-sni.invalid").map_err(|e| e.to_string())?
+            rustls_pki_types::ServerName::try_from("no-sni.invalid")?
         }
     };
     let tcp = tokio::net::TcpStream::connect(addr)
         .await
-        .map_err(|e| e.to_string())?;
+        .map_err(StandInError::TcpConnect)?;
     tokio_rustls::TlsConnector::from(Arc::new(config))
         .connect(name, tcp)
         .await
-        .map_err(|e| e.to_string())
+        .map_err(StandInError::Handshake)
 }
 
 /// One HTTPS request (HTTP/1.1 or HTTP/2 per `opts.h2`) with `Host` /
@@ -397,7 +450,7 @@ pub async fn https_get(
     authority: &str,
     path: &str,
     headers: &[(&str, &str)],
-) -> Result<Fetched, String> {
+) -> Result<Fetched, StandInError> {
     let tls = tls_connect(addr, opts).await?;
     let mut conn = HttpsConn::new(tls, opts.h2).await?;
     conn.get(authority, path, headers).await
@@ -414,22 +467,19 @@ impl HttpsConn {
     pub async fn new(
         tls: tokio_rustls::client::TlsStream<tokio::net::TcpStream>,
         h2: bool,
-    ) -> Result<HttpsConn, String> {
+    ) -> Result<HttpsConn, StandInError> {
         let io = hyper_util::rt::TokioIo::new(tls);
         if h2 {
             let (s, c) =
                 hyper::client::conn::http2::handshake(hyper_util::rt::TokioExecutor::new(), io)
-                    .await
-                    .map_err(|e| e.to_string())?;
+                    .await?;
             tokio::spawn(c);
             Ok(HttpsConn {
                 h1: None,
                 h2: Some(s),
             })
         } else {
-            let (s, c) = hyper::client::conn::http1::handshake(io)
-                .await
-                .map_err(|e| e.to_string())?;
+            let (s, c) = hyper::client::conn::http1::handshake(io).await?;
             tokio::spawn(c);
             Ok(HttpsConn {
                 h1: Some(s),
@@ -444,7 +494,7 @@ impl HttpsConn {
         authority: &str,
         path: &str,
         headers: &[(&str, &str)],
-    ) -> Result<Fetched, String> {
+    ) -> Result<Fetched, StandInError> {
         use http_body_util::BodyExt;
         let mut b = http::Request::builder().method("GET");
         if self.h2.is_some() {
@@ -455,9 +505,7 @@ impl HttpsConn {
         for (k, v) in headers {
             b = b.header(*k, *v);
         }
-        let req = b
-            .body(http_body_util::Empty::new())
-            .map_err(|e| e.to_string())?;
+        let req = b.body(http_body_util::Empty::new())?;
         // Wait until the connection can take the next request (the previous
         // response may still be finishing).
         let resp = match (&mut self.h1, &mut self.h2) {
@@ -469,25 +517,12 @@ impl HttpsConn {
                 Ok(()) => s.send_request(req).await,
                 Err(e) => Err(e),
             },
-            _ => return Err("no connection".into()),
+            _ => return Err(StandInError::NoConnection),
         }
-        .map_err(|e| {
-            let mut msg = e.to_string();
-            let mut src = std::error::Error::source(&e);
-            while let Some(s) = src {
-                msg.push_str(&format!(": {s}"));
-                src = s.source();
-            }
-            msg
-        })?;
+        .map_err(StandInError::Exchange)?;
         let status = resp.status().as_u16();
         let headers = resp.headers().clone();
-        let body = resp
-            .into_body()
-            .collect()
-            .await
-            .map_err(|e| e.to_string())?
-            .to_bytes();
+        let body = resp.into_body().collect().await?.to_bytes();
         Ok(Fetched {
             status,
             headers,

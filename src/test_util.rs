@@ -5,7 +5,27 @@ use std::path::{Path, PathBuf};
 
 use crate::app::{self, Proxy};
 use crate::bootstrap::Bootstrap;
+use crate::load::LoadErrors;
 use crate::standin::{Fetched, fetch};
+
+/// Why a [`TestProxy`] did not start.
+#[derive(Debug, thiserror::Error)]
+pub enum TestProxyError {
+    /// The config file cannot be written.
+    #[error("{source}")]
+    Write {
+        /// The file.
+        path: PathBuf,
+        /// The OS error.
+        source: std::io::Error,
+    },
+    /// The configuration does not load (one line per problem).
+    #[error(transparent)]
+    Load(#[from] LoadErrors),
+    /// The proxy cannot start (binding a port).
+    #[error(transparent)]
+    Start(std::io::Error),
+}
 
 /// A proxy running in-process, and the directory holding its files.
 pub struct TestProxy {
@@ -27,18 +47,21 @@ impl TestProxy {
         dir: tempfile::TempDir,
         yaml: &str,
         tweak: impl FnOnce(&mut Bootstrap),
-    ) -> Result<TestProxy, String> {
+    ) -> Result<TestProxy, TestProxyError> {
         let config = dir.path().join("config.yaml");
-        std::fs::write(&config, yaml).map_err(|e| e.to_string())?;
+        std::fs::write(&config, yaml).map_err(|source| TestProxyError::Write {
+            path: config.clone(),
+            source,
+        })?;
         let mut bootstrap = Bootstrap {
             config_paths: vec![config],
             ..Bootstrap::ephemeral()
         };
         tweak(&mut bootstrap);
-        let loaded = crate::load::load(&bootstrap).map_err(|e| e.to_string())?;
+        let loaded = crate::load::load(&bootstrap)?;
         let proxy = app::build(bootstrap, loaded)
             .await
-            .map_err(|e| e.to_string())?;
+            .map_err(TestProxyError::Start)?;
         Ok(TestProxy { proxy, dir })
     }
 

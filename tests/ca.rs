@@ -98,7 +98,8 @@ async fn csr_over_istio_grpc_api_with_token() {
     identity_from_pem(chain.as_bytes(), key.as_bytes(), &provider(), "t").unwrap();
     let err = create_certificate(addr, "meshgate-ca", &root, "stolen", DAY)
         .await
-        .unwrap_err();
+        .unwrap_err()
+        .to_string();
     assert!(err.contains("UNAUTHENTICATED"), "{err}");
 }
 

@@ -9,7 +9,49 @@ use std::time::Duration;
 
 use clap::Subcommand;
 
-use super::{MeshCa, spiffe_id};
+use super::{CaError, MeshCa, spiffe_id};
+use crate::creds::CredError;
+
+/// Why a `ca` subcommand failed.
+#[derive(Debug, thiserror::Error)]
+pub enum CaCommandError {
+    /// Creating, loading or using the CA failed.
+    #[error(transparent)]
+    Ca(#[from] CaError),
+    /// The token file cannot be read.
+    #[error("{}: {source}", path.display())]
+    Tokens {
+        /// The token file.
+        path: PathBuf,
+        /// The OS error.
+        source: std::io::Error,
+    },
+    /// A token file line is not `TOKEN NAMESPACE SERVICE-ACCOUNT`.
+    #[error("{}:{line}: expected `TOKEN NAMESPACE SERVICE-ACCOUNT`", path.display())]
+    TokenLine {
+        /// The token file.
+        path: PathBuf,
+        /// The line number, from 1.
+        line: usize,
+    },
+    /// The CA's own serving certificate is not usable.
+    #[error(transparent)]
+    ServingCertificate(#[from] CredError),
+    /// The TLS server cannot be set up.
+    #[error(transparent)]
+    Tls(#[from] rustls::Error),
+    /// The async runtime cannot start.
+    #[error(transparent)]
+    Runtime(std::io::Error),
+    /// The listen address cannot be bound.
+    #[error("{addr}: {source}")]
+    Bind {
+        /// The listen address.
+        addr: SocketAddr,
+        /// The OS error.
+        source: std::io::Error,
+    },
+}
 
 /// The `ca` subcommands.
 #[derive(Subcommand, Debug)]
@@ -78,14 +120,15 @@ pub enum CaCommand {
 }
 
 /// Runs a `ca` subcommand.
-pub fn run(cmd: CaCommand) -> Result<(), String> {
+pub fn run(cmd: CaCommand) -> Result<(), CaCommandError> {
     match cmd {
         CaCommand::Init {
             dir,
             trust_domain,
             intermediate,
             validity,
-        } => MeshCa::init(&dir, &trust_domain, intermediate, validity).map(|_| {
+        } => {
+            MeshCa::init(&dir, &trust_domain, intermediate, validity)?;
             println!(
                 "created a {} CA for trust domain {trust_domain} in {} (ca-cert.pem, ca-key.pem, cert-chain.pem, root-cert.pem)",
                 if intermediate {
@@ -95,7 +138,8 @@ pub fn run(cmd: CaCommand) -> Result<(), String> {
                 },
                 dir.display()
             );
-        }),
+            Ok(())
+        }
         CaCommand::Serve {
             dir,
             listen,
@@ -113,22 +157,24 @@ pub fn run(cmd: CaCommand) -> Result<(), String> {
             validity,
         } => {
             let id = spiffe_id(&trust_domain, &namespace, &service_account);
-            MeshCa::load(&dir)
-                .and_then(|ca| ca.issue(&id, &dns, validity))
-                .and_then(|issued| issued.write(&out))
-                .map(|()| {
-                    println!(
-                        "issued {id} into {} (cert-chain.pem, key.pem, root-cert.pem)",
-                        out.display()
-                    )
-                })
+            MeshCa::load(&dir)?
+                .issue(&id, &dns, validity)?
+                .write(&out)?;
+            println!(
+                "issued {id} into {} (cert-chain.pem, key.pem, root-cert.pem)",
+                out.display()
+            );
+            Ok(())
         }
     }
 }
 
 /// Reads a token file: one `TOKEN NAMESPACE SERVICE-ACCOUNT` per line.
-fn read_tokens(path: &Path, trust_domain: &str) -> Result<HashMap<String, String>, String> {
-    let text = std::fs::read_to_string(path).map_err(|e| format!("{}: {e}", path.display()))?;
+fn read_tokens(path: &Path, trust_domain: &str) -> Result<HashMap<String, String>, CaCommandError> {
+    let text = std::fs::read_to_string(path).map_err(|source| CaCommandError::Tokens {
+        path: path.to_path_buf(),
+        source,
+    })?;
     let mut map = HashMap::new();
     for (i, line) in text
         .lines()
@@ -137,11 +183,10 @@ fn read_tokens(path: &Path, trust_domain: &str) -> Result<HashMap<String, String
     {
         let parts: Vec<&str> = line.split_whitespace().collect();
         let [token, ns, sa] = parts[..] else {
-            return Err(format!(
-                "{}:{}: expected `TOKEN NAMESPACE SERVICE-ACCOUNT`",
-                path.display(),
-                i + 1
-            ));
+            return Err(CaCommandError::TokenLine {
+                path: path.to_path_buf(),
+                line: i + 1,
+            });
         };
         map.insert(token.to_string(), spiffe_id(trust_domain, ns, sa));
     }
@@ -155,7 +200,7 @@ fn serve(
     tokens: &Path,
     trust_domain: &str,
     max_validity: Duration,
-) -> Result<(), String> {
+) -> Result<(), CaCommandError> {
     let ca = MeshCa::load(dir)?;
     let tokens = read_tokens(tokens, trust_domain)?;
     // The CA's own serving certificate, from itself.
@@ -172,8 +217,7 @@ fn serve(
         "CA server",
     )?;
     let mut config = rustls::ServerConfig::builder_with_provider(provider)
-        .with_safe_default_protocol_versions()
-        .map_err(|e| e.to_string())?
+        .with_safe_default_protocol_versions()?
         .with_no_client_auth()
         .with_cert_resolver(Arc::new(rustls::sign::SingleCertAndKey::from(
             id.certified.as_ref().clone(),
@@ -184,11 +228,14 @@ fn serve(
         tokens,
         max_validity,
     });
-    let runtime = tokio::runtime::Runtime::new().map_err(|e| e.to_string())?;
+    let runtime = tokio::runtime::Runtime::new().map_err(CaCommandError::Runtime)?;
     runtime.block_on(async move {
         let listener = tokio::net::TcpListener::bind(listen)
             .await
-            .map_err(|e| format!("{listen}: {e}"))?;
+            .map_err(|source| CaCommandError::Bind {
+                addr: listen,
+                source,
+            })?;
         println!(
             "serving IstioCertificateService/CreateCertificate on {listen} (TLS name meshgate-ca)"
         );

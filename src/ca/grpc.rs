@@ -23,10 +23,102 @@ use tokio_rustls::TlsAcceptor;
 use tokio_util::sync::CancellationToken;
 use tracing::{debug, info, warn};
 
-use super::MeshCa;
+use super::{CaError, MeshCa};
+use crate::creds::CredError;
 
 /// The method's path.
 pub const PATH: &str = "/istio.v1.auth.IstioCertificateService/CreateCertificate";
+
+/// Why a certificate request failed, on either side: a malformed message,
+/// the CA refusing to sign, or the client unable to reach or use the CA.
+#[derive(Debug, thiserror::Error)]
+pub enum GrpcError {
+    /// A message or frame ends early (`varint`, `field`, `fixed64`,
+    /// `fixed32`, `gRPC frame`).
+    #[error("truncated {0}")]
+    Truncated(&'static str),
+    /// A varint longer than 64 bits.
+    #[error("varint too long")]
+    VarintTooLong,
+    /// A protobuf wire type this decoder does not know (3 or 4: groups).
+    #[error("unsupported wire type {0}")]
+    WireType(u64),
+    /// A request without a CSR.
+    #[error("no csr")]
+    NoCsr,
+    /// A body shorter than the 5-byte gRPC frame header.
+    #[error("short gRPC frame")]
+    ShortFrame,
+    /// A compressed gRPC message.
+    #[error("compressed gRPC messages are not supported")]
+    Compressed,
+    /// The CA could not sign the request.
+    #[error(transparent)]
+    Sign(#[from] CaError),
+    /// Making the workload's key or CSR failed.
+    #[error(transparent)]
+    Csr(rcgen::Error),
+    /// The CA root does not parse.
+    #[error(transparent)]
+    Roots(#[from] CredError),
+    /// The TLS client cannot be set up.
+    #[error(transparent)]
+    TlsConfig(#[from] rustls::Error),
+    /// The CA's name is not a valid TLS server name.
+    #[error(transparent)]
+    ServerName(#[from] rustls::pki_types::InvalidDnsNameError),
+    /// The CA cannot be reached.
+    #[error("CA {addr}: {source}")]
+    Connect {
+        /// The CA's address.
+        addr: std::net::SocketAddr,
+        /// The OS error.
+        source: std::io::Error,
+    },
+    /// The TLS handshake with the CA failed.
+    #[error("CA {addr}: TLS: {source}")]
+    Tls {
+        /// The CA's address.
+        addr: std::net::SocketAddr,
+        /// The handshake error.
+        source: std::io::Error,
+    },
+    /// The HTTP/2 connection, or reading the answer, failed.
+    #[error(transparent)]
+    Http(hyper::Error),
+    /// The request cannot be built.
+    #[error(transparent)]
+    Request(#[from] http::Error),
+    /// Sending the request failed.
+    #[error("CA request: {0}")]
+    SendRequest(#[source] hyper::Error),
+    /// The CA answered with an HTTP status other than 200.
+    #[error("CA answered HTTP {0}")]
+    HttpStatus(StatusCode),
+    /// The CA answered with a gRPC error.
+    #[error(
+        "CA refused the request: grpc-status {status} ({}): {message}",
+        status_name(status)
+    )]
+    Refused {
+        /// `grpc-status` (`2` when absent).
+        status: String,
+        /// `grpc-message`.
+        message: String,
+    },
+    /// The CA's answer holds no certificate.
+    #[error("CA returned no certificate")]
+    NoCertificate,
+}
+
+/// How a refusal's `grpc-status` is named in messages.
+fn status_name(status: &str) -> &'static str {
+    if status == "16" {
+        "UNAUTHENTICATED"
+    } else {
+        "error"
+    }
+}
 
 // === protobuf ===
 
@@ -38,17 +130,17 @@ fn put_varint(out: &mut Vec<u8>, mut v: u64) {
     out.push(v as u8);
 }
 
-fn get_varint(buf: &mut &[u8]) -> Result<u64, String> {
+fn get_varint(buf: &mut &[u8]) -> Result<u64, GrpcError> {
     let mut v = 0u64;
     for shift in (0..64).step_by(7) {
-        let (&b, rest) = buf.split_first().ok_or("truncated varint")?;
+        let (&b, rest) = buf.split_first().ok_or(GrpcError::Truncated("varint"))?;
         *buf = rest;
         v |= u64::from(b & 0x7f) << shift;
         if b < 0x80 {
             return Ok(v);
         }
     }
-    Err("varint too long".into())
+    Err(GrpcError::VarintTooLong)
 }
 
 fn put_bytes(out: &mut Vec<u8>, field: u64, bytes: &[u8]) {
@@ -61,7 +153,7 @@ fn put_bytes(out: &mut Vec<u8>, field: u64, bytes: &[u8]) {
 fn fields<'a>(
     mut buf: &'a [u8],
     mut f: impl FnMut(u64, Result<u64, &'a [u8]>),
-) -> Result<(), String> {
+) -> Result<(), GrpcError> {
     while !buf.is_empty() {
         let key = get_varint(&mut buf)?;
         let (field, wire) = (key >> 3, key & 7);
@@ -70,15 +162,15 @@ fn fields<'a>(
             2 => {
                 let len = get_varint(&mut buf)? as usize;
                 if len > buf.len() {
-                    return Err("truncated field".into());
+                    return Err(GrpcError::Truncated("field"));
                 }
                 let (v, rest) = buf.split_at(len);
                 buf = rest;
                 f(field, Err(v));
             }
-            1 => buf = buf.get(8..).ok_or("truncated fixed64")?,
-            5 => buf = buf.get(4..).ok_or("truncated fixed32")?,
-            w => return Err(format!("unsupported wire type {w}")),
+            1 => buf = buf.get(8..).ok_or(GrpcError::Truncated("fixed64"))?,
+            5 => buf = buf.get(4..).ok_or(GrpcError::Truncated("fixed32"))?,
+            w => return Err(GrpcError::WireType(w)),
         }
     }
     Ok(())
@@ -94,14 +186,14 @@ pub fn encode_request(csr: &str, validity: Duration) -> Vec<u8> {
 }
 
 /// Decodes an `IstioCertificateRequest` into (csr, validity seconds).
-pub fn decode_request(buf: &[u8]) -> Result<(String, u64), String> {
+pub fn decode_request(buf: &[u8]) -> Result<(String, u64), GrpcError> {
     let (mut csr, mut validity) = (None, 0);
     fields(buf, |field, v| match (field, v) {
         (1, Err(b)) => csr = Some(String::from_utf8_lossy(b).into_owned()),
         (3, Ok(n)) => validity = n,
         _ => {}
     })?;
-    Ok((csr.ok_or("no csr")?, validity))
+    Ok((csr.ok_or(GrpcError::NoCsr)?, validity))
 }
 
 /// Encodes an `IstioCertificateResponse`.
@@ -114,7 +206,7 @@ pub fn encode_response(chain: &[String]) -> Vec<u8> {
 }
 
 /// Decodes an `IstioCertificateResponse`.
-pub fn decode_response(buf: &[u8]) -> Result<Vec<String>, String> {
+pub fn decode_response(buf: &[u8]) -> Result<Vec<String>, GrpcError> {
     let mut chain = Vec::new();
     fields(buf, |field, v| {
         if let (200, Err(b)) = (field, v) {
@@ -132,17 +224,17 @@ fn frame(msg: &[u8]) -> Bytes {
     Bytes::from(out)
 }
 
-fn unframe(mut body: Bytes) -> Result<Bytes, String> {
+fn unframe(mut body: Bytes) -> Result<Bytes, GrpcError> {
     if body.len() < 5 {
-        return Err("short gRPC frame".into());
+        return Err(GrpcError::ShortFrame);
     }
     if body[0] != 0 {
-        return Err("compressed gRPC messages are not supported".into());
+        return Err(GrpcError::Compressed);
     }
     let len = u32::from_be_bytes([body[1], body[2], body[3], body[4]]) as usize;
     body.advance(5);
     if body.len() < len {
-        return Err("truncated gRPC frame".into());
+        return Err(GrpcError::Truncated("gRPC frame"));
     }
     Ok(body.split_to(len))
 }
@@ -226,7 +318,7 @@ impl Signer {
                 } else {
                     validity
                 };
-                self.ca.sign_csr(&csr, &identity, validity)
+                Ok(self.ca.sign_csr(&csr, &identity, validity)?)
             });
         match signed {
             Ok(issued) => {
@@ -234,7 +326,7 @@ impl Signer {
                 let chain = split_pem(&issued.cert_chain_pem);
                 grpc_response(Some(frame(&encode_response(&chain))), 0, "")
             }
-            Err(e) => grpc_response(None, 3, &e),
+            Err(e) => grpc_response(None, 3, &e.to_string()),
         }
     }
 }
@@ -292,51 +384,44 @@ pub async fn create_certificate(
     root_pem: &str,
     token: &str,
     validity: Duration,
-) -> Result<(String, String), String> {
-    let key = rcgen::KeyPair::generate().map_err(|e| e.to_string())?;
+) -> Result<(String, String), GrpcError> {
+    let key = rcgen::KeyPair::generate().map_err(GrpcError::Csr)?;
     let csr = rcgen::CertificateParams::default()
         .serialize_request(&key)
         .and_then(|c| c.pem())
-        .map_err(|e| e.to_string())?;
+        .map_err(GrpcError::Csr)?;
     let roots = crate::creds::roots_from_pem(root_pem.as_bytes())?;
     let mut config = rustls::ClientConfig::builder_with_provider(crate::creds::provider())
-        .with_safe_default_protocol_versions()
-        .map_err(|e| e.to_string())?
+        .with_safe_default_protocol_versions()?
         .with_root_certificates(roots)
         .with_no_client_auth();
     config.alpn_protocols = vec![b"h2".to_vec()];
-    let name = rustls::pki_types::ServerName::try_from(server_name.to_string())
-        .map_err(|e| e.to_string())?;
+    let name = rustls::pki_types::ServerName::try_from(server_name.to_string())?;
     let tcp = tokio::net::TcpStream::connect(addr)
         .await
-        .map_err(|e| format!("CA {addr}: {e}"))?;
+        .map_err(|source| GrpcError::Connect { addr, source })?;
     let tls = tokio_rustls::TlsConnector::from(Arc::new(config))
         .connect(name, tcp)
         .await
-        .map_err(|e| format!("CA {addr}: TLS: {e}"))?;
+        .map_err(|source| GrpcError::Tls { addr, source })?;
     let (mut sender, conn) =
         hyper::client::conn::http2::handshake(TokioExecutor::new(), TokioIo::new(tls))
             .await
-            .map_err(|e| e.to_string())?;
+            .map_err(GrpcError::Http)?;
     tokio::spawn(conn);
     let req = Request::post(format!("https://{server_name}{PATH}"))
         .header(http::header::CONTENT_TYPE, "application/grpc")
         .header("te", "trailers")
         .header(http::header::AUTHORIZATION, format!("Bearer {token}"))
-        .body(Full::new(frame(&encode_request(&csr, validity))))
-        .map_err(|e| e.to_string())?;
+        .body(Full::new(frame(&encode_request(&csr, validity))))?;
     let resp = sender
         .send_request(req)
         .await
-        .map_err(|e| format!("CA request: {e}"))?;
+        .map_err(GrpcError::SendRequest)?;
     if resp.status() != StatusCode::OK {
-        return Err(format!("CA answered HTTP {}", resp.status()));
+        return Err(GrpcError::HttpStatus(resp.status()));
     }
-    let collected = resp
-        .into_body()
-        .collect()
-        .await
-        .map_err(|e| e.to_string())?;
+    let collected = resp.into_body().collect().await.map_err(GrpcError::Http)?;
     let status = collected
         .trailers()
         .and_then(|t| t.get("grpc-status"))
@@ -344,24 +429,17 @@ pub async fn create_certificate(
         .unwrap_or("2")
         .to_string();
     if status != "0" {
-        let msg = collected
+        let message = collected
             .trailers()
             .and_then(|t| t.get("grpc-message"))
             .and_then(|v| v.to_str().ok())
             .unwrap_or("")
             .to_string();
-        let name = if status == "16" {
-            "UNAUTHENTICATED"
-        } else {
-            "error"
-        };
-        return Err(format!(
-            "CA refused the request: grpc-status {status} ({name}): {msg}"
-        ));
+        return Err(GrpcError::Refused { status, message });
     }
     let chain = decode_response(&unframe(collected.to_bytes())?)?;
     if chain.is_empty() {
-        return Err("CA returned no certificate".into());
+        return Err(GrpcError::NoCertificate);
     }
     Ok((chain.concat(), key.serialize_pem()))
 }

@@ -3,6 +3,7 @@
 
 use rustls_pki_types::CertificateDer;
 use serde::Serialize;
+use x509_parser::error::X509Error;
 use x509_parser::prelude::{FromDer, GeneralName, X509Certificate};
 
 /// The facts about one certificate that operators ask for.
@@ -29,11 +30,59 @@ pub struct CertInfo {
     pub sha256: String,
 }
 
+/// Why a certificate cannot be read, or cannot be presented by meshgate.
+/// The text names the certificate by its subject.
+#[derive(Debug, Clone, thiserror::Error)]
+pub enum CertError {
+    /// The DER does not parse as an X.509 certificate.
+    #[error("not a valid X.509 certificate: {0}")]
+    Invalid(#[source] x509_parser::nom::Err<X509Error>),
+    /// An X.509 v1 (or v2) certificate: no extensions, so no SANs.
+    #[error(
+        "certificate {subject:?} is X.509 v{version} with no extensions (as `openssl x509 -req` makes \
+         without -extfile, e.g. in older Istio docs); TLS peers reject it. Re-issue it as \
+         v3 with a subjectAltName, e.g. `openssl x509 -req ... -extfile <(printf \
+         \"subjectAltName=DNS:name\")`"
+    )]
+    Version {
+        /// Subject DN.
+        subject: String,
+        /// The X.509 version (1 or 2).
+        version: u32,
+    },
+    /// Past its notAfter.
+    #[error("certificate {subject:?} expired at {} (serial {serial})", fmt_time(*.not_after))]
+    Expired {
+        /// Subject DN.
+        subject: String,
+        /// End of validity, Unix seconds.
+        not_after: i64,
+        /// Serial number, hex.
+        serial: String,
+    },
+    /// Before its notBefore.
+    #[error("certificate {subject:?} is not valid until {} (serial {serial})", fmt_time(*.not_before))]
+    NotYetValid {
+        /// Subject DN.
+        subject: String,
+        /// Start of validity, Unix seconds.
+        not_before: i64,
+        /// Serial number, hex.
+        serial: String,
+    },
+}
+
 impl CertInfo {
-    /// Parses a DER certificate.
+    /// Parses a DER certificate; the error as text. Kept for callers that
+    /// show the error in place of a certificate summary
+    /// (`tls::client`); everything else uses [`CertInfo::from_der`].
     pub fn parse(der: &CertificateDer<'_>) -> Result<CertInfo, String> {
-        let (_, cert) = X509Certificate::from_der(der.as_ref())
-            .map_err(|e| format!("not a valid X.509 certificate: {e}"))?;
+        CertInfo::from_der(der).map_err(|e| e.to_string())
+    }
+
+    /// Parses a DER certificate.
+    pub fn from_der(der: &CertificateDer<'_>) -> Result<CertInfo, CertError> {
+        let (_, cert) = X509Certificate::from_der(der.as_ref()).map_err(CertError::Invalid)?;
         let mut sans = Vec::new();
         if let Ok(Some(ext)) = cert.subject_alternative_name() {
             for n in &ext.value.general_names {
@@ -69,32 +118,27 @@ impl CertInfo {
 
     /// Checks a certificate that meshgate will present: X.509 v3, within its
     /// validity period, not a CA.
-    pub fn check_usable_leaf(&self) -> Result<(), String> {
+    pub fn check_usable_leaf(&self) -> Result<(), CertError> {
         if self.version < 3 {
-            return Err(format!(
-                "certificate {:?} is X.509 v{} with no extensions (as `openssl x509 -req` makes \
-                 without -extfile, e.g. in older Istio docs); TLS peers reject it. Re-issue it as \
-                 v3 with a subjectAltName, e.g. `openssl x509 -req ... -extfile <(printf \
-                 \"subjectAltName=DNS:name\")`",
-                self.subject, self.version
-            ));
+            return Err(CertError::Version {
+                subject: self.subject.clone(),
+                version: self.version,
+            });
         }
         let now = now();
         if now > self.not_after {
-            return Err(format!(
-                "certificate {:?} expired at {} (serial {})",
-                self.subject,
-                fmt_time(self.not_after),
-                self.serial
-            ));
+            return Err(CertError::Expired {
+                subject: self.subject.clone(),
+                not_after: self.not_after,
+                serial: self.serial.clone(),
+            });
         }
         if now < self.not_before {
-            return Err(format!(
-                "certificate {:?} is not valid until {} (serial {})",
-                self.subject,
-                fmt_time(self.not_before),
-                self.serial
-            ));
+            return Err(CertError::NotYetValid {
+                subject: self.subject.clone(),
+                not_before: self.not_before,
+                serial: self.serial.clone(),
+            });
         }
         Ok(())
     }

@@ -11,6 +11,69 @@ use crate::bootstrap::Bootstrap;
 use crate::config::Config;
 use crate::plan::CredentialRef;
 
+/// Why a `credentialName` does not give what was asked for. The text starts
+/// with the reference (`kubernetes://[ns/]name`) and says where was looked.
+#[derive(Debug, Clone, thiserror::Error)]
+pub enum SecretError {
+    /// No such Secret in the config documents or the secrets directory.
+    #[error("{credential}: Secret {namespace}/{} not found in the config or in {}", credential.name, dir.display())]
+    NotFound {
+        /// The reference.
+        credential: CredentialRef,
+        /// The namespace looked in.
+        namespace: String,
+        /// The secrets directory looked in.
+        dir: PathBuf,
+    },
+    /// No such Secret in the config documents, and no secrets directory.
+    #[error("{credential}: Secret {namespace}/{} not found in the config (no --secrets-dir given)", credential.name)]
+    NotFoundNoDir {
+        /// The reference.
+        credential: CredentialRef,
+        /// The namespace looked in.
+        namespace: String,
+    },
+    /// The Secret has neither `cert`/`key` nor `tls.crt`/`tls.key`.
+    #[error(
+        "{credential}: found {found_in}, but it does not have the expected keys (cert and key) or (tls.crt and tls.key); found: {}",
+        key_list(keys)
+    )]
+    NoIdentityKeys {
+        /// The reference.
+        credential: CredentialRef,
+        /// Where the Secret was found.
+        found_in: String,
+        /// The keys it has (non-empty values or not).
+        keys: Vec<String>,
+    },
+    /// Neither `<name>-cacert` nor `<name>` has `cacert` or `ca.crt`.
+    #[error(
+        "{credential}: no CA certificate (key cacert or ca.crt) in {name}-cacert or {name}; {}",
+        looked.join("; "),
+        name = credential.name
+    )]
+    NoCa {
+        /// The reference.
+        credential: CredentialRef,
+        /// For each Secret found: where, and its keys.
+        looked: Vec<String>,
+    },
+    /// The Secret or ConfigMap (`caCertCredentialName`) has no `cacert` or
+    /// `ca.crt`.
+    #[error(
+        "{credential}: {found_in} has no CA certificate (key cacert or ca.crt); found: {}",
+        key_list(keys)
+    )]
+    NoCaExact {
+        /// The reference.
+        credential: CredentialRef,
+        /// Where the Secret or ConfigMap was found.
+        found_in: String,
+        /// The keys it has.
+        keys: Vec<String>,
+    },
+}
+
 /// Where Secrets are looked up.
 pub struct SecretSource {
     docs: Vec<(String, String, BTreeMap<String, Vec<u8>>)>,
@@ -61,7 +124,7 @@ impl SecretSource {
     }
 
     /// Client/server identity: (`cert`, `key`) or (`tls.crt`, `tls.key`).
-    pub fn identity(&self, r: &CredentialRef) -> Result<(Vec<u8>, Vec<u8>, String), String> {
+    pub fn identity(&self, r: &CredentialRef) -> Result<(Vec<u8>, Vec<u8>, String), SecretError> {
         let (data, src) = self
             .find(&r.name, r.namespace.as_deref())
             .ok_or_else(|| self.not_found(r))?;
@@ -74,14 +137,15 @@ impl SecretSource {
                 ));
             }
         }
-        Err(format!(
-            "{r}: found {src}, but it does not have the expected keys (cert and key) or (tls.crt and tls.key); found: {}",
-            keys(&data)
-        ))
+        Err(SecretError::NoIdentityKeys {
+            credential: r.clone(),
+            found_in: src,
+            keys: keys(&data),
+        })
     }
 
     /// CA bundle: from `<name>-cacert`, else `<name>`; key `cacert` or `ca.crt`.
-    pub fn ca(&self, r: &CredentialRef) -> Result<(Vec<u8>, String), String> {
+    pub fn ca(&self, r: &CredentialRef) -> Result<(Vec<u8>, String), SecretError> {
         let mut looked = Vec::new();
         for name in [format!("{}-cacert", r.name), r.name.clone()] {
             if let Some((data, src)) = self.find(&name, r.namespace.as_deref()) {
@@ -90,22 +154,20 @@ impl SecretSource {
                         return Ok((v.to_vec(), format!("{r} ({src}, key {k})")));
                     }
                 }
-                looked.push(format!("{src} has keys: {}", keys(&data)));
+                looked.push(format!("{src} has keys: {}", key_list(&keys(&data))));
             }
         }
         if looked.is_empty() {
             return Err(self.not_found(r));
         }
-        Err(format!(
-            "{r}: no CA certificate (key cacert or ca.crt) in {}-cacert or {}; {}",
-            r.name,
-            r.name,
-            looked.join("; ")
-        ))
+        Err(SecretError::NoCa {
+            credential: r.clone(),
+            looked,
+        })
     }
 
     /// `caCertCredentialName`: the CA in exactly this Secret or ConfigMap.
-    pub fn ca_exact(&self, r: &CredentialRef) -> Result<(Vec<u8>, String), String> {
+    pub fn ca_exact(&self, r: &CredentialRef) -> Result<(Vec<u8>, String), SecretError> {
         let ns = r.namespace.as_deref().unwrap_or(&self.namespace);
         let found = self.find(&r.name, r.namespace.as_deref()).or_else(|| {
             self.maps
@@ -119,24 +181,28 @@ impl SecretSource {
                 return Ok((v.to_vec(), format!("{r} ({src}, key {k})")));
             }
         }
-        Err(format!(
-            "{r}: {src} has no CA certificate (key cacert or ca.crt); found: {}",
-            keys(&data)
-        ))
+        Err(SecretError::NoCaExact {
+            credential: r.clone(),
+            found_in: src,
+            keys: keys(&data),
+        })
     }
 
-    fn not_found(&self, r: &CredentialRef) -> String {
-        let ns = r.namespace.as_deref().unwrap_or(&self.namespace);
+    fn not_found(&self, r: &CredentialRef) -> SecretError {
+        let namespace = r
+            .namespace
+            .clone()
+            .unwrap_or_else(|| self.namespace.clone());
         match &self.dir {
-            Some(d) => format!(
-                "{r}: Secret {ns}/{} not found in the config or in {}",
-                r.name,
-                d.display()
-            ),
-            None => format!(
-                "{r}: Secret {ns}/{} not found in the config (no --secrets-dir given)",
-                r.name
-            ),
+            Some(d) => SecretError::NotFound {
+                credential: r.clone(),
+                namespace,
+                dir: d.clone(),
+            },
+            None => SecretError::NotFoundNoDir {
+                credential: r.clone(),
+                namespace,
+            },
         }
     }
 }
@@ -157,10 +223,15 @@ fn non_empty<'a>(data: &'a BTreeMap<String, Vec<u8>>, key: &str) -> Option<&'a [
     data.get(key).map(Vec::as_slice).filter(|v| !v.is_empty())
 }
 
-fn keys(data: &BTreeMap<String, Vec<u8>>) -> String {
-    if data.is_empty() {
+fn keys(data: &BTreeMap<String, Vec<u8>>) -> Vec<String> {
+    data.keys().cloned().collect()
+}
+
+/// `a, b, c`, or `(none)`.
+fn key_list(keys: &[String]) -> String {
+    if keys.is_empty() {
         "(none)".into()
     } else {
-        data.keys().cloned().collect::<Vec<_>>().join(", ")
+        keys.join(", ")
     }
 }

@@ -32,6 +32,27 @@ impl std::fmt::Display for HostPattern {
     }
 }
 
+/// Why a host is not valid. The text quotes the host as written.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub enum HostError {
+    /// Nothing but whitespace (or a lone dot).
+    #[error("empty host")]
+    Empty,
+    /// A `*` anywhere but as the whole left-most label.
+    #[error("{raw:?}: a wildcard is only allowed as the left-most label (\"*.example.com\")")]
+    MisplacedWildcard {
+        /// The host as written.
+        raw: String,
+    },
+    /// An empty or over-long label, a character outside letters, digits,
+    /// `-` and `_`, or a name over 253 characters.
+    #[error("{name:?} is not a valid DNS name")]
+    InvalidName {
+        /// The name checked (normalized; without the `*.` of a wildcard).
+        name: String,
+    },
+}
+
 /// Lower-cases a host and drops a trailing dot.
 pub fn normalize(host: &str) -> String {
     host.trim_end_matches('.').to_ascii_lowercase()
@@ -39,10 +60,10 @@ pub fn normalize(host: &str) -> String {
 
 impl HostPattern {
     /// Parses a host as written in a resource; `Err` says why it is invalid.
-    pub fn parse(raw: &str) -> Result<HostPattern, String> {
+    pub fn parse(raw: &str) -> Result<HostPattern, HostError> {
         let h = normalize(raw.trim());
         if h.is_empty() {
-            return Err("empty host".into());
+            return Err(HostError::Empty);
         }
         if h == "*" {
             return Ok(HostPattern::Any);
@@ -52,9 +73,7 @@ impl HostPattern {
             return Ok(HostPattern::Wildcard(format!(".{rest}")));
         }
         if h.contains('*') {
-            return Err(format!(
-                "{raw:?}: a wildcard is only allowed as the left-most label (\"*.example.com\")"
-            ));
+            return Err(HostError::MisplacedWildcard { raw: raw.into() });
         }
         check_name(&h)?;
         Ok(HostPattern::Exact(h))
@@ -109,7 +128,7 @@ pub fn most_specific<'a, T: ?Sized + 'a>(
     best.map(|(_, item)| item)
 }
 
-fn check_name(name: &str) -> Result<(), String> {
+fn check_name(name: &str) -> Result<(), HostError> {
     let ok = name.split('.').all(|label| {
         !label.is_empty()
             && label.len() <= 63
@@ -120,7 +139,7 @@ fn check_name(name: &str) -> Result<(), String> {
     if ok && name.len() <= 253 {
         Ok(())
     } else {
-        Err(format!("{name:?} is not a valid DNS name"))
+        Err(HostError::InvalidName { name: name.into() })
     }
 }
 

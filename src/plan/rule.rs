@@ -85,7 +85,7 @@ pub(crate) fn compile(config: &Config, diag: &mut Diagnostics) -> Vec<Arc<RulePl
         let host = match dr.spec.host.as_deref().map(HostPattern::parse) {
             Some(Ok(h)) => Some(h),
             Some(Err(e)) => {
-                diag.error(src, "spec.host", e);
+                diag.error(src, "spec.host", e.to_string());
                 None
             }
             None => {
@@ -252,7 +252,7 @@ fn compile_pool(pool: &ConnectionPool, src: &Source, field: &str, diag: &mut Dia
     let mut dur = |v: &Option<String>, name: &str| -> Option<Duration> {
         let raw = v.as_deref()?;
         duration::parse(raw)
-            .map_err(|e| diag.error(src, format!("{field}.connectionPool.{name}"), e))
+            .map_err(|e| diag.error(src, format!("{field}.connectionPool.{name}"), e.to_string()))
             .ok()
     };
     if let Some(tcp) = &pool.tcp {

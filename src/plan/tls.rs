@@ -34,15 +34,32 @@ pub struct CredentialRef {
     pub namespace: Option<String>,
 }
 
+/// Why a `credentialName` is not usable. The text quotes it as written.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub enum CredentialRefError {
+    /// A `scheme://` other than `kubernetes://` (e.g. SDS names).
+    #[error(
+        "{raw:?}: unsupported credential type; meshgate reads plain names and kubernetes://[namespace/]name"
+    )]
+    UnsupportedType {
+        /// The reference as written.
+        raw: String,
+    },
+    /// An empty name, or more than one `/`.
+    #[error("{raw:?}: not a valid Secret name")]
+    InvalidName {
+        /// The reference as written.
+        raw: String,
+    },
+}
+
 impl CredentialRef {
     /// Parses `name`, `kubernetes://name` or `kubernetes://ns/name`.
-    pub fn parse(raw: &str) -> Result<CredentialRef, String> {
+    pub fn parse(raw: &str) -> Result<CredentialRef, CredentialRefError> {
         let rest = if let Some(r) = raw.strip_prefix("kubernetes://") {
             r
         } else if raw.contains("://") {
-            return Err(format!(
-                "{raw:?}: unsupported credential type; meshgate reads plain names and kubernetes://[namespace/]name"
-            ));
+            return Err(CredentialRefError::UnsupportedType { raw: raw.into() });
         } else {
             raw
         };
@@ -51,7 +68,7 @@ impl CredentialRef {
             None => (None, rest.to_string()),
         };
         if name.is_empty() || name.contains('/') {
-            return Err(format!("{raw:?}: not a valid Secret name"));
+            return Err(CredentialRefError::InvalidName { raw: raw.into() });
         }
         Ok(CredentialRef { name, namespace })
     }
@@ -175,7 +192,7 @@ pub(crate) fn compile(
     let credential = match tls.credential_name.as_deref().map(CredentialRef::parse) {
         Some(Ok(c)) => Some(c),
         Some(Err(e)) => {
-            diag.error(source, format!("{field}.credentialName"), e);
+            diag.error(source, format!("{field}.credentialName"), e.to_string());
             None
         }
         None => None,

@@ -95,8 +95,10 @@ async fn sessions_resume_across_reloads_but_not_into_a_stricter_policy() {
             let tls = connect_with(addr, cfg, HOST).await?;
             let kind = tls.get_ref().1.handshake_kind();
             // A request, so the client reads its session tickets.
-            let mut conn = HttpsConn::new(tls, false).await?;
-            let r = conn.get(HOST, "/", &[]).await?;
+            let mut conn = HttpsConn::new(tls, false)
+                .await
+                .map_err(|e| e.to_string())?;
+            let r = conn.get(HOST, "/", &[]).await.map_err(|e| e.to_string())?;
             Ok::<_, String>((kind, r.status))
         }
     };

@@ -464,7 +464,7 @@ async fn send(
     headers: &[(&str, &str)],
 ) -> Result<Fetched, String> {
     use http_body_util::BodyExt;
-    let tls = tls_connect(addr, opts).await?;
+    let tls = tls_connect(addr, opts).await.map_err(|e| e.to_string())?;
     let (mut sender, conn) =
         hyper::client::conn::http1::handshake(hyper_util::rt::TokioIo::new(tls))
             .await

@@ -66,7 +66,7 @@ async fn sni_selects_the_server_and_its_certificate() {
                         assert_eq!(peer_subject(&tls), "CN=default.test", "no SNI → \"*\"");
                     }
                     Some(s) => {
-                        let e = tls_connect(addr, &opts).await.unwrap_err();
+                        let e = tls_connect(addr, &opts).await.unwrap_err().to_string();
                         assert!(
                             !e.contains("UnrecognisedName")
                                 && e.contains("invalid peer certificate"),
@@ -80,7 +80,8 @@ async fn sni_selects_the_server_and_its_certificate() {
             for (i, sni) in [Some("unknown.test"), None].into_iter().enumerate() {
                 let e = tls_connect(addr, &with_sni(sni))
                     .await
-                    .expect_err("no server for this SNI");
+                    .expect_err("no server for this SNI")
+                    .to_string();
                 assert!(
                     e.contains("UnrecognisedName"),
                     "SNI {sni:?}: an unrecognized_name alert, got {e}"
@@ -328,7 +329,7 @@ async fn min_and_max_protocol_versions() {
             }
             Err(reason) => {
                 let r = https_get(p.proxy.inbound()[&443], &o, HOST, "/", &[]).await;
-                let e = r.expect_err(&what);
+                let e = r.expect_err(&what).to_string();
                 assert!(e.contains("ProtocolVersion"), "{what}: alert: {e}");
                 if wait_metric(&p, &failure_key(reason), 1.0).await != 1.0 {
                     let m = p.metrics().await;

@@ -347,7 +347,8 @@ spec:
     let err = TestProxy::start(tempdir(), &yaml(good.addr.port()), |_| {})
         .await
         .err()
-        .unwrap();
+        .unwrap()
+        .to_string();
     assert!(err.contains("--identity-dir"), "{err}");
 }
 

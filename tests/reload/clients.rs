@@ -379,7 +379,7 @@ async fn a_broken_credential_holds_back_only_its_own_server() {
 
 /// The SHA-256 of the certificate served for `sni`, after one request.
 async fn probe_sni(addr: SocketAddr, opts: &ClientOpts, host: &str) -> Result<String, String> {
-    let tls = tls_connect(addr, opts).await?;
+    let tls = tls_connect(addr, opts).await.map_err(|e| e.to_string())?;
     let der = tls
         .get_ref()
         .1
@@ -387,8 +387,10 @@ async fn probe_sni(addr: SocketAddr, opts: &ClientOpts, host: &str) -> Result<St
         .and_then(|c| c.first())
         .cloned()
         .ok_or("no server certificate")?;
-    let mut conn = HttpsConn::new(tls, false).await?;
-    let r = conn.get(host, "/", &[]).await?;
+    let mut conn = HttpsConn::new(tls, false)
+        .await
+        .map_err(|e| e.to_string())?;
+    let r = conn.get(host, "/", &[]).await.map_err(|e| e.to_string())?;
     if r.status != 200 {
         return Err(format!("status {}", r.status));
     }

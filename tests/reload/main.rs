@@ -111,7 +111,7 @@ struct Seen {
 /// it. The server certificate it was shown, or the error.
 async fn probe(addr: SocketAddr, opts: &ClientOpts) -> Result<Seen, String> {
     let attempt = async {
-        let tls = tls_connect(addr, opts).await?;
+        let tls = tls_connect(addr, opts).await.map_err(|e| e.to_string())?;
         let der = tls
             .get_ref()
             .1
@@ -120,8 +120,13 @@ async fn probe(addr: SocketAddr, opts: &ClientOpts) -> Result<Seen, String> {
             .cloned()
             .ok_or("no server certificate")?;
         let info = CertInfo::parse(&der)?;
-        let mut conn = HttpsConn::new(tls, false).await?;
-        let r = conn.get(HOST, "/rotation", &[]).await?;
+        let mut conn = HttpsConn::new(tls, false)
+            .await
+            .map_err(|e| e.to_string())?;
+        let r = conn
+            .get(HOST, "/rotation", &[])
+            .await
+            .map_err(|e| e.to_string())?;
         if r.status != 200 {
             return Err(format!("status {}: {}", r.status, r.body));
         }

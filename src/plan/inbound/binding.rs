@@ -51,7 +51,7 @@ pub(super) fn compile_bound_routes(
     for (i, h) in vs.spec.hosts.iter().enumerate() {
         match HostPattern::parse(h) {
             Ok(p) => hosts.push(p),
-            Err(e) => diag.error(src, format!("spec.hosts[{i}]"), e),
+            Err(e) => diag.error(src, format!("spec.hosts[{i}]"), e.to_string()),
         }
     }
     if !hosts
@@ -87,7 +87,11 @@ pub(super) fn compile_bound_routes(
             for (k, h) in m.sni_hosts.iter().enumerate() {
                 match HostPattern::parse(h) {
                     Ok(p) => sni_hosts.push(p),
-                    Err(e) => diag.error(src, format!("{field}.match[{j}].sniHosts[{k}]"), e),
+                    Err(e) => diag.error(
+                        src,
+                        format!("{field}.match[{j}].sniHosts[{k}]"),
+                        e.to_string(),
+                    ),
                 }
             }
             if let Some(p) = m.port {
@@ -174,7 +178,7 @@ pub(super) fn l4_destinations(
         };
         let host = dest.host.clone().unwrap_or_default();
         if let Err(e) = HostPattern::parse(&host) {
-            diag.error(src, format!("{dfield}.host"), e);
+            diag.error(src, format!("{dfield}.host"), e.to_string());
         }
         let port = match dest.port.as_ref().and_then(|p| p.number) {
             Some(n) => port_number(Some(n), src, &format!("{dfield}.port.number"), diag),

@@ -92,7 +92,7 @@ pub(super) fn compile_gateway_server(
         let host = h.split_once('/').map(|(_, h)| h).unwrap_or(h);
         match HostPattern::parse(host) {
             Ok(p) => hosts.push(p),
-            Err(e) => diag.error(src, format!("{field}.hosts[{i}]"), e),
+            Err(e) => diag.error(src, format!("{field}.hosts[{i}]"), e.to_string()),
         }
     }
     let (Some(number), Some(protocol)) = (number, protocol) else {

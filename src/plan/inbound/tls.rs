@@ -76,7 +76,7 @@ pub(super) fn compile_server_tls(
                 cred_ref.get_or_insert(r.clone());
                 certs.push(ServerCertSource::Credential(r));
             }
-            Err(e) => diag.error(src, f, e),
+            Err(e) => diag.error(src, f, e.to_string()),
         }
     }
     if t.tls_certificates.len() > 2 {
@@ -151,7 +151,7 @@ pub(super) fn compile_server_tls(
         match CredentialRef::parse(&c) {
             Ok(r) => Some(ClientCaSource::CaCredential(r)),
             Err(e) => {
-                diag.error(src, format!("{field}.caCertCredentialName"), e);
+                diag.error(src, format!("{field}.caCertCredentialName"), e.to_string());
                 None
             }
         }

@@ -68,7 +68,7 @@ fn compile_service(
                 "\"*\" is not allowed in a ServiceEntry; use a domain wildcard such as \"*.example.com\"",
             ),
             Ok(p) => hosts.push(p),
-            Err(e) => diag.error(src, format!("spec.hosts[{i}]"), e),
+            Err(e) => diag.error(src, format!("spec.hosts[{i}]"), e.to_string()),
         }
     }
     let mut ports = Vec::new();
@@ -223,7 +223,7 @@ fn compile_routes(
     for (i, h) in spec.hosts.iter().enumerate() {
         match HostPattern::parse(h) {
             Ok(p) => hosts.push(p),
-            Err(e) => diag.error(src, format!("spec.hosts[{i}]"), e),
+            Err(e) => diag.error(src, format!("spec.hosts[{i}]"), e.to_string()),
         }
     }
     if hosts.is_empty() {
@@ -285,7 +285,7 @@ fn compile_routes(
         let timeout = match r.timeout.as_deref().map(duration::parse) {
             Some(Ok(d)) => Some(d),
             Some(Err(e)) => {
-                diag.error(src, format!("{field}.timeout"), e);
+                diag.error(src, format!("{field}.timeout"), e.to_string());
                 None
             }
             None => None,
@@ -326,7 +326,7 @@ fn compile_routes(
             };
             let host = dest.host.clone().unwrap_or_default();
             if let Err(e) = HostPattern::parse(&host) {
-                diag.error(src, format!("{dfield}.host"), e);
+                diag.error(src, format!("{dfield}.host"), e.to_string());
             }
             if d.headers.is_some() {
                 diag.error(

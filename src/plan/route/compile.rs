@@ -135,7 +135,7 @@ pub(crate) fn compile_http_route(
         .and_then(|t| match duration::parse(t) {
             Ok(d) => Some(d),
             Err(e) => {
-                cx.error(&format!("{field}.timeout"), e);
+                cx.error(&format!("{field}.timeout"), e.to_string());
                 None
             }
         });
@@ -560,7 +560,7 @@ impl Cx<'_> {
                     None
                 }
                 Err(e) => {
-                    self.error(&format!("{dfield}.host"), e);
+                    self.error(&format!("{dfield}.host"), e.to_string());
                     None
                 }
             }
