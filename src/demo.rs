@@ -5,6 +5,9 @@
 //! SIMPLE DestinationRule from `examples/demo/egress.yaml`; a plain-HTTP
 //! request, as the app would send it, goes through meshgate and comes back
 //! with what the external service saw on the wire.
+//!
+//! Built with the `demo` feature (on by default), as are the stand-in
+//! service and the dev PKI it uses.
 
 use std::net::SocketAddr;
 use std::path::{Path, PathBuf};

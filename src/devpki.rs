@@ -1,6 +1,8 @@
 //! A development PKI made with rcgen: a CA and the leaves it signs. Used by
 //! `meshgate demo` and by the tests, which make fresh certificates on every
-//! run (valid, expired, wrong host, wrong CA, client certificates).
+//! run (valid, expired, wrong host, wrong CA, client certificates). Only
+//! built with the `demo` feature (on by default, and turned on by
+//! `testing`); the mesh CA (`ca`) does not depend on it.
 
 use std::path::{Path, PathBuf};
 

@@ -6,7 +6,9 @@ pub mod bootstrap;
 pub mod ca;
 pub mod config;
 pub mod creds;
+#[cfg(feature = "demo")]
 pub mod demo;
+#[cfg(feature = "demo")]
 pub mod devpki;
 pub mod flags;
 pub mod identity;
@@ -15,6 +17,7 @@ pub mod metrics;
 pub mod plan;
 pub mod reload;
 pub mod runtime;
+#[cfg(feature = "demo")]
 pub mod standin;
 #[cfg(feature = "testing")]
 pub mod test_util;

@@ -1,30 +1,45 @@
 //! The `meshgate` command: the CLI over the library.
 
-use std::net::SocketAddr;
 use std::process::ExitCode;
 
-use clap::{Args, Parser, Subcommand};
+use clap::{Parser, Subcommand};
 use meshgate::ca::cli::CaCommand;
 use meshgate::flags::{ConfigFlags, RunFlags};
 
 /// Exit status of `run` when the configuration does not load (EX_USAGE).
 const EXIT_BAD_CONFIG: u8 = 64;
 
+/// `--help`'s description, without the pointer to the demo.
+macro_rules! long_about {
+    () => {
+        "meshgate sits beside a service and handles TLS for it. The app sends plain \
+HTTP to its sidecar (127.0.0.1:15001, as an explicit proxy or with the Host header); meshgate \
+recognises the host from a ServiceEntry, applies the DestinationRule's TLS settings \
+(SIMPLE / MUTUAL, SNI, SANs, CA) and relays the request over verified TLS."
+    };
+}
+
+/// `--help`'s description (the `demo` feature adds where to start).
+#[cfg(feature = "demo")]
+const LONG_ABOUT: &str = concat!(long_about!(), "\n\nStart with `meshgate demo`.");
+#[cfg(not(feature = "demo"))]
+const LONG_ABOUT: &str = long_about!();
+
 #[derive(Parser)]
 #[command(
     name = "meshgate",
     version,
     about = "A TLS sidecar proxy for service meshes, configured with Istio's own resources",
-    long_about = "meshgate sits beside a service and handles TLS for it. The app sends plain \
-HTTP to its sidecar (127.0.0.1:15001, as an explicit proxy or with the Host header); meshgate \
-recognises the host from a ServiceEntry, applies the DestinationRule's TLS settings \
-(SIMPLE / MUTUAL, SNI, SANs, CA) and relays the request over verified TLS.\n\n\
-Start with `meshgate demo`."
+    long_about = LONG_ABOUT
 )]
 struct Cli {
     /// Log filter: error, warn, info, debug, trace, or a tracing filter
-    /// such as `meshgate=debug` (RUST_LOG overrides it) [default: info; warn
-    /// for the demo, so its own output stays readable].
+    /// such as `meshgate=debug` (RUST_LOG overrides it)
+    #[cfg_attr(
+        feature = "demo",
+        doc = "[default: info; warn for the demo, so its own output stays readable]."
+    )]
+    #[cfg_attr(not(feature = "demo"), doc = "[default: info].")]
     #[arg(long, global = true, env = "MESHGATE_LOG_LEVEL")]
     log_level: Option<String>,
     /// Log as JSON lines instead of text.
@@ -42,20 +57,22 @@ enum Command {
     Validate(ConfigFlags),
     /// Run the built-in demo: TLS origination to a stand-in external HTTPS
     /// service, and mutual-TLS termination in front of a local service.
+    #[cfg(feature = "demo")]
     Demo(DemoArgs),
     /// The mesh CA: create one, issue workload certificates.
     #[command(subcommand)]
     Ca(CaCommand),
 }
 
-#[derive(Args)]
+#[cfg(feature = "demo")]
+#[derive(clap::Args)]
 struct DemoArgs {
     /// Outbound listener the demo's app uses.
     #[arg(long, default_value = "127.0.0.1:15001")]
-    outbound_addr: SocketAddr,
+    outbound_addr: std::net::SocketAddr,
     /// Where the demo Gateway's port 443 listens.
     #[arg(long, default_value = "127.0.0.1:15443")]
-    ingress_addr: SocketAddr,
+    ingress_addr: std::net::SocketAddr,
     /// Send the request, print the result and exit instead of staying up.
     #[arg(long)]
     once: bool,
@@ -79,11 +96,11 @@ fn init_logging(filter: &str, json: bool) {
 
 fn main() -> ExitCode {
     let cli = Cli::parse();
-    let default_level = if matches!(cli.command, Command::Demo(_)) {
-        "warn"
-    } else {
-        "info"
-    };
+    #[cfg(feature = "demo")]
+    let demo = matches!(cli.command, Command::Demo(_));
+    #[cfg(not(feature = "demo"))]
+    let demo = false;
+    let default_level = if demo { "warn" } else { "info" };
     init_logging(
         cli.log_level.as_deref().unwrap_or(default_level),
         cli.log_json,
@@ -110,6 +127,7 @@ fn main() -> ExitCode {
                 ExitCode::FAILURE
             }
         },
+        #[cfg(feature = "demo")]
         Command::Demo(args) => runtime.block_on(async {
             match meshgate::demo::run(args.outbound_addr, args.ingress_addr, args.once).await {
                 Ok(()) => ExitCode::SUCCESS,

@@ -2,7 +2,8 @@
 //! rustls, HTTP/1.1 and HTTP/2 by ALPN. Every response is a JSON echo of what
 //! the service saw (SNI, TLS version, cipher, key-exchange group, client
 //! certificate, Host, path), so the demo can show and tests can assert
-//! what crossed the wire. Not used on the data path.
+//! what crossed the wire. Not used on the data path; only built with the
+//! `demo` feature (on by default, and turned on by `testing`).
 
 use std::convert::Infallible;
 use std::net::SocketAddr;
