@@ -325,7 +325,7 @@ mod tests {
                 .unwrap();
             verify(&issued.cert_chain_pem, &issued.root_pem).unwrap();
             let leaf =
-                CertInfo::from_der(&certs_from_pem(issued.cert_chain_pem.as_bytes()).unwrap()[0])
+                CertInfo::parse(&certs_from_pem(issued.cert_chain_pem.as_bytes()).unwrap()[0])
                     .unwrap();
             assert!(leaf.sans.contains(&format!("URI:{id}")), "{:?}", leaf.sans);
             assert!(leaf.sans.contains(&"DNS:frontend.default.svc".to_string()));
@@ -382,8 +382,7 @@ mod tests {
         let want = spiffe_id("cluster.local", "default", "frontend");
         let issued = ca.sign_csr(&csr, &want, Duration::from_secs(600)).unwrap();
         let leaf =
-            CertInfo::from_der(&certs_from_pem(issued.cert_chain_pem.as_bytes()).unwrap()[0])
-                .unwrap();
+            CertInfo::parse(&certs_from_pem(issued.cert_chain_pem.as_bytes()).unwrap()[0]).unwrap();
         assert_eq!(leaf.sans, vec![format!("URI:{want}")]);
         identity_from_pem(
             issued.cert_chain_pem.as_bytes(),

@@ -624,7 +624,7 @@ pub fn identity_from_pem(
         loaded_from: loaded_from(),
         source: Arc::new(e),
     })?;
-    let leaf = CertInfo::from_der(&chain[0]).map_err(|e| CredError::Leaf {
+    let leaf = CertInfo::parse(&chain[0]).map_err(|e| CredError::Leaf {
         loaded_from: loaded_from(),
         source: e,
     })?;

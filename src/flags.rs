@@ -100,16 +100,30 @@ pub struct RunFlags {
     pub ca_token_file: Option<PathBuf>,
 }
 
-fn parse_port_map(s: &str) -> Result<(u16, SocketAddr), String> {
+/// A `--port-map` value that cannot be used.
+#[derive(Debug, thiserror::Error)]
+pub enum PortMapError {
+    /// No `=`.
+    #[error("{0:?}: expected PORT=IP:PORT, e.g. 443=127.0.0.1:8443")]
+    Form(String),
+    /// The config port is not a number.
+    #[error("{0:?} is not a port")]
+    Port(String),
+    /// The address is not `IP:PORT`.
+    #[error("{0:?} is not IP:PORT")]
+    Addr(String),
+}
+
+fn parse_port_map(s: &str) -> Result<(u16, SocketAddr), PortMapError> {
     let (port, addr) = s
         .split_once('=')
-        .ok_or_else(|| format!("{s:?}: expected PORT=IP:PORT, e.g. 443=127.0.0.1:8443"))?;
+        .ok_or_else(|| PortMapError::Form(s.to_string()))?;
     let port = port
         .parse()
-        .map_err(|_| format!("{port:?} is not a port"))?;
+        .map_err(|_| PortMapError::Port(port.to_string()))?;
     let addr = addr
         .parse()
-        .map_err(|_| format!("{addr:?} is not IP:PORT"))?;
+        .map_err(|_| PortMapError::Addr(addr.to_string()))?;
     Ok((port, addr))
 }
 

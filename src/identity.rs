@@ -127,7 +127,7 @@ pub async fn fetch_into(ca: &CaClient, dir: &Path) -> Result<Duration, IdentityE
         ca.validity,
     )
     .await?;
-    let leaf = CertInfo::from_der(&certs_from_pem(chain.as_bytes())?[0])?;
+    let leaf = CertInfo::parse(&certs_from_pem(chain.as_bytes())?[0])?;
     std::fs::create_dir_all(dir).map_err(write_error(dir))?;
     // Key first: a watcher that sees the new chain with the old key refuses
     // the pair and retries; the chain last completes it.

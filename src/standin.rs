@@ -251,7 +251,7 @@ impl StandIn {
                         client_cert: conn
                             .peer_certificates()
                             .and_then(|c| c.first())
-                            .and_then(|c| CertInfo::from_der(c).ok())
+                            .and_then(|c| CertInfo::parse(c).ok())
                             .map(|i| i.subject),
                         resumed: conn.handshake_kind() == Some(rustls::HandshakeKind::Resumed),
                     };

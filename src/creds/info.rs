@@ -73,15 +73,8 @@ pub enum CertError {
 }
 
 impl CertInfo {
-    /// Parses a DER certificate; the error as text. Kept for callers that
-    /// show the error in place of a certificate summary
-    /// (`tls::client`); everything else uses [`CertInfo::from_der`].
-    pub fn parse(der: &CertificateDer<'_>) -> Result<CertInfo, String> {
-        CertInfo::from_der(der).map_err(|e| e.to_string())
-    }
-
     /// Parses a DER certificate.
-    pub fn from_der(der: &CertificateDer<'_>) -> Result<CertInfo, CertError> {
+    pub fn parse(der: &CertificateDer<'_>) -> Result<CertInfo, CertError> {
         let (_, cert) = X509Certificate::from_der(der.as_ref()).map_err(CertError::Invalid)?;
         let mut sans = Vec::new();
         if let Ok(Some(ext)) = cert.subject_alternative_name() {

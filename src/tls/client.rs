@@ -183,7 +183,7 @@ impl NamesVerifier {
                 }
                 s
             })
-            .unwrap_or_else(|e| e);
+            .unwrap_or_else(|e| e.to_string());
         rustls::Error::InvalidCertificate(CertificateError::Other(rustls::OtherError(Arc::new(
             VerifyFailure {
                 reason,

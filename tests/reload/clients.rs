@@ -394,5 +394,5 @@ async fn probe_sni(addr: SocketAddr, opts: &ClientOpts, host: &str) -> Result<St
     if r.status != 200 {
         return Err(format!("status {}", r.status));
     }
-    Ok(CertInfo::parse(&der)?.sha256)
+    Ok(CertInfo::parse(&der).map_err(|e| e.to_string())?.sha256)
 }

@@ -119,7 +119,7 @@ async fn probe(addr: SocketAddr, opts: &ClientOpts) -> Result<Seen, String> {
             .and_then(|c| c.first())
             .cloned()
             .ok_or("no server certificate")?;
-        let info = CertInfo::parse(&der)?;
+        let info = CertInfo::parse(&der).map_err(|e| e.to_string())?;
         let mut conn = HttpsConn::new(tls, false)
             .await
             .map_err(|e| e.to_string())?;
@@ -185,7 +185,15 @@ async fn start(dir: tempfile::TempDir, yaml: &str, secrets_dir: Option<PathBuf>)
     })
     .await
     {
-        Ok(p) => p,
+        // The watcher's first look reloads once (it catches changes made
+        // while the proxy started); tests count reloads from after it.
+        Ok(p) => {
+            eventually("the watcher's first reload", || async {
+                (p.metric(RELOAD_OK).await + refused_reloads(&p).await >= 1.0).then_some(())
+            })
+            .await;
+            p
+        }
         Err(e) => panic!("proxy failed to start: {e}\n--- config ---\n{yaml}"),
     }
 }
