@@ -169,8 +169,11 @@ pub fn run(cmd: CaCommand) -> Result<(), CaCommandError> {
     }
 }
 
+/// Bearer token → the SPIFFE ID it stands for.
+type Tokens = HashMap<String, String>;
+
 /// Reads a token file: one `TOKEN NAMESPACE SERVICE-ACCOUNT` per line.
-fn read_tokens(path: &Path, trust_domain: &str) -> Result<HashMap<String, String>, CaCommandError> {
+fn read_tokens(path: &Path, trust_domain: &str) -> Result<Tokens, CaCommandError> {
     let text = std::fs::read_to_string(path).map_err(|source| CaCommandError::Tokens {
         path: path.to_path_buf(),
         source,
