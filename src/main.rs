@@ -6,6 +6,13 @@ use clap::{Parser, Subcommand};
 use meshgate::ca::cli::CaCommand;
 use meshgate::flags::{ConfigFlags, RunFlags};
 
+// The process's allocator: jemalloc with background purging, so memory a
+// reload frees (the old configuration, the new one's transient parse) goes
+// back to the system instead of staying resident.
+#[cfg(not(target_env = "msvc"))]
+#[global_allocator]
+static ALLOCATOR: tikv_jemallocator::Jemalloc = tikv_jemallocator::Jemalloc;
+
 /// Exit status of `run` when the configuration does not load (EX_USAGE).
 const EXIT_BAD_CONFIG: u8 = 64;
 
