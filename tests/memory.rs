@@ -33,9 +33,7 @@ fn write_config(dir: &Path, ca: &Path) {
             let (ports, policy) = if i % 2 == 0 {
                 (
                     "  - {number: 443, name: https, protocol: HTTPS}".to_string(),
-                    format!(
-                        "    tls: {{mode: SIMPLE, sni: {host}, caCertificates: {ca}}}"
-                    ),
+                    format!("    tls: {{mode: SIMPLE, sni: {host}, caCertificates: {ca}}}"),
                 )
             } else {
                 (
@@ -131,11 +129,13 @@ async fn rss_after_ten_reloads_of_ten_thousand_services_stays_near_the_start() {
         let start = settled_rss(pid).await;
         let mut after = Vec::new();
         for i in 1..=10 {
-            assert!(Command::new("kill")
-                .args(["-HUP", &pid.to_string()])
-                .status()
-                .unwrap()
-                .success());
+            assert!(
+                Command::new("kill")
+                    .args(["-HUP", &pid.to_string()])
+                    .status()
+                    .unwrap()
+                    .success()
+            );
             let deadline = Instant::now() + Duration::from_secs(180);
             while reloads(stats).await < f64::from(i) {
                 assert!(Instant::now() < deadline, "reload {i} did not finish");

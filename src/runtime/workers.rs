@@ -254,11 +254,6 @@ impl Workers {
         );
     }
 
-    /// The address `service` is served on.
-    pub fn addr(&self, service: &Service) -> Option<SocketAddr> {
-        self.lock().get(service).map(|r| r.addr)
-    }
-
     /// Every port in service.
     pub fn ports(&self) -> BTreeMap<Service, SocketAddr> {
         self.lock()

@@ -133,14 +133,4 @@ impl ServerConfigs {
     pub fn get(&self, origin: &str) -> Option<&Arc<ServerConfig>> {
         self.by_origin.get(origin)
     }
-
-    /// Server configs held.
-    pub fn len(&self) -> usize {
-        self.by_origin.len()
-    }
-
-    /// Whether there are none.
-    pub fn is_empty(&self) -> bool {
-        self.by_origin.is_empty()
-    }
 }
