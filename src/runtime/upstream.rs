@@ -711,3 +711,63 @@ fn lock<T>(m: &Mutex<T>) -> std::sync::MutexGuard<'_, T> {
     // (single inserts/removes), so keep serving.
     m.lock().unwrap_or_else(|p| p.into_inner())
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn connect_errors_are_classified_by_what_happened() {
+        let addr: SocketAddr = ([192, 0, 2, 1], 443).into();
+        let connect = |kind| UpstreamError::Connect {
+            host: "api.test".into(),
+            addr,
+            source: io::Error::from(kind),
+        };
+        for (e, want) in [
+            (
+                connect(io::ErrorKind::ConnectionRefused),
+                "connect_refused",
+            ),
+            (connect(io::ErrorKind::TimedOut), "connect_timeout"),
+            (connect(io::ErrorKind::HostUnreachable), "no_route_to_host"),
+            (
+                connect(io::ErrorKind::NetworkUnreachable),
+                "no_route_to_host",
+            ),
+            (connect(io::ErrorKind::ConnectionReset), "upstream_reset"),
+            (connect(io::ErrorKind::AddrNotAvailable), "connect_error"),
+            (
+                UpstreamError::ConnectTimeout {
+                    host: "api.test".into(),
+                    addr,
+                    timeout: Duration::from_secs(1),
+                },
+                "connect_timeout",
+            ),
+            (
+                UpstreamError::Dns {
+                    host: "api.test".into(),
+                    detail: "no addresses".into(),
+                },
+                "dns_failure",
+            ),
+            (
+                UpstreamError::Credential(ClientTlsError::TrustNotLoaded {
+                    origin: "dr.yaml:3: DestinationRule/default/api".into(),
+                }),
+                "credential_unavailable",
+            ),
+            (UpstreamError::InvalidSni("a b".into()), "invalid_sni"),
+            (
+                UpstreamError::RouteTimeout(Duration::from_secs(1)),
+                "request_timeout",
+            ),
+        ] {
+            assert_eq!(e.reason().as_str(), want, "{e}");
+        }
+        // Only handshake failures count as TLS failures.
+        assert!(!FailureReason::CredentialUnavailable.is_tls());
+        assert!(!FailureReason::NoRouteToHost.is_tls());
+    }
+}
