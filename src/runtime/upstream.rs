@@ -725,10 +725,7 @@ mod tests {
             source: io::Error::from(kind),
         };
         for (e, want) in [
-            (
-                connect(io::ErrorKind::ConnectionRefused),
-                "connect_refused",
-            ),
+            (connect(io::ErrorKind::ConnectionRefused), "connect_refused"),
             (connect(io::ErrorKind::TimedOut), "connect_timeout"),
             (connect(io::ErrorKind::HostUnreachable), "no_route_to_host"),
             (
