@@ -16,10 +16,9 @@ use hyper::service::service_fn;
 use hyper_util::rt::{TokioIo, TokioTimer};
 use serde::Serialize;
 use tokio::net::{TcpListener, TcpStream};
-use tracing::debug;
 
 use crate::creds::CertInfo;
-use crate::runtime::conn::{Connection, Direction, Listener, accept_loop};
+use crate::runtime::conn::{Connection, Direction, Listener, accept_loop, serve_until_stopped};
 use crate::runtime::copy::Counted;
 use crate::runtime::drain::Drain;
 use crate::runtime::state::State;
@@ -69,18 +68,8 @@ async fn serve(stream: Counted<TcpStream>, conn: Arc<Connection>, role: Role, st
         .timer(TokioTimer::new())
         .header_read_timeout(std::time::Duration::from_secs(10))
         .serve_connection(TokioIo::new(stream), svc);
-    tokio::pin!(served);
     let stop = conn.listener.stop.clone();
-    let result = tokio::select! {
-        r = served.as_mut() => r,
-        () = stop.cancelled() => {
-            served.as_mut().graceful_shutdown();
-            served.await
-        }
-    };
-    if let Err(e) = result {
-        debug!(error = %e, "admin connection ended with an error");
-    }
+    serve_until_stopped(Box::pin(served), stop, |c| c.as_mut().graceful_shutdown()).await;
 }
 
 fn handle(role: Role, state: &State, req: &Request<Incoming>) -> Response<Full<Bytes>> {

@@ -329,6 +329,30 @@ impl Drop for Connection {
     }
 }
 
+/// Drives a served connection (`conn`, pinned) to its end; when `stop` is
+/// cancelled (the listener removed, shutdown) asks it to finish gracefully
+/// (`graceful`: finish the request in flight, then close) and waits for
+/// that. Errors are logged at debug: a client's reset is normal.
+pub async fn serve_until_stopped<C, E>(
+    mut conn: std::pin::Pin<Box<C>>,
+    stop: CancellationToken,
+    graceful: impl FnOnce(&mut std::pin::Pin<Box<C>>),
+) where
+    C: Future<Output = Result<(), E>>,
+    E: std::fmt::Display,
+{
+    let result = tokio::select! {
+        r = conn.as_mut() => r,
+        () = stop.cancelled() => {
+            graceful(&mut conn);
+            conn.await
+        }
+    };
+    if let Err(e) = result {
+        tracing::debug!(error = %e, "downstream connection ended with an error");
+    }
+}
+
 /// Whether access-log lines are written (`info` for target `access`).
 pub fn access_log_on() -> bool {
     tracing::enabled!(target: "access", tracing::Level::INFO)

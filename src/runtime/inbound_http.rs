@@ -11,9 +11,8 @@ use hyper::body::Incoming;
 use hyper::service::service_fn;
 use hyper_util::rt::{TokioExecutor, TokioIo, TokioTimer};
 use tokio::io::{AsyncRead, AsyncWrite};
-use tokio_util::sync::CancellationToken;
-use tracing::debug;
 
+use super::conn::serve_until_stopped;
 use super::copy::{TCP_IDLE_TIMEOUT, splice};
 use super::exchange::{Choice, Ctx, Outcome, Reply, RequestRecord, shape_request, shape_response};
 use super::http::{Body, boxed, local_response, request_authority, strip_hop_by_hop};
@@ -129,7 +128,7 @@ where
                 .header_read_timeout(header_timeout)
                 .max_buf_size(max_buf);
             let served = Box::pin(builder.serve_connection(io, service).with_upgrades());
-            Box::pin(run_until_shutdown(served, shutdown, |c| {
+            Box::pin(serve_until_stopped(served, shutdown, |c| {
                 c.as_mut().graceful_shutdown()
             }))
         }
@@ -139,7 +138,7 @@ where
                 .timer(TokioTimer::new())
                 .max_header_list_size(max_buf as u32);
             let served = Box::pin(builder.serve_connection(io, service));
-            Box::pin(run_until_shutdown(served, shutdown, |c| {
+            Box::pin(serve_until_stopped(served, shutdown, |c| {
                 c.as_mut().graceful_shutdown()
             }))
         }
@@ -158,30 +157,8 @@ where
                 .timer(TokioTimer::new())
                 .max_header_list_size(max_buf as u32);
             let served = Box::pin(builder.serve_connection_with_upgrades(io, service));
-            run_until_shutdown(served, shutdown, |c| c.as_mut().graceful_shutdown()).await
+            serve_until_stopped(served, shutdown, |c| c.as_mut().graceful_shutdown()).await
         }),
-    }
-}
-
-/// Drives `conn` to the end; on shutdown asks it to finish gracefully
-/// (`graceful`) and waits for that. Errors are logged.
-async fn run_until_shutdown<C, E>(
-    mut conn: std::pin::Pin<Box<C>>,
-    shutdown: CancellationToken,
-    graceful: impl FnOnce(&mut std::pin::Pin<Box<C>>),
-) where
-    C: std::future::Future<Output = Result<(), E>>,
-    E: std::fmt::Display,
-{
-    let result = tokio::select! {
-        r = conn.as_mut() => r,
-        _ = shutdown.cancelled() => {
-            graceful(&mut conn);
-            conn.await
-        }
-    };
-    if let Err(e) = result {
-        debug!(error = %e, "downstream HTTP connection ended with an error");
     }
 }
 

@@ -16,7 +16,7 @@ use hyper_util::rt::{TokioIo, TokioTimer};
 use tokio::net::TcpStream;
 use tracing::debug;
 
-use super::conn::Connection;
+use super::conn::{Connection, serve_until_stopped};
 use super::copy::{Counted, TCP_IDLE_TIMEOUT, splice};
 use super::exchange::{Choice, Ctx, Outcome, Reply, RequestRecord, shape_request, shape_response};
 use super::http::{Authority, Body, boxed, request_authority, strip_hop_by_hop};
@@ -51,17 +51,7 @@ pub async fn serve(stream: Counted<TcpStream>, conn: Arc<Connection>, state: Arc
     let served = builder
         .serve_connection(TokioIo::new(stream), service)
         .with_upgrades();
-    tokio::pin!(served);
-    let result = tokio::select! {
-        r = served.as_mut() => r,
-        () = stop.cancelled() => {
-            served.as_mut().graceful_shutdown();
-            served.await
-        }
-    };
-    if let Err(e) = result {
-        debug!(error = %e, "downstream connection ended with an error");
-    }
+    serve_until_stopped(Box::pin(served), stop, |c| c.as_mut().graceful_shutdown()).await;
 }
 
 async fn handle(ctx: Arc<Ctx>, req: Request<Incoming>) -> Response<Body> {
