@@ -13,6 +13,7 @@ pub mod duration;
 pub mod host;
 pub mod inbound;
 pub mod outbound;
+pub mod path;
 mod port;
 pub mod route;
 mod rule;

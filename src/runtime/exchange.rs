@@ -13,7 +13,8 @@ use hyper::body::Incoming;
 use tracing::{info, warn};
 
 use super::conn::Connection;
-use super::http::{Body, boxed, local_response, strip_hop_by_hop};
+use super::copy::{TCP_IDLE_TIMEOUT, splice};
+use super::http::{Body, boxed, is_websocket_upgrade, local_response, strip_hop_by_hop};
 use super::prepared::{Destination, Prepared, PreparedKey};
 use super::state::{Snapshot, State};
 use super::upstream::UpstreamError;
@@ -276,15 +277,83 @@ impl Ctx {
     }
 }
 
+/// A WebSocket upgrade the client asked for (the one upgrade forwarded).
+pub struct Upgrade(hyper::upgrade::OnUpgrade);
+
+impl Upgrade {
+    /// Takes the client's upgrade from `req` when it asks for a WebSocket;
+    /// any other `Upgrade` is left to be stripped as hop-by-hop.
+    pub fn take(req: &mut Request<Incoming>) -> Option<Upgrade> {
+        is_websocket_upgrade(req).then(|| Upgrade(hyper::upgrade::on(req)))
+    }
+}
+
+impl Ctx {
+    /// The reply to a `101 Switching Protocols` from the upstream: with the
+    /// client's WebSocket upgrade, the two upgraded streams are spliced by a
+    /// task that shares the connection's guard (counted, logged, drained
+    /// with it); a switch nobody asked for is refused.
+    pub fn switch(
+        &self,
+        mut resp: Response<Incoming>,
+        upgrade: Option<Upgrade>,
+        dest: &Destination,
+    ) -> Reply {
+        let Some(Upgrade(down)) = upgrade else {
+            warn!(destination = %dest.label, "the upstream switched protocols without being asked");
+            return Reply {
+                resp: local_response(
+                    StatusCode::BAD_GATEWAY,
+                    "upstream_protocol_error",
+                    "meshgate: the upstream switched protocols without being asked".into(),
+                ),
+                outcome: Outcome {
+                    destination: dest.label.clone(),
+                    status: StatusCode::BAD_GATEWAY.as_u16(),
+                    flag: "upstream_protocol_error",
+                    upstream: super::conn::access_log_on().then(|| dest.describe()),
+                },
+            };
+        };
+        let up = hyper::upgrade::on(&mut resp);
+        let conn = self.conn.clone();
+        let (label, endpoints) = (dest.label.clone(), dest.describe());
+        self.conn.spawn(async move {
+            match (down.await, up.await) {
+                (Ok(down), Ok(up)) => {
+                    conn.spliced(label, endpoints, false);
+                    let end = splice(
+                        conn.bytes(),
+                        hyper_util::rt::TokioIo::new(down),
+                        hyper_util::rt::TokioIo::new(up),
+                        TCP_IDLE_TIMEOUT,
+                    )
+                    .await;
+                    conn.set_flag(end.flag());
+                }
+                _ => conn.set_flag("upgrade_failed"),
+            }
+        });
+        let status = resp.status();
+        let (parts, _) = resp.into_parts();
+        Reply {
+            resp: Response::from_parts(parts, boxed(http_body_util::Empty::new())),
+            outcome: Outcome::relayed(dest, status),
+        }
+    }
+}
+
 /// Sets the request target for the upstream's HTTP version: HTTP/2 carries
 /// scheme and `authority` in the URI and no `Host`; HTTP/1.1 gets
 /// origin-form and `Host: authority` (kept as sent when it already says
-/// so). The caller has removed hop-by-hop headers (before adding its own).
+/// so). The caller has removed hop-by-hop headers (before adding its own);
+/// a WebSocket upgrade (`websocket`) gets its two headers back.
 pub fn shape_request(
     parts: &mut http::request::Parts,
     authority: &str,
     path_and_query: &str,
     dest: &Destination,
+    websocket: bool,
 ) -> Result<(), Box<Reply>> {
     let bad = |what: &str| {
         Box::new(Reply::local(
@@ -293,6 +362,21 @@ pub fn shape_request(
             format!("meshgate: {what}"),
         ))
     };
+    if websocket {
+        if dest.policy.h2 {
+            return Err(Box::new(Reply::local(
+                StatusCode::NOT_IMPLEMENTED,
+                "upgrade_unsupported",
+                "meshgate: a WebSocket upgrade cannot be forwarded to an upstream spoken to in HTTP/2".into(),
+            )));
+        }
+        parts
+            .headers
+            .insert(header::CONNECTION, HeaderValue::from_static("upgrade"));
+        parts
+            .headers
+            .insert(header::UPGRADE, HeaderValue::from_static("websocket"));
+    }
     if dest.policy.h2 {
         let scheme = if dest.policy.tls.mode == TlsMode::Disable {
             "http"

@@ -94,14 +94,24 @@ pub fn parse_authority(text: &str) -> Result<Authority, &'static str> {
 }
 
 /// Headers that belong to one connection and are never forwarded
-/// (RFC 9110 §7.6.1), plus the ones named in `Connection`.
+/// (RFC 9110 §7.6.1), plus the ones named in `Connection` — except the
+/// message's framing and target (`Content-Length`, `Host`), which a client
+/// could otherwise strip on its way through. `TE: trailers` is kept, as
+/// Envoy does: HTTP/2 allows it and gRPC needs it.
 pub fn strip_hop_by_hop(headers: &mut HeaderMap) {
+    let trailers = headers
+        .get_all(header::TE)
+        .iter()
+        .filter_map(|v| v.to_str().ok())
+        .flat_map(|v| v.split(','))
+        .any(|t| t.trim().eq_ignore_ascii_case("trailers"));
     let named: Vec<HeaderName> = headers
         .get_all(header::CONNECTION)
         .iter()
         .filter_map(|v| v.to_str().ok())
         .flat_map(|v| v.split(','))
         .filter_map(|n| HeaderName::from_bytes(n.trim().as_bytes()).ok())
+        .filter(|n| *n != header::CONTENT_LENGTH && *n != header::HOST)
         .collect();
     for n in named {
         headers.remove(n);
@@ -119,6 +129,30 @@ pub fn strip_hop_by_hop(headers: &mut HeaderMap) {
     }
     headers.remove("proxy-connection");
     headers.remove("keep-alive");
+    if trailers {
+        headers.insert(header::TE, HeaderValue::from_static("trailers"));
+    }
+}
+
+/// Whether a request asks for a WebSocket upgrade: HTTP/1.1, `Connection`
+/// naming `upgrade` and `Upgrade: websocket` alone. The one upgrade that is
+/// forwarded, as in Istio; every other token (`h2c` above all) is stripped
+/// with the hop-by-hop headers, so no tunnel can bypass routing.
+pub fn is_websocket_upgrade<B>(req: &http::Request<B>) -> bool {
+    let headers = req.headers();
+    let mut upgrades = headers.get_all(header::UPGRADE).iter();
+    let websocket = match (upgrades.next(), upgrades.next()) {
+        (Some(v), None) => v.as_bytes().trim_ascii().eq_ignore_ascii_case(b"websocket"),
+        _ => false,
+    };
+    req.version() == http::Version::HTTP_11
+        && websocket
+        && headers
+            .get_all(header::CONNECTION)
+            .iter()
+            .filter_map(|v| v.to_str().ok())
+            .flat_map(|v| v.split(','))
+            .any(|t| t.trim().eq_ignore_ascii_case("upgrade"))
 }
 
 #[cfg(test)]
@@ -164,5 +198,53 @@ mod tests {
         strip_hop_by_hop(&mut h);
         assert_eq!(h.len(), 1);
         assert!(h.contains_key("x-app"));
+    }
+
+    #[test]
+    fn keeps_te_trailers_framing_and_host() {
+        let mut h = HeaderMap::new();
+        h.insert(
+            header::CONNECTION,
+            HeaderValue::from_static("te, content-length, host"),
+        );
+        h.insert(header::TE, HeaderValue::from_static("gzip, trailers"));
+        h.insert(header::CONTENT_LENGTH, HeaderValue::from_static("5"));
+        h.insert(header::HOST, HeaderValue::from_static("a.test"));
+        strip_hop_by_hop(&mut h);
+        assert_eq!(h.get(header::TE).unwrap(), "trailers");
+        assert_eq!(h.get(header::CONTENT_LENGTH).unwrap(), "5");
+        assert_eq!(h.get(header::HOST).unwrap(), "a.test");
+        let mut h = HeaderMap::new();
+        h.insert(header::TE, HeaderValue::from_static("gzip"));
+        strip_hop_by_hop(&mut h);
+        assert!(h.is_empty());
+    }
+
+    #[test]
+    fn only_websocket_is_an_upgrade() {
+        let req = |upgrade: &str, connection: &str, v: http::Version| {
+            http::Request::builder()
+                .version(v)
+                .header(header::UPGRADE, upgrade)
+                .header(header::CONNECTION, connection)
+                .body(())
+                .unwrap()
+        };
+        let h11 = http::Version::HTTP_11;
+        assert!(is_websocket_upgrade(&req("websocket", "Upgrade", h11)));
+        assert!(is_websocket_upgrade(&req(
+            "WebSocket",
+            "keep-alive, upgrade",
+            h11
+        )));
+        for (u, c, v) in [
+            ("h2c", "Upgrade, HTTP2-Settings", h11),
+            ("websocket, h2c", "Upgrade", h11),
+            ("websocket", "keep-alive", h11),
+            ("websocket", "Upgrade", http::Version::HTTP_10),
+            ("TLS/1.2", "Upgrade", h11),
+        ] {
+            assert!(!is_websocket_upgrade(&req(u, c, v)), "{u} / {c} / {v:?}");
+        }
     }
 }

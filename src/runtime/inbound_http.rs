@@ -13,8 +13,9 @@ use hyper_util::rt::{TokioExecutor, TokioIo, TokioTimer};
 use tokio::io::{AsyncRead, AsyncWrite};
 
 use super::conn::serve_until_stopped;
-use super::copy::{TCP_IDLE_TIMEOUT, splice};
-use super::exchange::{Choice, Ctx, Outcome, Reply, RequestRecord, shape_request, shape_response};
+use super::exchange::{
+    Choice, Ctx, Outcome, Reply, RequestRecord, Upgrade, shape_request, shape_response,
+};
 use super::http::{Body, boxed, local_response, request_authority, strip_hop_by_hop};
 use super::prepared::{Destination, PreparedKey};
 use super::state::Snapshot;
@@ -167,21 +168,32 @@ where
 fn xfcc(info: &CertInfo, by: Option<&str>) -> String {
     let mut parts = Vec::new();
     if let Some(by) = by {
-        parts.push(format!("By={by}"));
+        parts.push(format!("By={}", xfcc_value(by, false)));
     }
     parts.push(format!("Hash={}", info.sha256));
-    parts.push(format!("Subject=\"{}\"", info.subject.replace('"', "\\\"")));
+    parts.push(format!("Subject={}", xfcc_value(&info.subject, true)));
     for san in &info.sans {
         if let Some(u) = san.strip_prefix("URI:") {
-            parts.push(format!("URI={u}"));
+            parts.push(format!("URI={}", xfcc_value(u, false)));
         }
     }
     for san in &info.sans {
         if let Some(d) = san.strip_prefix("DNS:") {
-            parts.push(format!("DNS={d}"));
+            parts.push(format!("DNS={}", xfcc_value(d, false)));
         }
     }
     parts.join(";")
+}
+
+/// An XFCC value as Envoy writes it: double-quoted (with `"` and `\`
+/// escaped) when `always` or when it contains `,` `;` `=` or `"`, so a
+/// certificate's names cannot add pairs or elements to the header.
+fn xfcc_value(v: &str, always: bool) -> std::borrow::Cow<'_, str> {
+    if !always && !v.contains([',', ';', '=', '"', '\\']) {
+        return std::borrow::Cow::Borrowed(v);
+    }
+    let escaped = v.replace('\\', "\\\\").replace('"', "\\\"");
+    std::borrow::Cow::Owned(format!("\"{escaped}\""))
 }
 
 /// Headers a client must not be able to forge (Istio's SANITIZE_SET).
@@ -363,8 +375,8 @@ impl HttpConn {
             .rewrite
             .as_ref()
             .and_then(|rw| rw.authority.as_deref());
-        // Keep the downstream upgrade handle before the request is consumed.
-        let upgrade = is_upgrade(&req).then(|| hyper::upgrade::on(&mut req));
+        // Keep the client's WebSocket upgrade before the request is consumed.
+        let upgrade = Upgrade::take(&mut req);
         self.relay(
             req,
             new_authority.unwrap_or(authority),
@@ -409,13 +421,12 @@ impl HttpConn {
         authority: &str,
         path: &str,
         ops: Option<(&HttpRoutePlan, &RouteDestinationPlan)>,
-        upgrade: Option<hyper::upgrade::OnUpgrade>,
+        upgrade: Option<Upgrade>,
         prepared: &super::prepared::Prepared,
     ) -> Reply {
         let dest = &prepared.dest;
         let (mut parts, body) = req.into_parts();
         let downstream_version = parts.version;
-        let upgrade_header = parts.headers.get(header::UPGRADE).cloned();
         strip_hop_by_hop(&mut parts.headers);
         // Identity headers: client-sent copies are removed, then set.
         parts.headers.remove(X_FORWARDED_CLIENT_CERT);
@@ -441,57 +452,22 @@ impl HttpConn {
                 .headers
                 .insert(HeaderName::from_static(X_FORWARDED_FOR), v);
         }
-        if let Err(reply) = shape_request(&mut parts, authority, path, dest) {
-            return *reply;
-        }
         if let Some((route, d)) = ops {
             // Envoy applies a destination's own operations before the route's.
             d.request_headers.apply(&mut parts.headers);
             route.request_headers.apply(&mut parts.headers);
         }
-        if let Some(u) = upgrade_header
-            && upgrade.is_some()
-        {
-            parts
-                .headers
-                .insert(header::CONNECTION, HeaderValue::from_static("upgrade"));
-            parts.headers.insert(header::UPGRADE, u);
+        if let Err(reply) = shape_request(&mut parts, authority, path, dest, upgrade.is_some()) {
+            return *reply;
         }
         let upstream_req = Request::from_parts(parts, boxed(body));
-        let mut resp = match self.ctx.send(prepared, upstream_req, authority).await {
+        let resp = match self.ctx.send(prepared, upstream_req, authority).await {
             Ok(r) => r,
             Err(reply) => return *reply,
         };
         let status = resp.status();
-        if status == StatusCode::SWITCHING_PROTOCOLS
-            && let Some(down) = upgrade
-        {
-            // The upgraded bytes are spliced by a task that shares the
-            // connection's guard (counted, logged and drained with it).
-            let up = hyper::upgrade::on(&mut resp);
-            let conn = self.ctx.conn.clone();
-            let (label, endpoints) = (dest.label.clone(), dest.describe());
-            self.ctx.conn.spawn(async move {
-                match (down.await, up.await) {
-                    (Ok(down), Ok(up)) => {
-                        conn.spliced(label, endpoints, false);
-                        let end = splice(
-                            conn.bytes(),
-                            TokioIo::new(down),
-                            TokioIo::new(up),
-                            TCP_IDLE_TIMEOUT,
-                        )
-                        .await;
-                        conn.set_flag(end.flag());
-                    }
-                    _ => conn.set_flag("upgrade_failed"),
-                }
-            });
-            let (parts, _) = resp.into_parts();
-            return Reply {
-                resp: Response::from_parts(parts, boxed(http_body_util::Empty::new())),
-                outcome: Outcome::relayed(dest, status),
-            };
+        if status == StatusCode::SWITCHING_PROTOCOLS {
+            return self.ctx.switch(resp, upgrade, dest);
         }
         let (mut parts, body) = shape_response(resp, downstream_version);
         if let Some((route, d)) = ops {
@@ -516,18 +492,4 @@ fn hosts_of(s: &ServerPlan) -> String {
 /// The VirtualService whose hosts match `host` most specifically.
 fn select_routes<'a>(routes: &'a [Arc<GatewayRoutes>], host: &str) -> Option<&'a GatewayRoutes> {
     most_specific(routes, host, |vs| &vs.hosts).map(|vs| vs.as_ref())
-}
-
-fn is_upgrade(req: &Request<Incoming>) -> bool {
-    req.version() == http::Version::HTTP_11
-        && req.headers().contains_key(header::UPGRADE)
-        && req
-            .headers()
-            .get_all(header::CONNECTION)
-            .iter()
-            .filter_map(|v| v.to_str().ok())
-            .any(|v| {
-                v.split(',')
-                    .any(|t| t.trim().eq_ignore_ascii_case("upgrade"))
-            })
 }

@@ -18,7 +18,9 @@ use tracing::debug;
 
 use super::conn::{Connection, serve_until_stopped};
 use super::copy::{Counted, TCP_IDLE_TIMEOUT, splice};
-use super::exchange::{Choice, Ctx, Outcome, Reply, RequestRecord, shape_request, shape_response};
+use super::exchange::{
+    Choice, Ctx, Outcome, Reply, RequestRecord, Upgrade, shape_request, shape_response,
+};
 use super::http::{Authority, Body, boxed, request_authority, strip_hop_by_hop};
 use super::prepared::{Destination, PreparedKey};
 use super::state::State;
@@ -76,7 +78,7 @@ async fn handle(ctx: Arc<Ctx>, req: Request<Incoming>) -> Response<Body> {
     record.finish(reply)
 }
 
-async fn forward(ctx: &Ctx, req: Request<Incoming>, auth: &Authority) -> Reply {
+async fn forward(ctx: &Ctx, mut req: Request<Incoming>, auth: &Authority) -> Reply {
     let default_port = if req.uri().scheme_str() == Some("https") {
         443
     } else {
@@ -89,6 +91,7 @@ async fn forward(ctx: &Ctx, req: Request<Incoming>, auth: &Authority) -> Reply {
         Ok(p) => p,
         Err(reply) => return *reply,
     };
+    let upgrade = Upgrade::take(&mut req);
     let (mut parts, body) = req.into_parts();
     strip_hop_by_hop(&mut parts.headers);
     // The Host as the app addressed it: its own header for origin-form,
@@ -102,11 +105,15 @@ async fn forward(ctx: &Ctx, req: Request<Incoming>, auth: &Authority) -> Reply {
         .uri
         .path_and_query()
         .map_or_else(|| "/".to_string(), |p| p.as_str().to_string());
-    if let Err(reply) = shape_request(&mut parts, &authority, &pq, &prepared.dest) {
+    let websocket = upgrade.is_some();
+    if let Err(reply) = shape_request(&mut parts, &authority, &pq, &prepared.dest, websocket) {
         return *reply;
     }
     let req = Request::from_parts(parts, boxed(body));
     match ctx.send(&prepared, req, &format!("{host}:{port}")).await {
+        Ok(resp) if resp.status() == StatusCode::SWITCHING_PROTOCOLS => {
+            ctx.switch(resp, upgrade, &prepared.dest)
+        }
         Ok(resp) => {
             let status = resp.status();
             let (parts, body) = shape_response(resp, http::Version::HTTP_11);
