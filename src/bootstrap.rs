@@ -11,6 +11,8 @@ use std::time::Duration;
 
 use serde::{Deserialize, Serialize};
 
+pub use crate::plan::path::PathNormalization;
+
 /// MeshConfig `outboundTrafficPolicy.mode`.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Default, Serialize, Deserialize, clap::ValueEnum)]
 #[serde(rename_all = "SCREAMING_SNAKE_CASE")]
@@ -78,6 +80,9 @@ pub struct Bootstrap {
     /// How long open connections may finish after shutdown begins before
     /// the rest are closed (Istio's `terminationDrainDuration`).
     pub termination_drain_duration: Duration,
+    /// How request paths are normalised before routing and forwarding
+    /// (MeshConfig `pathNormalization.normalization`, default `BASE`).
+    pub path_normalization: PathNormalization,
 }
 
 /// A bootstrap file that cannot be used.
@@ -139,6 +144,7 @@ impl Default for Bootstrap {
             // Istio's default for sidecars.
             concurrency: 2,
             termination_drain_duration: DEFAULT_TERMINATION_DRAIN,
+            path_normalization: PathNormalization::Base,
         }
     }
 }
@@ -168,12 +174,20 @@ struct BootstrapFile {
     mesh_inbound_addr: Option<SocketAddr>,
     concurrency: Option<usize>,
     termination_drain_duration: Option<String>,
+    path_normalization: Option<PathNormalizationFile>,
 }
 
 #[derive(Debug, Default, Deserialize)]
 #[serde(deny_unknown_fields)]
 struct PolicyFile {
     mode: Option<OutboundTrafficPolicy>,
+}
+
+/// MeshConfig `pathNormalization`.
+#[derive(Debug, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct PathNormalizationFile {
+    normalization: Option<PathNormalization>,
 }
 
 impl Bootstrap {
@@ -240,6 +254,9 @@ impl Bootstrap {
         if let Some(d) = dur("terminationDrainDuration", &file.termination_drain_duration)? {
             self.termination_drain_duration = d;
         }
+        if let Some(mode) = file.path_normalization.and_then(|p| p.normalization) {
+            self.path_normalization = mode;
+        }
         Ok(())
     }
 
@@ -298,6 +315,35 @@ mod tests {
         b.apply_file(&p).unwrap();
         let cpus = std::thread::available_parallelism().map_or(1, |n| n.get());
         assert_eq!(b.workers(), cpus, "0: one per CPU");
+    }
+
+    #[test]
+    fn path_normalization_uses_meshconfig_spelling() {
+        let dir = tempfile::tempdir().unwrap();
+        let p = dir.path().join("b.yaml");
+        let mut b = Bootstrap::default();
+        assert_eq!(
+            b.path_normalization,
+            PathNormalization::Base,
+            "Istio's default"
+        );
+        for (name, want) in [
+            ("NONE", PathNormalization::None),
+            ("DEFAULT", PathNormalization::Base),
+            ("MERGE_SLASHES", PathNormalization::MergeSlashes),
+            (
+                "DECODE_AND_MERGE_SLASHES",
+                PathNormalization::DecodeAndMergeSlashes,
+            ),
+            ("BASE", PathNormalization::Base),
+        ] {
+            std::fs::write(&p, format!("pathNormalization:\n  normalization: {name}\n")).unwrap();
+            b.apply_file(&p).unwrap();
+            assert_eq!(b.path_normalization, want, "{name}");
+        }
+        std::fs::write(&p, "pathNormalization:\n  normalization: SOMETIMES\n").unwrap();
+        let err = b.apply_file(&p).unwrap_err().to_string();
+        assert!(err.contains("b.yaml") && err.contains("SOMETIMES"), "{err}");
     }
 
     #[test]

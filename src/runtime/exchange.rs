@@ -14,7 +14,9 @@ use tracing::{info, warn};
 
 use super::conn::Connection;
 use super::copy::{TCP_IDLE_TIMEOUT, splice};
-use super::http::{Body, boxed, is_websocket_upgrade, local_response, strip_hop_by_hop};
+use super::http::{
+    Body, boxed, is_websocket_upgrade, local_response, normalize_request_path, strip_hop_by_hop,
+};
 use super::prepared::{Destination, Prepared, PreparedKey};
 use super::state::{Snapshot, State};
 use super::upstream::UpstreamError;
@@ -83,6 +85,19 @@ impl Reply {
             outcome: Outcome::local("-", status, reason),
         }
     }
+}
+
+/// Normalises the request's path as the bootstrap's `pathNormalization`
+/// says; a path that cannot be normalised is a 400, as Envoy answers.
+pub fn normalize_path<B>(ctx: &Ctx, req: &mut Request<B>) -> Result<(), Box<Reply>> {
+    let mode = ctx.state.bootstrap.path_normalization;
+    normalize_request_path(req, mode).map_err(|why| {
+        Box::new(Reply::local(
+            StatusCode::BAD_REQUEST,
+            "path_normalization_failed",
+            format!("meshgate: {why}"),
+        ))
+    })
 }
 
 /// The flag of a request whose client went away before the response.

@@ -7,6 +7,8 @@ use http::{Response, StatusCode};
 use http_body_util::combinators::BoxBody;
 use http_body_util::{BodyExt, Full};
 
+use crate::plan::path::{self, PathError, PathNormalization};
+
 /// Boxed error for bodies.
 pub type BoxError = Box<dyn std::error::Error + Send + Sync>;
 
@@ -155,9 +157,63 @@ pub fn is_websocket_upgrade<B>(req: &http::Request<B>) -> bool {
             .any(|t| t.trim().eq_ignore_ascii_case("upgrade"))
 }
 
+/// Normalises a request's path in place as MeshConfig `pathNormalization`
+/// says, before routing: the route, and the upstream, see the normalised
+/// path. CONNECT and `OPTIONS *` have no path and are left alone; an
+/// absolute-form target keeps its scheme and authority.
+pub fn normalize_request_path<B>(
+    req: &mut http::Request<B>,
+    mode: PathNormalization,
+) -> Result<(), PathError> {
+    if req.method() == http::Method::CONNECT {
+        return Ok(());
+    }
+    let Some(pq) = req.uri().path_and_query() else {
+        return Ok(());
+    };
+    let normalized = match path::normalize(pq.as_str(), mode)? {
+        std::borrow::Cow::Borrowed(same) if same.len() == pq.as_str().len() => return Ok(()),
+        other => other.into_owned(),
+    };
+    let mut parts = req.uri().clone().into_parts();
+    // The normaliser's output is a valid origin-form target.
+    parts.path_and_query =
+        Some(http::uri::PathAndQuery::try_from(normalized).map_err(|_| PathError::NotOriginForm)?);
+    *req.uri_mut() = http::Uri::from_parts(parts).map_err(|_| PathError::NotOriginForm)?;
+    Ok(())
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn request_paths_are_normalised_in_place() {
+        let norm = |uri: &str, mode| {
+            let mut req = http::Request::get(uri).body(()).unwrap();
+            normalize_request_path(&mut req, mode).map(|()| req.uri().to_string())
+        };
+        let base = PathNormalization::Base;
+        assert_eq!(norm("/x/../admin?a=/../b", base).unwrap(), "/admin?a=/../b");
+        assert_eq!(norm("/%61dmin", base).unwrap(), "/admin");
+        assert_eq!(
+            norm("http://api.example:8080/./a/%2e%2e/admin", base).unwrap(),
+            "http://api.example:8080/admin"
+        );
+        assert_eq!(norm("//admin", base).unwrap(), "//admin");
+        assert_eq!(
+            norm("//admin", PathNormalization::MergeSlashes).unwrap(),
+            "/admin"
+        );
+        assert_eq!(
+            norm("/x/../admin", PathNormalization::None).unwrap(),
+            "/x/../admin"
+        );
+        assert_eq!(norm("/a%00b", base), Err(PathError::Nul));
+        let mut connect = http::Request::connect("api.example:443").body(()).unwrap();
+        normalize_request_path(&mut connect, base).unwrap();
+        assert_eq!(connect.uri().to_string(), "api.example:443");
+    }
 
     #[test]
     fn authority_forms() {

@@ -14,7 +14,8 @@ use tokio::io::{AsyncRead, AsyncWrite};
 
 use super::conn::serve_until_stopped;
 use super::exchange::{
-    Choice, Ctx, Outcome, Reply, RequestRecord, Upgrade, shape_request, shape_response,
+    Choice, Ctx, Outcome, Reply, RequestRecord, Upgrade, normalize_path, shape_request,
+    shape_response,
 };
 use super::http::{Body, boxed, local_response, request_authority, strip_hop_by_hop};
 use super::prepared::{Destination, PreparedKey};
@@ -209,6 +210,9 @@ impl HttpConn {
     }
 
     async fn route(&self, mut req: Request<Incoming>) -> Reply {
+        if let Err(reply) = normalize_path(&self.ctx, &mut req) {
+            return *reply;
+        }
         let auth = match request_authority(&req) {
             Ok(a) => a,
             Err(why) => {

@@ -19,7 +19,8 @@ use tracing::debug;
 use super::conn::{Connection, serve_until_stopped};
 use super::copy::{Counted, TCP_IDLE_TIMEOUT, splice};
 use super::exchange::{
-    Choice, Ctx, Outcome, Reply, RequestRecord, Upgrade, shape_request, shape_response,
+    Choice, Ctx, Outcome, Reply, RequestRecord, Upgrade, normalize_path, shape_request,
+    shape_response,
 };
 use super::http::{Authority, Body, boxed, request_authority, strip_hop_by_hop};
 use super::prepared::{Destination, PreparedKey};
@@ -79,6 +80,9 @@ async fn handle(ctx: Arc<Ctx>, req: Request<Incoming>) -> Response<Body> {
 }
 
 async fn forward(ctx: &Ctx, mut req: Request<Incoming>, auth: &Authority) -> Reply {
+    if let Err(reply) = normalize_path(ctx, &mut req) {
+        return *reply;
+    }
     let default_port = if req.uri().scheme_str() == Some("https") {
         443
     } else {

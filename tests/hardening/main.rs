@@ -201,4 +201,5 @@ async fn still_served(addr: SocketAddr, host: &str) {
 }
 
 mod identity;
+mod paths;
 mod upgrades;
