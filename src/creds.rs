@@ -143,6 +143,43 @@ pub enum CredError {
     /// A CRL file has no CRL.
     #[error("no X509 CRL block found")]
     NoCrl,
+    /// A CRL does not parse.
+    #[error("CRL #{number} is not a valid X.509 CRL: {reason}")]
+    CrlInvalid {
+        /// Its position in the file, from 1.
+        number: usize,
+        /// The parser's reason.
+        reason: String,
+    },
+    /// A CRL was issued by none of the CAs it accompanies: webpki would
+    /// then find no usable revocation status for any client certificate.
+    #[error(
+        "CRL #{number} was issued by {issuer:?}, which is not the CA it accompanies ({loaded_from}: {})",
+        cas.join(", ")
+    )]
+    CrlIssuer {
+        /// Its position in the file, from 1.
+        number: usize,
+        /// The CRL's issuer DN.
+        issuer: String,
+        /// Where the CA was loaded from.
+        loaded_from: String,
+        /// The CA subjects.
+        cas: Vec<String>,
+    },
+    /// A CRL's signature does not verify with the key of the CA named as
+    /// its issuer.
+    #[error(
+        "CRL #{number} names {issuer:?} as its issuer, but its signature does not verify with that CA's key ({loaded_from})"
+    )]
+    CrlSignature {
+        /// Its position in the file, from 1.
+        number: usize,
+        /// The CRL's issuer DN.
+        issuer: String,
+        /// Where the CA was loaded from.
+        loaded_from: String,
+    },
     /// A CA certificate in a bundle is not a usable trust anchor.
     #[error("CA certificate #{number} is not usable: {source}")]
     UnusableCa {
@@ -369,6 +406,24 @@ fn load_server(
         reason,
         key: Some(key),
     };
+    if let Some(ca) = &tls.client_ca {
+        let key = (ca.clone(), tls.crl.clone());
+        if !creds.client_cas.contains_key(&key) {
+            let pem = match ca {
+                ClientCaSource::File(path) => read(path)
+                    .map(|pem| (pem, format!("caCertificates {}", path.display())))
+                    .map_err(ca_certificates_error),
+                ClientCaSource::Credential(r) => secrets.ca(r).map_err(CredError::from),
+                ClientCaSource::CaCredential(r) => secrets.ca_exact(r).map_err(CredError::from),
+            };
+            match pem.and_then(|(pem, src)| trust_from_pem(&pem, src, tls.crl.as_deref())) {
+                Ok(trust) => {
+                    creds.client_cas.insert(key, Arc::new(trust));
+                }
+                Err(e) => errors.push(error(e, CredentialKey::ClientCa(key))),
+            }
+        }
+    }
     for source in &tls.certs {
         let identity = match creds.servers.get(source) {
             Some(i) => i.clone(),
@@ -394,6 +449,30 @@ fn load_server(
                     Ok(i) => {
                         let i = Arc::new(i);
                         creds.servers.insert(source.clone(), i.clone());
+                        // The CA given with the certificate: the Secret's
+                        // own CA, or the server's caCertificates.
+                        let ca = match source {
+                            ServerCertSource::Files { key, .. } => {
+                                creds.warnings.extend(key_mode_warning(key));
+                                tls.client_ca.as_ref().and_then(|ca| {
+                                    creds
+                                        .client_cas
+                                        .get(&(ca.clone(), tls.crl.clone()))
+                                        .cloned()
+                                })
+                            }
+                            ServerCertSource::Credential(r) => secrets
+                                .ca(r)
+                                .ok()
+                                .and_then(|(pem, src)| trust_from_pem(&pem, src, None).ok())
+                                .map(Arc::new),
+                        };
+                        if let Some(ca) = ca {
+                            creds.warnings.extend(
+                                chain_warning(&i, &ca, provider)
+                                    .map(|w| format!("{}: {w}", tls.origin)),
+                            );
+                        }
                         i
                     }
                     Err(e) => {
@@ -417,25 +496,6 @@ fn load_server(
                 identity.leaf.sans.join(", "),
                 uncovered.join(", ")
             ));
-        }
-    }
-    if let Some(ca) = &tls.client_ca {
-        let key = (ca.clone(), tls.crl.clone());
-        if creds.client_cas.contains_key(&key) {
-            return;
-        }
-        let pem = match ca {
-            ClientCaSource::File(path) => read(path)
-                .map(|pem| (pem, format!("caCertificates {}", path.display())))
-                .map_err(ca_certificates_error),
-            ClientCaSource::Credential(r) => secrets.ca(r).map_err(CredError::from),
-            ClientCaSource::CaCredential(r) => secrets.ca_exact(r).map_err(CredError::from),
-        };
-        match pem.and_then(|(pem, src)| trust_from_pem(&pem, src, tls.crl.as_deref())) {
-            Ok(trust) => {
-                creds.client_cas.insert(key, Arc::new(trust));
-            }
-            Err(e) => errors.push(error(e, CredentialKey::ClientCa(key))),
         }
     }
 }
@@ -476,6 +536,10 @@ fn trust_from_pem(pem: &[u8], source: String, crl: Option<&Path>) -> Result<Trus
         source: Box::new(e),
     })?;
     let crls = crl.map(load_crls).transpose()?.unwrap_or_default();
+    if let Some(path) = crl {
+        let cas = certs_from_pem(pem)?;
+        check_crls(&crls, &cas, &source).map_err(|e| file_error("caCrl", path, e))?;
+    }
     let fingerprint = fingerprint(std::iter::once(pem).chain(crls.iter().map(|c| c.as_ref())));
     Ok(Trust {
         roots: Arc::new(roots),
@@ -489,6 +553,113 @@ fn load_crls(path: &Path) -> Result<Vec<CertificateRevocationListDer<'static>>, 
     read(path)
         .and_then(|pem| crls_from_pem(&pem))
         .map_err(|e| file_error("caCrl", path, e))
+}
+
+/// Checks that every CRL was issued and signed by one of `cas` (the CA
+/// bundle it accompanies, loaded from `loaded_from`).
+fn check_crls(
+    crls: &[CertificateRevocationListDer<'_>],
+    cas: &[CertificateDer<'_>],
+    loaded_from: &str,
+) -> Result<(), CredError> {
+    use x509_parser::prelude::{CertificateRevocationList, FromDer, X509Certificate};
+    let parsed: Vec<X509Certificate<'_>> = cas
+        .iter()
+        .filter_map(|c| X509Certificate::from_der(c.as_ref()).ok().map(|(_, c)| c))
+        .collect();
+    for (i, der) in crls.iter().enumerate() {
+        let number = i + 1;
+        let (_, crl) = CertificateRevocationList::from_der(der.as_ref()).map_err(|e| {
+            CredError::CrlInvalid {
+                number,
+                reason: e.to_string(),
+            }
+        })?;
+        let issuer = crl.issuer();
+        let named: Vec<&X509Certificate<'_>> = parsed
+            .iter()
+            .filter(|ca| ca.subject().as_raw() == issuer.as_raw())
+            .collect();
+        if named.is_empty() {
+            return Err(CredError::CrlIssuer {
+                number,
+                issuer: issuer.to_string(),
+                loaded_from: loaded_from.to_string(),
+                cas: parsed
+                    .iter()
+                    .map(|c| format!("{:?}", c.subject().to_string()))
+                    .collect(),
+            });
+        }
+        if !named
+            .iter()
+            .any(|ca| crl.verify_signature(ca.public_key()).is_ok())
+        {
+            return Err(CredError::CrlSignature {
+                number,
+                issuer: issuer.to_string(),
+                loaded_from: loaded_from.to_string(),
+            });
+        }
+    }
+    Ok(())
+}
+
+/// A warning when the private key file at `path` can be read by group or
+/// others. Keys in a directory laid out as a mounted Kubernetes Secret
+/// (with `..data`) are left alone: their mode is set by the Secret's
+/// `defaultMode`, not by a file the operator manages.
+fn key_mode_warning(path: &Path) -> Option<String> {
+    #[cfg(unix)]
+    {
+        use std::os::unix::fs::PermissionsExt;
+        if path
+            .parent()
+            .is_some_and(|dir| dir.join("..data").symlink_metadata().is_ok())
+        {
+            return None;
+        }
+        let mode = std::fs::metadata(path).ok()?.permissions().mode() & 0o777;
+        (mode & 0o077 != 0).then(|| {
+            format!(
+                "private key {} is readable by group/others (mode {mode:04o}); restrict it to 0600",
+                path.display()
+            )
+        })
+    }
+    #[cfg(not(unix))]
+    {
+        let _ = path;
+        None
+    }
+}
+
+/// A warning when `identity`'s chain cannot be built to `ca` (the CA given
+/// with it): an intermediate is missing from the certificate file, so
+/// clients that trust only that CA reject it.
+fn chain_warning(identity: &Identity, ca: &Trust, provider: &CryptoProvider) -> Option<String> {
+    use rustls::client::danger::ServerCertVerifier;
+    let chain = &identity.certified.cert;
+    let (leaf, intermediates) = chain.split_first()?;
+    let verifier = rustls::client::WebPkiServerVerifier::builder_with_provider(
+        ca.roots.clone(),
+        Arc::new(provider.clone()),
+    )
+    .build()
+    .ok()?;
+    // Any name: only whether a path to the CA exists is asked (webpki
+    // builds the path before it looks at names).
+    let name = rustls_pki_types::ServerName::try_from("chain.check.invalid").ok()?;
+    let now = rustls_pki_types::UnixTime::now();
+    match verifier.verify_server_cert(leaf, intermediates, &name, &[], now) {
+        Err(rustls::Error::InvalidCertificate(rustls::CertificateError::UnknownIssuer)) => {
+            Some(format!(
+                "certificate {} cannot be chained to its CA ({}): its issuer {:?} is neither in the certificate file nor in that CA. If it is an intermediate CA, append it to the certificate file after the leaf (a missing intermediate); clients that trust only that CA will reject the certificate",
+                identity.source, ca.source, identity.leaf.issuer
+            ))
+        }
+        _ => None,
+    }
 }
 
 /// `e` about the file a setting names.
@@ -543,6 +714,9 @@ fn load_identity(
     };
     match loaded {
         Ok(identity) => {
+            if let IdentitySource::Files { key, .. } = id {
+                creds.warnings.extend(key_mode_warning(key));
+            }
             creds.identities.insert(id.clone(), Arc::new(identity));
         }
         Err(reason) => errors.push(CredentialError {

@@ -6,6 +6,7 @@
 
 pub mod client;
 pub mod failure;
+pub mod hello;
 pub mod server;
 pub mod server_configs;
 

@@ -18,12 +18,15 @@ use super::conn::Connection;
 use super::copy::{Counted, TCP_IDLE_TIMEOUT, splice};
 use super::exchange::Ctx;
 use super::inbound_http::{self, HttpConn, listener_plan};
+use super::log_limit::LogLimit;
 use super::prepared::Destination;
 use super::state::State;
 use super::tls_fact::{NoTls, TlsFact};
 use crate::plan::destination::{self, Speak};
 use crate::plan::host::{HostPattern, most_specific};
 use crate::plan::inbound::{L4RoutePlan, ServerPlan, TlsServerMode};
+use crate::tls::failure::classify_rustls;
+use crate::tls::hello::{self, RawSni};
 use crate::tls::{FailureReason, classify};
 
 /// A client's socket, its bytes counted on its connection.
@@ -32,19 +35,27 @@ type Downstream = Counted<TcpStream>;
 /// Largest ClientHello accepted (several records are allowed).
 const MAX_HELLO_BYTES: usize = 64 * 1024;
 
+/// Failed-handshake warnings: at most this many lines per reason per 10 s
+/// (a client can cause one per connection); the metric counts them all.
+static HANDSHAKE_LOG: LogLimit = LogLimit::per_10s(10);
+
 /// Counts and logs a failed downstream handshake, and marks the
-/// connection with the reason.
+/// connection with the reason. The log line is rate-limited per reason.
 fn handshake_failed(ctx: &Ctx, reason: FailureReason, detail: &str) {
     ctx.conn.set_tls(TlsFact::NoTls(NoTls::HandshakeFailed));
     ctx.conn.set_flag(reason.as_str());
     ctx.state.metrics.tls_failure("inbound", reason);
-    warn!(
-        reason = reason.as_str(),
-        peer = %ctx.conn.peer,
-        listener = %ctx.conn.listener.label,
-        detail,
-        "downstream TLS handshake failed"
-    );
+    if let Some(suppressed) = HANDSHAKE_LOG.allow(reason.as_str()) {
+        warn!(
+            reason = reason.as_str(),
+            peer = %ctx.conn.peer,
+            listener = %ctx.conn.listener.label,
+            detail,
+            suppressed,
+            "downstream TLS handshake failed{}",
+            HANDSHAKE_LOG.note(suppressed)
+        );
+    }
 }
 
 /// Serves one accepted connection on an inbound listener.
@@ -80,16 +91,8 @@ pub async fn serve(stream: Counted<TcpStream>, conn: Arc<Connection>, state: Arc
     }
     ctx.conn.set_tls(TlsFact::NoTls(NoTls::Plaintext));
     let is_http = listener.servers.iter().all(|s| s.protocol.is_http());
-    // First-byte deadline: a client that connects and says nothing is
-    // not held forever (HTTP/2 prior knowledge has no header timeout).
-    let mut probe = [0u8; 1];
-    if is_http
-        && !matches!(tokio::time::timeout(deadline, stream.get_ref().peek(&mut probe)).await, Ok(Ok(n)) if n > 0)
-    {
-        debug!("no request bytes before the deadline; closing");
-        ctx.conn.set_flag("request_header_timeout");
-        return;
-    }
+    // A client that says nothing is closed at the first request's
+    // deadline (`runtime::timeouts`), HTTP/2 prior knowledge included.
     if is_http {
         let conn = Arc::new(HttpConn::new(ctx, None));
         inbound_http::serve(stream, conn, inbound_http::Version::Detect).await;
@@ -112,6 +115,43 @@ enum HelloError {
     NotTls(Vec<u8>),
     Closed,
     Bad(String),
+    /// rustls refused the ClientHello: the reason, and the alert to send.
+    Refused {
+        reason: FailureReason,
+        detail: String,
+        alert: Vec<u8>,
+    },
+}
+
+/// The refusal of a ClientHello rustls would not accept, with the alert
+/// rustls prepared (or, if it prepared none, one for the reason).
+fn refused(
+    e: &rustls::Error,
+    mut alert: rustls::server::AcceptedAlert,
+    bytes: &[u8],
+) -> HelloError {
+    let (reason, mut detail) = classify_rustls(e);
+    if reason == FailureReason::BadSni
+        && let RawSni::Name(name) = hello::raw_server_name(bytes)
+        && let Err(why) = hello::check_host_name(&name)
+    {
+        detail = why.to_string();
+    }
+    let mut out = Vec::new();
+    let _ = alert.write_all(&mut out);
+    if out.is_empty() {
+        out = hello::fatal_alert(match reason {
+            FailureReason::BadSni => hello::ILLEGAL_PARAMETER,
+            FailureReason::ProtocolVersion => hello::PROTOCOL_VERSION,
+            _ => hello::HANDSHAKE_FAILURE,
+        })
+        .to_vec();
+    }
+    HelloError::Refused {
+        reason,
+        detail,
+        alert: out,
+    }
 }
 
 /// Reads until a whole ClientHello has arrived, keeping every byte.
@@ -158,7 +198,7 @@ async fn read_hello(stream: &mut Downstream) -> Result<Hello, HelloError> {
             }
             Ok(None) if bytes.len() < MAX_HELLO_BYTES => continue,
             Ok(None) => return Err(HelloError::Bad("ClientHello too large".into())),
-            Err((e, _)) => return Err(HelloError::Bad(e.to_string())),
+            Err((e, alert)) => return Err(refused(&e, alert, &bytes)),
         }
     }
 }
@@ -177,7 +217,7 @@ fn select_server<'a>(
 
 /// A fatal `unrecognized_name` alert, sent in the clear before any
 /// handshake state exists.
-const ALERT_UNRECOGNIZED_NAME: [u8; 7] = [0x15, 0x03, 0x03, 0x00, 0x02, 0x02, 112];
+const ALERT_UNRECOGNIZED_NAME: [u8; 7] = hello::fatal_alert(hello::UNRECOGNIZED_NAME);
 
 /// A terminated TLS connection, ready to serve.
 enum Terminated {
@@ -240,6 +280,16 @@ async fn accept_tls(mut stream: Downstream, ctx: Ctx) -> Option<Terminated> {
         }
         Ok(Err(HelloError::Bad(why))) => {
             handshake_failed(&ctx, FailureReason::HandshakeFailure, &why);
+            return None;
+        }
+        Ok(Err(HelloError::Refused {
+            reason,
+            detail,
+            alert,
+        })) => {
+            handshake_failed(&ctx, reason, &detail);
+            let _ = stream.write_all(&alert).await;
+            linger(stream).await;
             return None;
         }
         Ok(Ok(h)) => h,
@@ -327,6 +377,7 @@ async fn accept_tls(mut stream: Downstream, ctx: Ctx) -> Option<Terminated> {
     let alpn = match conn.alpn_protocol() {
         Some(b"h2") => Some("h2"),
         Some(b"http/1.1") => Some("http/1.1"),
+        Some(b"http/1.0") => Some("http/1.0"),
         Some(_) => Some("other"),
         None => None,
     };

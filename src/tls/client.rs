@@ -358,3 +358,188 @@ impl ServerCertVerifier for NoVerify {
         self.0.signature_verification_algorithms.supported_schemes()
     }
 }
+
+// === connect ===
+
+/// A failed client handshake: its reason and the details for the log.
+#[derive(Debug, thiserror::Error)]
+#[error("{reason}: {detail}")]
+pub struct HandshakeError {
+    /// Classified reason.
+    pub reason: FailureReason,
+    /// What happened, for the log.
+    pub detail: String,
+}
+
+/// Runs a client TLS handshake over `io` with `config`, classifying a
+/// failure with what the handshake reached: an upstream that asked for a
+/// client certificate meshgate has none for is `client_cert_required`
+/// (TLS 1.2 servers say only `handshake_failure`), and one that refused
+/// the ClientHello itself with `handshake_failure` is `no_shared_cipher`.
+pub async fn connect<IO>(
+    config: &Arc<ClientConfig>,
+    sni: ServerName<'static>,
+    io: IO,
+) -> Result<tokio_rustls::client::TlsStream<Watched<IO>>, HandshakeError>
+where
+    IO: tokio::io::AsyncRead + tokio::io::AsyncWrite + Unpin,
+{
+    let progress = Arc::new(Progress::default());
+    let config = if config.client_auth_cert_resolver.has_certs() {
+        config.clone()
+    } else {
+        // A per-connection resolver notes whether a certificate was asked
+        // for; the clone shares the session store, so sessions resume.
+        let mut c = (**config).clone();
+        c.client_auth_cert_resolver = Arc::new(NoCertNoted(progress.clone()));
+        Arc::new(c)
+    };
+    let io = Watched {
+        io,
+        progress: progress.clone(),
+    };
+    let e = match tokio_rustls::TlsConnector::from(config)
+        .connect(sni, io)
+        .await
+    {
+        Ok(tls) => return Ok(tls),
+        Err(e) => e,
+    };
+    let Some((reason, detail)) = super::failure::classify(&e) else {
+        return Err(HandshakeError {
+            reason: FailureReason::HandshakeFailure,
+            detail: format!("TLS handshake: {e}"),
+        });
+    };
+    let first_alert = progress
+        .first_record
+        .load(std::sync::atomic::Ordering::Relaxed)
+        == ALERT_RECORD;
+    let asked = progress
+        .cert_asked
+        .load(std::sync::atomic::Ordering::Relaxed);
+    Err(match reason {
+        FailureReason::HandshakeFailure | FailureReason::ClientCertRejected if asked => {
+            HandshakeError {
+                reason: FailureReason::ClientCertRequired,
+                detail: format!(
+                    "the upstream asked for a client certificate and none is configured ({detail}); use tls.mode MUTUAL with clientCertificate/privateKey or credentialName"
+                ),
+            }
+        }
+        FailureReason::HandshakeFailure
+            if first_alert
+                && matches!(
+                    super::failure::alert_of(&e),
+                    Some(rustls::AlertDescription::HandshakeFailure)
+                ) =>
+        {
+            HandshakeError {
+                reason: FailureReason::NoSharedCipher,
+                detail: format!(
+                    "the upstream refused the ClientHello ({detail}): no cipher suite in common (meshgate offers TLS 1.3 and TLS 1.2 ECDHE AEAD suites only: AES-GCM, ChaCha20-Poly1305), or no key-exchange group or signature scheme in common"
+                ),
+            }
+        }
+        reason => HandshakeError { reason, detail },
+    })
+}
+
+/// What a client handshake reached, for [`connect`] to classify its failure.
+#[derive(Debug, Default)]
+struct Progress {
+    /// The content type of the first record the server sent (0 before any).
+    first_record: std::sync::atomic::AtomicU8,
+    /// The server asked for a client certificate.
+    cert_asked: std::sync::atomic::AtomicBool,
+}
+
+/// The TLS record content type of an alert.
+const ALERT_RECORD: u8 = 0x15;
+
+/// No client certificate; notes that one was asked for.
+#[derive(Debug)]
+struct NoCertNoted(Arc<Progress>);
+
+impl ResolvesClientCert for NoCertNoted {
+    fn resolve(&self, _hints: &[&[u8]], _schemes: &[SignatureScheme]) -> Option<Arc<CertifiedKey>> {
+        self.0
+            .cert_asked
+            .store(true, std::sync::atomic::Ordering::Relaxed);
+        None
+    }
+
+    fn has_certs(&self) -> bool {
+        false
+    }
+}
+
+/// A connection's transport, noting the first record type the server sent.
+#[derive(Debug)]
+pub struct Watched<IO> {
+    io: IO,
+    progress: Arc<Progress>,
+}
+
+impl<IO> Watched<IO> {
+    /// The transport.
+    pub fn get_ref(&self) -> &IO {
+        &self.io
+    }
+}
+
+impl<IO: tokio::io::AsyncRead + Unpin> tokio::io::AsyncRead for Watched<IO> {
+    fn poll_read(
+        mut self: std::pin::Pin<&mut Self>,
+        cx: &mut std::task::Context<'_>,
+        buf: &mut tokio::io::ReadBuf<'_>,
+    ) -> std::task::Poll<std::io::Result<()>> {
+        let before = buf.filled().len();
+        let res = std::pin::Pin::new(&mut self.io).poll_read(cx, buf);
+        if let Some(&first) = buf.filled().get(before) {
+            let _ = self.progress.first_record.compare_exchange(
+                0,
+                first,
+                std::sync::atomic::Ordering::Relaxed,
+                std::sync::atomic::Ordering::Relaxed,
+            );
+        }
+        res
+    }
+}
+
+impl<IO: tokio::io::AsyncWrite + Unpin> tokio::io::AsyncWrite for Watched<IO> {
+    fn poll_write(
+        mut self: std::pin::Pin<&mut Self>,
+        cx: &mut std::task::Context<'_>,
+        buf: &[u8],
+    ) -> std::task::Poll<std::io::Result<usize>> {
+        std::pin::Pin::new(&mut self.io).poll_write(cx, buf)
+    }
+
+    fn poll_flush(
+        mut self: std::pin::Pin<&mut Self>,
+        cx: &mut std::task::Context<'_>,
+    ) -> std::task::Poll<std::io::Result<()>> {
+        std::pin::Pin::new(&mut self.io).poll_flush(cx)
+    }
+
+    fn poll_shutdown(
+        mut self: std::pin::Pin<&mut Self>,
+        cx: &mut std::task::Context<'_>,
+    ) -> std::task::Poll<std::io::Result<()>> {
+        std::pin::Pin::new(&mut self.io).poll_shutdown(cx)
+    }
+
+    fn poll_write_vectored(
+        mut self: std::pin::Pin<&mut Self>,
+        cx: &mut std::task::Context<'_>,
+        bufs: &[std::io::IoSlice<'_>],
+    ) -> std::task::Poll<std::io::Result<usize>> {
+        std::pin::Pin::new(&mut self.io).poll_write_vectored(cx, bufs)
+    }
+
+    fn is_write_vectored(&self) -> bool {
+        self.io.is_write_vectored()
+    }
+}

@@ -30,7 +30,10 @@ pub enum FailureReason {
     ClientCertRejected,
     /// No TLS version in common.
     ProtocolVersion,
-    /// Any other handshake failure (no shared cipher or group, bad message).
+    /// No cipher suite in common (or, seen from a client, the server
+    /// refused the ClientHello before answering it).
+    NoSharedCipher,
+    /// Any other handshake failure (no shared group, bad message).
     HandshakeFailure,
     /// The peer answered in plain text, not TLS.
     NotTls,
@@ -67,6 +70,9 @@ pub enum FailureReason {
     CredentialUnavailable,
     /// The SNI to send is not a valid server name.
     InvalidSni,
+    /// A client sent an SNI that is not a valid host name (too long, not
+    /// UTF-8, not a DNS name).
+    BadSni,
 }
 
 impl FailureReason {
@@ -82,6 +88,7 @@ impl FailureReason {
             FailureReason::ClientCertRequired => "client_cert_required",
             FailureReason::ClientCertRejected => "client_cert_rejected",
             FailureReason::ProtocolVersion => "protocol_version",
+            FailureReason::NoSharedCipher => "no_shared_cipher",
             FailureReason::HandshakeFailure => "handshake_failure",
             FailureReason::NotTls => "not_tls",
             FailureReason::ConnectRefused => "connect_refused",
@@ -100,6 +107,7 @@ impl FailureReason {
             FailureReason::ConnectFailed => "connect_error",
             FailureReason::CredentialUnavailable => "credential_unavailable",
             FailureReason::InvalidSni => "invalid_sni",
+            FailureReason::BadSni => "bad_sni",
         }
     }
 
@@ -163,6 +171,23 @@ pub fn classify(err: &(dyn StdError + 'static)) -> Option<(FailureReason, String
     None
 }
 
+/// The alert the peer sent, if the error chain holds one.
+pub fn alert_of(err: &(dyn StdError + 'static)) -> Option<AlertDescription> {
+    let mut cur: Option<&(dyn StdError + 'static)> = Some(err);
+    while let Some(e) = cur {
+        let t = e.downcast_ref::<rustls::Error>().or_else(|| {
+            e.downcast_ref::<std::io::Error>()
+                .and_then(|io| io.get_ref())
+                .and_then(|i| i.downcast_ref::<rustls::Error>())
+        });
+        if let Some(rustls::Error::AlertReceived(a)) = t {
+            return Some(*a);
+        }
+        cur = e.source();
+    }
+    None
+}
+
 /// Classifies one rustls error.
 pub fn classify_rustls(e: &rustls::Error) -> (FailureReason, String) {
     use FailureReason as R;
@@ -202,6 +227,9 @@ pub fn classify_rustls(e: &rustls::Error) -> (FailureReason, String) {
         | rustls::Error::InvalidMessage(rustls::InvalidMessage::UnknownProtocolVersion) => {
             R::NotTls
         }
+        rustls::Error::PeerIncompatible(rustls::PeerIncompatible::NoCipherSuitesInCommon) => {
+            R::NoSharedCipher
+        }
         rustls::Error::PeerIncompatible(p) => {
             // e.g. Tls12NotOffered, Tls12NotOfferedOrEnabled,
             // SupportedVersionsExtensionRequired
@@ -212,11 +240,15 @@ pub fn classify_rustls(e: &rustls::Error) -> (FailureReason, String) {
                 R::HandshakeFailure
             }
         }
+        rustls::Error::PeerMisbehaved(rustls::PeerMisbehaved::ServerNameMustContainOneHostName)
+        | rustls::Error::InvalidMessage(rustls::InvalidMessage::InvalidServerName) => R::BadSni,
         _ => R::HandshakeFailure,
     };
     let detail = match (reason, e) {
         (R::NotTls, _) => "the upstream answered in plain text on a TLS connection (is this port plain HTTP? use tls.mode DISABLE)".to_string(),
+        (R::UnknownCa, rustls::Error::InvalidCertificate(CertificateError::UnknownIssuer)) => "the peer's certificate does not chain to a trusted CA".to_string(),
         (R::ClientCertRequired, _) => "the upstream requires a client certificate; use tls.mode MUTUAL with clientCertificate/privateKey or credentialName".to_string(),
+        (R::NoSharedCipher, rustls::Error::PeerIncompatible(_)) => "the client offered no cipher suite this server accepts (TLS 1.2 and 1.3 AEAD suites only: AES-GCM, ChaCha20-Poly1305)".to_string(),
         _ => e.to_string(),
     };
     (reason, detail)

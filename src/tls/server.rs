@@ -80,8 +80,11 @@ impl Resumption {
     }
 }
 
-/// Builds the server config for `tls`; `http` offers ALPN h2 and
-/// http/1.1. Sessions resume with `resumption`.
+/// ALPN offered by HTTP servers, in the server's order of preference.
+pub const ALPN_HTTP: [&[u8]; 3] = [b"h2", b"http/1.1", b"http/1.0"];
+
+/// Builds the server config for `tls`; `http` offers ALPN h2, http/1.1
+/// and http/1.0. Sessions resume with `resumption`.
 pub fn build(
     tls: &ServerTlsPlan,
     http: bool,
@@ -160,7 +163,10 @@ pub fn build(
     }
     let mut config = builder.with_cert_resolver(Arc::new(CertChooser { keys }));
     config.alpn_protocols = if http {
-        vec![b"h2".to_vec(), b"http/1.1".to_vec()]
+        // `http/1.0` too, as nginx and HAProxy accept it: `curl --http1.0`
+        // offers only that, and rustls refuses a client whose ALPN list
+        // has nothing in common with the server's.
+        ALPN_HTTP.iter().map(|p| p.to_vec()).collect()
     } else {
         Vec::new()
     };
@@ -314,18 +320,19 @@ impl ClientCertVerifier for PolicyVerifier {
         let verdict = self
             .inner
             .verify_client_cert(end_entity, intermediates, now)
-            .map_err(|e| match e {
-                rustls::Error::InvalidCertificate(CertificateError::UnknownIssuer) => Self::refuse(
-                    FailureReason::UnknownCa,
-                    format!(
-                        "client certificate {} does not chain to {}",
-                        CertInfo::parse(end_entity)
+            .inspect_err(|e| {
+                // The error stays rustls' own, so the client gets the alert
+                // OpenSSL and BoringSSL (Envoy) send: `unknown_ca` for a
+                // certificate from another CA, not `certificate_unknown`.
+                if let rustls::Error::InvalidCertificate(CertificateError::UnknownIssuer) = e {
+                    tracing::debug!(
+                        client = %CertInfo::parse(end_entity)
                             .map(|i| i.summary())
                             .unwrap_or_default(),
-                        self.trust_source
-                    ),
-                ),
-                other => other,
+                        trust = %self.trust_source,
+                        "client certificate does not chain to the client CA"
+                    );
+                }
             })
             .and_then(|v| self.check_lists(end_entity).map(|()| v));
         match verdict {

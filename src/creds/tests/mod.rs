@@ -215,3 +215,4 @@ fn mutual_files(ca: &Path, cert: &Path, key: &Path) -> String {
 
 mod secrets;
 mod validation;
+mod warnings;

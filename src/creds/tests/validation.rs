@@ -302,18 +302,21 @@ fn x509_v1_client_certificate_is_refused_with_a_fix() {
 // === 11. caCrl ===
 
 /// A CRL signed by a fresh CA (PEM).
-fn crl_pem() -> String {
+/// A CA named `cn` (PEM) and an empty CRL it signed (PEM).
+fn crl_and_ca(cn: &str) -> (String, String) {
     use rcgen::{
-        BasicConstraints, CertificateParams, CertificateRevocationListParams, IsCa, Issuer,
+        BasicConstraints, CertificateParams, CertificateRevocationListParams, DnType, IsCa, Issuer,
         KeyIdMethod, KeyPair, KeyUsagePurpose, SerialNumber,
     };
     let mut params = CertificateParams::new(Vec::<String>::new()).unwrap();
+    params.distinguished_name.push(DnType::CommonName, cn);
     params.is_ca = IsCa::Ca(BasicConstraints::Unconstrained);
     params.key_usages = vec![KeyUsagePurpose::KeyCertSign, KeyUsagePurpose::CrlSign];
     let key = KeyPair::generate().unwrap();
+    let ca_pem = params.self_signed(&key).unwrap().pem();
     let issuer = Issuer::new(params, key);
     let now = time::OffsetDateTime::now_utc();
-    CertificateRevocationListParams {
+    let crl = CertificateRevocationListParams {
         this_update: now - time::Duration::hours(1),
         next_update: now + time::Duration::days(7),
         crl_number: SerialNumber::from(1u64),
@@ -324,7 +327,8 @@ fn crl_pem() -> String {
     .signed_by(&issuer)
     .unwrap()
     .pem()
-    .unwrap()
+    .unwrap();
+    (ca_pem, crl)
 }
 
 #[test]
@@ -386,8 +390,9 @@ fn ca_crl_that_is_not_a_crl_is_an_error() {
 #[test]
 fn ca_crl_that_is_a_crl_loads() {
     let pki = Pki::new();
-    let ca = pki.ca_file();
-    let crl = pki.write("ca.crl", &crl_pem());
+    let (ca_pem, crl_pem) = crl_and_ca("CRL test CA");
+    let ca = pki.write("crl-ca.crt", &ca_pem);
+    let crl = pki.write("ca.crl", &crl_pem);
     let tls = format!(
         "mode: SIMPLE\ncaCertificates: {}\ncaCrl: {}",
         ca.display(),
@@ -396,6 +401,57 @@ fn ca_crl_that_is_a_crl_loads() {
     let creds = loads(&dr("simple", &tls));
     let trust = &creds.trust[&(TrustSource::File(ca), Some(crl))];
     assert_eq!(trust.crls.len(), 1);
+}
+
+#[test]
+fn ca_crl_from_another_ca_is_refused_naming_the_file() {
+    let pki = Pki::new();
+    let (ca_pem, _) = crl_and_ca("the CA");
+    let (_, foreign_crl) = crl_and_ca("another CA");
+    let ca = pki.write("the-ca.crt", &ca_pem);
+    let crl = pki.write("foreign.crl", &foreign_crl);
+    let tls = format!(
+        "mode: SIMPLE\ncaCertificates: {}\ncaCrl: {}",
+        ca.display(),
+        crl.display()
+    );
+    let e = one_error(&dr("simple", &tls));
+    assert_mentions(
+        &e,
+        &[
+            &resource("simple"),
+            "caCrl",
+            &crl.display().to_string(),
+            "CN=another CA",
+            "not the CA it accompanies",
+            "CN=the CA",
+        ],
+    );
+}
+
+#[test]
+fn ca_crl_whose_signature_does_not_verify_is_refused() {
+    let pki = Pki::new();
+    // Two CAs with the same name and different keys: the CRL names the
+    // first as its issuer but was signed by the second.
+    let (ca_pem, _) = crl_and_ca("same name CA");
+    let (_, forged_crl) = crl_and_ca("same name CA");
+    let ca = pki.write("same.crt", &ca_pem);
+    let crl = pki.write("forged.crl", &forged_crl);
+    let tls = format!(
+        "mode: SIMPLE\ncaCertificates: {}\ncaCrl: {}",
+        ca.display(),
+        crl.display()
+    );
+    let e = one_error(&dr("simple", &tls));
+    assert_mentions(
+        &e,
+        &[
+            "caCrl",
+            &crl.display().to_string(),
+            "signature does not verify",
+        ],
+    );
 }
 
 // === 12. no secrets or key material in errors ===
