@@ -130,6 +130,15 @@ fn refused(
     mut alert: rustls::server::AcceptedAlert,
     bytes: &[u8],
 ) -> HelloError {
+    if hello::offers_tls12_or_later(bytes) == Some(false) {
+        // An old client's hello lacks what rustls checks first (e.g.
+        // signature_algorithms); the version is what to tell it.
+        return HelloError::Refused {
+            reason: FailureReason::ProtocolVersion,
+            detail: format!("the client offers only TLS 1.0/1.1 ({e}); TLS 1.2 or 1.3 is required"),
+            alert: hello::fatal_alert(hello::PROTOCOL_VERSION).to_vec(),
+        };
+    }
     let (reason, mut detail) = classify_rustls(e);
     if reason == FailureReason::BadSni
         && let RawSni::Name(name) = hello::raw_server_name(bytes)
