@@ -231,3 +231,38 @@ async fn curl_http2() {
     assert_eq!(v["path"], "/h2/path", "{}", diag());
     assert_eq!(v["headers"]["x-forwarded-proto"], "https", "{}", diag());
 }
+
+/// `curl --http1.0` offers only ALPN `http/1.0`: meshgate accepts it (as
+/// nginx and HAProxy do) and serves the request as HTTP/1.0.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn curl_http1_0_is_served() {
+    let tmp = tempfile::tempdir().unwrap();
+    let pki = Pki::generate(tmp.path());
+    let echo = echo_service().await;
+    let mg = Meshgate::start(tmp.path(), &terminating_config(&simple_tls(&pki), echo));
+    let (ca, resolve) = (path_str(&pki.ca), mg.resolve());
+    let url = mg.url("/old?client=1");
+    let r = curl(&[
+        "--http1.0",
+        "-v",
+        "--cacert",
+        &ca,
+        "--resolve",
+        &resolve,
+        &url,
+    ]);
+    let diag = || format!("{}\n{}", r.describe(), mg.diagnostics());
+    assert!(r.run.ok(), "curl --http1.0 failed\n{}", diag());
+    assert_eq!(r.code, 200, "{}", diag());
+    // curl's `%{http_version}` is "1" for HTTP/1.0 ("1.1" for HTTP/1.1).
+    assert_eq!(r.http_version, "1", "answered as HTTP/1.0\n{}", diag());
+    assert!(r.headers.starts_with("HTTP/1.0 200"), "{}", diag());
+    assert!(
+        r.run.stderr.contains("ALPN: server accepted http/1.0"),
+        "ALPN http/1.0 negotiated\n{}",
+        diag()
+    );
+    let v = r.echo();
+    assert_eq!(v["path"], "/old?client=1", "{}", diag());
+    assert_eq!(v["headers"]["x-forwarded-proto"], "https", "{}", diag());
+}
