@@ -797,3 +797,142 @@ fn registry_only_refuses_unknown_host() {
     );
     assert!(r.body.contains("hello from nginx"), "{}", diag(&r));
 }
+
+// ---------------------------------------------------------------------------
+// openssl s_server as the upstream
+// ---------------------------------------------------------------------------
+
+/// `openssl s_server -www` on a fresh loopback port with the interop
+/// server certificate and `extra` flags; killed when dropped.
+struct SServer {
+    child: Child,
+    port: u16,
+    log: PathBuf,
+}
+
+impl SServer {
+    fn start(dir: &Path, pki: &Pki, extra: &[&str]) -> SServer {
+        let port = free_addr().port();
+        let log = dir.join("s_server.log");
+        let out = fs::File::create(&log).expect("s_server log");
+        let child = Command::new("openssl")
+            .arg("s_server")
+            .arg("-accept")
+            .arg(format!("127.0.0.1:{port}"))
+            .arg("-cert")
+            .arg(&pki.server_cert)
+            .arg("-key")
+            .arg(&pki.server_key)
+            .arg("-www")
+            .args(extra)
+            .stdin(Stdio::null())
+            .stdout(out.try_clone().expect("clone fd"))
+            .stderr(out)
+            .spawn()
+            .unwrap_or_else(|e| panic!("cannot run openssl s_server: {e}"));
+        let mut s = SServer { child, port, log };
+        let deadline = Instant::now() + Duration::from_secs(10);
+        while read_lossy(&s.log).lines().all(|l| l.trim() != "ACCEPT") {
+            if let Some(status) = s.child.try_wait().expect("try_wait s_server") {
+                panic!(
+                    "openssl s_server exited ({status}):\n{}",
+                    read_lossy(&s.log)
+                );
+            }
+            assert!(
+                Instant::now() < deadline,
+                "openssl s_server not accepting within 10 s:\n{}",
+                read_lossy(&s.log)
+            );
+            sleep(Duration::from_millis(50));
+        }
+        s
+    }
+}
+
+impl Drop for SServer {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
+/// Requests `http://HOST/v1/items` through meshgate, which originates TLS
+/// (SIMPLE, the interop CA) to `upstream`; expects a 503 naming `reason`,
+/// counted once as an outbound handshake failure with that reason.
+fn assert_upstream_refused(tmp: &Path, pki: &Pki, upstream: &SServer, reason: &str) {
+    let cfg = write_config(
+        tmp,
+        &service_entry(upstream.port, None),
+        &destination_rule(Tls::Simple { ca: &pki.ca }),
+    );
+    let mg = Meshgate::start(tmp, &[&cfg], &[]);
+    let url = format!("http://{HOST}/v1/items");
+    let r = curl(&["-x", &mg.proxy_url(), &url]);
+    let diag = || {
+        format!(
+            "{}\n{}\n--- s_server ---\n{}",
+            r.describe(),
+            mg.diagnostics(),
+            read_lossy(&upstream.log)
+        )
+    };
+    assert_eq!(r.code, 503, "{}", diag());
+    assert_eq!(
+        r.header("x-meshgate-error").as_deref(),
+        Some(reason),
+        "x-meshgate-error\n{}",
+        diag()
+    );
+    let metrics = mg.prometheus();
+    let value = metric_value(
+        &metrics,
+        "meshgate_tls_handshake_failures_total",
+        &[("direction", "outbound"), ("reason", reason)],
+    );
+    assert_eq!(
+        value,
+        Some(1.0),
+        "outbound {reason} counted once\n--- /stats/prometheus ---\n{metrics}\n{}",
+        diag()
+    );
+}
+
+/// A TLS 1.2 server that requires a client certificate aborts the
+/// handshake with a bare `handshake_failure` alert when none comes; meshgate
+/// saw the CertificateRequest, so it says what is missing.
+#[test]
+fn tls12_upstream_requiring_a_client_certificate_is_client_cert_required() {
+    let tmp = tempfile::tempdir().unwrap();
+    let pki = Pki::generate(tmp.path());
+    let upstream = SServer::start(
+        tmp.path(),
+        &pki,
+        &[
+            "-tls1_2",
+            "-Verify",
+            "1",
+            "-CAfile",
+            &pki.ca.display().to_string(),
+        ],
+    );
+    assert_upstream_refused(tmp.path(), &pki, &upstream, "client_cert_required");
+}
+
+/// An upstream that accepts only CBC suites (which meshgate does not
+/// offer) refuses the ClientHello: `no_shared_cipher`.
+#[test]
+fn cipher_mismatch_with_an_upstream_is_no_shared_cipher() {
+    let tmp = tempfile::tempdir().unwrap();
+    let pki = Pki::generate(tmp.path());
+    let upstream = SServer::start(
+        tmp.path(),
+        &pki,
+        &[
+            "-tls1_2",
+            "-cipher",
+            "ECDHE-ECDSA-AES128-SHA:ECDHE-RSA-AES128-SHA:AES128-SHA",
+        ],
+    );
+    assert_upstream_refused(tmp.path(), &pki, &upstream, "no_shared_cipher");
+}
