@@ -411,3 +411,36 @@ async fn openssl_s_client(addr: SocketAddr, args: &[&str]) -> String {
         String::from_utf8_lossy(&out.stderr)
     )
 }
+
+#[tokio::test]
+async fn a_client_with_no_cipher_suite_in_common_is_no_shared_cipher() {
+    bounded(async {
+        let g = gateway(&[HOST], &[], |_| {}).await;
+        let bystander = g.bystander();
+        let before = failures(&g.p.metrics().await, "inbound", "no_shared_cipher");
+        // CBC suites only: meshgate offers AEAD suites only.
+        let out = openssl_s_client(
+            g.addr,
+            &[
+                "-servername",
+                HOST,
+                "-tls1_2",
+                "-cipher",
+                "ECDHE-ECDSA-AES128-SHA:ECDHE-RSA-AES128-SHA:AES128-SHA",
+            ],
+        )
+        .await;
+        assert!(
+            out.contains("handshake failure"),
+            "openssl reads the alert: {out}"
+        );
+        wait_metric(&g.p, "counted as no_shared_cipher", |m| {
+            failures(m, "inbound", "no_shared_cipher") == before + 1.0
+        })
+        .await;
+        bystander
+            .finish("beside a client with no cipher in common")
+            .await;
+    })
+    .await;
+}
