@@ -80,6 +80,12 @@ pub struct Bootstrap {
     /// How long open connections may finish after shutdown begins before
     /// the rest are closed (Istio's `terminationDrainDuration`).
     pub termination_drain_duration: Duration,
+    /// How long a downstream HTTP connection may have no request in flight
+    /// before it is closed gracefully (Envoy's `idle_timeout`).
+    pub idle_timeout: Duration,
+    /// How long a request or response body may move nothing before the
+    /// request is ended (Envoy's `stream_idle_timeout`).
+    pub stream_idle_timeout: Duration,
     /// How request paths are normalised before routing and forwarding
     /// (MeshConfig `pathNormalization.normalization`, default `BASE`).
     pub path_normalization: PathNormalization,
@@ -145,6 +151,8 @@ impl Default for Bootstrap {
             concurrency: 2,
             termination_drain_duration: DEFAULT_TERMINATION_DRAIN,
             path_normalization: PathNormalization::Base,
+            idle_timeout: Duration::from_secs(3600),
+            stream_idle_timeout: Duration::from_secs(300),
         }
     }
 }
@@ -175,6 +183,8 @@ struct BootstrapFile {
     concurrency: Option<usize>,
     termination_drain_duration: Option<String>,
     path_normalization: Option<PathNormalizationFile>,
+    idle_timeout: Option<String>,
+    stream_idle_timeout: Option<String>,
 }
 
 #[derive(Debug, Default, Deserialize)]
@@ -253,6 +263,12 @@ impl Bootstrap {
         self.concurrency = file.concurrency.unwrap_or(self.concurrency);
         if let Some(d) = dur("terminationDrainDuration", &file.termination_drain_duration)? {
             self.termination_drain_duration = d;
+        }
+        if let Some(d) = dur("idleTimeout", &file.idle_timeout)? {
+            self.idle_timeout = d;
+        }
+        if let Some(d) = dur("streamIdleTimeout", &file.stream_idle_timeout)? {
+            self.stream_idle_timeout = d;
         }
         if let Some(mode) = file.path_normalization.and_then(|p| p.normalization) {
             self.path_normalization = mode;

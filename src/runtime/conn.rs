@@ -11,7 +11,7 @@
 
 use std::future::Future;
 use std::net::SocketAddr;
-use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::atomic::{AtomicU32, AtomicU64, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
@@ -154,6 +154,17 @@ struct Facts {
     before_splice: (u64, u64),
 }
 
+/// A connection's requests at one moment.
+#[derive(Debug, Clone, Copy)]
+pub struct Activity {
+    /// Requests started.
+    pub requests: u64,
+    /// Requests whose response is not yet given.
+    pub in_flight: u32,
+    /// When a request last started or ended.
+    pub last: Instant,
+}
+
 /// One accepted connection. Dropped when the connection and everything it
 /// spawned are done; the drop writes its access-log line and metrics.
 pub struct Connection {
@@ -169,6 +180,10 @@ pub struct Connection {
     bytes: Arc<ByteCounts>,
     /// HTTP requests served.
     requests: AtomicU64,
+    /// HTTP requests in flight (head received, response not yet given).
+    in_flight: AtomicU32,
+    /// When a request last started or ended, in µs after `started`.
+    last_active_us: AtomicU64,
     facts: Mutex<Facts>,
     _permit: OwnedSemaphorePermit,
 }
@@ -197,6 +212,8 @@ impl Connection {
             started: Instant::now(),
             bytes: Arc::default(),
             requests: AtomicU64::new(0),
+            in_flight: AtomicU32::new(0),
+            last_active_us: AtomicU64::new(0),
             facts: Mutex::new(Facts::default()),
             _permit: permit,
         }
@@ -270,9 +287,33 @@ impl Connection {
         &self.bytes
     }
 
-    /// Counts one HTTP request on this connection.
-    pub fn count_request(&self) {
+    /// Counts one HTTP request on this connection, in flight until
+    /// [`Connection::request_done`].
+    pub fn request_started(&self) {
         self.requests.fetch_add(1, Ordering::Relaxed);
+        self.in_flight.fetch_add(1, Ordering::Relaxed);
+        self.touch();
+    }
+
+    /// One request of [`Connection::request_started`] is done.
+    pub fn request_done(&self) {
+        self.in_flight.fetch_sub(1, Ordering::Relaxed);
+        self.touch();
+    }
+
+    fn touch(&self) {
+        let us = u64::try_from(self.started.elapsed().as_micros()).unwrap_or(u64::MAX);
+        self.last_active_us.store(us, Ordering::Relaxed);
+    }
+
+    /// The connection's requests so far, for its time bounds.
+    pub fn activity(&self) -> Activity {
+        Activity {
+            requests: self.requests.load(Ordering::Relaxed),
+            in_flight: self.in_flight.load(Ordering::Relaxed),
+            last: self.started
+                + Duration::from_micros(self.last_active_us.load(Ordering::Relaxed)),
+        }
     }
 
     fn facts(&self) -> std::sync::MutexGuard<'_, Facts> {

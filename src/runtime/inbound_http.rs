@@ -12,7 +12,7 @@ use hyper::service::service_fn;
 use hyper_util::rt::{TokioExecutor, TokioIo, TokioTimer};
 use tokio::io::{AsyncRead, AsyncWrite};
 
-use super::conn::serve_until_stopped;
+use super::timeouts::{self, Timeouts, serve_bounded};
 use super::exchange::{
     Choice, Ctx, Outcome, Reply, RequestRecord, Upgrade, normalize_path, shape_request,
     shape_response,
@@ -114,6 +114,8 @@ where
     let header_timeout = conn.ctx.state.bootstrap.request_header_timeout;
     let max_buf = conn.ctx.state.bootstrap.max_header_bytes.max(8192);
     let shutdown = conn.ctx.conn.listener.stop.clone();
+    let record = conn.ctx.conn.clone();
+    let timeouts = Timeouts::of(&conn.ctx.state.bootstrap);
     let service = service_fn(move |req| {
         let conn = conn.clone();
         // hyper keeps room for one request future per connection for the
@@ -130,9 +132,12 @@ where
                 .header_read_timeout(header_timeout)
                 .max_buf_size(max_buf);
             let served = Box::pin(builder.serve_connection(io, service).with_upgrades());
-            Box::pin(serve_until_stopped(served, shutdown, |c| {
-                c.as_mut().graceful_shutdown()
-            }))
+            Box::pin(async move {
+                serve_bounded(served, &record, timeouts, shutdown, |c| {
+                    c.as_mut().graceful_shutdown()
+                })
+                .await
+            })
         }
         Version::H2 => {
             let mut builder = hyper::server::conn::http2::Builder::new(TokioExecutor::new());
@@ -140,9 +145,12 @@ where
                 .timer(TokioTimer::new())
                 .max_header_list_size(max_buf as u32);
             let served = Box::pin(builder.serve_connection(io, service));
-            Box::pin(serve_until_stopped(served, shutdown, |c| {
-                c.as_mut().graceful_shutdown()
-            }))
+            Box::pin(async move {
+                serve_bounded(served, &record, timeouts, shutdown, |c| {
+                    c.as_mut().graceful_shutdown()
+                })
+                .await
+            })
         }
         // The auto builder lends itself to its connection: both live in
         // this future (no ALPN: plain ports and the rare TLS client
@@ -159,7 +167,10 @@ where
                 .timer(TokioTimer::new())
                 .max_header_list_size(max_buf as u32);
             let served = Box::pin(builder.serve_connection_with_upgrades(io, service));
-            serve_until_stopped(served, shutdown, |c| c.as_mut().graceful_shutdown()).await
+            serve_bounded(served, &record, timeouts, shutdown, |c| {
+                c.as_mut().graceful_shutdown()
+            })
+            .await
         }),
     }
 }
@@ -464,16 +475,18 @@ impl HttpConn {
         if let Err(reply) = shape_request(&mut parts, authority, path, dest, upgrade.is_some()) {
             return *reply;
         }
-        let upstream_req = Request::from_parts(parts, boxed(body));
+        let stream_idle = self.ctx.state.bootstrap.stream_idle_timeout;
+        let (body, fault) = timeouts::request_body(body, stream_idle);
+        let upstream_req = Request::from_parts(parts, body);
         let resp = match self.ctx.send(prepared, upstream_req, authority).await {
             Ok(r) => r,
-            Err(reply) => return *reply,
+            Err(reply) => return fault.reply_or(&self.ctx.conn, *reply),
         };
         let status = resp.status();
         if status == StatusCode::SWITCHING_PROTOCOLS {
             return self.ctx.switch(resp, upgrade, dest);
         }
-        let (mut parts, body) = shape_response(resp, downstream_version);
+        let (mut parts, body) = shape_response(resp, downstream_version, stream_idle);
         if let Some((route, d)) = ops {
             d.response_headers.apply(&mut parts.headers);
             route.response_headers.apply(&mut parts.headers);

@@ -16,7 +16,7 @@ use hyper_util::rt::{TokioIo, TokioTimer};
 use tokio::net::TcpStream;
 use tracing::debug;
 
-use super::conn::{Connection, serve_until_stopped};
+use super::conn::Connection;
 use super::copy::{Counted, TCP_IDLE_TIMEOUT, splice};
 use super::exchange::{
     Choice, Ctx, Outcome, Reply, RequestRecord, Upgrade, normalize_path, shape_request,
@@ -25,6 +25,7 @@ use super::exchange::{
 use super::http::{Authority, Body, boxed, request_authority, strip_hop_by_hop};
 use super::prepared::{Destination, PreparedKey};
 use super::state::State;
+use super::timeouts::{self, Timeouts, serve_bounded};
 use super::tls_fact::{NoTls, TlsFact};
 use crate::plan::Decision;
 
@@ -32,11 +33,12 @@ use crate::plan::Decision;
 pub async fn serve(stream: Counted<TcpStream>, conn: Arc<Connection>, state: Arc<State>) {
     conn.set_tls(TlsFact::NoTls(NoTls::Plaintext));
     let stop = conn.listener.stop.clone();
+    let timeouts = Timeouts::of(&state.bootstrap);
     // One snapshot per connection: a reload never splits a connection.
     let ctx = Arc::new(Ctx {
         snapshot: state.snapshot(),
         state,
-        conn,
+        conn: conn.clone(),
     });
     let mut builder = http1::Builder::new();
     builder
@@ -54,7 +56,10 @@ pub async fn serve(stream: Counted<TcpStream>, conn: Arc<Connection>, state: Arc
     let served = builder
         .serve_connection(TokioIo::new(stream), service)
         .with_upgrades();
-    serve_until_stopped(Box::pin(served), stop, |c| c.as_mut().graceful_shutdown()).await;
+    serve_bounded(Box::pin(served), &conn, timeouts, stop, |c| {
+        c.as_mut().graceful_shutdown()
+    })
+    .await;
 }
 
 async fn handle(ctx: Arc<Ctx>, req: Request<Incoming>) -> Response<Body> {
@@ -113,20 +118,22 @@ async fn forward(ctx: &Ctx, mut req: Request<Incoming>, auth: &Authority) -> Rep
     if let Err(reply) = shape_request(&mut parts, &authority, &pq, &prepared.dest, websocket) {
         return *reply;
     }
-    let req = Request::from_parts(parts, boxed(body));
+    let stream_idle = ctx.state.bootstrap.stream_idle_timeout;
+    let (body, fault) = timeouts::request_body(body, stream_idle);
+    let req = Request::from_parts(parts, body);
     match ctx.send(&prepared, req, &format!("{host}:{port}")).await {
         Ok(resp) if resp.status() == StatusCode::SWITCHING_PROTOCOLS => {
             ctx.switch(resp, upgrade, &prepared.dest)
         }
         Ok(resp) => {
             let status = resp.status();
-            let (parts, body) = shape_response(resp, http::Version::HTTP_11);
+            let (parts, body) = shape_response(resp, http::Version::HTTP_11, stream_idle);
             Reply {
                 resp: Response::from_parts(parts, body),
                 outcome: Outcome::relayed(&prepared.dest, status),
             }
         }
-        Err(reply) => *reply,
+        Err(reply) => fault.reply_or(&ctx.conn, *reply),
     }
 }
 

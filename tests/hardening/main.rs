@@ -202,4 +202,5 @@ async fn still_served(addr: SocketAddr, host: &str) {
 
 mod identity;
 mod paths;
+mod timeouts;
 mod upgrades;
