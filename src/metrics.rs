@@ -107,11 +107,23 @@ pub struct ChangeLabels {
     pub change: &'static str,
 }
 
-/// `meshgate_downstream_timeouts_total` labels.
+/// `meshgate_upstream_overflow_total` labels.
 #[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
-pub struct TimeoutLabels {
-    /// `request_header_timeout`, `idle_timeout` or `stream_idle_timeout`.
+pub struct OverflowLabels {
+    /// Registry host (pattern) of the destination.
+    pub destination_service: std::sync::Arc<str>,
+    /// `pending` (http1MaxPendingRequests, Envoy's
+    /// `upstream_rq_pending_overflow`), `requests` (http2MaxRequests,
+    /// `upstream_rq_overflow`) or `pending_timeout` (maxConnections: no
+    /// connection freed within the connect timeout).
     pub kind: &'static str,
+}
+
+/// Labels with only a destination.
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+pub struct DestinationLabels {
+    /// Registry host (pattern) of the destination.
+    pub destination_service: std::sync::Arc<str>,
 }
 
 /// Labels with only a direction.
@@ -163,10 +175,14 @@ pub struct Metrics {
     pub cert_reloads: Family<CertReloadLabels, Counter>,
     /// Time to complete TLS handshakes, by direction.
     pub handshake_duration: Family<DirectionLabels, Histogram>,
-    /// Downstream connections and requests ended by a time bound.
-    pub downstream_timeouts: Family<TimeoutLabels, Counter>,
     /// CPU seconds the process has used (Prometheus' standard name).
     process_cpu: Counter<f64, std::sync::atomic::AtomicU64>,
+    /// Requests refused by a destination's connectionPool limits.
+    pub upstream_overflow: Family<OverflowLabels, Counter>,
+    /// Endpoints ejected by outlier detection.
+    pub upstream_ejections: Family<DestinationLabels, Counter>,
+    /// Requests tried again per the route's retry policy.
+    pub upstream_retries: Family<DestinationLabels, Counter>,
     /// Resident memory (Prometheus' standard name).
     process_rss: Gauge,
 }
@@ -311,15 +327,29 @@ impl Metrics {
             "Credential changes put in service (success) or refused with the last good version kept (failure)",
             cert_reloads.clone(),
         );
-        let downstream_timeouts = Family::default();
+        let upstream_overflow = Family::default();
         registry.register(
-            "meshgate_downstream_timeouts",
-            "Downstream connections closed before their first request head (request_header_timeout) or idle (idle_timeout), and requests whose body stalled (stream_idle_timeout)",
-            downstream_timeouts.clone(),
+            "meshgate_upstream_overflow",
+            "Requests answered 503 overflow by a destination's connectionPool limits, by limit",
+            upstream_overflow.clone(),
+        );
+        let upstream_ejections = Family::default();
+        registry.register(
+            "meshgate_upstream_ejections",
+            "Endpoints ejected by outlier detection, per destination",
+            upstream_ejections.clone(),
+        );
+        let upstream_retries = Family::default();
+        registry.register(
+            "meshgate_upstream_retries",
+            "Requests tried again per the route's retry policy, per destination",
+            upstream_retries.clone(),
         );
         Metrics {
             registry,
-            downstream_timeouts,
+            upstream_overflow,
+            upstream_ejections,
+            upstream_retries,
             cert_reloads,
             cert_expiry,
             config_stale,
@@ -344,10 +374,31 @@ impl Metrics {
         }
     }
 
-    /// Counts one connection or request ended by the time bound `kind`.
-    pub fn count_timeout(&self, kind: &'static str) {
-        self.downstream_timeouts
-            .get_or_create(&TimeoutLabels { kind })
+    /// Counts a request refused by the `kind` limit of `destination`.
+    pub fn upstream_overflow(&self, destination: &std::sync::Arc<str>, kind: &'static str) {
+        self.upstream_overflow
+            .get_or_create(&OverflowLabels {
+                destination_service: destination.clone(),
+                kind,
+            })
+            .inc();
+    }
+
+    /// Counts an endpoint of `destination` ejected.
+    pub fn upstream_ejection(&self, destination: &std::sync::Arc<str>) {
+        self.upstream_ejections
+            .get_or_create(&DestinationLabels {
+                destination_service: destination.clone(),
+            })
+            .inc();
+    }
+
+    /// Counts a retry to `destination`.
+    pub fn upstream_retry(&self, destination: &std::sync::Arc<str>) {
+        self.upstream_retries
+            .get_or_create(&DestinationLabels {
+                destination_service: destination.clone(),
+            })
             .inc();
     }
 

@@ -32,8 +32,8 @@ pub struct TrafficPolicy {
     pub load_balancer: Option<serde_json::Value>,
     /// Connection limits and timeouts.
     pub connection_pool: Option<ConnectionPool>,
-    /// Outlier detection; not implemented.
-    pub outlier_detection: Option<serde_json::Value>,
+    /// Outlier detection: endpoints ejected after consecutive errors.
+    pub outlier_detection: Option<OutlierDetection>,
     /// Client TLS settings.
     pub tls: Option<ClientTls>,
     /// Per-port replacements of this policy.
@@ -58,7 +58,7 @@ pub struct PortTrafficPolicy {
     /// See [`TrafficPolicy::connection_pool`].
     pub connection_pool: Option<ConnectionPool>,
     /// See [`TrafficPolicy::outlier_detection`].
-    pub outlier_detection: Option<serde_json::Value>,
+    pub outlier_detection: Option<OutlierDetection>,
     /// See [`TrafficPolicy::tls`].
     pub tls: Option<ClientTls>,
 }
@@ -137,7 +137,7 @@ pub struct ConnectionPool {
 #[derive(Debug, Clone, Default, Deserialize, Serialize)]
 #[serde(rename_all = "camelCase", deny_unknown_fields)]
 pub struct TcpSettings {
-    /// Maximum connections; not enforced yet.
+    /// Maximum upstream connections at once (Envoy's default 1024).
     pub max_connections: Option<u32>,
     /// Upstream connect timeout, e.g. `10s`.
     pub connect_timeout: Option<String>,
@@ -153,9 +153,9 @@ pub struct TcpSettings {
 #[derive(Debug, Clone, Default, Deserialize, Serialize)]
 #[serde(rename_all = "camelCase", deny_unknown_fields)]
 pub struct HttpSettings {
-    /// Pending request limit; not enforced yet.
+    /// Requests waiting for a connection (Envoy's default 1024).
     pub http1_max_pending_requests: Option<u32>,
-    /// Concurrent HTTP/2 request limit; not enforced yet.
+    /// Concurrent requests to the destination (Envoy's default 1024).
     pub http2_max_requests: Option<u32>,
     /// Requests per upstream connection; 0 = unlimited, 1 = no keep-alive.
     pub max_requests_per_connection: Option<u32>,
@@ -183,4 +183,30 @@ pub enum H2UpgradePolicy {
     DoNotUpgrade,
     /// Speak HTTP/2 to the upstream (negotiated with ALPN over TLS).
     Upgrade,
+}
+
+/// `OutlierDetection`.
+#[derive(Debug, Clone, Default, Deserialize, Serialize)]
+#[serde(rename_all = "camelCase", deny_unknown_fields)]
+pub struct OutlierDetection {
+    /// Consecutive 5xx responses (and connect failures) before ejection;
+    /// 0 disables.
+    pub consecutive_5xx_errors: Option<u32>,
+    /// Consecutive 502/503/504 responses (and connect failures) before
+    /// ejection; 0 (the default) disables.
+    pub consecutive_gateway_errors: Option<u32>,
+    /// Deprecated alias of `consecutive5xxErrors`.
+    pub consecutive_errors: Option<u32>,
+    /// Local-origin failures counted apart; not implemented.
+    pub split_external_local_origin_errors: Option<bool>,
+    /// Consecutive local-origin failures; not implemented.
+    pub consecutive_local_origin_failures: Option<u32>,
+    /// Time between ejection sweeps, e.g. `10s`.
+    pub interval: Option<String>,
+    /// Minimum ejection time, multiplied by the times ejected.
+    pub base_ejection_time: Option<String>,
+    /// Percent of endpoints that may be ejected at once.
+    pub max_ejection_percent: Option<u32>,
+    /// Panic threshold; not implemented.
+    pub min_health_percent: Option<u32>,
 }

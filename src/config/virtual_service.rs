@@ -47,9 +47,29 @@ pub struct HttpRoute {
     pub timeout: Option<String>,
     /// Header manipulation.
     pub headers: Option<Headers>,
-    /// Any other HTTPRoute field (redirect, retries, fault, mirror, ...).
+    /// Retry policy; Istio's default policy when absent.
+    pub retries: Option<HttpRetry>,
+    /// Any other HTTPRoute field (redirect, fault, mirror, ...).
     #[serde(flatten)]
     pub other: BTreeMap<String, serde_json::Value>,
+}
+
+/// `HTTPRetry`.
+#[derive(Debug, Clone, Default, Deserialize, Serialize)]
+#[serde(rename_all = "camelCase", deny_unknown_fields)]
+pub struct HttpRetry {
+    /// Retries allowed after the first try; 0 (or absent) disables retries.
+    pub attempts: Option<i64>,
+    /// Timeout of each try, e.g. `2s`.
+    pub per_try_timeout: Option<String>,
+    /// Comma-separated conditions (Envoy's `retry_on` names and status codes).
+    pub retry_on: Option<String>,
+    /// Retry in other localities; meshgate has no localities.
+    pub retry_remote_localities: Option<bool>,
+    /// Retry on the same endpoint as the failed try.
+    pub retry_ignore_previous_hosts: Option<bool>,
+    /// Base interval between retries, e.g. `25ms`.
+    pub backoff: Option<String>,
 }
 
 /// `HTTPMatchRequest`.

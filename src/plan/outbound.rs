@@ -20,6 +20,7 @@ use std::time::Duration;
 use serde::Serialize;
 
 use super::host::{HostPattern, most_specific, normalize};
+use super::route::RetryPlan;
 use super::tls::ClientTlsPlan;
 use super::weighted::pick_weighted;
 use crate::bootstrap::OutboundTrafficPolicy;
@@ -133,6 +134,66 @@ pub struct UpstreamPolicy {
     pub max_requests_per_connection: u32,
     /// Speak HTTP/2 to the upstream (`h2UpgradePolicy: UPGRADE`).
     pub h2: bool,
+    /// Connection and request limits (Envoy's circuit breakers).
+    pub limits: PoolLimits,
+    /// Endpoint ejection; `None` without `outlierDetection`.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub outlier: Option<OutlierPlan>,
+}
+
+/// Envoy's default for each circuit-breaker threshold.
+pub const DEFAULT_CIRCUIT_LIMIT: u32 = 1024;
+
+/// `connectionPool` limits of one destination, shared by every worker.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize)]
+#[serde(rename_all = "camelCase")]
+pub struct PoolLimits {
+    /// `tcp.maxConnections`: upstream connections open at once.
+    pub max_connections: u32,
+    /// `http.http1MaxPendingRequests`: requests waiting for a connection.
+    pub http1_max_pending_requests: u32,
+    /// `http.http2MaxRequests`: requests in flight at once.
+    pub http2_max_requests: u32,
+}
+
+impl Default for PoolLimits {
+    fn default() -> Self {
+        PoolLimits {
+            max_connections: DEFAULT_CIRCUIT_LIMIT,
+            http1_max_pending_requests: DEFAULT_CIRCUIT_LIMIT,
+            http2_max_requests: DEFAULT_CIRCUIT_LIMIT,
+        }
+    }
+}
+
+/// `outlierDetection` with Istio's defaults applied.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize)]
+#[serde(rename_all = "camelCase")]
+pub struct OutlierPlan {
+    /// Consecutive 5xx (and connect failures) before ejection; 0: off.
+    pub consecutive_5xx_errors: u32,
+    /// Consecutive 502/503/504 (and connect failures) before ejection; 0: off.
+    pub consecutive_gateway_errors: u32,
+    /// How often ejections are reconsidered.
+    #[serde(with = "secs")]
+    pub interval: Duration,
+    /// Ejection time, multiplied by the times the endpoint was ejected.
+    #[serde(with = "secs")]
+    pub base_ejection_time: Duration,
+    /// Percent of endpoints that may be out at once (at least one may).
+    pub max_ejection_percent: u32,
+}
+
+impl Default for OutlierPlan {
+    fn default() -> Self {
+        OutlierPlan {
+            consecutive_5xx_errors: 5,
+            consecutive_gateway_errors: 0,
+            interval: Duration::from_secs(10),
+            base_ejection_time: Duration::from_secs(30),
+            max_ejection_percent: 10,
+        }
+    }
 }
 
 impl Default for UpstreamPolicy {
@@ -143,6 +204,8 @@ impl Default for UpstreamPolicy {
             idle_timeout: DEFAULT_IDLE_TIMEOUT,
             max_requests_per_connection: 0,
             h2: false,
+            limits: PoolLimits::default(),
+            outlier: None,
         }
     }
 }
@@ -179,6 +242,8 @@ pub struct HttpRoutePlan {
     /// Request timeout (`timeout`).
     #[serde(skip_serializing_if = "Option::is_none", with = "opt_secs")]
     pub timeout: Option<Duration>,
+    /// Retry policy (Istio's default when the route is silent).
+    pub retries: Arc<RetryPlan>,
 }
 
 mod opt_secs {
@@ -245,6 +310,8 @@ pub struct Target {
     pub route: Option<String>,
     /// Request timeout from the route.
     pub timeout: Option<Duration>,
+    /// Retry policy from the route (Istio's default without one).
+    pub retries: Arc<RetryPlan>,
     /// Whether a weighted route chose this destination among several (the
     /// same request may go elsewhere next time).
     pub weighted: bool,
@@ -309,6 +376,7 @@ impl OutboundPlan {
         let mut subset = None;
         let mut route_name = None;
         let mut timeout = None;
+        let mut retries = None;
         let mut weighted = false;
         if let Some(vs) = most_specific(&self.routes, &request_host, |r| &r.hosts)
             && let Some(r) = vs
@@ -329,12 +397,14 @@ impl OutboundPlan {
             subset = d.subset.clone();
             route_name = Some(vs.resource.clone());
             timeout = r.timeout;
+            retries = Some(r.retries.clone());
             weighted = r.destinations.len() > 1;
         }
         if let Some(t) = self.registered(&request_host, &dest_host, dest_port, subset.as_deref()) {
             return Decision::Registered(Box::new(Target {
                 route: route_name,
                 timeout,
+                retries: retries.unwrap_or(t.retries),
                 weighted,
                 ..t
             }));
@@ -386,6 +456,7 @@ impl OutboundPlan {
             rule,
             route: None,
             timeout: None,
+            retries: default_retries(),
             weighted: false,
         })
     }
@@ -400,6 +471,14 @@ impl OutboundPlan {
             .collect();
         most_specific(declared, host, |s| &s.hosts).cloned()
     }
+}
+
+/// Istio's default retry policy, one `Arc` for every target without a
+/// route of its own.
+fn default_retries() -> Arc<RetryPlan> {
+    static DEFAULT: std::sync::LazyLock<Arc<RetryPlan>> =
+        std::sync::LazyLock::new(|| Arc::new(RetryPlan::istio_default()));
+    DEFAULT.clone()
 }
 
 impl RulePlan {

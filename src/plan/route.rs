@@ -56,6 +56,8 @@ pub struct HttpRoutePlan {
     /// Request timeout; `Some(ZERO)` disables it, as in Istio.
     #[serde(skip_serializing_if = "Option::is_none", with = "opt_secs")]
     pub timeout: Option<Duration>,
+    /// Retry policy (Istio's default when the route is silent).
+    pub retries: std::sync::Arc<RetryPlan>,
     /// Changes to the request (applied after a destination's own).
     pub request_headers: HeaderOpsPlan,
     /// Changes to the response (applied after a destination's own).
@@ -435,6 +437,161 @@ impl RedirectPlan {
         };
         let slash = if path.starts_with('/') { "" } else { "/" };
         format!("{scheme}://{host}{port}{slash}{path}")
+    }
+}
+
+/// Istio's default number of retries (`attempts`) when a route is silent.
+pub const DEFAULT_RETRY_ATTEMPTS: u32 = 2;
+/// Envoy's base interval between retries.
+pub const DEFAULT_RETRY_BACKOFF: Duration = Duration::from_millis(25);
+
+/// A route's retry policy (Istio's `HTTPRetry`, compiled). The runtime
+/// retries only what is safe: a try whose request never reached the
+/// upstream, or a bodiless request (rebuilt as it was sent).
+#[derive(Debug, Clone, PartialEq, Eq, Hash, Serialize)]
+#[serde(rename_all = "camelCase")]
+pub struct RetryPlan {
+    /// Retries after the first try; 0 disables retries.
+    pub attempts: u32,
+    /// Timeout of each try.
+    #[serde(skip_serializing_if = "Option::is_none", with = "opt_secs")]
+    pub per_try_timeout: Option<Duration>,
+    /// When to retry.
+    pub retry_on: std::collections::BTreeSet<RetryCondition>,
+    /// Statuses retried under `retriable-status-codes`.
+    pub retriable_status_codes: Vec<u16>,
+    /// Base interval between retries (the n-th waits up to n times it).
+    #[serde(with = "secs")]
+    pub backoff: Duration,
+    /// A retry goes to another endpoint when there is one (Envoy's
+    /// previous-hosts predicate; off with `retryIgnorePreviousHosts`).
+    pub other_endpoint: bool,
+}
+
+impl RetryPlan {
+    /// Istio's policy for routes without `retries`: 2 retries on
+    /// `connect-failure,refused-stream,unavailable,cancelled,retriable-status-codes`
+    /// with 503 retriable.
+    pub fn istio_default() -> RetryPlan {
+        RetryPlan {
+            attempts: DEFAULT_RETRY_ATTEMPTS,
+            per_try_timeout: None,
+            retry_on: [
+                RetryCondition::ConnectFailure,
+                RetryCondition::RefusedStream,
+                RetryCondition::Unavailable,
+                RetryCondition::Cancelled,
+                RetryCondition::RetriableStatusCodes,
+            ]
+            .into_iter()
+            .collect(),
+            retriable_status_codes: vec![503],
+            backoff: DEFAULT_RETRY_BACKOFF,
+            other_endpoint: true,
+        }
+    }
+
+    /// No retries (`attempts: 0`).
+    pub fn disabled() -> RetryPlan {
+        RetryPlan {
+            attempts: 0,
+            ..RetryPlan::istio_default()
+        }
+    }
+
+    /// Whether `condition` is one of `retryOn`.
+    pub fn on(&self, condition: RetryCondition) -> bool {
+        self.retry_on.contains(&condition)
+    }
+
+    /// Whether a response with `status` may be retried (by status alone).
+    pub fn retriable_status(&self, status: u16) -> bool {
+        (self.on(RetryCondition::FiveXx) && (500..600).contains(&status))
+            || (self.on(RetryCondition::GatewayError) && matches!(status, 502..=504))
+            || (self.on(RetryCondition::Retriable4xx) && status == 409)
+            || (self.on(RetryCondition::RetriableStatusCodes)
+                && self.retriable_status_codes.contains(&status))
+    }
+}
+
+impl Default for RetryPlan {
+    fn default() -> Self {
+        RetryPlan::istio_default()
+    }
+}
+
+/// One `retryOn` condition (Envoy's `x-envoy-retry-on` and
+/// `x-envoy-retry-grpc-on` names).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Hash, Serialize)]
+#[serde(rename_all = "kebab-case")]
+pub enum RetryCondition {
+    /// The connection could not be made.
+    ConnectFailure,
+    /// The upstream refused the HTTP/2 stream (REFUSED_STREAM).
+    RefusedStream,
+    /// The connection was reset or closed before a response.
+    Reset,
+    /// Any 5xx, a reset or no response.
+    #[serde(rename = "5xx")]
+    FiveXx,
+    /// 502, 503, 504.
+    GatewayError,
+    /// 409.
+    #[serde(rename = "retriable-4xx")]
+    Retriable4xx,
+    /// The statuses in `retriable_status_codes`.
+    RetriableStatusCodes,
+    /// gRPC status UNAVAILABLE (14).
+    Unavailable,
+    /// gRPC status CANCELLED (1).
+    Cancelled,
+    /// gRPC status DEADLINE_EXCEEDED (4).
+    DeadlineExceeded,
+    /// gRPC status RESOURCE_EXHAUSTED (8).
+    ResourceExhausted,
+    /// gRPC status INTERNAL (13).
+    Internal,
+}
+
+impl RetryCondition {
+    /// The condition named `name` in `retryOn`.
+    pub fn parse(name: &str) -> Option<RetryCondition> {
+        Some(match name {
+            "connect-failure" => RetryCondition::ConnectFailure,
+            "refused-stream" => RetryCondition::RefusedStream,
+            "reset" => RetryCondition::Reset,
+            "5xx" => RetryCondition::FiveXx,
+            "gateway-error" => RetryCondition::GatewayError,
+            "retriable-4xx" => RetryCondition::Retriable4xx,
+            "retriable-status-codes" => RetryCondition::RetriableStatusCodes,
+            "unavailable" => RetryCondition::Unavailable,
+            "cancelled" => RetryCondition::Cancelled,
+            "deadline-exceeded" => RetryCondition::DeadlineExceeded,
+            "resource-exhausted" => RetryCondition::ResourceExhausted,
+            "internal" => RetryCondition::Internal,
+            _ => return None,
+        })
+    }
+
+    /// The gRPC status this condition retries, if it is a gRPC one.
+    pub fn grpc_status(self) -> Option<u32> {
+        match self {
+            RetryCondition::Cancelled => Some(1),
+            RetryCondition::DeadlineExceeded => Some(4),
+            RetryCondition::ResourceExhausted => Some(8),
+            RetryCondition::Internal => Some(13),
+            RetryCondition::Unavailable => Some(14),
+            _ => None,
+        }
+    }
+}
+
+mod secs {
+    pub fn serialize<S: serde::Serializer>(
+        d: &std::time::Duration,
+        s: S,
+    ) -> Result<S::Ok, S::Error> {
+        s.serialize_str(&format!("{}s", d.as_secs_f64()))
     }
 }
 

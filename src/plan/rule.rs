@@ -13,11 +13,13 @@ use std::time::Duration;
 
 use super::diagnostics::Diagnostics;
 use super::host::HostPattern;
-use super::outbound::{RulePlan, SubsetPlan, UpstreamPolicy};
+use super::outbound::{OutlierPlan, PoolLimits, RulePlan, SubsetPlan, UpstreamPolicy};
 use super::port::port_number;
 use super::tls::{ClientTlsPlan, TlsMode};
 use super::{duration, tls};
-use crate::config::destination_rule::{ClientTls, ConnectionPool, H2UpgradePolicy, TrafficPolicy};
+use crate::config::destination_rule::{
+    ClientTls, ConnectionPool, H2UpgradePolicy, OutlierDetection, TrafficPolicy,
+};
 use crate::config::{Config, Source};
 
 /// Compiled connection pool settings (defaults applied).
@@ -27,6 +29,7 @@ struct Pool {
     idle_timeout: Duration,
     max_requests_per_connection: u32,
     h2: bool,
+    limits: PoolLimits,
 }
 
 impl Default for Pool {
@@ -37,6 +40,7 @@ impl Default for Pool {
             idle_timeout: d.idle_timeout,
             max_requests_per_connection: d.max_requests_per_connection,
             h2: d.h2,
+            limits: d.limits,
         }
     }
 }
@@ -46,6 +50,7 @@ impl Default for Pool {
 struct Components {
     tls: Option<ClientTlsPlan>,
     pool: Option<Pool>,
+    outlier: Option<OutlierPlan>,
 }
 
 impl Components {
@@ -54,6 +59,7 @@ impl Components {
         Components {
             tls: over.tls.clone().or_else(|| self.tls.clone()),
             pool: over.pool.clone().or_else(|| self.pool.clone()),
+            outlier: over.outlier.or(self.outlier),
         }
     }
 
@@ -67,6 +73,8 @@ impl Components {
             connect_timeout: pool.connect_timeout,
             idle_timeout: pool.idle_timeout,
             max_requests_per_connection: pool.max_requests_per_connection,
+            limits: pool.limits,
+            outlier: self.outlier,
         })
     }
 }
@@ -165,17 +173,20 @@ pub(crate) fn compile(config: &Config, diag: &mut Diagnostics) -> Vec<Arc<RulePl
 }
 
 fn compile_block(tp: &TrafficPolicy, src: &Source, field: &str, diag: &mut Diagnostics) -> Block {
-    for (name, set) in [
-        ("loadBalancer", tp.load_balancer.is_some()),
-        ("outlierDetection", tp.outlier_detection.is_some()),
-        ("retryBudget", tp.retry_budget.is_some()),
+    for (name, set, what) in [
+        (
+            "loadBalancer",
+            tp.load_balancer.is_some(),
+            "not implemented yet; ignored (round robin)",
+        ),
+        (
+            "retryBudget",
+            tp.retry_budget.is_some(),
+            "not implemented yet; ignored (retries are bounded by the route's attempts)",
+        ),
     ] {
         if set {
-            diag.warn(
-                src,
-                &format!("{field}.{name}"),
-                "not implemented yet; ignored (round robin, no ejection)",
-            );
+            diag.warn(src, &format!("{field}.{name}"), what);
         }
     }
     for (name, set) in [
@@ -189,6 +200,7 @@ fn compile_block(tp: &TrafficPolicy, src: &Source, field: &str, diag: &mut Diagn
     let own = components(
         tp.tls.as_ref(),
         tp.connection_pool.as_ref(),
+        tp.outlier_detection.as_ref(),
         src,
         field,
         diag,
@@ -200,16 +212,17 @@ fn compile_block(tp: &TrafficPolicy, src: &Source, field: &str, diag: &mut Diagn
         let Some(number) = port_number(number, src, &format!("{pfield}.port.number"), diag) else {
             continue;
         };
-        if pl.load_balancer.is_some() || pl.outlier_detection.is_some() {
+        if pl.load_balancer.is_some() {
             diag.warn(
                 src,
-                &pfield,
-                "loadBalancer/outlierDetection not implemented yet; ignored",
+                &format!("{pfield}.loadBalancer"),
+                "not implemented yet; ignored (round robin)",
             );
         }
         let c = components(
             pl.tls.as_ref(),
             pl.connection_pool.as_ref(),
+            pl.outlier_detection.as_ref(),
             src,
             &pfield,
             diag,
@@ -228,6 +241,7 @@ fn compile_block(tp: &TrafficPolicy, src: &Source, field: &str, diag: &mut Diagn
 fn components(
     tls_cfg: Option<&ClientTls>,
     pool: Option<&ConnectionPool>,
+    outlier: Option<&OutlierDetection>,
     src: &Source,
     field: &str,
     diag: &mut Diagnostics,
@@ -235,6 +249,8 @@ fn components(
     let c = Components {
         tls: tls_cfg.and_then(|t| tls::compile(t, src, &format!("{field}.tls"), diag)),
         pool: pool.map(|p| compile_pool(p, src, field, diag)),
+        outlier: outlier
+            .map(|o| compile_outlier(o, src, &format!("{field}.outlierDetection"), diag)),
     };
     let plain = c.tls.as_ref().is_none_or(|t| t.mode == TlsMode::Disable);
     if plain && c.pool.as_ref().is_some_and(|p| p.h2) {
@@ -263,18 +279,94 @@ fn compile_pool(pool: &ConnectionPool, src: &Source, field: &str, diag: &mut Dia
             out.idle_timeout = d;
         }
         dur(&tcp.max_connection_duration, "tcp.maxConnectionDuration");
+        // 0 is the proto's "unset": Envoy's default stays, as in Istio.
+        if let Some(n) = tcp.max_connections.filter(|n| *n > 0) {
+            out.limits.max_connections = n;
+        }
     }
     if let Some(http) = &pool.http {
         if let Some(d) = dur(&http.idle_timeout, "http.idleTimeout") {
             out.idle_timeout = d;
         }
         out.max_requests_per_connection = http.max_requests_per_connection.unwrap_or(0);
+        if let Some(n) = http.http1_max_pending_requests.filter(|n| *n > 0) {
+            out.limits.http1_max_pending_requests = n;
+        }
+        if let Some(n) = http.http2_max_requests.filter(|n| *n > 0) {
+            out.limits.http2_max_requests = n;
+        }
         out.h2 = http.h2_upgrade_policy == Some(H2UpgradePolicy::Upgrade);
         if http.use_client_protocol == Some(true) {
             diag.warn(
                 src,
                 &format!("{field}.connectionPool.http.useClientProtocol"),
                 "not implemented yet; the upstream protocol follows h2UpgradePolicy",
+            );
+        }
+    }
+    out
+}
+
+/// `outlierDetection` with Istio's defaults for what it leaves out.
+fn compile_outlier(
+    od: &OutlierDetection,
+    src: &Source,
+    field: &str,
+    diag: &mut Diagnostics,
+) -> OutlierPlan {
+    let mut out = OutlierPlan::default();
+    let mut dur = |v: &Option<String>, name: &str| -> Option<Duration> {
+        let raw = v.as_deref()?;
+        match duration::parse(raw) {
+            Ok(d) if d.is_zero() => {
+                diag.error(src, format!("{field}.{name}"), "must be greater than 0");
+                None
+            }
+            Ok(d) => Some(d),
+            Err(e) => {
+                diag.error(src, format!("{field}.{name}"), e.to_string());
+                None
+            }
+        }
+    };
+    if let Some(d) = dur(&od.interval, "interval") {
+        out.interval = d;
+    }
+    if let Some(d) = dur(&od.base_ejection_time, "baseEjectionTime") {
+        out.base_ejection_time = d;
+    }
+    if let Some(n) = od.consecutive_5xx_errors.or(od.consecutive_errors) {
+        out.consecutive_5xx_errors = n;
+    }
+    if let Some(n) = od.consecutive_gateway_errors {
+        out.consecutive_gateway_errors = n;
+    }
+    if let Some(p) = od.max_ejection_percent {
+        if p > 100 {
+            diag.error(
+                src,
+                format!("{field}.maxEjectionPercent"),
+                "must be 0 to 100",
+            );
+        }
+        out.max_ejection_percent = p.min(100);
+    }
+    for (name, set) in [
+        (
+            "splitExternalLocalOriginErrors",
+            od.split_external_local_origin_errors == Some(true),
+        ),
+        (
+            "consecutiveLocalOriginFailures",
+            od.consecutive_local_origin_failures.is_some(),
+        ),
+        ("minHealthPercent", od.min_health_percent.is_some()),
+    ] {
+        if set {
+            diag.warn(
+                src,
+                &format!("{field}.{name}"),
+                "not implemented yet; ignored",
             );
         }
     }

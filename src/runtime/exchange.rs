@@ -116,7 +116,7 @@ pub struct RequestRecord<'a> {
 impl<'a> RequestRecord<'a> {
     /// Notes the start of `req` on `conn`.
     pub fn start<B>(conn: &'a Connection, req: &Request<B>) -> RequestRecord<'a> {
-        conn.request_started();
+        conn.count_request();
         RequestRecord {
             conn,
             started: Instant::now(),
@@ -135,7 +135,6 @@ impl<'a> RequestRecord<'a> {
 
 impl Drop for RequestRecord<'_> {
     fn drop(&mut self) {
-        self.conn.request_done();
         let outcome = self.outcome.take().unwrap_or_else(|| Outcome {
             destination: "-".into(),
             status: 0,
@@ -253,17 +252,26 @@ impl Ctx {
             super::conn::Direction::Outbound => "outbound",
             _ => "inbound",
         };
-        if reason.is_tls() {
+        let overflow = e.is_overflow();
+        if reason.is_tls() && !overflow {
             self.state.metrics.tls_failure(direction, reason);
         }
-        warn!(
-            reason = reason.as_str(),
-            destination = %dest.label,
-            upstream = %dest.describe(),
-            detail = %e,
-            "upstream request failed"
-        );
+        // Overflows are counted (meshgate_upstream_overflow_total), not
+        // logged one by one: they come in floods.
+        if !overflow {
+            warn!(
+                reason = reason.as_str(),
+                destination = %dest.label,
+                upstream = %dest.describe(),
+                detail = %e,
+                "upstream request failed"
+            );
+        }
         let (status, msg) = match reason {
+            _ if overflow => (
+                StatusCode::SERVICE_UNAVAILABLE,
+                format!("meshgate: upstream {authority} is over its connection pool limits: {e}"),
+            ),
             FailureReason::RequestTimeout => (
                 StatusCode::GATEWAY_TIMEOUT,
                 format!("meshgate: upstream {authority} did not answer within the route timeout"),
@@ -282,11 +290,11 @@ impl Ctx {
             ),
         };
         Reply {
-            resp: local_response(status, reason.as_str(), msg),
+            resp: local_response(status, e.code(), msg),
             outcome: Outcome {
                 destination: dest.label.clone(),
                 status: status.as_u16(),
-                flag: reason.as_str(),
+                flag: e.code(),
                 upstream: super::conn::access_log_on().then(|| dest.describe()),
             },
         }
@@ -430,10 +438,9 @@ pub fn shape_request(
 pub fn shape_response(
     resp: Response<Incoming>,
     version: http::Version,
-    stream_idle: Duration,
 ) -> (http::response::Parts, Body) {
     let (mut parts, body) = resp.into_parts();
     strip_hop_by_hop(&mut parts.headers);
     parts.version = version;
-    (parts, super::timeouts::response_body(body, stream_idle))
+    (parts, boxed(body))
 }

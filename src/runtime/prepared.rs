@@ -15,11 +15,16 @@ use crate::plan::Target;
 use crate::plan::TlsMode;
 use crate::plan::destination::RouteTarget;
 use crate::plan::outbound::UpstreamPolicy;
+use crate::plan::route::RetryPlan;
 
 /// The policy of destinations no DestinationRule covers; one `Arc` so
 /// their pooled connections are found by pointer.
 static DEFAULT_POLICY: std::sync::LazyLock<Arc<UpstreamPolicy>> =
     std::sync::LazyLock::new(|| Arc::new(UpstreamPolicy::default()));
+
+/// Istio's default retry policy, for destinations no route names one for.
+static DEFAULT_RETRIES: std::sync::LazyLock<Arc<RetryPlan>> =
+    std::sync::LazyLock::new(|| Arc::new(RetryPlan::istio_default()));
 
 /// Where a request goes and how.
 #[derive(Debug, Clone)]
@@ -35,6 +40,8 @@ pub struct Destination {
     pub sni: Option<String>,
     /// Bounded metric label (`destination_service`).
     pub label: Arc<str>,
+    /// The route's retry policy.
+    pub retries: Arc<RetryPlan>,
 }
 
 impl Destination {
@@ -46,6 +53,7 @@ impl Destination {
             names: t.verify_names(),
             sni: Some(t.sni().to_string()),
             label: service_label(t).into(),
+            retries: t.retries.clone(),
         }
     }
 
@@ -71,6 +79,7 @@ impl Destination {
             names: Vec::new(),
             sni: None,
             label: label.into(),
+            retries: DEFAULT_RETRIES.clone(),
         }
     }
 
@@ -154,6 +163,8 @@ fn spec_for(
             tls,
         }),
         sni,
+        retries: dest.retries.clone(),
+        label: dest.label.clone(),
     })
 }
 

@@ -303,20 +303,18 @@ fn compile_routes(
             }
         }
         for k in r.other.keys() {
-            if k == "retries" {
-                diag.warn(
-                    src,
-                    &format!("{field}.retries"),
-                    "not implemented yet; requests are not retried",
-                );
-            } else {
-                diag.error(
-                    src,
-                    format!("{field}.{k}"),
-                    "not supported for mesh routes yet",
-                );
-            }
+            diag.error(
+                src,
+                format!("{field}.{k}"),
+                "not supported for mesh routes yet",
+            );
         }
+        let retries = crate::plan::route::compile::compile_retries(
+            r.retries.as_ref(),
+            src,
+            &format!("{field}.retries"),
+            diag,
+        );
         let mut destinations = Vec::new();
         for (j, d) in r.route.iter().enumerate() {
             let dfield = format!("{field}.route[{j}].destination");
@@ -353,6 +351,7 @@ fn compile_routes(
             ports,
             destinations,
             timeout,
+            retries,
         });
     }
     (diag.errors.len() == before).then(|| MeshRoutes {

@@ -10,7 +10,7 @@ use serde::de::DeserializeOwned;
 
 use crate::config::Source;
 use crate::config::virtual_service::{
-    HeaderOperations, Headers, HttpMatch, HttpRoute, RouteDestination, StringMatch,
+    HeaderOperations, Headers, HttpMatch, HttpRetry, HttpRoute, RouteDestination, StringMatch,
 };
 use crate::plan::diagnostics::Diagnostics;
 use crate::plan::duration;
@@ -76,13 +76,6 @@ pub(crate) fn compile_http_route(
         let f = format!("{field}.{k}");
         match k.as_str() {
             "redirect" | "directResponse" => {}
-            "retries" => {
-                let disabled = v.get("attempts").and_then(|a| a.as_u64()) == Some(0);
-                if !disabled {
-                    cx.diag
-                        .warn(cx.src, &f, "not implemented yet; requests are not retried");
-                }
-            }
             k if UNSUPPORTED_ROUTE_FIELDS.contains(&k) => cx.error(&f, "not supported yet"),
             _ => cx.error(&f, "unknown field"),
         }
@@ -140,6 +133,20 @@ pub(crate) fn compile_http_route(
             }
         });
 
+    let retries = compile_retries(
+        route.retries.as_ref(),
+        cx.src,
+        &format!("{field}.retries"),
+        cx.diag,
+    );
+    if route.retries.is_some() {
+        cx.diag.warn(
+            cx.src,
+            &format!("{field}.retries"),
+            "not applied on gateway routes yet; Istio's default retry policy applies",
+        );
+    }
+
     let mut rewrite = route
         .rewrite
         .as_ref()
@@ -182,12 +189,99 @@ pub(crate) fn compile_http_route(
         destinations,
         rewrite,
         timeout,
+        retries,
         request_headers,
         response_headers,
         redirect,
         direct_response,
     })
 }
+
+/// Compiles an `HTTPRetry` found at `field`: Istio's default policy when
+/// absent, none with `attempts` 0 or absent (as Istio's `ConvertPolicy`).
+/// The routes of one VirtualService share nothing, so each gets its own
+/// `Arc`; routes without `retries` share the default.
+pub(crate) fn compile_retries(
+    retries: Option<&HttpRetry>,
+    src: &Source,
+    field: &str,
+    diag: &mut Diagnostics,
+) -> std::sync::Arc<RetryPlan> {
+    static DEFAULT: std::sync::LazyLock<std::sync::Arc<RetryPlan>> =
+        std::sync::LazyLock::new(|| std::sync::Arc::new(RetryPlan::istio_default()));
+    let Some(r) = retries else {
+        return DEFAULT.clone();
+    };
+    let mut plan = RetryPlan::istio_default();
+    match r.attempts {
+        Some(n) if n < 0 => diag.error(src, format!("{field}.attempts"), "must be 0 or more"),
+        Some(n) => plan.attempts = u32::try_from(n.min(i64::from(MAX_RETRY_ATTEMPTS))).unwrap_or(0),
+        None => plan.attempts = 0,
+    }
+    if let Some(raw) = &r.per_try_timeout {
+        match duration::parse(raw) {
+            Ok(d) if d.is_zero() => {}
+            Ok(d) => plan.per_try_timeout = Some(d),
+            Err(e) => diag.error(src, format!("{field}.perTryTimeout"), e.to_string()),
+        }
+    }
+    if let Some(raw) = &r.backoff {
+        match duration::parse(raw) {
+            Ok(d) if !d.is_zero() => plan.backoff = d,
+            Ok(_) => diag.error(src, format!("{field}.backoff"), "must be greater than 0"),
+            Err(e) => diag.error(src, format!("{field}.backoff"), e.to_string()),
+        }
+    }
+    if let Some(on) = &r.retry_on {
+        plan.retry_on.clear();
+        plan.retriable_status_codes.clear();
+        for item in on.split(',').map(str::trim).filter(|s| !s.is_empty()) {
+            if let Ok(code) = item.parse::<u16>() {
+                if !(100..=599).contains(&code) {
+                    diag.error(
+                        src,
+                        format!("{field}.retryOn"),
+                        format!("{code} is not an HTTP status"),
+                    );
+                }
+                plan.retriable_status_codes.push(code);
+                plan.retry_on.insert(RetryCondition::RetriableStatusCodes);
+            } else if let Some(c) = RetryCondition::parse(item) {
+                plan.retry_on.insert(c);
+            } else if UNIMPLEMENTED_RETRY_ON.contains(&item) {
+                diag.warn(
+                    src,
+                    &format!("{field}.retryOn"),
+                    format!("{item:?} not implemented yet; ignored"),
+                );
+            } else {
+                diag.error(
+                    src,
+                    format!("{field}.retryOn"),
+                    format!("unknown retry condition {item:?}"),
+                );
+            }
+        }
+    }
+    if r.retry_ignore_previous_hosts == Some(true) {
+        plan.other_endpoint = false;
+    }
+    if plan == **DEFAULT {
+        return DEFAULT.clone();
+    }
+    std::sync::Arc::new(plan)
+}
+
+/// Envoy's `retryOn` conditions meshgate knows but does not act on.
+const UNIMPLEMENTED_RETRY_ON: [&str; 4] = [
+    "retriable-headers",
+    "envoy-ratelimited",
+    "http3-post-connect-failure",
+    "reset-before-request",
+];
+
+/// Retries beyond this are not useful and only multiply load.
+const MAX_RETRY_ATTEMPTS: u32 = 10;
 
 /// What a `StringMatch` may be, by where it appears.
 #[derive(Clone, Copy, Default)]

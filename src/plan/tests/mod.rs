@@ -99,4 +99,5 @@ fn assert_no_failures(failures: &[String]) {
 
 mod diagnostics;
 mod outbound;
+mod resilience;
 mod subsets_and_routes;
