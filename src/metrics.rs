@@ -107,6 +107,13 @@ pub struct ChangeLabels {
     pub change: &'static str,
 }
 
+/// `meshgate_downstream_timeouts_total` labels.
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+pub struct TimeoutLabels {
+    /// `request_header_timeout`, `idle_timeout` or `stream_idle_timeout`.
+    pub kind: &'static str,
+}
+
 /// `meshgate_upstream_overflow_total` labels.
 #[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
 pub struct OverflowLabels {
@@ -175,14 +182,16 @@ pub struct Metrics {
     pub cert_reloads: Family<CertReloadLabels, Counter>,
     /// Time to complete TLS handshakes, by direction.
     pub handshake_duration: Family<DirectionLabels, Histogram>,
-    /// CPU seconds the process has used (Prometheus' standard name).
-    process_cpu: Counter<f64, std::sync::atomic::AtomicU64>,
+    /// Downstream connections and requests ended by a time bound.
+    pub downstream_timeouts: Family<TimeoutLabels, Counter>,
     /// Requests refused by a destination's connectionPool limits.
     pub upstream_overflow: Family<OverflowLabels, Counter>,
     /// Endpoints ejected by outlier detection.
     pub upstream_ejections: Family<DestinationLabels, Counter>,
     /// Requests tried again per the route's retry policy.
     pub upstream_retries: Family<DestinationLabels, Counter>,
+    /// CPU seconds the process has used (Prometheus' standard name).
+    process_cpu: Counter<f64, std::sync::atomic::AtomicU64>,
     /// Resident memory (Prometheus' standard name).
     process_rss: Gauge,
 }
@@ -327,6 +336,12 @@ impl Metrics {
             "Credential changes put in service (success) or refused with the last good version kept (failure)",
             cert_reloads.clone(),
         );
+        let downstream_timeouts = Family::default();
+        registry.register(
+            "meshgate_downstream_timeouts",
+            "Downstream connections closed before their first request head (request_header_timeout) or idle (idle_timeout), and requests whose body stalled (stream_idle_timeout)",
+            downstream_timeouts.clone(),
+        );
         let upstream_overflow = Family::default();
         registry.register(
             "meshgate_upstream_overflow",
@@ -350,6 +365,7 @@ impl Metrics {
             upstream_overflow,
             upstream_ejections,
             upstream_retries,
+            downstream_timeouts,
             cert_reloads,
             cert_expiry,
             config_stale,
@@ -372,6 +388,13 @@ impl Metrics {
             listener_changes,
             config_reloads,
         }
+    }
+
+    /// Counts one connection or request ended by the time bound `kind`.
+    pub fn count_timeout(&self, kind: &'static str) {
+        self.downstream_timeouts
+            .get_or_create(&TimeoutLabels { kind })
+            .inc();
     }
 
     /// Counts a request refused by the `kind` limit of `destination`.

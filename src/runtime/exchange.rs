@@ -116,7 +116,7 @@ pub struct RequestRecord<'a> {
 impl<'a> RequestRecord<'a> {
     /// Notes the start of `req` on `conn`.
     pub fn start<B>(conn: &'a Connection, req: &Request<B>) -> RequestRecord<'a> {
-        conn.count_request();
+        conn.request_started();
         RequestRecord {
             conn,
             started: Instant::now(),
@@ -135,6 +135,7 @@ impl<'a> RequestRecord<'a> {
 
 impl Drop for RequestRecord<'_> {
     fn drop(&mut self) {
+        self.conn.request_done();
         let outcome = self.outcome.take().unwrap_or_else(|| Outcome {
             destination: "-".into(),
             status: 0,
@@ -438,9 +439,10 @@ pub fn shape_request(
 pub fn shape_response(
     resp: Response<Incoming>,
     version: http::Version,
+    stream_idle: Duration,
 ) -> (http::response::Parts, Body) {
     let (mut parts, body) = resp.into_parts();
     strip_hop_by_hop(&mut parts.headers);
     parts.version = version;
-    (parts, boxed(body))
+    (parts, super::timeouts::response_body(body, stream_idle))
 }
