@@ -408,7 +408,7 @@ fn load_server(
     };
     if let Some(ca) = &tls.client_ca {
         let key = (ca.clone(), tls.crl.clone());
-        if !creds.client_cas.contains_key(&key) {
+        if let Entry::Vacant(slot) = creds.client_cas.entry(key.clone()) {
             let pem = match ca {
                 ClientCaSource::File(path) => read(path)
                     .map(|pem| (pem, format!("caCertificates {}", path.display())))
@@ -418,7 +418,7 @@ fn load_server(
             };
             match pem.and_then(|(pem, src)| trust_from_pem(&pem, src, tls.crl.as_deref())) {
                 Ok(trust) => {
-                    creds.client_cas.insert(key, Arc::new(trust));
+                    slot.insert(Arc::new(trust));
                 }
                 Err(e) => errors.push(error(e, CredentialKey::ClientCa(key))),
             }

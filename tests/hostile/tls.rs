@@ -141,10 +141,9 @@ async fn unknown_sni_gets_an_alert_not_another_certificate() {
         let mut o = g.client("elsewhere.hostile.test");
         // Trust is not what fails here: the name is unknown to the proxy.
         o.ca_pem = g.ca.cert_pem.clone();
-        let e = tls_connect(g.addr, &o)
-            .await
-            .err()
-            .expect("an unknown SNI is refused");
+        let Err(e) = tls_connect(g.addr, &o).await else {
+            panic!("an unknown SNI is refused");
+        };
         let text = e.to_string();
         assert!(text.contains("UnrecognisedName"), "{text}");
         wait_metric(&g.p, "counted as unknown_sni", |m| {
