@@ -123,3 +123,37 @@ async fn half_written_config_keeps_the_last_good_one() {
     })
     .await;
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn expired_or_mismatched_server_certificate_keeps_the_last_good_one() {
+    bounded(async {
+        let g = watched_gateway().await;
+        let cert = g.p.path("server.crt");
+        let good = g.leaf.cert_pem.clone();
+        // A well-formed certificate for the same name that cannot be put
+        // in service: expired, then one whose key is not the key on disk.
+        let expired = g.ca.issue(&LeafSpec::server(&[HOST]).expired()).cert_pem;
+        let other_key = g.ca.issue(&LeafSpec::server(&[HOST])).cert_pem;
+        for (what, bad) in [("expired", expired), ("key mismatch", other_key)] {
+            let failed = |m: &str| {
+                metric_sum(
+                    m,
+                    "meshgate_cert_reloads_total",
+                    &["result=\"failure\"", "server.crt"],
+                )
+            };
+            let before = failed(&g.p.metrics().await);
+            refused_while_serving(&g, &cert, &bad, &good).await;
+            let m = g.p.metrics().await;
+            assert!(
+                failed(&m) > before,
+                "{what}: the refused certificate is counted\n{m}"
+            );
+            assert!(
+                metric_sum(&m, RELOADS, &["result=\"partial\""]) >= 1.0,
+                "{what}\n{m}"
+            );
+        }
+    })
+    .await;
+}

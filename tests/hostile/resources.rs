@@ -94,6 +94,7 @@ async fn descriptor_exhaustion_backs_off_and_recovers() {
         let app = App::start(Duration::ZERO).await;
         let gw = free_addr();
         let ready = free_addr();
+        let stats = free_addr();
         std::fs::write(
             dir.path().join("config.yaml"),
             format!(
@@ -130,7 +131,7 @@ spec:
             .arg(dir.path().join("config.yaml"))
             .args(["--outbound-addr", &free_addr().to_string()])
             .args(["--admin-addr", &free_addr().to_string()])
-            .args(["--stats-addr", &free_addr().to_string()])
+            .args(["--stats-addr", &stats.to_string()])
             .args(["--ready-addr", &ready.to_string()])
             .args(["--watch-interval", "0s", "--concurrency", "1"])
             .args(["--port-map", &format!("8080={gw}")])
@@ -226,6 +227,38 @@ spec:
         eprintln!("served again {:?} after the flood closed", recovered.elapsed());
         assert!(proxy.child.try_wait().unwrap().is_none(), "the proxy keeps running");
         assert!(app.seen().iter().any(|l| l.starts_with("GET /after ")));
+
+        // The metrics: the flood connections the proxy did accept were
+        // counted and released; only the connection opened before the
+        // flood is still open.
+        let listener = format!("listener=\"{}_8080\"", gw.ip());
+        let settled = Instant::now();
+        loop {
+            let m = fetch(stats, "GET", "/stats/prometheus", Some("localhost"))
+                .await
+                .map(|r| r.body)
+                .unwrap_or_default();
+            let active = metric_sum(&m, "meshgate_downstream_connections_active", &[&listener]);
+            let total = metric_sum(&m, "meshgate_downstream_connections_total", &[&listener]);
+            if active == 1.0 && total > 3.0 {
+                eprintln!("{total} connections accepted on the Gateway port, 1 still open");
+                break;
+            }
+            assert!(
+                settled.elapsed() < Duration::from_secs(3),
+                "{active} connection(s) open and {total} accepted on the Gateway port after the flood\n{}",
+                m.lines()
+                    .filter(|l| l.starts_with("meshgate_downstream"))
+                    .collect::<Vec<_>>()
+                    .join("\n")
+            );
+            tokio::time::sleep(Duration::from_millis(50)).await;
+        }
+        assert_eq!(
+            get_on(&mut open, "/last").await,
+            Ok(200),
+            "the connection opened before the flood still works"
+        );
     })
     .await;
 }

@@ -288,3 +288,50 @@ spec:
     })
     .await;
 }
+
+#[tokio::test]
+async fn upstream_certificate_untrusted_or_expired_is_503_with_the_reason() {
+    bounded(async {
+        let ca = DevCa::new("upstream CA");
+        let foreign = DevCa::new("someone else's CA");
+        let untrusted_leaf = foreign.issue(&LeafSpec::server(&["untrusted.upstream.test"]));
+        let expired_leaf = ca.issue(&LeafSpec::server(&["expired.upstream.test"]).expired());
+        let untrusted = StandIn::start(
+            ([127, 0, 0, 1], 0).into(),
+            StandInConfig::new(&untrusted_leaf.cert_pem, &untrusted_leaf.key_pem),
+        )
+        .await
+        .unwrap();
+        let expired = StandIn::start(
+            ([127, 0, 0, 1], 0).into(),
+            StandInConfig::new(&expired_leaf.cert_pem, &expired_leaf.key_pem),
+        )
+        .await
+        .unwrap();
+        let e = egress(&ca, |ca_file| {
+            entry("untrusted", untrusted.addr.port(), Some(ca_file))
+                + &entry("expired", expired.addr.port(), Some(ca_file))
+        })
+        .await;
+        let bystander = e.bystander();
+        for (host, reason) in [
+            ("untrusted.upstream.test", "unknown_ca"),
+            ("expired.upstream.test", "expired"),
+        ] {
+            let r = e.get(host).await;
+            assert_eq!(r.status, 503, "{host}: {}", r.body);
+            assert_eq!(r.headers["x-meshgate-error"], reason, "{host}: {}", r.body);
+            wait_metric(&e.p, &format!("{host} counted as {reason}"), |m| {
+                failures(m, "outbound", reason) == 1.0 && requests(m, 503, reason) == 1.0
+            })
+            .await;
+        }
+        // The refused upstreams never saw a request.
+        assert_eq!(untrusted.requests(), 0);
+        assert_eq!(expired.requests(), 0);
+        bystander
+            .finish("beside upstreams with bad certificates")
+            .await;
+    })
+    .await;
+}
