@@ -25,6 +25,21 @@ pub enum OutboundTrafficPolicy {
     RegistryOnly,
 }
 
+/// Envoy's `headers_with_underscores_action`: what to do with a request
+/// header whose name has an underscore (such names can alias dashed ones
+/// in CGI-style apps: `x_user` read as `x-user`).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default, serde::Serialize, serde::Deserialize)]
+#[serde(rename_all = "SCREAMING_SNAKE_CASE")]
+pub enum UnderscoreAction {
+    /// Forward them (Envoy's default).
+    #[default]
+    Allow,
+    /// Refuse the request with 400.
+    RejectRequest,
+    /// Remove those headers and forward the rest.
+    DropHeader,
+}
+
 /// Everything the proxy needs besides the Istio resources.
 #[derive(Debug, Clone, Serialize)]
 pub struct Bootstrap {
@@ -86,6 +101,9 @@ pub struct Bootstrap {
     /// How long a request or response body may move nothing before the
     /// request is ended (Envoy's `stream_idle_timeout`).
     pub stream_idle_timeout: Duration,
+    /// Request headers whose names contain `_` (Envoy's
+    /// `headers_with_underscores_action`, default ALLOW).
+    pub headers_with_underscores_action: UnderscoreAction,
     /// How request paths are normalised before routing and forwarding
     /// (MeshConfig `pathNormalization.normalization`, default `BASE`).
     pub path_normalization: PathNormalization,
@@ -151,6 +169,7 @@ impl Default for Bootstrap {
             concurrency: 2,
             termination_drain_duration: DEFAULT_TERMINATION_DRAIN,
             path_normalization: PathNormalization::Base,
+            headers_with_underscores_action: UnderscoreAction::Allow,
             idle_timeout: Duration::from_secs(3600),
             stream_idle_timeout: Duration::from_secs(300),
         }
@@ -185,6 +204,7 @@ struct BootstrapFile {
     path_normalization: Option<PathNormalizationFile>,
     idle_timeout: Option<String>,
     stream_idle_timeout: Option<String>,
+    headers_with_underscores_action: Option<UnderscoreAction>,
 }
 
 #[derive(Debug, Default, Deserialize)]
@@ -269,6 +289,9 @@ impl Bootstrap {
         }
         if let Some(d) = dur("streamIdleTimeout", &file.stream_idle_timeout)? {
             self.stream_idle_timeout = d;
+        }
+        if let Some(a) = file.headers_with_underscores_action {
+            self.headers_with_underscores_action = a;
         }
         if let Some(mode) = file.path_normalization.and_then(|p| p.normalization) {
             self.path_normalization = mode;

@@ -311,8 +311,7 @@ impl Connection {
         Activity {
             requests: self.requests.load(Ordering::Relaxed),
             in_flight: self.in_flight.load(Ordering::Relaxed),
-            last: self.started
-                + Duration::from_micros(self.last_active_us.load(Ordering::Relaxed)),
+            last: self.started + Duration::from_micros(self.last_active_us.load(Ordering::Relaxed)),
         }
     }
 

@@ -15,10 +15,12 @@ use tracing::{info, warn};
 use super::conn::Connection;
 use super::copy::{TCP_IDLE_TIMEOUT, splice};
 use super::http::{
-    Body, boxed, is_websocket_upgrade, local_response, normalize_request_path, strip_hop_by_hop,
+    Body, HeadError, boxed, check_request_head, is_websocket_upgrade, local_response,
+    normalize_request_path, strip_hop_by_hop,
 };
 use super::prepared::{Destination, Prepared, PreparedKey};
 use super::state::{Snapshot, State};
+use super::timeouts::BodyFault;
 use super::upstream::UpstreamError;
 use crate::metrics::RequestLabels;
 use crate::plan::TlsMode;
@@ -87,17 +89,39 @@ impl Reply {
     }
 }
 
-/// Normalises the request's path as the bootstrap's `pathNormalization`
-/// says; a path that cannot be normalised is a 400, as Envoy answers.
-pub fn normalize_path<B>(ctx: &Ctx, req: &mut Request<B>) -> Result<(), Box<Reply>> {
-    let mode = ctx.state.bootstrap.path_normalization;
-    normalize_request_path(req, mode).map_err(|why| {
+/// Admits a request before routing: its head within the limits
+/// (`check_request_head`), then its path normalised as the bootstrap's
+/// `pathNormalization` says. A refused request gets 431 or 400, as Envoy
+/// answers, and a connection whose framing is suspect is closed after it.
+pub fn admit<B>(ctx: &Ctx, req: &mut Request<B>) -> Result<(), Box<Reply>> {
+    let b = &ctx.state.bootstrap;
+    if let Err(why) = check_request_head(req, b.max_header_bytes, b.headers_with_underscores_action)
+    {
+        let mut reply = Reply::local(why.status(), why.reason(), format!("meshgate: {why}"));
+        if why == HeadError::TransferEncoding {
+            reply
+                .resp
+                .headers_mut()
+                .insert(header::CONNECTION, HeaderValue::from_static("close"));
+        }
+        return Err(Box::new(reply));
+    }
+    normalize_request_path(req, b.path_normalization).map_err(|why| {
         Box::new(Reply::local(
             StatusCode::BAD_REQUEST,
             "path_normalization_failed",
             format!("meshgate: {why}"),
         ))
     })
+}
+
+/// The reply for a failed upstream exchange: the client's own fault when
+/// its body stalled or was malformed ([`BodyFault`]), else `upstream`.
+pub fn body_fault_or(fault: &BodyFault, conn: &Connection, upstream: Reply) -> Reply {
+    match fault.client_fault(conn) {
+        Some((status, reason, message)) => Reply::local(status, reason, message.into()),
+        None => upstream,
+    }
 }
 
 /// The flag of a request whose client went away before the response.

@@ -7,6 +7,7 @@ use http::{Response, StatusCode};
 use http_body_util::combinators::BoxBody;
 use http_body_util::{BodyExt, Full};
 
+use crate::bootstrap::UnderscoreAction;
 use crate::plan::path::{self, PathError, PathNormalization};
 
 /// Boxed error for bodies.
@@ -157,6 +158,125 @@ pub fn is_websocket_upgrade<B>(req: &http::Request<B>) -> bool {
             .any(|t| t.trim().eq_ignore_ascii_case("upgrade"))
 }
 
+/// Concurrent streams one downstream HTTP/2 connection may open (Envoy's
+/// edge best practice); more are refused with REFUSED_STREAM.
+pub const MAX_CONCURRENT_STREAMS: u32 = 100;
+
+/// hyper's HTTP/1.1 read buffer for a `max_bytes` head limit: room for the
+/// separators hyper sees and meshgate's exact count leaves out, so the
+/// exact limit ([`check_request_head`]) decides (hyper's 431 is the outer
+/// bound).
+pub fn head_buffer(max_bytes: usize) -> usize {
+    max_bytes.saturating_add(8 * 1024).max(8 * 1024)
+}
+
+/// HTTP/2 `SETTINGS_MAX_HEADER_LIST_SIZE` for a `max_bytes` head limit:
+/// HPACK counts 32 bytes more per header (RFC 7541 §4.1).
+pub fn header_list_size(max_bytes: usize) -> u32 {
+    let room = max_bytes.saturating_add(32 * (MAX_HEADERS + 8));
+    u32::try_from(room).unwrap_or(u32::MAX)
+}
+
+/// Envoy's `max_headers_count` default: more request headers get 431.
+pub const MAX_HEADERS: usize = 100;
+
+/// Why a request head is refused before routing.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, thiserror::Error)]
+pub enum HeadError {
+    /// Header names and values (the method, path and authority included)
+    /// exceed the limit: 431.
+    #[error("request headers are {size} bytes, over the {limit}-byte limit")]
+    TooLarge {
+        /// Bytes counted.
+        size: usize,
+        /// The limit.
+        limit: usize,
+    },
+    /// More headers than [`MAX_HEADERS`]: 431.
+    #[error("request has {0} headers, over the limit of {MAX_HEADERS}")]
+    TooMany(usize),
+    /// `Transfer-Encoding` other than a single `chunked`: 400.
+    #[error("Transfer-Encoding must be exactly one 'chunked'")]
+    TransferEncoding,
+    /// A header name with `_` under REJECT_REQUEST: 400.
+    #[error("header names with underscores are refused")]
+    Underscore,
+}
+
+impl HeadError {
+    /// The status the client gets.
+    pub fn status(self) -> StatusCode {
+        match self {
+            HeadError::TooLarge { .. } | HeadError::TooMany(_) => {
+                StatusCode::REQUEST_HEADER_FIELDS_TOO_LARGE
+            }
+            _ => StatusCode::BAD_REQUEST,
+        }
+    }
+
+    /// The stable reason (`x-meshgate-error`, access-log flag).
+    pub fn reason(self) -> &'static str {
+        match self {
+            HeadError::TooLarge { .. } | HeadError::TooMany(_) => "request_headers_too_large",
+            HeadError::TransferEncoding => "bad_transfer_encoding",
+            HeadError::Underscore => "header_with_underscore",
+        }
+    }
+}
+
+/// Checks a request head before routing, as Envoy does, identically for
+/// HTTP/1.1 and HTTP/2: its size (header names and values plus method,
+/// path and authority, as Envoy counts a header map) at most `max_bytes`;
+/// at most [`MAX_HEADERS`] headers; `Transfer-Encoding`, if any, exactly
+/// one `chunked` (RFC 9112 §6.1: anything else cannot be framed safely
+/// by both sides); header names with `_` per `underscores` (dropped in
+/// place for DROP_HEADER).
+pub fn check_request_head<B>(
+    req: &mut http::Request<B>,
+    max_bytes: usize,
+    underscores: UnderscoreAction,
+) -> Result<(), HeadError> {
+    let headers = req.headers();
+    if headers.len() > MAX_HEADERS {
+        return Err(HeadError::TooMany(headers.len()));
+    }
+    let uri = req.uri();
+    let mut size = req.method().as_str().len()
+        + uri.path_and_query().map_or(0, |p| p.as_str().len())
+        + uri.authority().map_or(0, |a| a.as_str().len());
+    for (name, value) in headers {
+        size += name.as_str().len() + value.len();
+    }
+    if size > max_bytes {
+        return Err(HeadError::TooLarge {
+            size,
+            limit: max_bytes,
+        });
+    }
+    let mut te = headers.get_all(header::TRANSFER_ENCODING).iter();
+    match (te.next(), te.next()) {
+        (None, _) => {}
+        (Some(v), None) if v.as_bytes().trim_ascii().eq_ignore_ascii_case(b"chunked") => {}
+        _ => return Err(HeadError::TransferEncoding),
+    }
+    if underscores != UnderscoreAction::Allow {
+        let odd: Vec<HeaderName> = headers
+            .keys()
+            .filter(|n| n.as_str().contains('_'))
+            .cloned()
+            .collect();
+        if !odd.is_empty() {
+            if underscores == UnderscoreAction::RejectRequest {
+                return Err(HeadError::Underscore);
+            }
+            for n in odd {
+                req.headers_mut().remove(n);
+            }
+        }
+    }
+    Ok(())
+}
+
 /// Normalises a request's path in place as MeshConfig `pathNormalization`
 /// says, before routing: the route, and the upstream, see the normalised
 /// path. CONNECT and `OPTIONS *` have no path and are left alone; an
@@ -186,6 +306,75 @@ pub fn normalize_request_path<B>(
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn request_heads_are_checked_as_envoy_counts_them() {
+        let req = |extra: &[(&str, &str)]| {
+            let mut b = http::Request::get("/abc");
+            for (k, v) in extra {
+                b = b.header(*k, *v);
+            }
+            b.body(()).unwrap()
+        };
+        // "GET" + "/abc" + "host" + "a.b" = 14 bytes.
+        let mut r = req(&[("host", "a.b")]);
+        assert_eq!(
+            check_request_head(&mut r, 14, UnderscoreAction::Allow),
+            Ok(())
+        );
+        assert_eq!(
+            check_request_head(&mut r, 13, UnderscoreAction::Allow),
+            Err(HeadError::TooLarge {
+                size: 14,
+                limit: 13
+            })
+        );
+        let many: Vec<(String, &str)> =
+            (0..=MAX_HEADERS).map(|i| (format!("x-{i}"), "v")).collect();
+        let many: Vec<(&str, &str)> = many.iter().map(|(k, v)| (k.as_str(), *v)).collect();
+        let mut r = req(&many);
+        assert_eq!(
+            check_request_head(&mut r, 1 << 20, UnderscoreAction::Allow),
+            Err(HeadError::TooMany(MAX_HEADERS + 1))
+        );
+        for te in [
+            &[("transfer-encoding", "chunked")][..],
+            &[("transfer-encoding", " Chunked ")],
+        ] {
+            assert_eq!(
+                check_request_head(&mut req(te), 1 << 20, UnderscoreAction::Allow),
+                Ok(())
+            );
+        }
+        for te in [
+            &[("transfer-encoding", "chunked, chunked")][..],
+            &[("transfer-encoding", "gzip, chunked")],
+            &[("transfer-encoding", "gzip")],
+            &[
+                ("transfer-encoding", "chunked"),
+                ("transfer-encoding", "chunked"),
+            ],
+        ] {
+            assert_eq!(
+                check_request_head(&mut req(te), 1 << 20, UnderscoreAction::Allow),
+                Err(HeadError::TransferEncoding),
+                "{te:?}"
+            );
+        }
+        let under = [("x_user", "admin"), ("x-user", "me")];
+        assert_eq!(
+            check_request_head(&mut req(&under), 1 << 20, UnderscoreAction::Allow),
+            Ok(())
+        );
+        assert_eq!(
+            check_request_head(&mut req(&under), 1 << 20, UnderscoreAction::RejectRequest),
+            Err(HeadError::Underscore)
+        );
+        let mut r = req(&under);
+        check_request_head(&mut r, 1 << 20, UnderscoreAction::DropHeader).unwrap();
+        assert!(r.headers().get("x_user").is_none());
+        assert_eq!(r.headers()["x-user"], "me");
+    }
 
     #[test]
     fn request_paths_are_normalised_in_place() {

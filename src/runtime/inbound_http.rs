@@ -12,14 +12,17 @@ use hyper::service::service_fn;
 use hyper_util::rt::{TokioExecutor, TokioIo, TokioTimer};
 use tokio::io::{AsyncRead, AsyncWrite};
 
-use super::timeouts::{self, Timeouts, serve_bounded};
 use super::exchange::{
-    Choice, Ctx, Outcome, Reply, RequestRecord, Upgrade, normalize_path, shape_request,
+    Choice, Ctx, Outcome, Reply, RequestRecord, Upgrade, admit, body_fault_or, shape_request,
     shape_response,
 };
-use super::http::{Body, boxed, local_response, request_authority, strip_hop_by_hop};
+use super::http::{
+    Body, MAX_CONCURRENT_STREAMS, boxed, head_buffer, header_list_size, local_response,
+    request_authority, strip_hop_by_hop,
+};
 use super::prepared::{Destination, PreparedKey};
 use super::state::Snapshot;
+use super::timeouts::{self, Timeouts, serve_bounded};
 use crate::creds::CertInfo;
 use crate::plan::destination::{self, Speak};
 use crate::plan::host::most_specific;
@@ -112,7 +115,8 @@ where
     IO: AsyncRead + AsyncWrite + Unpin + Send + 'static,
 {
     let header_timeout = conn.ctx.state.bootstrap.request_header_timeout;
-    let max_buf = conn.ctx.state.bootstrap.max_header_bytes.max(8192);
+    let max_head = conn.ctx.state.bootstrap.max_header_bytes;
+    let (max_buf, max_list) = (head_buffer(max_head), header_list_size(max_head));
     let shutdown = conn.ctx.conn.listener.stop.clone();
     let record = conn.ctx.conn.clone();
     let timeouts = Timeouts::of(&conn.ctx.state.bootstrap);
@@ -143,7 +147,8 @@ where
             let mut builder = hyper::server::conn::http2::Builder::new(TokioExecutor::new());
             builder
                 .timer(TokioTimer::new())
-                .max_header_list_size(max_buf as u32);
+                .max_concurrent_streams(MAX_CONCURRENT_STREAMS)
+                .max_header_list_size(max_list);
             let served = Box::pin(builder.serve_connection(io, service));
             Box::pin(async move {
                 serve_bounded(served, &record, timeouts, shutdown, |c| {
@@ -165,7 +170,8 @@ where
             builder
                 .http2()
                 .timer(TokioTimer::new())
-                .max_header_list_size(max_buf as u32);
+                .max_concurrent_streams(MAX_CONCURRENT_STREAMS)
+                .max_header_list_size(max_list);
             let served = Box::pin(builder.serve_connection_with_upgrades(io, service));
             serve_bounded(served, &record, timeouts, shutdown, |c| {
                 c.as_mut().graceful_shutdown()
@@ -221,7 +227,7 @@ impl HttpConn {
     }
 
     async fn route(&self, mut req: Request<Incoming>) -> Reply {
-        if let Err(reply) = normalize_path(&self.ctx, &mut req) {
+        if let Err(reply) = admit(&self.ctx, &mut req) {
             return *reply;
         }
         let auth = match request_authority(&req) {
@@ -480,7 +486,7 @@ impl HttpConn {
         let upstream_req = Request::from_parts(parts, body);
         let resp = match self.ctx.send(prepared, upstream_req, authority).await {
             Ok(r) => r,
-            Err(reply) => return fault.reply_or(&self.ctx.conn, *reply),
+            Err(reply) => return body_fault_or(&fault, &self.ctx.conn, *reply),
         };
         let status = resp.status();
         if status == StatusCode::SWITCHING_PROTOCOLS {

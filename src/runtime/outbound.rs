@@ -19,10 +19,10 @@ use tracing::debug;
 use super::conn::Connection;
 use super::copy::{Counted, TCP_IDLE_TIMEOUT, splice};
 use super::exchange::{
-    Choice, Ctx, Outcome, Reply, RequestRecord, Upgrade, normalize_path, shape_request,
+    Choice, Ctx, Outcome, Reply, RequestRecord, Upgrade, admit, body_fault_or, shape_request,
     shape_response,
 };
-use super::http::{Authority, Body, boxed, request_authority, strip_hop_by_hop};
+use super::http::{Authority, Body, boxed, head_buffer, request_authority, strip_hop_by_hop};
 use super::prepared::{Destination, PreparedKey};
 use super::state::State;
 use super::timeouts::{self, Timeouts, serve_bounded};
@@ -44,8 +44,7 @@ pub async fn serve(stream: Counted<TcpStream>, conn: Arc<Connection>, state: Arc
     builder
         .timer(TokioTimer::new())
         .header_read_timeout(ctx.state.bootstrap.request_header_timeout)
-        .max_buf_size(ctx.state.bootstrap.max_header_bytes.max(8192))
-        .max_headers(128);
+        .max_buf_size(head_buffer(ctx.state.bootstrap.max_header_bytes));
     let service = service_fn(move |req| {
         let ctx = ctx.clone();
         // hyper keeps room for one request future per connection for the
@@ -62,9 +61,12 @@ pub async fn serve(stream: Counted<TcpStream>, conn: Arc<Connection>, state: Arc
     .await;
 }
 
-async fn handle(ctx: Arc<Ctx>, req: Request<Incoming>) -> Response<Body> {
+async fn handle(ctx: Arc<Ctx>, mut req: Request<Incoming>) -> Response<Body> {
     let conn = ctx.conn.clone();
     let mut record = RequestRecord::start(&conn, &req);
+    if let Err(reply) = admit(&ctx, &mut req) {
+        return record.finish(*reply);
+    }
     let reply = match request_authority(&req) {
         Err(why) => Reply::local(
             StatusCode::BAD_REQUEST,
@@ -85,9 +87,6 @@ async fn handle(ctx: Arc<Ctx>, req: Request<Incoming>) -> Response<Body> {
 }
 
 async fn forward(ctx: &Ctx, mut req: Request<Incoming>, auth: &Authority) -> Reply {
-    if let Err(reply) = normalize_path(ctx, &mut req) {
-        return *reply;
-    }
     let default_port = if req.uri().scheme_str() == Some("https") {
         443
     } else {
@@ -133,7 +132,7 @@ async fn forward(ctx: &Ctx, mut req: Request<Incoming>, auth: &Authority) -> Rep
                 outcome: Outcome::relayed(&prepared.dest, status),
             }
         }
-        Err(reply) => fault.reply_or(&ctx.conn, *reply),
+        Err(reply) => body_fault_or(&fault, &ctx.conn, *reply),
     }
 }
 

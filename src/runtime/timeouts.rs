@@ -23,12 +23,12 @@ use std::time::Duration;
 use bytes::Bytes;
 use http::StatusCode;
 use http_body_util::BodyExt;
+use hyper::Error as HyperError;
 use hyper::body::{Body as HttpBody, Frame, Incoming, SizeHint};
 use tokio::time::{Instant, Sleep};
 use tokio_util::sync::CancellationToken;
 
 use super::conn::Connection;
-use super::exchange::Reply;
 use super::http::{Body, BoxError};
 use crate::bootstrap::Bootstrap;
 
@@ -74,7 +74,7 @@ pub async fn serve_bounded<C, E>(
     graceful: impl Fn(&mut Pin<Box<C>>),
 ) where
     C: Future<Output = Result<(), E>>,
-    E: std::fmt::Display,
+    E: ServeError,
 {
     let served = Instant::now();
     // Zero turns a bound off, as in Envoy.
@@ -128,7 +128,31 @@ pub async fn serve_bounded<C, E>(
         }
     };
     if let Err(e) = result {
+        if e.header_timeout() {
+            // hyper's own timer for a request head (HTTP/1.1).
+            record.set_flag(REQUEST_HEADER_TIMEOUT);
+            record.metrics().count_timeout(REQUEST_HEADER_TIMEOUT);
+        }
         tracing::debug!(error = %e, "downstream connection ended with an error");
+    }
+}
+
+/// The error a served connection ends with.
+pub trait ServeError: std::fmt::Display {
+    /// Whether hyper's request-head timer ended the connection.
+    fn header_timeout(&self) -> bool;
+}
+
+impl ServeError for HyperError {
+    fn header_timeout(&self) -> bool {
+        self.is_timeout()
+    }
+}
+
+impl ServeError for Box<dyn std::error::Error + Send + Sync> {
+    fn header_timeout(&self) -> bool {
+        self.downcast_ref::<HyperError>()
+            .is_some_and(HyperError::is_timeout)
     }
 }
 
@@ -148,24 +172,28 @@ impl BodyFault {
             .compare_exchange(FAULT_NONE, fault, Ordering::Relaxed, Ordering::Relaxed);
     }
 
-    /// The reply for a failed upstream exchange: the client's fault when
-    /// its body stalled (408) or was malformed (400), else `upstream`.
-    pub fn reply_or(&self, conn: &Connection, upstream: Reply) -> Reply {
+    /// The client's fault, if its body stalled (408) or was malformed
+    /// (400): the status, the stable reason and a message. A stall is
+    /// counted here.
+    pub fn client_fault(
+        &self,
+        conn: &Connection,
+    ) -> Option<(StatusCode, &'static str, &'static str)> {
         match self.0.load(Ordering::Relaxed) {
             FAULT_IDLE => {
                 conn.metrics().count_timeout(STREAM_IDLE_TIMEOUT);
-                Reply::local(
+                Some((
                     StatusCode::REQUEST_TIMEOUT,
                     STREAM_IDLE_TIMEOUT,
-                    "meshgate: the request body stalled (stream idle timeout)".into(),
-                )
+                    "meshgate: the request body stalled (stream idle timeout)",
+                ))
             }
-            FAULT_CLIENT => Reply::local(
+            FAULT_CLIENT => Some((
                 StatusCode::BAD_REQUEST,
                 "bad_request_body",
-                "meshgate: the request body is malformed".into(),
-            ),
-            _ => upstream,
+                "meshgate: the request body is malformed",
+            )),
+            _ => None,
         }
     }
 }

@@ -86,7 +86,10 @@ async fn an_idle_http2_connection_is_closed_after_the_idle_timeout() {
     drop(resp);
     let idle_from = Instant::now();
     // The proxy sends GOAWAY and closes: the client's connection ends.
-    if tokio::time::timeout(Duration::from_secs(3), driver).await.is_err() {
+    if tokio::time::timeout(Duration::from_secs(3), driver)
+        .await
+        .is_err()
+    {
         panic!(
             "still open after the idle timeout:\n{}",
             p.metrics()
