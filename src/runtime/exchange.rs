@@ -20,6 +20,7 @@ use super::http::{
 };
 use super::prepared::{Destination, Prepared, PreparedKey};
 use super::state::{Snapshot, State};
+use super::log_limit::LogLimit;
 use super::timeouts::BodyFault;
 use super::upstream::UpstreamError;
 use crate::metrics::RequestLabels;
@@ -123,6 +124,10 @@ pub fn body_fault_or(fault: &BodyFault, conn: &Connection, upstream: Reply) -> R
         None => upstream,
     }
 }
+
+/// Failed-upstream-request warnings: at most this many lines per reason per
+/// 10 s (a client can cause one per request); the metrics count them all.
+static UPSTREAM_FAILURE_LOG: LogLimit = LogLimit::per_10s(10);
 
 /// The flag of a request whose client went away before the response.
 pub const DOWNSTREAM_DISCONNECT: &str = "downstream_disconnect";
@@ -283,13 +288,15 @@ impl Ctx {
         }
         // Overflows are counted (meshgate_upstream_overflow_total), not
         // logged one by one: they come in floods.
-        if !overflow {
+        if !overflow && let Some(suppressed) = UPSTREAM_FAILURE_LOG.allow(reason.as_str()) {
             warn!(
                 reason = reason.as_str(),
                 destination = %dest.label,
                 upstream = %dest.describe(),
                 detail = %e,
-                "upstream request failed"
+                suppressed,
+                "upstream request failed{}",
+                UPSTREAM_FAILURE_LOG.note(suppressed)
             );
         }
         let (status, msg) = match reason {
