@@ -1428,8 +1428,9 @@ spec:
     const PARALLEL: usize = 20;
     let limit = HANDSHAKE + Duration::from_secs(3);
     let failures0 = handshake_failures(&p.metrics().await);
-    // Closed silently, with an alert first, with a handshake record first.
-    let mut outcomes = [0usize; 3];
+    // Closed silently, with an alert first, with a handshake record first,
+    // with an HTTP 400 (not TLS).
+    let mut outcomes = [0usize; 4];
     let mut i = 0;
     while i < cases {
         let mut batch = tokio::task::JoinSet::new();
@@ -1448,6 +1449,17 @@ spec:
             let (j, cs, half_close, bytes, r) = r.expect("a case task");
             match &r {
                 Ok(got) if got.is_empty() => outcomes[0] += 1,
+                // Bytes that do not start a TLS record are not TLS: plain
+                // HTTP gets a 400 saying so.
+                Ok(got) if bytes.first() != Some(&0x16) => {
+                    let text = String::from_utf8_lossy(got);
+                    assert!(
+                        text.starts_with("HTTP/1.1 400 ") && text.contains("not_tls"),
+                        "ClientHello case {j} (not a TLS record): {text:?}\n{}",
+                        replay(cs)
+                    );
+                    outcomes[3] += 1;
+                }
                 // Alerts, or a handshake going on: TLS records only.
                 Ok(got) if got[0] == 0x15 => outcomes[1] += 1,
                 Ok(got) if got[0] == 0x16 => outcomes[2] += 1,
@@ -1496,10 +1508,11 @@ spec:
         "no handshake failure counted for {cases} hostile ClientHellos"
     );
     eprintln!(
-        "fuzz ClientHello listener: {cases} connections in {:?}: {} closed silently, {} alerts, {} handshake replies; {refused} handshake failures counted",
+        "fuzz ClientHello listener: {cases} connections in {:?}: {} closed silently, {} alerts, {} handshake replies, {} not-TLS 400s; {refused} handshake failures counted",
         started.elapsed(),
         outcomes[0],
         outcomes[1],
         outcomes[2],
+        outcomes[3],
     );
 }
