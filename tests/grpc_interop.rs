@@ -457,8 +457,6 @@ async fn grpc_through_a_gateway_https_server_to_a_grpc_service_port() {
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-#[ignore = "known bug: a Sidecar ingress defaultEndpoint is always spoken to in HTTP/1.1, \
-            even on a GRPC/HTTP2 port (runtime::inbound_http uses Destination::plain)"]
 async fn grpc_through_a_sidecar_ingress_grpc_port_with_tls() {
     inbound_case("Sidecar ingress GRPC port with TLS", 8443, sidecar_config).await;
 }

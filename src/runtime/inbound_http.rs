@@ -312,15 +312,18 @@ impl HttpConn {
                 .as_ref()
                 .and_then(|e| e.parse::<std::net::SocketAddr>().ok())
             {
-                // Sidecar `defaultEndpoint`: the app, for anything unrouted.
-                let key = PreparedKey::Route(std::ptr::from_ref(server.as_ref()) as usize, false);
+                // Sidecar `defaultEndpoint`: the app, for anything unrouted,
+                // in h2c when the port's protocol says HTTP2/GRPC.
+                let h2c = server.h2c_upstream();
+                let key = PreparedKey::Route(std::ptr::from_ref(server.as_ref()) as usize, h2c);
                 let prepared = match self.ctx.prepared(key, authority, || {
+                    let mut dest =
+                        Destination::plain(&ep.ip().to_string(), ep.port(), "inbound|default");
+                    if h2c {
+                        Arc::make_mut(&mut dest.policy).h2 = true;
+                    }
                     Ok(Choice {
-                        dest: Destination::plain(
-                            &ep.ip().to_string(),
-                            ep.port(),
-                            "inbound|default",
-                        ),
+                        dest,
                         timeout: None,
                         cacheable: true,
                     })

@@ -147,8 +147,10 @@ pub(super) fn compile_sidecar_listener(
     if diag.errors.len() != before {
         return None;
     }
-    // The port's protocol is the app's; with TLS the client speaks TLS to us.
+    // The port's protocol is the app's; with TLS the client speaks TLS to us
+    // (an HTTP2/GRPC app keeps its protocol: it is spoken to in h2c).
     let protocol = match (tls.is_some(), app_protocol) {
+        (true, p @ (ServerProtocol::Http2 | ServerProtocol::Grpc)) => p,
         (true, p) if p.is_http() => ServerProtocol::Https,
         (true, _) => ServerProtocol::Tls,
         // HTTPS or TLS without `tls`: the app terminates; relay the bytes.

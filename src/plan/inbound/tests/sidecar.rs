@@ -26,10 +26,11 @@ fn sidecar_ingress_listeners() {
             ServerProtocol::Https,
             Some(TlsServerMode::Simple),
         ),
+        // TLS from the client, h2c to the app.
         (
             "GRPC",
             Some(MUTUAL),
-            ServerProtocol::Https,
+            ServerProtocol::Grpc,
             Some(TlsServerMode::Mutual),
         ),
         (
