@@ -273,8 +273,7 @@ fn is_unreserved(c: u8) -> bool {
 /// Bytes Chromium's path canonicaliser percent-encodes (`%` and `\` have
 /// their own rules; NUL is rejected before this is asked).
 fn must_escape(c: u8) -> bool {
-    c < 0x20
-        || c >= 0x7f
+    !(0x20..0x7f).contains(&c)
         || matches!(
             c,
             b' ' | b'"' | b'#' | b'<' | b'>' | b'?' | b'^' | b'`' | b'{' | b'|' | b'}'
