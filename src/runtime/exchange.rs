@@ -18,9 +18,9 @@ use super::http::{
     Body, HeadError, boxed, check_request_head, is_websocket_upgrade, local_response,
     normalize_request_path, strip_hop_by_hop,
 };
+use super::log_limit::LogLimit;
 use super::prepared::{Destination, Prepared, PreparedKey};
 use super::state::{Snapshot, State};
-use super::log_limit::LogLimit;
 use super::timeouts::BodyFault;
 use super::upstream::UpstreamError;
 use crate::metrics::RequestLabels;

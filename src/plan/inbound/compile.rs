@@ -53,8 +53,10 @@ pub(crate) fn compile(config: &Config, diag: &mut Diagnostics) -> InboundPlan {
         // A Sidecar ingress HTTP2/GRPC port with `tls` terminates too; its
         // protocol stays the app's (spoken to in h2c).
         let tls = matches!(server.protocol, ServerProtocol::Https | ServerProtocol::Tls)
-            || (matches!(server.protocol, ServerProtocol::Http2 | ServerProtocol::Grpc)
-                && server.tls.is_some());
+            || (matches!(
+                server.protocol,
+                ServerProtocol::Http2 | ServerProtocol::Grpc
+            ) && server.tls.is_some());
         match listeners.iter_mut().find(|l| l.port == port && l.bind == bind) {
             Some(l) if l.tls != tls => diag.error(
                 &src,
