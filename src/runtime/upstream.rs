@@ -94,12 +94,12 @@ struct TryFailure {
 }
 
 impl TryFailure {
-    fn new(error: UpstreamError, endpoint: Option<usize>) -> TryFailure {
-        TryFailure {
+    fn new(error: UpstreamError, endpoint: Option<usize>) -> Box<TryFailure> {
+        Box::new(TryFailure {
             error,
             endpoint,
             unsent: None,
-        }
+        })
     }
 }
 
@@ -324,18 +324,16 @@ impl Upstreams {
         pick: u64,
         drain: &Drain,
         avoid: &(dyn Fn(usize) -> bool + Sync),
-    ) -> Result<(Response<Incoming>, usize), TryFailure> {
+    ) -> Result<(Response<Incoming>, usize), Box<TryFailure>> {
         for _ in 0..2 {
             // Boxed: the connect and handshake state is large and only
             // needed for a new connection, so it stays out of every
             // request's (and every idle connection's) future.
             let got = match Box::pin(self.obtain(spec, state, pick, drain, avoid)).await {
                 Ok(o) => o,
-                Err(f) => {
-                    return Err(TryFailure {
-                        unsent: Some(req),
-                        ..f
-                    });
+                Err(mut f) => {
+                    f.unsent = Some(req);
+                    return Err(f);
                 }
             };
             let endpoint = got.endpoint;
@@ -347,11 +345,11 @@ impl Upstreams {
                         match e.take_message() {
                             Some(r) if got.reused => req = r,
                             r => {
-                                return Err(TryFailure {
+                                return Err(Box::new(TryFailure {
                                     error: exchange_error(e.error()),
                                     endpoint: Some(endpoint),
                                     unsent: r,
-                                });
+                                }));
                             }
                         }
                     }
@@ -369,22 +367,22 @@ impl Upstreams {
                         Err(mut e) => match e.take_message() {
                             Some(r) if got.reused => req = r,
                             r => {
-                                return Err(TryFailure {
+                                return Err(Box::new(TryFailure {
                                     error: exchange_error(e.error()),
                                     endpoint: Some(endpoint),
                                     unsent: r,
-                                });
+                                }));
                             }
                         },
                     }
                 }
             }
         }
-        Err(TryFailure {
+        Err(Box::new(TryFailure {
             error: UpstreamError::ClosedTwice,
             endpoint: None,
             unsent: Some(req),
-        })
+        }))
     }
 
     /// Returns an HTTP/1.1 connection to the pool as soon as its response
@@ -418,7 +416,7 @@ impl Upstreams {
         pick: u64,
         drain: &Drain,
         avoid: &(dyn Fn(usize) -> bool + Sync),
-    ) -> Result<Obtained, TryFailure> {
+    ) -> Result<Obtained, Box<TryFailure>> {
         let key = &spec.key;
         let ejected = |i: usize| state.is_ejected(i);
         let deadline = tokio::time::Instant::now() + key.policy.connect_timeout;
@@ -482,7 +480,7 @@ impl Upstreams {
         drain: &Drain,
         avoid: &(dyn Fn(usize) -> bool + Sync),
         slot: limits::ConnectionSlot,
-    ) -> Result<Obtained, TryFailure> {
+    ) -> Result<Obtained, Box<TryFailure>> {
         let key = &spec.key;
         let skip = |i: usize| state.is_ejected(i) || avoid(i);
         let mut failed = Vec::new();
