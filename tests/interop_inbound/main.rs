@@ -454,11 +454,15 @@ impl Meshgate {
                 let report = format!(
                     "meshgate exited before becoming ready ({status}).\ncommand: {cmdline}\n--- istio.yaml ---\n{yaml}\n--- meshgate log ---\n{log}"
                 );
-                return Err(if log.contains("Address already in use") {
-                    StartError::PortTaken(report)
-                } else {
-                    StartError::Fatal(report)
-                });
+                return Err(
+                    if log.contains("Address already in use")
+                        || log.contains("is in use by another process")
+                    {
+                        StartError::PortTaken(report)
+                    } else {
+                        StartError::Fatal(report)
+                    },
+                );
             }
             // Ready, and really this meshgate: a port picked free may have
             // gone to another test's meshgate in between (then ours exits
