@@ -69,7 +69,10 @@ pub fn build(
                     })?;
             builder.with_client_cert_resolver(Arc::new(FixedClientCert(identity.certified.clone())))
         }
-        _ => builder.with_no_client_auth(),
+        // No certificate to present; the resolver notes that one was asked
+        // for, for the failure's reason. One resolver for every connection,
+        // so sessions resume (rustls resumes only under the same one).
+        _ => builder.with_client_cert_resolver(Arc::new(NoCertNoted)),
     };
     config.alpn_protocols = if h2 {
         vec![ALPN_H2.to_vec(), ALPN_HTTP11.to_vec()]
@@ -385,23 +388,12 @@ where
     IO: tokio::io::AsyncRead + tokio::io::AsyncWrite + Unpin,
 {
     let progress = Arc::new(Progress::default());
-    let config = if config.client_auth_cert_resolver.has_certs() {
-        config.clone()
-    } else {
-        // A per-connection resolver notes whether a certificate was asked
-        // for; the clone shares the session store, so sessions resume.
-        let mut c = (**config).clone();
-        c.client_auth_cert_resolver = Arc::new(NoCertNoted(progress.clone()));
-        Arc::new(c)
-    };
     let io = Watched {
         io,
         progress: progress.clone(),
     };
-    let e = match tokio_rustls::TlsConnector::from(config)
-        .connect(sni, io)
-        .await
-    {
+    let handshake = tokio_rustls::TlsConnector::from(config.clone()).connect(sni, io);
+    let e = match HANDSHAKE.scope(progress.clone(), handshake).await {
         Ok(tls) => return Ok(tls),
         Err(e) => e,
     };
@@ -457,15 +449,22 @@ struct Progress {
 /// The TLS record content type of an alert.
 const ALERT_RECORD: u8 = 0x15;
 
-/// No client certificate; notes that one was asked for.
+tokio::task_local! {
+    /// The handshake [`connect`] is running in this task.
+    static HANDSHAKE: Arc<Progress>;
+}
+
+/// No client certificate; notes in the running handshake ([`HANDSHAKE`])
+/// that one was asked for.
 #[derive(Debug)]
-struct NoCertNoted(Arc<Progress>);
+struct NoCertNoted;
 
 impl ResolvesClientCert for NoCertNoted {
     fn resolve(&self, _hints: &[&[u8]], _schemes: &[SignatureScheme]) -> Option<Arc<CertifiedKey>> {
-        self.0
-            .cert_asked
-            .store(true, std::sync::atomic::Ordering::Relaxed);
+        let _ = HANDSHAKE.try_with(|p| {
+            p.cert_asked
+                .store(true, std::sync::atomic::Ordering::Relaxed);
+        });
         None
     }
 
