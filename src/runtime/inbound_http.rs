@@ -383,7 +383,7 @@ impl HttpConn {
         // names the destination.
         let key = PreparedKey::Route(std::ptr::from_ref(dest_plan) as usize, h2c);
         let prepared = match self.ctx.prepared(key, &dest_plan.host, || {
-            self.route_destination(dest_plan, h2c, route.timeout)
+            self.route_destination(dest_plan, h2c, route)
         }) {
             Ok(p) => p,
             Err(reply) => return *reply,
@@ -417,7 +417,7 @@ impl HttpConn {
         &self,
         dest_plan: &RouteDestinationPlan,
         h2c: bool,
-        timeout: Option<std::time::Duration>,
+        route: &HttpRoutePlan,
     ) -> Result<Choice, Box<Reply>> {
         let target = destination::resolve(
             &self.ctx.snapshot.plan.outbound,
@@ -426,9 +426,12 @@ impl HttpConn {
             dest_plan.subset.as_deref(),
             Speak::Http { h2c },
         );
+        let mut dest = Destination::route(&target);
+        // The route's retry policy (Istio's default when it is silent).
+        dest.retries = route.retries.clone();
         Ok(Choice {
-            dest: Destination::route(&target),
-            timeout,
+            dest,
+            timeout: route.timeout,
             cacheable: true,
         })
     }

@@ -42,8 +42,12 @@ pub struct State {
     pub prepared: PreparedCache,
     /// Set once every listener is bound and the config is loaded.
     pub ready: AtomicBool,
-    /// Round-robin / weighted-route counter.
+    /// Round-robin counter over endpoints.
     pub counter: AtomicU64,
+    /// Weighted-route counter, apart from `counter` so that drawing a
+    /// route never skews the endpoint rotation (two draws per request
+    /// would pin every request to the same endpoint of two).
+    weights: AtomicU64,
 }
 
 impl State {
@@ -63,6 +67,7 @@ impl State {
             metrics,
             ready: AtomicBool::new(false),
             counter: AtomicU64::new(0),
+            weights: AtomicU64::new(0),
         }
     }
 
@@ -90,9 +95,10 @@ impl State {
     }
 
     /// A well-mixed value for weighted choices, so a 50/50 split alternates
-    /// request by request instead of in runs (splitmix64 of the counter).
+    /// request by request instead of in runs (splitmix64 of a counter).
     pub fn random(&self) -> u64 {
-        let mut z = self.next().wrapping_add(0x9e37_79b9_7f4a_7c15);
+        let n = self.weights.fetch_add(1, Ordering::Relaxed);
+        let mut z = n.wrapping_add(0x9e37_79b9_7f4a_7c15);
         z = (z ^ (z >> 30)).wrapping_mul(0xbf58_476d_1ce4_e5b9);
         z = (z ^ (z >> 27)).wrapping_mul(0x94d0_49bb_1331_11eb);
         z ^ (z >> 31)

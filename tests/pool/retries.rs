@@ -170,3 +170,75 @@ async fn a_refused_endpoint_does_not_fail_the_request() {
     }
     assert_eq!(good_count.load(Ordering::SeqCst), 4);
 }
+
+/// A Gateway route's `retries` apply as on mesh routes: `attempts: 0`
+/// sends one try; the default policy retries a 503 on the other endpoint.
+#[tokio::test]
+async fn gateway_routes_follow_their_retry_policy() {
+    let (bad, bad_count) = answering(503, "bad").await;
+    let (good, good_count) = answering(200, "good").await;
+    let gateway = |retries: &str| {
+        format!(
+            "{}{}apiVersion: networking.istio.io/v1
+kind: Gateway
+metadata: {{name: gw}}
+spec:
+  servers:
+  - port: {{number: 8080, name: http, protocol: HTTP}}
+    hosts: [web.test]
+---
+apiVersion: networking.istio.io/v1
+kind: VirtualService
+metadata: {{name: web}}
+spec:
+  hosts: [web.test]
+  gateways: [gw]
+  http:
+  - {retries}
+    route:
+    - destination: {{host: api.test, port: {{number: 80}}}}
+",
+            service("api.test", &[bad, good]),
+            rule(
+                "api.test",
+                "connectionPool: {http: {maxRequestsPerConnection: 1}}"
+            ),
+        )
+    };
+    let start = |yaml: String| async move {
+        TestProxy::start(tempdir(), &yaml, |b| {
+            b.port_map.insert(8080, "127.0.0.1:0".parse().unwrap());
+        })
+        .await
+        .unwrap_or_else(|e| panic!("proxy does not start: {e}\n{yaml}"))
+    };
+    let p = start(gateway("retries: {attempts: 0}")).await;
+    let addr = p.proxy.inbound()[&8080];
+    let mut statuses = Vec::new();
+    for _ in 0..6 {
+        let g = request(addr, "GET", "web.test", "/", None, Duration::from_secs(5))
+            .await
+            .expect("answered");
+        statuses.push(g.status);
+    }
+    assert!(
+        statuses.contains(&503),
+        "no retries: {statuses:?} bad {} good {}",
+        bad_count.load(Ordering::SeqCst),
+        good_count.load(Ordering::SeqCst)
+    );
+    assert_eq!(
+        bad_count.load(Ordering::SeqCst) + good_count.load(Ordering::SeqCst),
+        6,
+        "one try each"
+    );
+
+    let p = start(gateway("timeout: 5s")).await;
+    let addr = p.proxy.inbound()[&8080];
+    for i in 0..6 {
+        let g = request(addr, "GET", "web.test", "/", None, Duration::from_secs(5))
+            .await
+            .expect("answered");
+        assert_eq!((g.status, g.body.as_str()), (200, "good"), "request {i}");
+    }
+}

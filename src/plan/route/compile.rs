@@ -139,13 +139,6 @@ pub(crate) fn compile_http_route(
         &format!("{field}.retries"),
         cx.diag,
     );
-    if route.retries.is_some() {
-        cx.diag.warn(
-            cx.src,
-            &format!("{field}.retries"),
-            "not applied on gateway routes yet; Istio's default retry policy applies",
-        );
-    }
 
     let mut rewrite = route
         .rewrite
