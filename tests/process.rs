@@ -73,16 +73,45 @@ impl Running {
         std::fs::read_to_string(&self.log).unwrap_or_default()
     }
 
+    /// Starts a proxy on fresh ports and waits for it to be ready. A port
+    /// picked free can be taken by another process before meshgate binds
+    /// it; then it starts again on other ports. `make` gives the extra
+    /// arguments (and whatever the test keeps of them) for each attempt.
+    async fn start_ready<T>(
+        dir: &Path,
+        name: &str,
+        make: impl Fn() -> (Vec<String>, T),
+    ) -> (Running, T) {
+        let mut last = String::new();
+        for attempt in 1..=5 {
+            let (extra, kept) = make();
+            let mut p = Running::start(dir, &format!("{name}-{attempt}"), Ports::free(), &extra);
+            match p.try_ready().await {
+                Ok(()) => return (p, kept),
+                Err(log) if log.contains("in use") => last = log,
+                Err(log) => panic!("meshgate exited early:\n{log}"),
+            }
+        }
+        panic!("meshgate could not bind its ports in 5 attempts; last:\n{last}");
+    }
+
     async fn wait_ready(&mut self) {
+        if let Err(log) = self.try_ready().await {
+            panic!("meshgate exited early:\n{log}");
+        }
+    }
+
+    /// Waits for readiness; the log if the process exited first.
+    async fn try_ready(&mut self) -> Result<(), String> {
         let deadline = Instant::now() + Duration::from_secs(20);
         loop {
             if let Some(status) = self.child.try_wait().unwrap() {
-                panic!("meshgate exited early ({status}):\n{}", self.log());
+                return Err(format!("({status})\n{}", self.log()));
             }
             if let Ok(r) = fetch(self.ports.ready, "GET", "/healthz/ready", Some("localhost")).await
                 && r.status == 200
             {
-                return;
+                return Ok(());
             }
             assert!(Instant::now() < deadline, "not ready:\n{}", self.log());
             tokio::time::sleep(Duration::from_millis(50)).await;
@@ -278,13 +307,10 @@ async fn sigterm_drains_a_tunnel_and_logs_it() {
         addr
     };
     let bootstrap = dir.path().join("bootstrap.yaml").display().to_string();
-    let mut p = Running::start(
-        dir.path(),
-        "proxy",
-        Ports::free(),
-        &["--bootstrap".into(), bootstrap],
-    );
-    p.wait_ready().await;
+    let (mut p, ()) = Running::start_ready(dir.path(), "proxy", || {
+        (vec!["--bootstrap".into(), bootstrap.clone()], ())
+    })
+    .await;
     let mut s = tokio::net::TcpStream::connect(p.ports.outbound)
         .await
         .unwrap();
@@ -330,20 +356,18 @@ async fn sigterm_drains_a_tunnel_and_logs_it() {
 async fn sighup_binds_an_added_gateway_port_and_closes_a_removed_one() {
     let dir = tempfile::tempdir().unwrap();
     let app = app().await;
-    let (a, b) = (free_addr(), free_addr());
     std::fs::write(dir.path().join("config.yaml"), gateway(8080, app)).unwrap();
-    let mut p = Running::start(
-        dir.path(),
-        "proxy",
-        Ports::free(),
-        &[
+    let (p, (a, b)) = Running::start_ready(dir.path(), "proxy", || {
+        let (a, b) = (free_addr(), free_addr());
+        let extra = vec![
             "--port-map".into(),
             format!("8080={a}"),
             "--port-map".into(),
             format!("8081={b}"),
-        ],
-    );
-    p.wait_ready().await;
+        ];
+        (extra, (a, b))
+    })
+    .await;
     assert_eq!(
         fetch(a, "GET", "/a", Some("web.test")).await.unwrap().body,
         "app:/a"
@@ -386,8 +410,7 @@ async fn a_request_whose_client_goes_away_is_logged() {
         });
         addr
     };
-    let mut p = Running::start(dir.path(), "proxy", Ports::free(), &[]);
-    p.wait_ready().await;
+    let (p, ()) = Running::start_ready(dir.path(), "proxy", || (Vec::new(), ())).await;
     let mut s = tokio::net::TcpStream::connect(p.ports.outbound)
         .await
         .unwrap();
