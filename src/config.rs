@@ -273,11 +273,26 @@ struct Head {
     metadata: Option<serde_json::Value>,
 }
 
+/// Parser limits for one Istio document. serde-saphyr's defaults allow 50,000
+/// aliases and a million replayed anchor events: an "alias bomb" of a few
+/// hundred bytes then costs seconds and tens of MiB before it is refused.
+/// Istio resources use few anchors, so aliases and what they replay are
+/// held far lower; the node and event limits (250,000 / 1,000,000) stay,
+/// which a ServiceEntry with thousands of endpoints needs.
+fn parse_options() -> serde_saphyr::Options {
+    serde_saphyr::options! {
+        budget: serde_saphyr::budget! {
+            max_aliases: 1_000,
+            max_recorded_anchor_events: 20_000,
+        },
+    }
+}
+
 /// Deserializes one document into `T`, giving the field path and the line
 /// (relative to the document) on failure.
 fn parse_doc<T: DeserializeOwned>(text: &str) -> Result<T, (Option<String>, usize, String)> {
     let mut path = None;
-    let res = serde_saphyr::with_deserializer_from_str(text, |de| {
+    let res = serde_saphyr::with_deserializer_from_str_with_options(text, parse_options(), |de| {
         serde_path_to_error::deserialize::<_, T>(de).map_err(|e| {
             let p = e.path().to_string();
             if p != "." && !p.is_empty() {

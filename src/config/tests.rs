@@ -124,3 +124,26 @@ fn split_keeps_line_numbers() {
     assert_eq!(docs[0].first_line, 2);
     assert_eq!(docs[1].first_line, 6);
 }
+
+#[test]
+fn an_alias_bomb_is_refused_early_naming_the_file() {
+    // Nine levels of nine aliases: 9^9 nodes if expanded.
+    let mut labels = String::from(
+        "    a: &a [\"lol\",\"lol\",\"lol\",\"lol\",\"lol\",\"lol\",\"lol\",\"lol\",\"lol\"]\n",
+    );
+    let names = ["a", "b", "c", "d", "e", "f", "g", "h", "i"];
+    for w in names.windows(2) {
+        let refs = vec![format!("*{}", w[0]); 9].join(",");
+        labels.push_str(&format!("    {}: &{} [{refs}]\n", w[1], w[1]));
+    }
+    let text = format!(
+        "apiVersion: networking.istio.io/v1\nkind: ServiceEntry\nmetadata:\n  name: bomb\n  labels:\n{labels}spec:\n  hosts: [x.test]\n"
+    );
+    let errs = load_str("bomb.yaml", &text).unwrap_err();
+    let msg = errs.to_string();
+    // Refused by the replay limit, long before the node limit (250,000).
+    assert!(
+        msg.contains("bomb.yaml") && msg.contains("RecordedAnchorEvents"),
+        "{msg}"
+    );
+}
