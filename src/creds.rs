@@ -21,7 +21,7 @@ use rustls_pki_types::pem::PemObject;
 use rustls_pki_types::{CertificateDer, CertificateRevocationListDer, PrivateKeyDer};
 
 pub use info::{CertError, CertInfo};
-pub use secret::SecretError;
+pub use secret::{SecretCa, SecretError};
 
 use crate::bootstrap::Bootstrap;
 use crate::config::Config;
@@ -179,6 +179,15 @@ pub enum CredError {
         issuer: String,
         /// Where the CA was loaded from.
         loaded_from: String,
+    },
+    /// A revocation list kept in a Secret or ConfigMap next to its CA (key
+    /// `ca.crl` or `crl`) cannot be used.
+    #[error("{loaded_from}: {source}")]
+    SecretCrl {
+        /// The Secret and key (`kubernetes://name (Secret ns/name, key ca.crl)`).
+        loaded_from: String,
+        /// What is wrong with it.
+        source: Box<CredError>,
     },
     /// A CA certificate in a bundle is not a usable trust anchor.
     #[error("CA certificate #{number} is not usable: {source}")]
@@ -409,14 +418,28 @@ fn load_server(
     if let Some(ca) = &tls.client_ca {
         let key = (ca.clone(), tls.crl.clone());
         if let Entry::Vacant(slot) = creds.client_cas.entry(key.clone()) {
-            let pem = match ca {
+            let ca_pem = match ca {
                 ClientCaSource::File(path) => read(path)
-                    .map(|pem| (pem, format!("caCertificates {}", path.display())))
+                    .map(|pem| SecretCa {
+                        pem,
+                        source: format!("caCertificates {}", path.display()),
+                        crls: Vec::new(),
+                    })
                     .map_err(ca_certificates_error),
                 ClientCaSource::Credential(r) => secrets.ca(r).map_err(CredError::from),
                 ClientCaSource::CaCredential(r) => secrets.ca_exact(r).map_err(CredError::from),
             };
-            match pem.and_then(|(pem, src)| trust_from_pem(&pem, src, tls.crl.as_deref())) {
+            // A `caCrl` file and the CA's own Secret keys are all applied.
+            let loaded = ca_pem.and_then(|ca| {
+                let mut inputs: Vec<CrlInput<'_>> =
+                    tls.crl.as_deref().map(CrlInput::File).into_iter().collect();
+                inputs.extend(ca.crls.iter().map(|(pem, from)| CrlInput::Secret {
+                    pem,
+                    loaded_from: from,
+                }));
+                trust_from_pem(&ca.pem, ca.source.clone(), &inputs)
+            });
+            match loaded {
                 Ok(trust) => {
                     slot.insert(Arc::new(trust));
                 }
@@ -464,7 +487,7 @@ fn load_server(
                             ServerCertSource::Credential(r) => secrets
                                 .ca(r)
                                 .ok()
-                                .and_then(|(pem, src)| trust_from_pem(&pem, src, None).ok())
+                                .and_then(|ca| trust_from_pem(&ca.pem, ca.source, &[]).ok())
                                 .map(Arc::new),
                         };
                         if let Some(ca) = ca {
@@ -522,23 +545,65 @@ fn load_trust(
             });
         }
         TrustSource::File(path) => read(path)
-            .map(|pem| (pem, format!("caCertificates {}", path.display())))
+            .map(|pem| SecretCa {
+                pem,
+                source: format!("caCertificates {}", path.display()),
+                crls: Vec::new(),
+            })
             .map_err(ca_certificates_error)?,
         TrustSource::Credential(c) => secrets.ca(c)?,
     };
-    trust_from_pem(&pem.0, pem.1, crl)
+    let mut inputs: Vec<CrlInput<'_>> = crl.map(CrlInput::File).into_iter().collect();
+    inputs.extend(pem.crls.iter().map(|(p, from)| CrlInput::Secret {
+        pem: p,
+        loaded_from: from,
+    }));
+    trust_from_pem(&pem.pem, pem.source.clone(), &inputs)
 }
 
-/// Roots from a PEM bundle (named `source` in errors) plus an optional CRL.
-fn trust_from_pem(pem: &[u8], source: String, crl: Option<&Path>) -> Result<Trust, CredError> {
+/// Where a revocation list comes from.
+#[derive(Debug, Clone, Copy)]
+enum CrlInput<'a> {
+    /// A `caCrl` file.
+    File(&'a Path),
+    /// A key of the Secret or ConfigMap holding the CA (`ca.crl`, `crl`).
+    Secret {
+        /// Its content.
+        pem: &'a [u8],
+        /// The Secret and key, for errors.
+        loaded_from: &'a str,
+    },
+}
+
+/// Roots from a PEM bundle (named `source` in errors) plus revocation lists,
+/// each checked to be issued and signed by one of those roots.
+fn trust_from_pem(pem: &[u8], source: String, inputs: &[CrlInput<'_>]) -> Result<Trust, CredError> {
     let roots = roots_from_pem(pem).map_err(|e| CredError::Roots {
         loaded_from: source.clone(),
         source: Box::new(e),
     })?;
-    let crls = crl.map(load_crls).transpose()?.unwrap_or_default();
-    if let Some(path) = crl {
+    let mut crls = Vec::new();
+    if !inputs.is_empty() {
         let cas = certs_from_pem(pem)?;
-        check_crls(&crls, &cas, &source).map_err(|e| file_error("caCrl", path, e))?;
+        for input in inputs {
+            let list = match *input {
+                CrlInput::File(path) => {
+                    let list = load_crls(path)?;
+                    check_crls(&list, &cas, &source).map_err(|e| file_error("caCrl", path, e))?;
+                    list
+                }
+                CrlInput::Secret { pem, loaded_from } => {
+                    let wrap = |e| CredError::SecretCrl {
+                        loaded_from: loaded_from.to_string(),
+                        source: Box::new(e),
+                    };
+                    let list = crls_from_pem(pem).map_err(wrap)?;
+                    check_crls(&list, &cas, &source).map_err(wrap)?;
+                    list
+                }
+            };
+            crls.extend(list);
+        }
     }
     let fingerprint = fingerprint(std::iter::once(pem).chain(crls.iter().map(|c| c.as_ref())));
     Ok(Trust {

@@ -1,14 +1,16 @@
 //! A development PKI made with rcgen: a CA and the leaves it signs. Used by
 //! `meshgate demo` and by the tests, which make fresh certificates on every
-//! run (valid, expired, wrong host, wrong CA, client certificates). Only
+//! run (valid, expired, wrong host, wrong CA, client certificates, and
+//! revocation lists naming some of them). Only
 //! built with the `demo` feature (on by default, and turned on by
 //! `testing`); the mesh CA (`ca`) does not depend on it.
 
 use std::path::{Path, PathBuf};
 
 use rcgen::{
-    BasicConstraints, CertificateParams, DistinguishedName, DnType, ExtendedKeyUsagePurpose, IsCa,
-    Issuer, KeyPair, KeyUsagePurpose, SanType,
+    BasicConstraints, CertificateParams, CertificateRevocationListParams, DistinguishedName,
+    DnType, ExtendedKeyUsagePurpose, IsCa, Issuer, KeyIdMethod, KeyPair, KeyUsagePurpose,
+    RevocationReason, RevokedCertParams, SanType, SerialNumber,
 };
 use rustls_pki_types::CertificateDer;
 use time::{Duration, OffsetDateTime};
@@ -149,6 +151,34 @@ impl DevCa {
         }
     }
 
+    /// A revocation list (PEM) signed by this CA that revokes `revoked`
+    /// (leaves it issued, found by their serial numbers), valid from an hour
+    /// ago for a week.
+    pub fn crl_pem(&self, revoked: &[&Leaf]) -> String {
+        let now = OffsetDateTime::now_utc();
+        let revoked_certs = revoked
+            .iter()
+            .map(|leaf| RevokedCertParams {
+                serial_number: leaf.serial(),
+                revocation_time: now - Duration::minutes(5),
+                reason_code: Some(RevocationReason::KeyCompromise),
+                invalidity_date: None,
+            })
+            .collect();
+        CertificateRevocationListParams {
+            this_update: now - Duration::hours(1),
+            next_update: now + Duration::days(7),
+            crl_number: SerialNumber::from(1u64),
+            issuing_distribution_point: None,
+            revoked_certs,
+            key_identifier_method: KeyIdMethod::Sha256,
+        }
+        .signed_by(&self.issuer)
+        .expect("signing a CRL")
+        .pem()
+        .expect("PEM-encoding a CRL")
+    }
+
     /// Writes the CA certificate to `dir/name`, returning the path.
     pub fn write_cert(&self, dir: &Path, name: &str) -> std::io::Result<PathBuf> {
         let p = dir.join(name);
@@ -158,6 +188,23 @@ impl DevCa {
 }
 
 impl Leaf {
+    /// The certificate's serial number (as a CRL names it).
+    pub fn serial(&self) -> SerialNumber {
+        use rustls_pki_types::pem::PemObject as _;
+        use x509_parser::prelude::{FromDer as _, X509Certificate};
+        let der =
+            CertificateDer::from_pem_slice(self.cert_pem.as_bytes()).expect("a leaf's own PEM");
+        let (_, cert) = X509Certificate::from_der(der.as_ref()).expect("a leaf's own DER");
+        let raw = cert.raw_serial();
+        // DER keeps a leading zero byte for a positive number with its top
+        // bit set; the CRL writer adds it back where needed.
+        let start = raw
+            .iter()
+            .position(|b| *b != 0)
+            .unwrap_or(raw.len().saturating_sub(1));
+        SerialNumber::from_slice(&raw[start..])
+    }
+
     /// Writes `<stem>.crt` and `<stem>.key` to `dir`, returning both paths.
     pub fn write(&self, dir: &Path, stem: &str) -> std::io::Result<(PathBuf, PathBuf)> {
         let c = dir.join(format!("{stem}.crt"));

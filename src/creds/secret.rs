@@ -2,7 +2,8 @@
 //! the config first, then a directory laid out as Kubernetes mounts Secrets
 //! (`<dir>/<name>/<key>`, `..data` symlinks followed). Keys: `cert`/`key`
 //! before `tls.crt`/`tls.key`; CA from `<name>-cacert` before `<name>`,
-//! `cacert` before `ca.crt`. Empty values count as missing.
+//! `cacert` before `ca.crt`; the revocation list (`ca.crl` or `crl`) from
+//! the Secret the CA comes from. Empty values count as missing.
 
 use std::collections::BTreeMap;
 use std::path::PathBuf;
@@ -74,6 +75,25 @@ pub enum SecretError {
     },
 }
 
+/// A CA bundle found in a Secret or ConfigMap, with the revocation lists
+/// kept next to it.
+#[derive(Debug, Clone)]
+pub struct SecretCa {
+    /// The CA certificates (PEM).
+    pub pem: Vec<u8>,
+    /// Where they were found (`kubernetes://name (Secret ns/name, key ca.crt)`).
+    pub source: String,
+    /// Revocation lists from the same Secret (keys `ca.crl` and `crl`,
+    /// non-empty ones only): the PEM and where it was found, named as
+    /// `source` is.
+    pub crls: Vec<(Vec<u8>, String)>,
+}
+
+/// Keys holding a CA's revocation list: Istio's `ca.crl` (next to
+/// `ca.crt`) and `crl` (next to `cacert`). Both are read when both are set,
+/// so a revocation is never dropped for being under the other key.
+const CRL_KEYS: [&str; 2] = ["ca.crl", "crl"];
+
 /// Where Secrets are looked up.
 pub struct SecretSource {
     docs: Vec<(String, String, BTreeMap<String, Vec<u8>>)>,
@@ -144,15 +164,14 @@ impl SecretSource {
         })
     }
 
-    /// CA bundle: from `<name>-cacert`, else `<name>`; key `cacert` or `ca.crt`.
-    pub fn ca(&self, r: &CredentialRef) -> Result<(Vec<u8>, String), SecretError> {
+    /// CA bundle: from `<name>-cacert`, else `<name>`; key `cacert` or
+    /// `ca.crt`; with the revocation lists of the Secret it comes from.
+    pub fn ca(&self, r: &CredentialRef) -> Result<SecretCa, SecretError> {
         let mut looked = Vec::new();
         for name in [format!("{}-cacert", r.name), r.name.clone()] {
             if let Some((data, src)) = self.find(&name, r.namespace.as_deref()) {
-                for k in ["cacert", "ca.crt"] {
-                    if let Some(v) = non_empty(&data, k) {
-                        return Ok((v.to_vec(), format!("{r} ({src}, key {k})")));
-                    }
+                if let Some(ca) = ca_in(&data, r, &src) {
+                    return Ok(ca);
                 }
                 looked.push(format!("{src} has keys: {}", key_list(&keys(&data))));
             }
@@ -166,8 +185,9 @@ impl SecretSource {
         })
     }
 
-    /// `caCertCredentialName`: the CA in exactly this Secret or ConfigMap.
-    pub fn ca_exact(&self, r: &CredentialRef) -> Result<(Vec<u8>, String), SecretError> {
+    /// `caCertCredentialName`: the CA in exactly this Secret or ConfigMap,
+    /// with its revocation lists.
+    pub fn ca_exact(&self, r: &CredentialRef) -> Result<SecretCa, SecretError> {
         let ns = r.namespace.as_deref().unwrap_or(&self.namespace);
         let found = self.find(&r.name, r.namespace.as_deref()).or_else(|| {
             self.maps
@@ -176,10 +196,8 @@ impl SecretSource {
                 .map(|(_, _, d)| (d.clone(), format!("ConfigMap {ns}/{}", r.name)))
         });
         let (data, src) = found.ok_or_else(|| self.not_found(r))?;
-        for k in ["cacert", "ca.crt"] {
-            if let Some(v) = non_empty(&data, k) {
-                return Ok((v.to_vec(), format!("{r} ({src}, key {k})")));
-            }
+        if let Some(ca) = ca_in(&data, r, &src) {
+            return Ok(ca);
         }
         Err(SecretError::NoCaExact {
             credential: r.clone(),
@@ -217,6 +235,23 @@ fn named(list: &[crate::config::Secret]) -> Vec<(String, String, BTreeMap<String
             )
         })
         .collect()
+}
+
+/// The CA (key `cacert`, else `ca.crt`) and revocation lists of one Secret
+/// or ConfigMap found at `src`; `None` without a CA.
+fn ca_in(data: &BTreeMap<String, Vec<u8>>, r: &CredentialRef, src: &str) -> Option<SecretCa> {
+    let (key, pem) = ["cacert", "ca.crt"]
+        .into_iter()
+        .find_map(|k| non_empty(data, k).map(|v| (k, v)))?;
+    let crls = CRL_KEYS
+        .into_iter()
+        .filter_map(|k| non_empty(data, k).map(|v| (v.to_vec(), format!("{r} ({src}, key {k})"))))
+        .collect();
+    Some(SecretCa {
+        pem: pem.to_vec(),
+        source: format!("{r} ({src}, key {key})"),
+        crls,
+    })
 }
 
 fn non_empty<'a>(data: &'a BTreeMap<String, Vec<u8>>, key: &str) -> Option<&'a [u8]> {

@@ -213,6 +213,7 @@ fn mutual_files(ca: &Path, cert: &Path, key: &Path) -> String {
     )
 }
 
+mod crl;
 mod secrets;
 mod validation;
 mod warnings;

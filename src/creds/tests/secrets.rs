@@ -386,7 +386,7 @@ fn secret_not_found_with_a_secrets_dir_names_the_directory() {
     );
 }
 
-fn one_error_with(yaml: &str, bootstrap: &Bootstrap) -> String {
+pub(super) fn one_error_with(yaml: &str, bootstrap: &Bootstrap) -> String {
     let e = errors_with(yaml, bootstrap);
     assert_eq!(
         e.len(),
@@ -402,7 +402,7 @@ fn one_error_with(yaml: &str, bootstrap: &Bootstrap) -> String {
 /// Writes `<root>/<name>/` the way the kubelet does: files in a timestamped
 /// directory, `..data` pointing at it, and each key a symlink through
 /// `..data`.
-fn mount_secret(root: &Path, name: &str, data: &[(&str, &str)]) {
+pub(super) fn mount_secret(root: &Path, name: &str, data: &[(&str, &str)]) {
     use std::os::unix::fs::symlink;
     let dir = root.join(name);
     let version = "..2026_11_26_00_00_00.000";
