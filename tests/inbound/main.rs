@@ -603,5 +603,6 @@ type Identity = Option<(String, String)>;
 mod client_auth;
 mod connections;
 mod lifecycle;
+mod revocation;
 mod routing;
 mod tls;

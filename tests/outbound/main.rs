@@ -107,5 +107,6 @@ async fn plain_server() -> std::net::SocketAddr {
 
 mod lifecycle;
 mod operations;
+mod revocation;
 mod routing;
 mod tls;
