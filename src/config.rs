@@ -394,10 +394,15 @@ fn parse_document(
     macro_rules! typed {
         ($ty:ty, $list:ident) => {
             match parse_doc::<Object<$ty>>(doc.text) {
-                Ok(obj) => config.$list.push(Resource {
-                    source,
-                    spec: obj.spec,
-                }),
+                Ok(obj) => upsert(
+                    &mut config.$list,
+                    Resource {
+                        source,
+                        spec: obj.spec,
+                    },
+                    |r| &r.source,
+                    &mut config.warnings,
+                ),
                 Err((field, line, reason)) => errors.push(error(resource, field, line, reason)),
             }
         };
@@ -420,19 +425,29 @@ fn parse_document(
             )
         }
         ("ConfigMap", _) if api_version == "v1" => match parse_doc::<ConfigMapObject>(doc.text) {
-            Ok(obj) => config.config_maps.push(Secret {
-                source,
-                data: obj
-                    .data
-                    .into_iter()
-                    .map(|(k, v)| (k, v.into_bytes()))
-                    .collect(),
-            }),
+            Ok(obj) => upsert(
+                &mut config.config_maps,
+                Secret {
+                    source,
+                    data: obj
+                        .data
+                        .into_iter()
+                        .map(|(k, v)| (k, v.into_bytes()))
+                        .collect(),
+                },
+                |m| &m.source,
+                &mut config.warnings,
+            ),
             Err((field, line, reason)) => errors.push(error(resource, field, line, reason)),
         },
         ("Secret", _) if api_version == "v1" => match parse_doc::<secret::SecretObject>(doc.text) {
             Ok(obj) => match decode_secret(&obj) {
-                Ok(data) => config.secrets.push(Secret { source, data }),
+                Ok(data) => upsert(
+                    &mut config.secrets,
+                    Secret { source, data },
+                    |m| &m.source,
+                    &mut config.warnings,
+                ),
                 Err((field, reason)) => errors.push(error(resource, Some(field), 1, reason)),
             },
             Err((field, line, reason)) => errors.push(error(resource, field, line, reason)),
@@ -457,6 +472,33 @@ fn parse_document(
             source.resource()
         )),
     }
+}
+
+/// Adds `item` to `list`, replacing a resource of the same kind, namespace
+/// and name: in Kubernetes they are one object, and the last one applied is
+/// the one in force. The replacement is warned, naming both places, so a
+/// later definition never silently overrides an earlier one (a SIMPLE
+/// Gateway replacing a MUTUAL one).
+fn upsert<T>(
+    list: &mut Vec<T>,
+    item: T,
+    source: impl Fn(&T) -> &Source,
+    warnings: &mut Vec<String>,
+) {
+    let new = source(&item);
+    if let Some(i) = list.iter().position(|old| {
+        let old = source(old);
+        old.namespace == new.namespace && old.name == new.name
+    }) {
+        let old = source(&list[i]);
+        warnings.push(format!(
+            "{new}: replaces the definition at {}:{} (same kind, namespace and name: one object in Kubernetes; the last one loaded is used)",
+            old.file.display(),
+            old.line
+        ));
+        list.remove(i);
+    }
+    list.push(item);
 }
 
 /// A `kind: ConfigMap`; only `data` is read.

@@ -147,3 +147,48 @@ fn an_alias_bomb_is_refused_early_naming_the_file() {
         "{msg}"
     );
 }
+
+#[test]
+fn a_later_definition_of_the_same_object_replaces_the_earlier_with_a_warning() {
+    let gateway = |mode: &str| {
+        format!(
+            "apiVersion: networking.istio.io/v1\nkind: Gateway\nmetadata: {{name: gw, namespace: shop}}\nspec:\n  servers:\n  - port: {{number: 443, name: https, protocol: HTTPS}}\n    hosts: [a.test]\n    tls: {{mode: {mode}, credentialName: c}}\n"
+        )
+    };
+    let secret = |v: &str| {
+        format!(
+            "apiVersion: v1\nkind: Secret\nmetadata: {{name: c, namespace: shop}}\nstringData: {{cert: {v}}}\n"
+        )
+    };
+    let text = [
+        gateway("MUTUAL"),
+        secret("one"),
+        // Same name, another namespace: another object.
+        gateway("SIMPLE").replace("namespace: shop", "namespace: other"),
+        gateway("SIMPLE"),
+        secret("two"),
+    ]
+    .join("---\n");
+    let c = load_str("dup.yaml", &text).expect("loads");
+    assert_eq!(c.gateways.len(), 2);
+    let shop = c
+        .gateways
+        .iter()
+        .find(|g| g.source.namespace == "shop")
+        .unwrap();
+    assert_eq!(shop.source.line, 24, "the later definition is used");
+    assert_eq!(c.secrets.len(), 1);
+    assert_eq!(c.secrets[0].data["cert"], b"two");
+    assert_eq!(c.warnings.len(), 2, "{:?}", c.warnings);
+    assert!(
+        c.warnings[0].contains("dup.yaml:24: Gateway/shop/gw")
+            && c.warnings[0].contains("replaces the definition at dup.yaml:1"),
+        "{:?}",
+        c.warnings
+    );
+    assert!(
+        c.warnings[1].contains("Secret/shop/c") && c.warnings[1].contains("dup.yaml:10"),
+        "{:?}",
+        c.warnings
+    );
+}

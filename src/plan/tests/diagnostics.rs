@@ -235,12 +235,14 @@ fn errors_name_file_resource_field_and_reason() {
 #[test]
 fn every_error_in_a_file_is_reported_at_once() {
     // Good and broken documents interleaved; every broken one is reported,
-    // each at its own document's line, and the good ones add nothing.
+    // each at its own document's line, and the good ones add nothing. (Each
+    // object has its own name: a second `api` would replace the first.)
+    let good = ONE_SERVICE.replace("name: api", "name: good-api");
     let docs = [
         EGRESS_TLS_ORIGINATION.split("---\n").next().unwrap(),
         ERROR_CASES[6].yaml, // port 70000
         ERROR_CASES[4].yaml, // DNS with a wildcard host
-        ONE_SERVICE,         // good
+        &good,               // good
         ERROR_CASES[0].yaml, // ISTIO_MUTUAL
         ERROR_CASES[8].yaml, // connectTimeout: 10parsecs
         EGRESS_TLS_ORIGINATION.split("---\n").nth(1).unwrap(),
