@@ -104,6 +104,9 @@ pub struct Bootstrap {
     /// Request headers whose names contain `_` (Envoy's
     /// `headers_with_underscores_action`, default ALLOW).
     pub headers_with_underscores_action: UnderscoreAction,
+    /// Serve a configuration with security policies meshgate does not
+    /// enforce (warned) instead of refusing it (`--ignore-unsupported`).
+    pub ignore_unsupported: bool,
     /// How request paths are normalised before routing and forwarding
     /// (MeshConfig `pathNormalization.normalization`, default `BASE`).
     pub path_normalization: PathNormalization,
@@ -170,6 +173,7 @@ impl Default for Bootstrap {
             termination_drain_duration: DEFAULT_TERMINATION_DRAIN,
             path_normalization: PathNormalization::Base,
             headers_with_underscores_action: UnderscoreAction::Allow,
+            ignore_unsupported: false,
             idle_timeout: Duration::from_secs(3600),
             stream_idle_timeout: Duration::from_secs(300),
         }

@@ -74,6 +74,9 @@ pub struct Config {
     pub secrets: Vec<Secret>,
     /// `ConfigMap` resources (CA bundles for `caCertCredentialName`).
     pub config_maps: Vec<Secret>,
+    /// Security policies meshgate does not enforce (AuthorizationPolicy,
+    /// RequestAuthentication): the plan refuses them unless told otherwise.
+    pub unenforced_policies: Vec<Source>,
     /// Non-fatal findings (skipped kinds, ...), each naming file and line.
     pub warnings: Vec<String>,
 }
@@ -452,6 +455,11 @@ fn parse_document(
             },
             Err((field, line, reason)) => errors.push(error(resource, field, line, reason)),
         },
+        ("AuthorizationPolicy" | "RequestAuthentication", _)
+            if api_version.starts_with("security.istio.io/") =>
+        {
+            config.unenforced_policies.push(source);
+        }
         (
             "ServiceEntry" | "DestinationRule" | "VirtualService" | "Gateway" | "Sidecar"
             | "WorkloadEntry",

@@ -37,6 +37,11 @@ pub struct ConfigFlags {
     /// SPIFFE trust domain of the mesh [default: cluster.local].
     #[arg(long)]
     pub trust_domain: Option<String>,
+    /// Serve a configuration that holds security policies meshgate does not
+    /// enforce (AuthorizationPolicy, RequestAuthentication), with a warning
+    /// for each, instead of refusing it.
+    #[arg(long)]
+    pub ignore_unsupported: bool,
 }
 
 /// Flags of `run`.
@@ -140,6 +145,7 @@ impl ConfigFlags {
         set(&mut b.outbound_traffic_policy, self.outbound_traffic_policy);
         set(&mut b.identity_dir, self.identity_dir.clone().map(Some));
         set(&mut b.trust_domain, self.trust_domain.clone());
+        b.ignore_unsupported |= self.ignore_unsupported;
         Ok(b)
     }
 }

@@ -97,6 +97,27 @@ pub fn compile(config: &Config, bootstrap: &Bootstrap) -> Result<Plan, ConfigErr
         }),
         ..Default::default()
     };
+    for source in &config.unenforced_policies {
+        let what = format!(
+            "{} is not enforced by meshgate: a policy that is not enforced leaves open what it closes",
+            source.kind
+        );
+        if bootstrap.ignore_unsupported {
+            diag.warn(
+                source,
+                "kind",
+                format!("{what}; served without it (--ignore-unsupported)"),
+            );
+        } else {
+            diag.error(
+                source,
+                "kind",
+                format!(
+                    "{what}; remove it, or start with --ignore-unsupported to serve without it"
+                ),
+            );
+        }
+    }
     let outbound = outbound::compile::compile(config, bootstrap, &mut diag);
     let inbound = inbound::compile::compile(config, &mut diag);
     if diag.errors.is_empty() {

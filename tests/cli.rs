@@ -592,3 +592,40 @@ fn help_exits_zero_and_documents_the_flags() {
         assert!(help.contains("REGISTRY_ONLY"), "{sub} --help\n{help}");
     }
 }
+
+/// An AuthorizationPolicy meshgate does not enforce refuses the config (a
+/// deny-all that is not enforced is an open door), unless the operator
+/// says `--ignore-unsupported`, which serves it with a warning.
+#[test]
+fn an_unenforced_authorization_policy_refuses_the_config_unless_ignored() {
+    let dir = tempfile::tempdir().unwrap();
+    let yaml = format!(
+        "{}---\napiVersion: security.istio.io/v1\nkind: AuthorizationPolicy\nmetadata:\n  name: deny-all\n  namespace: default\nspec: {{}}\n",
+        egress_yaml(8443, "        mode: SIMPLE")
+    );
+    let file = write(dir.path(), "policy.yaml", &yaml);
+    let validate = |extra: &[&str]| {
+        let mut c = meshgate();
+        c.args(["validate", "--config"]).arg(&file).args(extra);
+        run_with_timeout(c, Duration::from_secs(30))
+    };
+    let out = validate(&[]);
+    assert_eq!(out.status.code(), Some(1), "{}", show(&out));
+    let errors = error_lines(&out);
+    assert!(
+        errors.iter().any(|l| l.contains("policy.yaml")
+            && l.contains("AuthorizationPolicy/default/deny-all")
+            && l.contains("not enforced")
+            && l.contains("--ignore-unsupported")),
+        "{}",
+        show(&out)
+    );
+    let out = validate(&["--ignore-unsupported"]);
+    assert_eq!(out.status.code(), Some(0), "{}", show(&out));
+    assert!(
+        text(&out.stderr).contains("AuthorizationPolicy/default/deny-all")
+            || text(&out.stdout).contains("AuthorizationPolicy/default/deny-all"),
+        "the warning names it: {}",
+        show(&out)
+    );
+}
