@@ -383,6 +383,10 @@ fn parse_document(
         ));
         return;
     }
+    if kind == "List" && api_version == "v1" {
+        expand_list(file, doc, config, errors);
+        return;
+    }
     let resource = Some(source.resource());
     if name.is_empty() {
         errors.push(error(
@@ -507,6 +511,46 @@ fn upsert<T>(
         list.remove(i);
     }
     list.push(item);
+}
+
+/// `kind: List` (what `kubectl get -o yaml` prints): each item is loaded as
+/// its own document. An item's messages point at the List's line and name
+/// the item's resource and field.
+fn expand_list(
+    file: &Path,
+    doc: &Document<'_>,
+    config: &mut Config,
+    errors: &mut Vec<ConfigError>,
+) {
+    #[derive(Deserialize)]
+    struct List {
+        #[serde(default)]
+        items: Vec<serde_json::Value>,
+    }
+    let list: List = match parse_doc(doc.text) {
+        Ok(l) => l,
+        Err((field, line, reason)) => {
+            errors.push(ConfigError {
+                file: file.to_path_buf(),
+                line: doc.text_line + line.saturating_sub(1),
+                resource: Some("List".into()),
+                field,
+                reason,
+            });
+            return;
+        }
+    };
+    for item in list.items {
+        // JSON is YAML: each item is parsed like any document, at the
+        // List's line.
+        let text = item.to_string();
+        let item_doc = Document {
+            text: &text,
+            text_line: doc.first_line,
+            first_line: doc.first_line,
+        };
+        parse_document(file, &item_doc, config, errors);
+    }
 }
 
 /// A `kind: ConfigMap`; only `data` is read.

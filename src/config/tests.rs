@@ -192,3 +192,45 @@ fn a_later_definition_of_the_same_object_replaces_the_earlier_with_a_warning() {
         c.warnings
     );
 }
+
+#[test]
+fn a_kubectl_list_is_expanded_into_its_items() {
+    let text = r#"# kubectl get se,dr -o yaml
+apiVersion: v1
+kind: List
+metadata:
+  resourceVersion: ""
+items:
+- apiVersion: networking.istio.io/v1
+  kind: ServiceEntry
+  metadata: {name: api, namespace: shop, resourceVersion: "123", uid: abc}
+  spec:
+    hosts: [api.example.com]
+    ports: [{number: 443, name: https, protocol: HTTPS}]
+    resolution: DNS
+- apiVersion: networking.istio.io/v1
+  kind: DestinationRule
+  metadata: {name: api, namespace: shop}
+  spec:
+    host: api.example.com
+    trafficPolicy: {tls: {mode: SIMPEL}}
+"#;
+    let errs = load_str("list.yaml", text).unwrap_err();
+    assert_eq!(errs.0.len(), 1, "{errs}");
+    let e = &errs.0[0];
+    assert_eq!(e.line, 2, "{errs}");
+    assert_eq!(
+        e.resource.as_deref(),
+        Some("DestinationRule/shop/api"),
+        "{errs}"
+    );
+    assert!(errs.to_string().contains("SIMPEL"), "{errs}");
+    let good = text.replace("SIMPEL", "SIMPLE");
+    let c = load_str("list.yaml", &good).expect("loads");
+    assert_eq!(c.service_entries.len(), 1);
+    assert_eq!(
+        c.service_entries[0].source.resource(),
+        "ServiceEntry/shop/api"
+    );
+    assert_eq!(c.destination_rules.len(), 1);
+}
