@@ -368,9 +368,18 @@ fn parse_document(
         name: name.clone(),
     };
     if kind.is_empty() || api_version.is_empty() {
-        errors.push(error(
-            None,
-            Some(
+        // Named as far as the document goes, at its first line of content
+        // (not at a comment above it).
+        let resource = match (kind.is_empty(), name.is_empty()) {
+            (false, _) => Some(source.resource()),
+            (true, false) => Some(format!("{}/{name}", source.namespace)),
+            (true, true) => None,
+        };
+        errors.push(ConfigError {
+            file: file.to_path_buf(),
+            line: doc.first_line,
+            resource,
+            field: Some(
                 if kind.is_empty() {
                     "kind"
                 } else {
@@ -378,9 +387,8 @@ fn parse_document(
                 }
                 .into(),
             ),
-            1,
-            "missing; every document needs apiVersion and kind".into(),
-        ));
+            reason: "missing; every document needs apiVersion and kind".into(),
+        });
         return;
     }
     if kind == "List" && api_version == "v1" {

@@ -234,3 +234,21 @@ items:
     );
     assert_eq!(c.destination_rules.len(), 1);
 }
+
+#[test]
+fn a_missing_api_version_names_the_resource_at_its_first_line() {
+    let text = "# the egress rule\n# for api\nkind: DestinationRule\nmetadata: {name: api, namespace: shop}\nspec: {host: api.example.com}\n";
+    let errs = load_str("noversion.yaml", text).unwrap_err();
+    let e = &errs.0[0];
+    assert_eq!(e.line, 3, "{errs}");
+    assert_eq!(
+        e.resource.as_deref(),
+        Some("DestinationRule/shop/api"),
+        "{errs}"
+    );
+    assert_eq!(e.field.as_deref(), Some("apiVersion"), "{errs}");
+    let text = "metadata: {name: api}\nspec: {host: api.example.com}\n";
+    let errs = load_str("nokind.yaml", text).unwrap_err();
+    assert_eq!(errs.0[0].resource.as_deref(), Some("default/api"), "{errs}");
+    assert_eq!(errs.0[0].field.as_deref(), Some("kind"), "{errs}");
+}
