@@ -2,7 +2,7 @@
 //!
 //! An in-process stand-in for `api.external.com` serves HTTPS with a
 //! certificate from a fresh dev CA; meshgate loads the ServiceEntry and
-//! SIMPLE DestinationRule from `examples/demo/egress.yaml`; a plain-HTTP
+//! SIMPLE DestinationRule from `examples/demo/egress.yaml.tmpl`; a plain-HTTP
 //! request, as the app would send it, goes through meshgate and comes back
 //! with what the external service saw on the wire.
 //!
@@ -89,11 +89,11 @@ fn write_error(path: &Path) -> impl FnOnce(std::io::Error) -> DemoError + '_ {
 }
 
 /// The demo's egress resources, with `${STANDIN_PORT}` and `${CA_FILE}`.
-pub const DEMO_YAML: &str = include_str!("../examples/demo/egress.yaml");
+pub const DEMO_YAML: &str = include_str!("../examples/demo/egress.yaml.tmpl");
 
 /// The demo's ingress resources, with `${SERVER_CERT}`, `${SERVER_KEY}`,
 /// `${CA_FILE}` and `${APP_PORT}`.
-pub const DEMO_INGRESS_YAML: &str = include_str!("../examples/demo/ingress.yaml");
+pub const DEMO_INGRESS_YAML: &str = include_str!("../examples/demo/ingress.yaml.tmpl");
 
 /// The external host of the seed scenario.
 pub const HOST: &str = "api.external.com";

@@ -629,3 +629,13 @@ fn an_unenforced_authorization_policy_refuses_the_config_unless_ignored() {
         show(&out)
     );
 }
+
+/// Every configuration shipped under examples/ validates (the demo's
+/// templates are `.tmpl` files, not configurations).
+#[test]
+fn every_example_validates() {
+    let examples = Path::new(env!("CARGO_MANIFEST_DIR")).join("examples");
+    let out = validate_dir(&examples);
+    assert_eq!(out.status.code(), Some(0), "{}", show(&out));
+    assert!(text(&out.stdout).starts_with("ok:"), "{}", show(&out));
+}
