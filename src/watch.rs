@@ -71,7 +71,7 @@ fn warn_expiring(state: &State) {
         .chain(snap.creds.servers.values())
     {
         let left = id.leaf.not_after - now;
-        if left < window {
+        if expires_soon(left, id.leaf.not_after - id.leaf.not_before, window) {
             warn!(
                 source = %id.source,
                 not_after = %crate::creds::info::fmt_time(id.leaf.not_after),
@@ -80,6 +80,14 @@ fn warn_expiring(state: &State) {
             );
         }
     }
+}
+
+/// Whether a certificate with `left` seconds to go out of a `lifetime` is
+/// worth a warning: within the window, and, for a certificate that lives
+/// shorter than three windows (a workload certificate renewed at half its
+/// lifetime), only in its last third: renewal should have replaced it.
+fn expires_soon(left: i64, lifetime: i64, window: i64) -> bool {
+    left < window.min(lifetime / 3)
 }
 
 /// The files the configuration on disk names, whether or not it loads.
@@ -125,6 +133,23 @@ fn stamp(path: &Path) -> Stamp {
             )
         }),
     )
+}
+
+#[cfg(test)]
+mod tests {
+    use super::expires_soon;
+
+    #[test]
+    fn short_lived_certificates_warn_only_when_renewal_is_overdue() {
+        let (day, week) = (86_400, 7 * 86_400);
+        // A 90-day certificate: the 7-day window.
+        assert!(!expires_soon(8 * day, 90 * day, week));
+        assert!(expires_soon(6 * day, 90 * day, week));
+        // A 24 h workload certificate, renewed at 12 h: quiet until 8 h.
+        assert!(!expires_soon(23 * 3600, day, week));
+        assert!(!expires_soon(9 * 3600, day, week));
+        assert!(expires_soon(7 * 3600, day, week));
+    }
 }
 
 fn walk(path: &Path, out: &mut Vec<Stamp>, depth: usize) {
