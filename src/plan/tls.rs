@@ -212,7 +212,7 @@ pub(crate) fn compile(
             diag.error(
                 source,
                 format!("{field}.caCrl"),
-                "with credentialName the CRL must be in the Secret (key `crl` or `ca.crl`)",
+                "with credentialName the CRL must be in the Secret that holds the CA (key `ca.crl` or `crl`)",
             );
         }
         plan.trust = TrustSource::Credential(cred.clone());

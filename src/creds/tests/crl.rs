@@ -22,11 +22,7 @@ fn gateway(tls_lines: &str) -> String {
 /// `origin` prefix of errors about `gateway(..)`'s tls block.
 const GATEWAY: &str = "Gateway/default/gw: spec.servers[0].tls";
 
-fn client_ca<'a>(
-    creds: &'a Credentials,
-    source: ClientCaSource,
-    crl: Option<PathBuf>,
-) -> &'a Trust {
+fn client_ca(creds: &Credentials, source: ClientCaSource, crl: Option<PathBuf>) -> &Trust {
     let key = (source, crl);
     creds.client_cas.get(&key).unwrap_or_else(|| {
         panic!(
