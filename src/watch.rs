@@ -135,23 +135,6 @@ fn stamp(path: &Path) -> Stamp {
     )
 }
 
-#[cfg(test)]
-mod tests {
-    use super::expires_soon;
-
-    #[test]
-    fn short_lived_certificates_warn_only_when_renewal_is_overdue() {
-        let (day, week) = (86_400, 7 * 86_400);
-        // A 90-day certificate: the 7-day window.
-        assert!(!expires_soon(8 * day, 90 * day, week));
-        assert!(expires_soon(6 * day, 90 * day, week));
-        // A 24 h workload certificate, renewed at 12 h: quiet until 8 h.
-        assert!(!expires_soon(23 * 3600, day, week));
-        assert!(!expires_soon(9 * 3600, day, week));
-        assert!(expires_soon(7 * 3600, day, week));
-    }
-}
-
 fn walk(path: &Path, out: &mut Vec<Stamp>, depth: usize) {
     let s = stamp(path);
     let is_dir = std::fs::metadata(path).map(|m| m.is_dir()).unwrap_or(false);
@@ -167,5 +150,22 @@ fn walk(path: &Path, out: &mut Vec<Stamp>, depth: usize) {
         }
     } else {
         warn!(path = %path.display(), "cannot list directory for change detection");
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::expires_soon;
+
+    #[test]
+    fn short_lived_certificates_warn_only_when_renewal_is_overdue() {
+        let (day, week) = (86_400, 7 * 86_400);
+        // A 90-day certificate: the 7-day window.
+        assert!(!expires_soon(8 * day, 90 * day, week));
+        assert!(expires_soon(6 * day, 90 * day, week));
+        // A 24 h workload certificate, renewed at 12 h: quiet until 8 h.
+        assert!(!expires_soon(23 * 3600, day, week));
+        assert!(!expires_soon(9 * 3600, day, week));
+        assert!(expires_soon(7 * 3600, day, week));
     }
 }
