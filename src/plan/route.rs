@@ -22,6 +22,10 @@ use std::time::Duration;
 use http::{HeaderMap, HeaderName, HeaderValue};
 use serde::Serialize;
 
+pub mod fault;
+
+pub use fault::{FaultPlan, Share};
+
 /// A request as routing sees it.
 #[derive(Debug, Clone, Copy)]
 pub struct RequestView<'a> {
@@ -68,6 +72,9 @@ pub struct HttpRoutePlan {
     /// Answer with a fixed response instead of forwarding.
     #[serde(skip_serializing_if = "Option::is_none")]
     pub direct_response: Option<DirectResponsePlan>,
+    /// Delay and/or abort injected before the route acts (`fault`).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub fault: Option<FaultPlan>,
 }
 
 /// One compiled `HTTPMatchRequest`; every condition must hold.

@@ -27,7 +27,7 @@ use crate::creds::CertInfo;
 use crate::plan::destination::{self, Speak};
 use crate::plan::host::most_specific;
 use crate::plan::inbound::{GatewayRoutes, ListenerPlan, ServerPlan};
-use crate::plan::route::{HttpRoutePlan, Matched, RequestView, RouteDestinationPlan};
+use crate::plan::route::{FaultPlan, HttpRoutePlan, Matched, RequestView, RouteDestinationPlan};
 
 /// The listener plan a connection arrived on, under its configuration
 /// (servers on one port may bind different IPs).
@@ -243,7 +243,7 @@ impl HttpConn {
         let (host, authority) = (auth.host.as_str(), auth.text.as_str());
         let port = self.ctx.conn.listener.port;
         let server = match &self.server {
-            Some(s) if !s.serves(host) => {
+            Some(s) if !s.serves(host) || self.owned_elsewhere(s, host) => {
                 // The HTTP/2 connection-reuse trap: this connection was set up
                 // for another server's certificate; the client must retry on
                 // a new connection (RFC 9110 §15.5.20), never get another
@@ -342,6 +342,11 @@ impl HttpConn {
                 ),
             );
         };
+        if let Some(f) = &route.fault
+            && let Some(reply) = self.inject(f).await
+        {
+            return reply;
+        }
         if let Some(r) = &route.redirect {
             let location = r.location(&view);
             let mut resp = local_response(
@@ -412,6 +417,26 @@ impl HttpConn {
         .await
     }
 
+    /// A route's `fault`: the delay, then the abort, each for its share of
+    /// requests (Envoy's fault filter order).
+    async fn inject(&self, fault: &FaultPlan) -> Option<Reply> {
+        if let Some((delay, share)) = fault.delay
+            && share.includes(self.ctx.state.random())
+        {
+            tokio::time::sleep(delay).await;
+        }
+        let (status, share) = fault.abort?;
+        if !share.includes(self.ctx.state.random()) {
+            return None;
+        }
+        let status = StatusCode::from_u16(status).unwrap_or(StatusCode::SERVICE_UNAVAILABLE);
+        Some(Reply::local(
+            status,
+            "fault_abort",
+            "fault filter abort".into(),
+        ))
+    }
+
     /// Where a route destination goes, as the plan decides.
     fn route_destination(
         &self,
@@ -434,6 +459,29 @@ impl HttpConn {
             timeout: route.timeout,
             cacheable: true,
         })
+    }
+
+    /// Whether another server on this listener names `host` more
+    /// specifically than `server` (the connection's, chosen by SNI): then the
+    /// request belongs to that server and its TLS policy, even when the
+    /// connection's server has a `*` host (421, as Istio's hardening guide
+    /// expects).
+    fn owned_elsewhere(&self, server: &ServerPlan, host: &str) -> bool {
+        let Some(listener) = listener_plan(&self.ctx) else {
+            return false;
+        };
+        let specificity = |s: &ServerPlan| {
+            s.hosts
+                .iter()
+                .filter(|h| h.matches(host))
+                .map(|h| h.specificity())
+                .max()
+        };
+        let mine = specificity(server);
+        listener
+            .servers
+            .iter()
+            .any(|o| !std::ptr::eq(o.as_ref(), server) && specificity(o) > mine)
     }
 
     /// The server on a plain port for `host`: the most specific match.

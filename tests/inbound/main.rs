@@ -602,6 +602,7 @@ type Identity = Option<(String, String)>;
 
 mod client_auth;
 mod connections;
+mod fault;
 mod lifecycle;
 mod revocation;
 mod routing;

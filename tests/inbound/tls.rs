@@ -406,3 +406,47 @@ async fn request_for_another_servers_host_on_a_connection_is_421() {
     assert_eq!(r.status, 200, "{}", r.body);
     assert_eq!(body_json(&r)["backend"], "B");
 }
+
+/// Istio's hardening case: a SIMPLE server for `*` and a MUTUAL one for
+/// `secure.test` on one port. A client that opened its connection for the
+/// SIMPLE server (no client certificate) and asks for `secure.test` gets
+/// 421, not the MUTUAL server's routes through the `*` server.
+#[tokio::test]
+async fn a_host_of_a_more_specific_server_is_421_on_a_wildcard_servers_connection() {
+    let ca = DevCa::new("shared CA");
+    let dir = tempdir();
+    let shared = ca.issue(&LeafSpec::server(&["open.test", "secure.test"]));
+    let open = backend("OPEN", Duration::ZERO).await;
+    let secure = backend("SECURE", Duration::ZERO).await;
+    let ca_file = ca.write_cert(dir.path(), "client-ca.crt").unwrap();
+    let mut mutual = simple_tls(dir.path(), &shared, "secure");
+    mutual[0] = "mode: MUTUAL".into();
+    mutual.push(format!("caCertificates: {}", ca_file.display()));
+    let yaml = gateway(&[
+        server(
+            443,
+            "HTTPS",
+            &["*"],
+            &simple_tls(dir.path(), &shared, "open"),
+        ),
+        server(443, "HTTPS", &["secure.test"], &mutual),
+    ]) + &route_all("open", &["*"], open)
+        + &route_all("secure", &["secure.test"], secure);
+    let p = start_ports(dir, &yaml, &[443], |_| {}).await;
+    let addr = p.proxy.inbound()[&443];
+    for h2 in [true, false] {
+        let o = ClientOpts {
+            sni: Some("open.test".into()),
+            ca_pem: ca.cert_pem.clone(),
+            h2,
+            ..Default::default()
+        };
+        let mut conn = HttpsConn::new(tls_connect(addr, &o).await.unwrap(), h2)
+            .await
+            .unwrap();
+        let r = conn.get("open.test", "/", &[]).await.unwrap();
+        assert_eq!(body_json(&r)["backend"], "OPEN", "h2={h2}");
+        let r = conn.get("secure.test", "/", &[]).await.unwrap();
+        assert_eq!(r.status, 421, "h2={h2}: {}", r.body);
+    }
+}

@@ -28,8 +28,7 @@ const MAX_BODY_LEN: usize = 1024 * 1024;
 /// Redirect codes Envoy can send.
 const REDIRECT_CODES: [u16; 5] = [301, 302, 303, 307, 308];
 /// HTTPRoute fields that are understood but not implemented.
-const UNSUPPORTED_ROUTE_FIELDS: [&str; 7] = [
-    "fault",
+const UNSUPPORTED_ROUTE_FIELDS: [&str; 6] = [
     "mirror",
     "mirrors",
     "mirrorPercentage",
@@ -75,13 +74,32 @@ pub(crate) fn compile_http_route(
         }
         let f = format!("{field}.{k}");
         match k.as_str() {
-            "redirect" | "directResponse" => {}
+            "redirect" | "directResponse" | "fault" => {}
             k if UNSUPPORTED_ROUTE_FIELDS.contains(&k) => cx.error(&f, "not supported yet"),
             _ => cx.error(&f, "unknown field"),
         }
     }
 
     let present = |k: &str| route.other.get(k).filter(|v| !v.is_null());
+    let fault = present("fault").and_then(|v| {
+        let f = format!("{field}.fault");
+        let raw: super::fault::RawFault = cx.parse_value(v, &f)?;
+        let compiled = super::fault::compile(&raw);
+        let at = |suffix: &str| {
+            if suffix.is_empty() {
+                f.clone()
+            } else {
+                format!("{f}.{suffix}")
+            }
+        };
+        for (suffix, reason) in &compiled.warnings {
+            cx.diag.warn(cx.src, &at(suffix), reason);
+        }
+        for (suffix, reason) in compiled.errors {
+            cx.error(&at(&suffix), reason);
+        }
+        compiled.plan
+    });
     let redirect = present("redirect").and_then(|v| cx.redirect(v, &format!("{field}.redirect")));
     let direct_response = present("directResponse")
         .and_then(|v| cx.direct_response(v, &format!("{field}.directResponse")));
@@ -187,6 +205,7 @@ pub(crate) fn compile_http_route(
         response_headers,
         redirect,
         direct_response,
+        fault,
     })
 }
 

@@ -117,8 +117,13 @@ fn errors_name_their_field() {
             "unknown unit",
         ),
         (
-            r("fault: {abort: {httpStatus: 500}}"),
-            "spec.http[0].fault",
+            r("fault: {abort: {httpStatus: 700, percentage: {value: 100}}}"),
+            "spec.http[0].fault.abort.httpStatus",
+            "range 200-599",
+        ),
+        (
+            r("fault: {abort: {grpcStatus: UNAVAILABLE}}"),
+            "spec.http[0].fault.abort.grpcStatus",
             "not supported yet",
         ),
         (
