@@ -210,9 +210,12 @@ impl MeshCa {
             spiffe.to_string().try_into().map_err(name_error(spiffe))?,
         )];
         for d in dns {
-            sans.push(SanType::DnsName(
-                d.clone().try_into().map_err(name_error(d))?,
-            ));
+            // An IP address becomes an IP SAN (a client connecting to
+            // `10.0.0.1:15012` verifies that), anything else a DNS name.
+            sans.push(match d.parse::<std::net::IpAddr>() {
+                Ok(ip) => SanType::IpAddress(ip),
+                Err(_) => SanType::DnsName(d.clone().try_into().map_err(name_error(d))?),
+            });
         }
         p.subject_alt_names = sans;
         p.key_usages = vec![
@@ -230,8 +233,8 @@ impl MeshCa {
         Ok(p)
     }
 
-    /// Issues a workload certificate for `spiffe` (plus DNS names) with a
-    /// fresh key.
+    /// Issues a workload certificate for `spiffe` (plus DNS names, and IP
+    /// addresses as IP SANs) with a fresh key.
     pub fn issue(
         &self,
         spiffe: &str,

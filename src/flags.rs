@@ -92,11 +92,14 @@ pub struct RunFlags {
     /// Get the workload certificate from this CA (Istio's signing API, e.g.
     /// `meshgate ca serve` or istiod) into --identity-dir, and renew it at
     /// half its lifetime.
-    #[arg(long, requires_all = ["ca_root", "ca_token_file"])]
-    pub ca_address: Option<SocketAddr>,
-    /// Name on the CA's certificate.
-    #[arg(long, default_value = "meshgate-ca")]
-    pub ca_server_name: String,
+    /// `HOST:PORT`; a host name (e.g. `istiod.istio-system.svc:15012`) is
+    /// resolved at each connection.
+    #[arg(long, value_name = "HOST:PORT", requires_all = ["ca_root", "ca_token_file"])]
+    pub ca_address: Option<crate::ca::grpc::CaAddress>,
+    /// Name the CA's certificate must carry (Istio's `ISTIOD_SAN`)
+    /// [default: the host of --ca-address].
+    #[arg(long, env = "ISTIOD_SAN")]
+    pub ca_server_name: Option<String>,
     /// Root certificate(s) to verify the CA with (the mesh root).
     #[arg(long)]
     pub ca_root: Option<PathBuf>,

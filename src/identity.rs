@@ -4,7 +4,6 @@
 //! at half its lifetime, retried with backoff on failure while the current
 //! certificate keeps serving.
 
-use std::net::SocketAddr;
 use std::path::{Path, PathBuf};
 use std::time::Duration;
 
@@ -53,28 +52,18 @@ fn write_error(path: &Path) -> impl FnOnce(std::io::Error) -> IdentityError + '_
     }
 }
 
-/// How to reach the CA.
-#[derive(Debug, Clone)]
-pub struct CaClient {
-    /// CA address.
-    pub addr: SocketAddr,
-    /// Name on the CA's certificate.
-    pub server_name: String,
-    /// Roots that sign the CA's certificate (and the mesh root).
-    pub root_pem: String,
-    /// Bearer token.
-    pub token: String,
-    /// Requested certificate lifetime.
-    pub validity: Duration,
-}
+pub use crate::ca::grpc::{CaAddress, CaClient};
 
 impl CaClient {
     /// A client for the CA at `addr`, verified with the roots in `root` and
-    /// authenticated with the token in `token_file` (Istio's
-    /// `CA_ADDR`, root cert and JWT path).
+    /// authenticated with the token in `token_file` (Istio's `CA_ADDR`, root
+    /// cert and JWT path). The CA's certificate must name `server_name`
+    /// (Istio's `ISTIOD_SAN`), else the host of `addr`. The `ClusterID`
+    /// header is sent from `CLUSTER_ID` in the environment, as Istio's agent
+    /// does, and left out when that is unset (the CA's own cluster).
     pub fn from_files(
-        addr: SocketAddr,
-        server_name: &str,
+        addr: CaAddress,
+        server_name: &Option<String>,
         root: &Path,
         token_file: &Path,
     ) -> Result<CaClient, IdentityError> {
@@ -86,9 +75,10 @@ impl CaClient {
         };
         Ok(CaClient {
             addr,
-            server_name: server_name.to_string(),
+            server_name: server_name.clone().filter(|n| !n.is_empty()),
             root_pem: read(root)?,
             token: read(token_file)?.trim().to_string(),
+            cluster_id: std::env::var("CLUSTER_ID").ok().filter(|c| !c.is_empty()),
             // Istio's default workload certificate lifetime.
             validity: Duration::from_secs(86400),
         })
@@ -119,15 +109,12 @@ fn write_atomic(dir: &Path, name: &str, text: &str, private: bool) -> Result<(),
 /// Gets a certificate and writes `cert-chain.pem`, `key.pem` and
 /// `root-cert.pem` into `dir`. Returns the time until it should be renewed.
 pub async fn fetch_into(ca: &CaClient, dir: &Path) -> Result<Duration, IdentityError> {
-    let (chain, key) = crate::ca::grpc::create_certificate(
-        ca.addr,
-        &ca.server_name,
-        &ca.root_pem,
-        &ca.token,
-        ca.validity,
-    )
-    .await?;
-    let leaf = CertInfo::parse(&certs_from_pem(chain.as_bytes())?[0])?;
+    let (chain, key) = crate::ca::grpc::create_certificate(ca).await?;
+    let certs = certs_from_pem(chain.as_bytes())?;
+    let Some(first) = certs.first() else {
+        return Err(GrpcError::NoCertificate.into());
+    };
+    let leaf = CertInfo::parse(first)?;
     std::fs::create_dir_all(dir).map_err(write_error(dir))?;
     // Key first: a watcher that sees the new chain with the old key refuses
     // the pair and retries; the chain last completes it.

@@ -6,7 +6,7 @@ use std::collections::HashMap;
 use std::sync::Arc;
 use std::time::Duration;
 
-use meshgate::ca::grpc::{Signer, create_certificate, serve};
+use meshgate::ca::grpc::{CaAddress, Signer, create_certificate, serve};
 use meshgate::ca::{MeshCa, spiffe_id};
 use meshgate::creds::{CertInfo, certs_from_pem, identity_from_pem, provider};
 use meshgate::identity::{CaClient, fetch_into, renew};
@@ -14,7 +14,8 @@ use meshgate::test_util::{TestProxy, tempdir};
 
 const DAY: Duration = Duration::from_secs(86400);
 
-/// Starts a CA server on 127.0.0.1:0 with one token for `frontend`.
+/// Starts a CA server on 127.0.0.1:0 with one token for `frontend`, for
+/// cluster `Kubernetes`.
 async fn ca_server(
     dir: &std::path::Path,
     max_validity: Duration,
@@ -27,7 +28,7 @@ async fn ca_server(
     let server = ca
         .issue(
             "spiffe://cluster.local/ns/istio-system/sa/meshgate-ca",
-            &["meshgate-ca".into()],
+            &["meshgate-ca".into(), "localhost".into()],
             DAY,
         )
         .unwrap();
@@ -57,6 +58,7 @@ async fn ca_server(
         ca,
         tokens,
         max_validity,
+        cluster_id: Some("Kubernetes".into()),
     });
     let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
     let addr = listener.local_addr().unwrap();
@@ -70,19 +72,24 @@ async fn ca_server(
     (addr, root, stop)
 }
 
+/// A client of the CA at `addr` with the `good-token`.
+fn client(addr: std::net::SocketAddr, root: &str, validity: Duration) -> CaClient {
+    CaClient {
+        addr: addr.into(),
+        server_name: Some("meshgate-ca".into()),
+        root_pem: root.to_string(),
+        token: "good-token".into(),
+        cluster_id: None,
+        validity,
+    }
+}
+
 #[tokio::test]
 async fn csr_over_istio_grpc_api_with_token() {
     let dir = tempdir();
     let (addr, root, _stop) = ca_server(dir.path(), DAY).await;
-    let (chain, key) = create_certificate(
-        addr,
-        "meshgate-ca",
-        &root,
-        "good-token",
-        Duration::from_secs(3600),
-    )
-    .await
-    .unwrap();
+    let good = client(addr, &root, Duration::from_secs(3600));
+    let (chain, key) = create_certificate(&good).await.unwrap();
     let certs = certs_from_pem(chain.as_bytes()).unwrap();
     assert!(certs.len() >= 2, "leaf and CA chain");
     let leaf = CertInfo::parse(&certs[0]).unwrap();
@@ -96,11 +103,65 @@ async fn csr_over_istio_grpc_api_with_token() {
     );
     assert!(leaf.not_after - leaf.not_before <= 3600 + 60);
     identity_from_pem(chain.as_bytes(), key.as_bytes(), &provider(), "t").unwrap();
-    let err = create_certificate(addr, "meshgate-ca", &root, "stolen", DAY)
-        .await
-        .unwrap_err()
-        .to_string();
-    assert!(err.contains("UNAUTHENTICATED"), "{err}");
+    // The refusal is a trailers-only answer: its status is in the headers.
+    let stolen = CaClient {
+        token: "stolen".into(),
+        ..good.clone()
+    };
+    let err = create_certificate(&stolen).await.unwrap_err().to_string();
+    assert!(
+        err.contains("grpc-status 16 (UNAUTHENTICATED): missing or unknown bearer token"),
+        "{err}"
+    );
+}
+
+#[tokio::test]
+async fn cluster_id_header_is_sent_and_checked() {
+    let dir = tempdir();
+    let (addr, root, _stop) = ca_server(dir.path(), DAY).await;
+    let ours = CaClient {
+        cluster_id: Some("Kubernetes".into()),
+        ..client(addr, &root, DAY)
+    };
+    create_certificate(&ours).await.unwrap();
+    let other = CaClient {
+        cluster_id: Some("cluster2".into()),
+        ..ours
+    };
+    let err = create_certificate(&other).await.unwrap_err().to_string();
+    assert!(
+        err.contains("grpc-status 16 (UNAUTHENTICATED)") && err.contains("cluster2"),
+        "{err}"
+    );
+}
+
+#[tokio::test]
+async fn ca_address_may_be_a_host_name() {
+    let dir = tempdir();
+    let (addr, root, _stop) = ca_server(dir.path(), DAY).await;
+    let by_name: CaAddress = format!("localhost:{}", addr.port()).parse().unwrap();
+    // Without a server name, the host of the address is verified: the
+    // CA's certificate names `localhost`.
+    let c = CaClient {
+        addr: by_name.clone(),
+        server_name: None,
+        ..client(addr, &root, DAY)
+    };
+    create_certificate(&c).await.unwrap();
+    // A name the certificate does not carry fails the handshake.
+    let wrong = CaClient {
+        server_name: Some("istiod.istio-system.svc".into()),
+        ..c.clone()
+    };
+    let err = create_certificate(&wrong).await.unwrap_err().to_string();
+    assert!(err.contains("TLS"), "{err}");
+    // A name that does not resolve is reported as such.
+    let nowhere = CaClient {
+        addr: "ca.invalid:15012".parse().unwrap(),
+        ..c
+    };
+    let err = create_certificate(&nowhere).await.unwrap_err().to_string();
+    assert!(err.contains("ca.invalid:15012: cannot resolve"), "{err}");
 }
 
 #[tokio::test]
@@ -108,13 +169,7 @@ async fn sidecar_identity_is_fetched_and_renewed_at_half_life() {
     let dir = tempdir();
     // Short certificates so that half-life comes within the test.
     let (addr, root, _stop) = ca_server(dir.path(), Duration::from_secs(4)).await;
-    let client = CaClient {
-        addr,
-        server_name: "meshgate-ca".into(),
-        root_pem: root,
-        token: "good-token".into(),
-        validity: Duration::from_secs(3600),
-    };
+    let client = client(addr, &root, Duration::from_secs(3600));
     let identity = dir.path().join("identity");
     let first = fetch_into(&client, &identity).await.unwrap();
     assert!(
@@ -177,13 +232,7 @@ async fn sidecar_identity_is_fetched_and_renewed_at_half_life() {
 async fn failed_renewal_keeps_the_current_certificate() {
     let dir = tempdir();
     let (addr, root, stop_ca) = ca_server(dir.path(), Duration::from_secs(4)).await;
-    let client = CaClient {
-        addr,
-        server_name: "meshgate-ca".into(),
-        root_pem: root,
-        token: "good-token".into(),
-        validity: Duration::from_secs(4),
-    };
+    let client = client(addr, &root, Duration::from_secs(4));
     let identity = dir.path().join("identity");
     fetch_into(&client, &identity).await.unwrap();
     let pem = std::fs::read_to_string(identity.join("cert-chain.pem")).unwrap();

@@ -116,6 +116,16 @@ pub enum CaCommand {
         /// Longest certificate lifetime handed out.
         #[arg(long, default_value = "24h", value_parser = crate::plan::duration::parse)]
         max_validity: Duration,
+        /// Extra names on the CA's own serving certificate (besides
+        /// `meshgate-ca`, `localhost` and the listen IP), e.g.
+        /// `istiod.istio-system.svc`: what clients pass as --ca-server-name
+        /// (Istio agents: `ISTIOD_SAN`). Repeatable.
+        #[arg(long)]
+        server_name: Vec<String>,
+        /// This CA's cluster: requests whose `ClusterID` header names another
+        /// cluster are refused (UNAUTHENTICATED). Without it any is accepted.
+        #[arg(long)]
+        cluster_id: Option<String>,
     },
 }
 
@@ -146,7 +156,17 @@ pub fn run(cmd: CaCommand) -> Result<(), CaCommandError> {
             tokens,
             trust_domain,
             max_validity,
-        } => serve(&dir, listen, &tokens, &trust_domain, max_validity),
+            server_name,
+            cluster_id,
+        } => serve(
+            &dir,
+            listen,
+            &tokens,
+            &trust_domain,
+            max_validity,
+            &server_name,
+            cluster_id,
+        ),
         CaCommand::Issue {
             dir,
             out,
@@ -196,6 +216,21 @@ fn read_tokens(path: &Path, trust_domain: &str) -> Result<Tokens, CaCommandError
     Ok(map)
 }
 
+/// The names on the CA's own serving certificate: `meshgate-ca`,
+/// `localhost`, the listen IP unless it is a wildcard, then `extra`.
+fn serving_names(listen: SocketAddr, extra: &[String]) -> Vec<String> {
+    let mut names = vec!["meshgate-ca".to_string(), "localhost".to_string()];
+    if !listen.ip().is_unspecified() {
+        names.push(listen.ip().to_string());
+    }
+    for n in extra {
+        if !names.contains(n) {
+            names.push(n.clone());
+        }
+    }
+    names
+}
+
 /// Serves the signing API on `listen` until Ctrl-C.
 fn serve(
     dir: &Path,
@@ -203,13 +238,16 @@ fn serve(
     tokens: &Path,
     trust_domain: &str,
     max_validity: Duration,
+    server_names: &[String],
+    cluster_id: Option<String>,
 ) -> Result<(), CaCommandError> {
     let ca = MeshCa::load(dir)?;
     let tokens = read_tokens(tokens, trust_domain)?;
     // The CA's own serving certificate, from itself.
+    let names = serving_names(listen, server_names);
     let own = ca.issue(
         &spiffe_id(trust_domain, "istio-system", "meshgate-ca"),
-        &["meshgate-ca".into(), "localhost".into()],
+        &names,
         max_validity.max(Duration::from_secs(86400)),
     )?;
     let provider = crate::creds::provider();
@@ -230,6 +268,7 @@ fn serve(
         ca,
         tokens,
         max_validity,
+        cluster_id,
     });
     let runtime = tokio::runtime::Runtime::new().map_err(CaCommandError::Runtime)?;
     runtime.block_on(async move {
@@ -240,7 +279,8 @@ fn serve(
                 source,
             })?;
         println!(
-            "serving IstioCertificateService/CreateCertificate on {listen} (TLS name meshgate-ca)"
+            "serving IstioCertificateService/CreateCertificate on {listen} (TLS names {})",
+            names.join(", ")
         );
         let stop = tokio_util::sync::CancellationToken::new();
         let task = tokio::spawn(super::grpc::serve(

@@ -1,12 +1,22 @@
 //! Istio's certificate-signing API, `istio.v1.auth.IstioCertificateService/
 //! CreateCertificate` (gRPC over TLS, bearer-token authentication): the
 //! server side for `meshgate ca serve` and the client a sidecar uses to get
-//! its workload certificate. The two messages are small enough to encode by
-//! hand:
-//! `IstioCertificateRequest { string csr = 1; int64 validity_duration = 3; Struct metadata = 4; }`,
-//! `IstioCertificateResponse { repeated string cert_chain = 200; }`.
+//! its workload certificate. The messages are small enough to encode by hand,
+//! field for field as Istio's `security/v1alpha1/ca.proto` defines them:
+//! `IstioCertificateRequest { string csr = 1; int64 validity_duration = 3;
+//! google.protobuf.Struct metadata = 4; }` and
+//! `IstioCertificateResponse { repeated string cert_chain = 1; }` (leaf
+//! first, root last). `metadata` is a `Struct`
+//! (`map<string, Value> fields = 1`, `Value.string_value = 3`); its string
+//! values are decoded, the rest skipped.
+//!
+//! The `ClusterID` request header is Istio's agent's: the client sends it
+//! when it knows its cluster, and a server started with a cluster ID refuses
+//! a request that names another cluster (`UNAUTHENTICATED`, as istiod does
+//! for a cluster it does not know); without the header the request is for
+//! the server's own cluster.
 
-use std::collections::HashMap;
+use std::collections::{BTreeMap, HashMap};
 use std::convert::Infallible;
 use std::pin::Pin;
 use std::sync::Arc;
@@ -65,21 +75,34 @@ pub enum GrpcError {
     #[error(transparent)]
     TlsConfig(#[from] rustls::Error),
     /// The CA's name is not a valid TLS server name.
-    #[error(transparent)]
-    ServerName(#[from] rustls::pki_types::InvalidDnsNameError),
+    #[error("CA server name {name:?}: {source}")]
+    ServerName {
+        /// The name.
+        name: String,
+        /// rustls's reason.
+        source: rustls::pki_types::InvalidDnsNameError,
+    },
+    /// The CA's host name does not resolve.
+    #[error("CA {addr}: cannot resolve: {source}")]
+    Resolve {
+        /// The CA's address as given.
+        addr: CaAddress,
+        /// The resolver's error.
+        source: std::io::Error,
+    },
     /// The CA cannot be reached.
     #[error("CA {addr}: {source}")]
     Connect {
-        /// The CA's address.
-        addr: std::net::SocketAddr,
-        /// The OS error.
+        /// The CA's address as given.
+        addr: CaAddress,
+        /// The OS error (of the last address tried).
         source: std::io::Error,
     },
     /// The TLS handshake with the CA failed.
     #[error("CA {addr}: TLS: {source}")]
     Tls {
-        /// The CA's address.
-        addr: std::net::SocketAddr,
+        /// The CA's address as given.
+        addr: CaAddress,
         /// The handshake error.
         source: std::io::Error,
     },
@@ -92,7 +115,7 @@ pub enum GrpcError {
     /// Sending the request failed.
     #[error("CA request: {0}")]
     SendRequest(#[source] hyper::Error),
-    /// The CA answered with an HTTP status other than 200.
+    /// The CA answered with an HTTP status other than 200 and no gRPC status.
     #[error("CA answered HTTP {0}")]
     HttpStatus(StatusCode),
     /// The CA answered with a gRPC error.
@@ -101,9 +124,9 @@ pub enum GrpcError {
         status_name(status)
     )]
     Refused {
-        /// `grpc-status` (`2` when absent).
-        status: String,
-        /// `grpc-message`.
+        /// `grpc-status` (`2`, UNKNOWN, when absent).
+        status: u32,
+        /// `grpc-message`, percent-decoded.
         message: String,
     },
     /// The CA's answer holds no certificate.
@@ -111,13 +134,151 @@ pub enum GrpcError {
     NoCertificate,
 }
 
-/// How a refusal's `grpc-status` is named in messages.
-fn status_name(status: &str) -> &'static str {
-    if status == "16" {
-        "UNAUTHENTICATED"
-    } else {
-        "error"
+impl GrpcError {
+    /// The gRPC status code this error is answered with by the server.
+    fn code(&self) -> u32 {
+        match self {
+            GrpcError::Sign(CaError::Csr(_)) => INVALID_ARGUMENT,
+            GrpcError::Sign(_) => INTERNAL,
+            _ => INVALID_ARGUMENT,
+        }
     }
+}
+
+/// gRPC status codes used here.
+const OK: u32 = 0;
+const UNKNOWN: u32 = 2;
+const INVALID_ARGUMENT: u32 = 3;
+const UNIMPLEMENTED: u32 = 12;
+const INTERNAL: u32 = 13;
+const UNAUTHENTICATED: u32 = 16;
+
+/// A gRPC status code's name, as messages show it.
+pub fn status_name(status: &u32) -> &'static str {
+    const NAMES: [&str; 17] = [
+        "OK",
+        "CANCELLED",
+        "UNKNOWN",
+        "INVALID_ARGUMENT",
+        "DEADLINE_EXCEEDED",
+        "NOT_FOUND",
+        "ALREADY_EXISTS",
+        "PERMISSION_DENIED",
+        "RESOURCE_EXHAUSTED",
+        "FAILED_PRECONDITION",
+        "ABORTED",
+        "OUT_OF_RANGE",
+        "UNIMPLEMENTED",
+        "INTERNAL",
+        "UNAVAILABLE",
+        "DATA_LOSS",
+        "UNAUTHENTICATED",
+    ];
+    NAMES
+        .get(*status as usize)
+        .copied()
+        .unwrap_or("unknown code")
+}
+
+/// The metadata key Istio uses to ask for a certificate for another
+/// identity (ztunnel, for the pods on its node).
+pub const IMPERSONATED_IDENTITY: &str = "ImpersonatedIdentity";
+
+/// The request header Istio's agent names its cluster in.
+pub const CLUSTER_ID_HEADER: &str = "clusterid";
+
+/// A CA address, `HOST:PORT`: a host name (resolved with the system
+/// resolver at each connection), an IPv4 address or a bracketed IPv6
+/// address, e.g. `istiod.istio-system.svc:15012`.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct CaAddress {
+    /// Host name or IP address (IPv6 without brackets).
+    pub host: String,
+    /// Port.
+    pub port: u16,
+}
+
+/// A CA address that does not parse.
+#[derive(Debug, thiserror::Error)]
+#[error("{0:?}: expected HOST:PORT, e.g. istiod.istio-system.svc:15012")]
+pub struct CaAddressError(String);
+
+impl std::str::FromStr for CaAddress {
+    type Err = CaAddressError;
+
+    fn from_str(s: &str) -> Result<CaAddress, CaAddressError> {
+        let bad = || CaAddressError(s.to_string());
+        let (host, port) = s.rsplit_once(':').ok_or_else(bad)?;
+        let host = match host.strip_prefix('[') {
+            Some(h) => h
+                .strip_suffix(']')
+                .filter(|h| h.parse::<std::net::Ipv6Addr>().is_ok())
+                .ok_or_else(bad)?,
+            None if host.contains(':') => return Err(bad()),
+            None => host,
+        };
+        if host.is_empty() || host.contains(|c: char| c.is_whitespace() || c == '/') {
+            return Err(bad());
+        }
+        Ok(CaAddress {
+            host: host.to_string(),
+            port: port.parse().map_err(|_| bad())?,
+        })
+    }
+}
+
+impl std::fmt::Display for CaAddress {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        if self.host.contains(':') {
+            write!(f, "[{}]:{}", self.host, self.port)
+        } else {
+            write!(f, "{}:{}", self.host, self.port)
+        }
+    }
+}
+
+impl From<std::net::SocketAddr> for CaAddress {
+    fn from(a: std::net::SocketAddr) -> CaAddress {
+        CaAddress {
+            host: a.ip().to_string(),
+            port: a.port(),
+        }
+    }
+}
+
+/// Percent-encodes a `grpc-message` as the gRPC protocol asks (bytes
+/// outside printable ASCII, and `%`).
+fn percent_encode(message: &str) -> String {
+    let mut out = String::with_capacity(message.len());
+    for b in message.bytes() {
+        if (0x20..=0x7e).contains(&b) && b != b'%' {
+            out.push(b as char);
+        } else {
+            out.push_str(&format!("%{b:02X}"));
+        }
+    }
+    out
+}
+
+/// Decodes a percent-encoded `grpc-message`; malformed escapes stay as
+/// they are.
+fn percent_decode(message: &[u8]) -> String {
+    let mut out = Vec::with_capacity(message.len());
+    let mut i = 0;
+    while i < message.len() {
+        let hex = |b: u8| (b as char).to_digit(16);
+        match (message[i], message.get(i + 1), message.get(i + 2)) {
+            (b'%', Some(&h), Some(&l)) if hex(h).is_some() && hex(l).is_some() => {
+                out.push((hex(h).unwrap_or(0) * 16 + hex(l).unwrap_or(0)) as u8);
+                i += 3;
+            }
+            (b, _, _) => {
+                out.push(b);
+                i += 1;
+            }
+        }
+    }
+    String::from_utf8_lossy(&out).into_owned()
 }
 
 // === protobuf ===
@@ -176,31 +337,104 @@ fn fields<'a>(
     Ok(())
 }
 
-/// Encodes an `IstioCertificateRequest`.
-pub fn encode_request(csr: &str, validity: Duration) -> Vec<u8> {
+/// An `IstioCertificateRequest`.
+#[derive(Debug, Clone, PartialEq, Eq, Default)]
+pub struct CertificateRequest {
+    /// `csr` (field 1): the PEM certificate signing request.
+    pub csr: String,
+    /// `validity_duration` (field 3): requested lifetime in seconds; zero or
+    /// negative asks for the CA's default.
+    pub validity_secs: i64,
+    /// `metadata` (field 4, a `google.protobuf.Struct`): its entries with a
+    /// string value (`ImpersonatedIdentity`, `CertSigner`, `ClusterID`,
+    /// `WorkloadName`, ...); entries of other kinds are skipped.
+    pub metadata: BTreeMap<String, String>,
+}
+
+/// Encodes an `IstioCertificateRequest`; `metadata` becomes a `Struct` of
+/// string values.
+pub fn encode_request(csr: &str, validity: Duration, metadata: &[(&str, &str)]) -> Vec<u8> {
     let mut out = Vec::new();
     put_bytes(&mut out, 1, csr.as_bytes());
     put_varint(&mut out, 3 << 3);
-    put_varint(&mut out, validity.as_secs());
+    put_varint(&mut out, validity.as_secs().min(i64::MAX as u64));
+    if !metadata.is_empty() {
+        let mut fields = Vec::new();
+        for (k, v) in metadata {
+            // Value { string_value = 3 }
+            let mut value = Vec::new();
+            put_bytes(&mut value, 3, v.as_bytes());
+            // FieldsEntry { key = 1; value = 2 }
+            let mut entry = Vec::new();
+            put_bytes(&mut entry, 1, k.as_bytes());
+            put_bytes(&mut entry, 2, &value);
+            // Struct { map<string, Value> fields = 1 }
+            put_bytes(&mut fields, 1, &entry);
+        }
+        put_bytes(&mut out, 4, &fields);
+    }
     out
 }
 
-/// Decodes an `IstioCertificateRequest` into (csr, validity seconds).
-pub fn decode_request(buf: &[u8]) -> Result<(String, u64), GrpcError> {
-    let (mut csr, mut validity) = (None, 0);
+/// Decodes a `google.protobuf.Struct`'s string-valued entries.
+fn decode_struct(buf: &[u8], out: &mut BTreeMap<String, String>) -> Result<(), GrpcError> {
+    let mut entries = Vec::new();
+    fields(buf, |field, v| {
+        if let (1, Err(entry)) = (field, v) {
+            entries.push(entry);
+        }
+    })?;
+    for entry in entries {
+        let (mut key, mut value) = (String::new(), None);
+        fields(entry, |field, v| match (field, v) {
+            (1, Err(k)) => key = String::from_utf8_lossy(k).into_owned(),
+            (2, Err(v)) => value = Some(v),
+            _ => {}
+        })?;
+        let mut string = None;
+        if let Some(v) = value {
+            fields(v, |field, v| {
+                if let (3, Err(s)) = (field, v) {
+                    string = Some(String::from_utf8_lossy(s).into_owned());
+                }
+            })?;
+        }
+        if let Some(s) = string {
+            out.insert(key, s);
+        }
+    }
+    Ok(())
+}
+
+/// Decodes an `IstioCertificateRequest`.
+pub fn decode_request(buf: &[u8]) -> Result<CertificateRequest, GrpcError> {
+    let (mut csr, mut validity, mut metadata) = (None, 0, None);
     fields(buf, |field, v| match (field, v) {
         (1, Err(b)) => csr = Some(String::from_utf8_lossy(b).into_owned()),
-        (3, Ok(n)) => validity = n,
+        // int64: a negative value is its two's complement as a varint.
+        (3, Ok(n)) => validity = n as i64,
+        (4, Err(b)) => metadata = Some(b),
         _ => {}
     })?;
-    Ok((csr.ok_or(GrpcError::NoCsr)?, validity))
+    let mut request = CertificateRequest {
+        csr: csr.ok_or(GrpcError::NoCsr)?,
+        validity_secs: validity,
+        metadata: BTreeMap::new(),
+    };
+    if let Some(m) = metadata {
+        decode_struct(m, &mut request.metadata)?;
+    }
+    Ok(request)
 }
+
+/// `IstioCertificateResponse.cert_chain`'s field number.
+const CERT_CHAIN: u64 = 1;
 
 /// Encodes an `IstioCertificateResponse`.
 pub fn encode_response(chain: &[String]) -> Vec<u8> {
     let mut out = Vec::new();
     for c in chain {
-        put_bytes(&mut out, 200, c.as_bytes());
+        put_bytes(&mut out, CERT_CHAIN, c.as_bytes());
     }
     out
 }
@@ -209,7 +443,7 @@ pub fn encode_response(chain: &[String]) -> Vec<u8> {
 pub fn decode_response(buf: &[u8]) -> Result<Vec<String>, GrpcError> {
     let mut chain = Vec::new();
     fields(buf, |field, v| {
-        if let (200, Err(b)) = (field, v) {
+        if let (CERT_CHAIN, Err(b)) = (field, v) {
             chain.push(String::from_utf8_lossy(b).into_owned());
         }
     })?;
@@ -241,7 +475,8 @@ fn unframe(mut body: Bytes) -> Result<Bytes, GrpcError> {
 
 // === server ===
 
-/// A gRPC response body: one message, then the status trailers.
+/// A gRPC response body: one message, then the status trailers; or nothing
+/// at all (a trailers-only response, whose status is in the headers).
 struct GrpcBody {
     data: Option<Bytes>,
     trailers: Option<HeaderMap>,
@@ -260,23 +495,49 @@ impl hyper::body::Body for GrpcBody {
         }
         Poll::Ready(self.trailers.take().map(|t| Ok(Frame::trailers(t))))
     }
+
+    fn is_end_stream(&self) -> bool {
+        self.data.is_none() && self.trailers.is_none()
+    }
 }
 
-fn grpc_response(data: Option<Bytes>, status: u32, message: &str) -> Response<GrpcBody> {
-    let mut trailers = HeaderMap::new();
-    trailers.insert("grpc-status", HeaderValue::from(status));
-    if let Ok(v) = HeaderValue::from_str(message) {
-        trailers.insert("grpc-message", v);
+fn status_headers(status: u32, message: &str) -> HeaderMap {
+    let mut h = HeaderMap::new();
+    h.insert("grpc-status", HeaderValue::from(status));
+    if !message.is_empty()
+        && let Ok(v) = HeaderValue::from_str(&percent_encode(message))
+    {
+        h.insert("grpc-message", v);
     }
-    let mut r = Response::new(GrpcBody {
-        data,
-        trailers: Some(trailers),
-    });
+    h
+}
+
+fn with_content_type(mut r: Response<GrpcBody>) -> Response<GrpcBody> {
     r.headers_mut().insert(
         http::header::CONTENT_TYPE,
         HeaderValue::from_static("application/grpc"),
     );
     r
+}
+
+/// A response carrying one message, with `grpc-status: 0` in the trailers.
+fn grpc_ok(message: &[u8]) -> Response<GrpcBody> {
+    with_content_type(Response::new(GrpcBody {
+        data: Some(frame(message)),
+        trailers: Some(status_headers(OK, "")),
+    }))
+}
+
+/// An error as gRPC servers answer one found before any message: a
+/// trailers-only response (one HEADERS frame that ends the stream, with
+/// `grpc-status` and `grpc-message`).
+fn grpc_error(status: u32, message: &str) -> Response<GrpcBody> {
+    let mut r = Response::new(GrpcBody {
+        data: None,
+        trailers: None,
+    });
+    *r.headers_mut() = status_headers(status, message);
+    with_content_type(r)
 }
 
 /// What the CA server knows.
@@ -287,12 +548,15 @@ pub struct Signer {
     pub tokens: HashMap<String, String>,
     /// Longest validity handed out (requests asking more get this).
     pub max_validity: Duration,
+    /// The cluster this CA serves: a request whose `ClusterID` header names
+    /// another is refused. `None` accepts any.
+    pub cluster_id: Option<String>,
 }
 
 impl Signer {
     async fn handle(&self, req: Request<Incoming>) -> Response<GrpcBody> {
         if req.uri().path() != PATH {
-            return grpc_response(None, 12, "unimplemented method");
+            return grpc_error(UNIMPLEMENTED, "unimplemented method");
         }
         let identity = req
             .headers()
@@ -303,30 +567,55 @@ impl Signer {
             .cloned();
         let Some(identity) = identity else {
             warn!("certificate request refused: missing or unknown bearer token");
-            return grpc_response(None, 16, "missing or unknown bearer token");
+            return grpc_error(UNAUTHENTICATED, "missing or unknown bearer token");
         };
+        let cluster = req
+            .headers()
+            .get(CLUSTER_ID_HEADER)
+            .map(|v| String::from_utf8_lossy(v.as_bytes()).into_owned());
+        if let (Some(ours), Some(theirs)) = (&self.cluster_id, &cluster)
+            && ours != theirs
+        {
+            warn!(identity = %identity, cluster = %theirs, "certificate request refused: another cluster");
+            return grpc_error(
+                UNAUTHENTICATED,
+                &format!("client claims to be in cluster {theirs:?}; this CA serves {ours:?}"),
+            );
+        }
         let body = match Limited::new(req.into_body(), 64 * 1024).collect().await {
             Ok(b) => b.to_bytes(),
-            Err(e) => return grpc_response(None, 3, &format!("request body: {e}")),
+            Err(e) => return grpc_error(INVALID_ARGUMENT, &format!("request body: {e}")),
         };
-        let signed = unframe(body)
-            .and_then(|m| decode_request(&m))
-            .and_then(|(csr, secs)| {
-                let validity = Duration::from_secs(secs).min(self.max_validity);
-                let validity = if validity.is_zero() {
-                    self.max_validity
-                } else {
-                    validity
-                };
-                Ok(self.ca.sign_csr(&csr, &identity, validity)?)
-            });
-        match signed {
+        let request = match unframe(body).and_then(|m| decode_request(&m)) {
+            Ok(r) => r,
+            Err(e) => return grpc_error(e.code(), &e.to_string()),
+        };
+        if let Some(other) = request.metadata.get(IMPERSONATED_IDENTITY)
+            && !other.is_empty()
+        {
+            // Istio allows this only to node agents it trusts
+            // (CA_TRUSTED_NODE_ACCOUNTS); meshgate has no such list.
+            warn!(identity = %identity, impersonated = %other, "certificate request refused: impersonation is not supported");
+            return grpc_error(
+                UNAUTHENTICATED,
+                "request impersonation authentication failure",
+            );
+        }
+        let validity = match u64::try_from(request.validity_secs) {
+            Ok(s) if s > 0 => Duration::from_secs(s).min(self.max_validity),
+            _ => self.max_validity,
+        };
+        match self.ca.sign_csr(&request.csr, &identity, validity) {
             Ok(issued) => {
-                info!(identity = %identity, "certificate issued");
+                info!(identity = %identity, cluster = ?cluster, "certificate issued");
                 let chain = split_pem(&issued.cert_chain_pem);
-                grpc_response(Some(frame(&encode_response(&chain))), 0, "")
+                grpc_ok(&encode_response(&chain))
             }
-            Err(e) => grpc_response(None, 3, &e.to_string()),
+            Err(e) => {
+                let e = GrpcError::Sign(e);
+                warn!(identity = %identity, error = %e, "certificate request refused");
+                grpc_error(e.code(), &e.to_string())
+            }
         }
     }
 }
@@ -375,100 +664,342 @@ pub async fn serve(
 
 // === client ===
 
-/// Asks the CA at `addr` (TLS name `server_name`, trusted through
-/// `root_pem`) for a certificate, with a key made here that never leaves.
+/// How to reach the CA and what to ask it.
+#[derive(Debug, Clone)]
+pub struct CaClient {
+    /// CA address (`HOST:PORT`; host names are resolved at each connection).
+    pub addr: CaAddress,
+    /// Name the CA's certificate must carry (Istio's `ISTIOD_SAN`); `None`:
+    /// the host of `addr`.
+    pub server_name: Option<String>,
+    /// Roots that sign the CA's certificate (and the mesh root).
+    pub root_pem: String,
+    /// Bearer token.
+    pub token: String,
+    /// Sent as the `ClusterID` header when set (Istio's `CLUSTER_ID`).
+    pub cluster_id: Option<String>,
+    /// Requested certificate lifetime.
+    pub validity: Duration,
+}
+
+impl CaClient {
+    /// The name the CA's certificate is verified against.
+    pub fn tls_name(&self) -> &str {
+        self.server_name.as_deref().unwrap_or(&self.addr.host)
+    }
+}
+
+/// Resolves `addr` and connects to the first address that answers.
+async fn connect(addr: &CaAddress) -> Result<tokio::net::TcpStream, GrpcError> {
+    let addrs: Vec<_> = tokio::net::lookup_host((addr.host.as_str(), addr.port))
+        .await
+        .map_err(|source| GrpcError::Resolve {
+            addr: addr.clone(),
+            source,
+        })?
+        .collect();
+    let mut last = std::io::Error::new(std::io::ErrorKind::NotFound, "no address");
+    for a in addrs {
+        match tokio::time::timeout(Duration::from_secs(10), tokio::net::TcpStream::connect(a)).await
+        {
+            Ok(Ok(tcp)) => return Ok(tcp),
+            Ok(Err(e)) => last = e,
+            Err(_) => last = std::io::Error::new(std::io::ErrorKind::TimedOut, "connect timeout"),
+        }
+    }
+    Err(GrpcError::Connect {
+        addr: addr.clone(),
+        source: last,
+    })
+}
+
+/// The gRPC status of an answer: from the trailers, or from the headers of
+/// a trailers-only answer; `None` when neither carries one.
+fn grpc_status(headers: &HeaderMap, trailers: Option<&HeaderMap>) -> Option<(u32, String)> {
+    [trailers, Some(headers)]
+        .into_iter()
+        .flatten()
+        .find_map(|h| {
+            let status = h.get("grpc-status")?;
+            let status = std::str::from_utf8(status.as_bytes())
+                .ok()
+                .and_then(|s| s.trim().parse().ok())
+                .unwrap_or(UNKNOWN);
+            let message = h
+                .get("grpc-message")
+                .map(|m| percent_decode(m.as_bytes()))
+                .unwrap_or_default();
+            Some((status, message))
+        })
+}
+
+/// Asks the CA for a certificate, with a key made here that never leaves.
 /// Returns (certificate chain PEM, key PEM).
-pub async fn create_certificate(
-    addr: std::net::SocketAddr,
-    server_name: &str,
-    root_pem: &str,
-    token: &str,
-    validity: Duration,
-) -> Result<(String, String), GrpcError> {
+pub async fn create_certificate(ca: &CaClient) -> Result<(String, String), GrpcError> {
     let key = rcgen::KeyPair::generate().map_err(GrpcError::Csr)?;
     let csr = rcgen::CertificateParams::default()
         .serialize_request(&key)
         .and_then(|c| c.pem())
         .map_err(GrpcError::Csr)?;
-    let roots = crate::creds::roots_from_pem(root_pem.as_bytes())?;
+    let roots = crate::creds::roots_from_pem(ca.root_pem.as_bytes())?;
     let mut config = rustls::ClientConfig::builder_with_provider(crate::creds::provider())
         .with_safe_default_protocol_versions()?
         .with_root_certificates(roots)
         .with_no_client_auth();
     config.alpn_protocols = vec![b"h2".to_vec()];
-    let name = rustls::pki_types::ServerName::try_from(server_name.to_string())?;
-    let tcp = tokio::net::TcpStream::connect(addr)
-        .await
-        .map_err(|source| GrpcError::Connect { addr, source })?;
+    let server_name = ca.tls_name();
+    let name =
+        rustls::pki_types::ServerName::try_from(server_name.to_string()).map_err(|source| {
+            GrpcError::ServerName {
+                name: server_name.to_string(),
+                source,
+            }
+        })?;
+    let tcp = connect(&ca.addr).await?;
     let tls = tokio_rustls::TlsConnector::from(Arc::new(config))
         .connect(name, tcp)
         .await
-        .map_err(|source| GrpcError::Tls { addr, source })?;
+        .map_err(|source| GrpcError::Tls {
+            addr: ca.addr.clone(),
+            source,
+        })?;
     let (mut sender, conn) =
         hyper::client::conn::http2::handshake(TokioExecutor::new(), TokioIo::new(tls))
             .await
             .map_err(GrpcError::Http)?;
     tokio::spawn(conn);
-    let req = Request::post(format!("https://{server_name}{PATH}"))
+    let mut req = Request::post(format!("https://{}{PATH}", ca.addr))
         .header(http::header::CONTENT_TYPE, "application/grpc")
         .header("te", "trailers")
-        .header(http::header::AUTHORIZATION, format!("Bearer {token}"))
-        .body(Full::new(frame(&encode_request(&csr, validity))))?;
+        .header(http::header::AUTHORIZATION, format!("Bearer {}", ca.token));
+    if let Some(cluster) = &ca.cluster_id {
+        req = req.header(CLUSTER_ID_HEADER, cluster);
+    }
+    let req = req.body(Full::new(frame(&encode_request(&csr, ca.validity, &[]))))?;
     let resp = sender
         .send_request(req)
         .await
         .map_err(GrpcError::SendRequest)?;
-    if resp.status() != StatusCode::OK {
-        return Err(GrpcError::HttpStatus(resp.status()));
-    }
-    let collected = resp.into_body().collect().await.map_err(GrpcError::Http)?;
-    let status = collected
-        .trailers()
-        .and_then(|t| t.get("grpc-status"))
-        .and_then(|v| v.to_str().ok())
-        .unwrap_or("2")
-        .to_string();
-    if status != "0" {
-        let message = collected
-            .trailers()
-            .and_then(|t| t.get("grpc-message"))
-            .and_then(|v| v.to_str().ok())
-            .unwrap_or("")
-            .to_string();
+    let (head, body) = resp.into_parts();
+    // A trailers-only answer carries its status in the headers; its body is
+    // empty, so reading it costs nothing.
+    let collected = body.collect().await.map_err(GrpcError::Http)?;
+    let status = grpc_status(&head.headers, collected.trailers());
+    if let Some((status, message)) = status.clone()
+        && status != OK
+    {
         return Err(GrpcError::Refused { status, message });
+    }
+    if head.status != StatusCode::OK {
+        return Err(GrpcError::HttpStatus(head.status));
+    }
+    if status.is_none() {
+        return Err(GrpcError::Refused {
+            status: UNKNOWN,
+            message: "no grpc-status in the answer".into(),
+        });
     }
     let chain = decode_response(&unframe(collected.to_bytes())?)?;
     if chain.is_empty() {
         return Err(GrpcError::NoCertificate);
     }
-    Ok((chain.concat(), key.serialize_pem()))
+    // Istio's elements may hold several certificates, with or without a
+    // final newline.
+    let pem = chain.iter().fold(String::new(), |mut pem, c| {
+        pem.push_str(c.trim_end());
+        pem.push('\n');
+        pem
+    });
+    Ok((pem, key.serialize_pem()))
 }
 
 #[cfg(test)]
 mod tests {
     use super::*;
 
+    const CSR: &str = "-----BEGIN CERTIFICATE REQUEST-----\nx\n";
+
     #[test]
     fn request_and_response_round_trip() {
-        let enc = encode_request(
-            "-----BEGIN CERTIFICATE REQUEST-----\nx\n",
-            Duration::from_secs(86400),
-        );
+        let enc = encode_request(CSR, Duration::from_secs(86400), &[]);
         assert_eq!(
             decode_request(&enc).unwrap(),
-            ("-----BEGIN CERTIFICATE REQUEST-----\nx\n".into(), 86400)
+            CertificateRequest {
+                csr: CSR.into(),
+                validity_secs: 86400,
+                metadata: BTreeMap::new(),
+            }
         );
         let chain = vec!["a".to_string(), "b".repeat(300)];
         assert_eq!(decode_response(&encode_response(&chain)).unwrap(), chain);
-        assert_eq!(
-            &encode_response(&["z".into()])[..2],
-            &[0xC2, 0x0C],
-            "field 200, wire type 2"
-        );
         assert!(
             decode_request(&[0x0A, 0x05, b'x']).is_err(),
             "truncated input is an error, not a panic"
         );
         assert!(unframe(Bytes::from_static(&[0, 0, 0, 0, 9, 1])).is_err());
+    }
+
+    /// The bytes protoc's encoders produce for Istio's messages
+    /// (`security/v1alpha1/ca.proto`): each field's tag is its number and
+    /// wire type.
+    #[test]
+    fn field_numbers_are_istios() {
+        // IstioCertificateResponse { cert_chain: ["z"] }: field 1, wire
+        // type 2 (tag 0x0A).
+        assert_eq!(encode_response(&["z".into()]), [0x0A, 0x01, b'z']);
+        // Field 200 (meshgate's former number) is an unknown field, skipped.
+        assert!(
+            decode_response(&[0xC2, 0x0C, 0x01, b'z'])
+                .unwrap()
+                .is_empty()
+        );
+        // IstioCertificateRequest { csr: "c", validity_duration: 60 }: field
+        // 1 wire type 2 (0x0A), field 3 varint (0x18).
+        assert_eq!(
+            encode_request("c", Duration::from_secs(60), &[]),
+            [0x0A, 0x01, b'c', 0x18, 60]
+        );
+        // metadata (field 4, 0x22): Struct { fields { key: "k", value {
+        // string_value: "v" } } }.
+        assert_eq!(
+            encode_request("c", Duration::from_secs(60), &[("k", "v")]),
+            [
+                0x0A, 0x01, b'c', 0x18, 60, 0x22, 0x0A, 0x0A, 0x08, 0x0A, 0x01, b'k', 0x12, 0x03,
+                0x1A, 0x01, b'v'
+            ]
+        );
+    }
+
+    #[test]
+    fn metadata_struct_is_decoded_and_other_values_skipped() {
+        let enc = encode_request(
+            CSR,
+            Duration::from_secs(60),
+            &[
+                (IMPERSONATED_IDENTITY, "spiffe://cluster.local/ns/a/sa/b"),
+                ("ClusterID", "Kubernetes"),
+            ],
+        );
+        let req = decode_request(&enc).unwrap();
+        assert_eq!(
+            req.metadata.get(IMPERSONATED_IDENTITY).map(String::as_str),
+            Some("spiffe://cluster.local/ns/a/sa/b")
+        );
+        assert_eq!(
+            req.metadata.get("ClusterID").map(String::as_str),
+            Some("Kubernetes")
+        );
+        // A Struct holding a number (Value.number_value = 2, fixed64), a
+        // bool (4), a null (1) and a nested struct (5), as protoc encodes
+        // them: decoded without failing, only strings kept.
+        let mut fields = Vec::new();
+        for (key, value) in [
+            ("n", vec![0x11, 0, 0, 0, 0, 0, 0, 0xF0, 0x3F]),
+            ("b", vec![0x20, 0x01]),
+            ("z", vec![0x08, 0x00]),
+            ("s", vec![0x2A, 0x00]),
+            ("WorkloadName", vec![0x1A, 0x02, b'w', b'1']),
+        ] {
+            let mut entry = Vec::new();
+            put_bytes(&mut entry, 1, key.as_bytes());
+            put_bytes(&mut entry, 2, &value);
+            put_bytes(&mut fields, 1, &entry);
+        }
+        let mut msg = encode_request(CSR, Duration::ZERO, &[]);
+        put_bytes(&mut msg, 4, &fields);
+        let req = decode_request(&msg).unwrap();
+        assert_eq!(
+            req.metadata,
+            BTreeMap::from([("WorkloadName".to_string(), "w1".to_string())])
+        );
+        // A negative int64 validity (ten-byte varint) decodes as negative.
+        let mut msg = vec![0x0A, 0x01, b'c', 0x18];
+        put_varint(&mut msg, -5i64 as u64);
+        assert_eq!(decode_request(&msg).unwrap().validity_secs, -5);
+        // A truncated Struct is an error, not a panic.
+        let mut msg = encode_request(CSR, Duration::ZERO, &[]);
+        put_bytes(&mut msg, 4, &[0x0A, 0x05, 0x0A]);
+        assert!(decode_request(&msg).is_err());
+    }
+
+    #[test]
+    fn status_is_read_from_trailers_or_trailers_only_headers() {
+        let mut headers = HeaderMap::new();
+        headers.insert("grpc-status", HeaderValue::from_static("16"));
+        headers.insert(
+            "grpc-message",
+            HeaderValue::from_static("request authenticate failure%3A bad token"),
+        );
+        assert_eq!(
+            grpc_status(&headers, None),
+            Some((16, "request authenticate failure: bad token".into()))
+        );
+        let mut trailers = HeaderMap::new();
+        trailers.insert("grpc-status", HeaderValue::from_static("0"));
+        assert_eq!(
+            grpc_status(&HeaderMap::new(), Some(&trailers)),
+            Some((0, String::new()))
+        );
+        assert_eq!(grpc_status(&HeaderMap::new(), None), None);
+        let e = GrpcError::Refused {
+            status: 16,
+            message: "m".into(),
+        };
+        assert_eq!(
+            e.to_string(),
+            "CA refused the request: grpc-status 16 (UNAUTHENTICATED): m"
+        );
+        assert_eq!(status_name(&99), "unknown code");
+    }
+
+    #[test]
+    fn grpc_message_percent_encoding() {
+        let m = "100% bad\nnewline é";
+        assert_eq!(percent_encode(m), "100%25 bad%0Anewline %C3%A9");
+        assert_eq!(percent_decode(percent_encode(m).as_bytes()), m);
+        assert_eq!(percent_decode(b"50%"), "50%");
+        assert_eq!(percent_decode(b"%zz%4"), "%zz%4");
+    }
+
+    #[test]
+    fn ca_addresses() {
+        let a: CaAddress = "istiod.istio-system.svc:15012".parse().unwrap();
+        assert_eq!(
+            (a.host.as_str(), a.port),
+            ("istiod.istio-system.svc", 15012)
+        );
+        assert_eq!(a.to_string(), "istiod.istio-system.svc:15012");
+        let v6: CaAddress = "[::1]:15012".parse().unwrap();
+        assert_eq!(v6.host, "::1");
+        assert_eq!(v6.to_string(), "[::1]:15012");
+        assert_eq!(
+            "127.0.0.1:1".parse::<CaAddress>().unwrap().host,
+            "127.0.0.1"
+        );
+        for bad in [
+            "istiod",
+            ":15012",
+            "host:",
+            "host:99999",
+            "::1:15012",
+            "[x]:1",
+            "a b:1",
+        ] {
+            assert!(bad.parse::<CaAddress>().is_err(), "{bad}");
+        }
+        let client = CaClient {
+            addr: a,
+            server_name: None,
+            root_pem: String::new(),
+            token: String::new(),
+            cluster_id: None,
+            validity: Duration::ZERO,
+        };
+        assert_eq!(client.tls_name(), "istiod.istio-system.svc");
+        let named = CaClient {
+            server_name: Some("istiod.istio-system.svc.cluster.local".into()),
+            ..client
+        };
+        assert_eq!(named.tls_name(), "istiod.istio-system.svc.cluster.local");
     }
 }
