@@ -1,6 +1,8 @@
 //! Where an inbound route's destination goes, decided here once for the
 //! runtime to carry out: the registered service (its ServiceEntry and
-//! DestinationRule) when one declares the host, else the host itself.
+//! DestinationRule) when one declares the host, else the host itself,
+//! over TLS when a DestinationRule for it originates TLS on that port
+//! (never plain text where a rule asks for TLS), else in plain text.
 //!
 //! Istio's rules: a destination without a port takes the service's port
 //! when it has exactly one (else 80); an app port declared HTTP2 or GRPC,
@@ -32,7 +34,8 @@ pub enum RouteTarget {
     /// A registered service, with the policy to use.
     Registered(Box<Target>),
     /// A host no ServiceEntry declares (a Kubernetes Service name, an IP,
-    /// `/etc/hosts`), reached in plain text.
+    /// `/etc/hosts`) and no DestinationRule asks TLS for, reached in plain
+    /// text.
     Host {
         /// The host, normalized.
         host: String,
@@ -60,7 +63,16 @@ pub fn resolve(
                 .map(|s| s.ports[0].number)
         })
         .unwrap_or(80);
-    let Some(mut t) = outbound.registered(&host, &host, port, subset) else {
+    let registered = outbound.registered(&host, &host, port, subset);
+    // A DestinationRule that originates TLS to a host no ServiceEntry
+    // declares: TLS as the rule says, as outbound does (Istio answers 503
+    // here; meshgate never sends such a host plain text). TLS and TCP
+    // routes relay the client's bytes, so no rule applies to them.
+    let rule_only = || match speak {
+        Speak::Http { .. } => outbound.rule_only(&host, &host, port, subset),
+        Speak::Bytes => None,
+    };
+    let Some(mut t) = registered.or_else(rule_only) else {
         let h2c = speak == Speak::Http { h2c: true };
         return RouteTarget::Host { host, port, h2c };
     };

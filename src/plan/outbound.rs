@@ -11,7 +11,11 @@
 //!   entry replaces the top-level policy entirely (no inheritance, omitted
 //!   parts take defaults), subsets override per component.
 //! - Unknown hosts: `ALLOW_ANY` passes them through as plain HTTP,
-//!   `REGISTRY_ONLY` refuses them.
+//!   `REGISTRY_ONLY` refuses them. One departure from Istio: under
+//!   `ALLOW_ANY`, a host no ServiceEntry declares but whose DestinationRule
+//!   asks for TLS on that port is reached over TLS as the rule says (Istio's
+//!   sidecar would send it plain text through `PassthroughCluster`); meshgate
+//!   never sends a host plain text that a rule asks to protect.
 
 use std::collections::BTreeMap;
 use std::sync::Arc;
@@ -21,7 +25,7 @@ use serde::Serialize;
 
 use super::host::{HostPattern, most_specific, normalize};
 use super::route::RetryPlan;
-use super::tls::ClientTlsPlan;
+use super::tls::{ClientTlsPlan, TlsMode};
 use super::weighted::pick_weighted;
 use crate::bootstrap::OutboundTrafficPolicy;
 use crate::config::service_entry::{Location, Resolution};
@@ -325,7 +329,11 @@ impl Target {
 
     /// Names the server certificate must carry (any one of them):
     /// DestinationRule `subjectAltNames`, else ServiceEntry
-    /// `subjectAltNames`, else the request's host.
+    /// `subjectAltNames`, else (ISTIO_MUTUAL) the mesh's trust domain, else
+    /// the rule's explicit `sni` (the name meshgate asks the server for, as
+    /// Envoy's `auto_sni_san_validation` checks it; Istio leaves the name
+    /// unchecked there), else the request's host (Istio's
+    /// `auto_san_validation`).
     pub fn verify_names(&self) -> Vec<String> {
         if !self.policy.tls.subject_alt_names.is_empty() {
             self.policy.tls.subject_alt_names.clone()
@@ -334,6 +342,8 @@ impl Target {
         } else if let Some(td) = &self.policy.tls.mesh_trust_domain {
             // ISTIO_MUTUAL: any workload of the mesh's trust domain.
             vec![format!("spiffe://{td}/*")]
+        } else if let Some(sni) = &self.policy.tls.sni {
+            vec![sni.clone()]
         } else {
             vec![self.request_host.clone()]
         }
@@ -410,17 +420,98 @@ impl OutboundPlan {
             }));
         }
         match self.policy {
-            OutboundTrafficPolicy::AllowAny => Decision::Passthrough {
-                host: dest_host,
-                port: dest_port,
-            },
-            OutboundTrafficPolicy::RegistryOnly => Decision::Refused {
-                reason: format!(
-                    "{dest_host}:{dest_port} is not in the service registry (no ServiceEntry \
-                     declares this host and port) and outboundTrafficPolicy is REGISTRY_ONLY"
-                ),
-            },
+            OutboundTrafficPolicy::AllowAny => {
+                match self.rule_only(&request_host, &dest_host, dest_port, subset.as_deref()) {
+                    Some(t) => Decision::Registered(Box::new(Target {
+                        route: route_name,
+                        timeout,
+                        retries: retries.unwrap_or(t.retries),
+                        weighted,
+                        ..t
+                    })),
+                    None => Decision::Passthrough {
+                        host: dest_host,
+                        port: dest_port,
+                    },
+                }
+            }
+            OutboundTrafficPolicy::RegistryOnly => {
+                // As in Istio: a DestinationRule does not register a host.
+                let rule = self
+                    .rule_for(&dest_host)
+                    .map(|r| {
+                        format!(
+                            "; {} applies to this host but a DestinationRule does not declare \
+                             it, add a ServiceEntry",
+                            r.resource
+                        )
+                    })
+                    .unwrap_or_default();
+                Decision::Refused {
+                    reason: format!(
+                        "{dest_host}:{dest_port} is not in the service registry (no ServiceEntry \
+                         declares this host and port) and outboundTrafficPolicy is REGISTRY_ONLY{rule}"
+                    ),
+                }
+            }
         }
+    }
+
+    /// The DestinationRule for `host`, most specific first.
+    pub fn rule_for(&self, host: &str) -> Option<&Arc<RulePlan>> {
+        most_specific(&self.rules, host, |r| std::slice::from_ref(&r.host))
+    }
+
+    /// A host no ServiceEntry declares (on `dest_port`) whose
+    /// DestinationRule originates TLS on that port (for `subset`): the
+    /// target that honours the rule, resolved by DNS at `dest_host:dest_port`
+    /// (no `targetPort` without a ServiceEntry). `None` when no rule applies
+    /// or the rule's policy for the port is plain text.
+    ///
+    /// Istio's sidecar would send such a request plain text
+    /// (`PassthroughCluster`) and its gateway would answer 503; meshgate
+    /// originates TLS as the rule says instead, and `validate` warns.
+    pub fn rule_only(
+        &self,
+        request_host: &str,
+        dest_host: &str,
+        dest_port: u16,
+        subset: Option<&str>,
+    ) -> Option<Target> {
+        let rule = self.rule_for(dest_host)?;
+        let policy = rule.policy_for(subset, dest_port);
+        if policy.tls.mode == TlsMode::Disable {
+            return None;
+        }
+        let port = PortPlan {
+            number: dest_port,
+            name: String::new(),
+            protocol: "HTTP".into(),
+            target_port: dest_port,
+        };
+        let service = Arc::new(ServicePlan {
+            resource: format!("no ServiceEntry ({} originates TLS)", rule.resource),
+            // The rule's host: a bounded metric label, even for a wildcard.
+            hosts: vec![rule.host.clone()],
+            ports: vec![port.clone()],
+            resolution: Resolution::Dns,
+            location: Location::MeshExternal,
+            endpoints: Vec::new(),
+            subject_alt_names: Vec::new(),
+            addresses: Vec::new(),
+        });
+        Some(Target {
+            request_host: request_host.to_string(),
+            host: dest_host.to_string(),
+            service,
+            port,
+            policy,
+            rule: Some(rule.resource.clone()),
+            route: None,
+            timeout: None,
+            retries: default_retries(),
+            weighted: false,
+        })
     }
 
     /// The registered service for `dest_host:dest_port`, with the policy of
@@ -439,14 +530,13 @@ impl OutboundPlan {
             .iter()
             .find(|p| p.number == dest_port)?
             .clone();
-        let (policy, rule) =
-            match most_specific(&self.rules, dest_host, |r| std::slice::from_ref(&r.host)) {
-                Some(rule) => (
-                    rule.policy_for(subset, dest_port),
-                    Some(rule.resource.clone()),
-                ),
-                None => (Arc::new(UpstreamPolicy::default()), None),
-            };
+        let (policy, rule) = match self.rule_for(dest_host) {
+            Some(rule) => (
+                rule.policy_for(subset, dest_port),
+                Some(rule.resource.clone()),
+            ),
+            None => (Arc::new(UpstreamPolicy::default()), None),
+        };
         Some(Target {
             request_host: request_host.to_string(),
             host: dest_host.to_string(),

@@ -13,10 +13,11 @@ use std::time::Duration;
 
 use super::diagnostics::Diagnostics;
 use super::host::HostPattern;
-use super::outbound::{OutlierPlan, PoolLimits, RulePlan, SubsetPlan, UpstreamPolicy};
+use super::outbound::{OutlierPlan, PoolLimits, RulePlan, ServicePlan, SubsetPlan, UpstreamPolicy};
 use super::port::port_number;
 use super::tls::{ClientTlsPlan, TlsMode};
 use super::{duration, tls};
+use crate::bootstrap::OutboundTrafficPolicy;
 use crate::config::destination_rule::{
     ClientTls, ConnectionPool, H2UpgradePolicy, OutlierDetection, TrafficPolicy,
 };
@@ -85,7 +86,15 @@ struct Block {
     ports: BTreeMap<u16, Components>,
 }
 
-pub(crate) fn compile(config: &Config, diag: &mut Diagnostics) -> Vec<Arc<RulePlan>> {
+/// Compiles every DestinationRule; `services` (the compiled ServiceEntries)
+/// and `policy` (the outbound traffic policy in force) say what happens to a
+/// rule whose host no ServiceEntry declares, which is warned about.
+pub(crate) fn compile(
+    config: &Config,
+    services: &[Arc<ServicePlan>],
+    policy: OutboundTrafficPolicy,
+    diag: &mut Diagnostics,
+) -> Vec<Arc<RulePlan>> {
     let mut rules: Vec<Arc<RulePlan>> = Vec::new();
     for dr in &config.destination_rules {
         let src = &dr.source;
@@ -161,15 +170,62 @@ pub(crate) fn compile(config: &Config, diag: &mut Diagnostics) -> Vec<Arc<RulePl
             );
             continue;
         }
-        rules.push(Arc::new(RulePlan {
+        let rule = RulePlan {
             resource: src.to_string(),
             host,
             default,
             ports,
             subsets,
-        }));
+        };
+        if originates_tls(&rule) && !declared(&rule.host, services) {
+            diag.warn(src, "spec.host", unregistered(&rule.host, policy));
+        }
+        rules.push(Arc::new(rule));
     }
     rules
+}
+
+/// Whether any (subset, port) policy of `rule` originates TLS.
+fn originates_tls(rule: &RulePlan) -> bool {
+    let tls = |p: &Arc<UpstreamPolicy>| p.tls.mode != TlsMode::Disable;
+    tls(&rule.default)
+        || rule.ports.values().any(tls)
+        || rule
+            .subsets
+            .values()
+            .any(|s| tls(&s.default) || s.ports.values().any(tls))
+}
+
+/// Whether a ServiceEntry declares every host `host` stands for (an exact
+/// host it matches, or a wildcard at least as broad as `host`).
+fn declared(host: &HostPattern, services: &[Arc<ServicePlan>]) -> bool {
+    let covers = |se: &HostPattern| match host {
+        HostPattern::Exact(h) => se.matches(h),
+        HostPattern::Wildcard(suffix) => match se {
+            HostPattern::Wildcard(s) => suffix.ends_with(s.as_str()),
+            HostPattern::Any => true,
+            HostPattern::Exact(_) => false,
+        },
+        HostPattern::Any => matches!(se, HostPattern::Any),
+    };
+    services.iter().any(|s| s.hosts.iter().any(covers))
+}
+
+/// What happens to a TLS-originating rule's host that no ServiceEntry
+/// declares, and how it differs from Istio.
+fn unregistered(host: &HostPattern, policy: OutboundTrafficPolicy) -> String {
+    match policy {
+        OutboundTrafficPolicy::AllowAny => format!(
+            "host {host} has no ServiceEntry; Istio would send it plaintext (PassthroughCluster) \
+             under ALLOW_ANY and answer 503 on a gateway route; meshgate originates TLS as this \
+             rule says (to the host and port the app asked for, resolved by DNS)"
+        ),
+        OutboundTrafficPolicy::RegistryOnly => format!(
+            "host {host} has no ServiceEntry; outbound requests to it are refused under \
+             REGISTRY_ONLY (as in Istio; a DestinationRule does not register a host), gateway \
+             routes to it originate TLS as this rule says; add a ServiceEntry"
+        ),
+    }
 }
 
 fn compile_block(tp: &TrafficPolicy, src: &Source, field: &str, diag: &mut Diagnostics) -> Block {

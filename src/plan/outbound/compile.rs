@@ -28,15 +28,17 @@ pub(crate) fn compile(
         .find_map(|s| s.spec.outbound_traffic_policy.as_ref())
         // An absent mode is the proto's zero value, REGISTRY_ONLY.
         .map(|p| p.mode.unwrap_or(OutboundTrafficPolicy::RegistryOnly));
+    let policy = sidecar_policy.unwrap_or(bootstrap.outbound_traffic_policy);
+    let services: Vec<Arc<ServicePlan>> = config
+        .service_entries
+        .iter()
+        .filter_map(|se| compile_service(se, diag))
+        .map(Arc::new)
+        .collect();
     OutboundPlan {
-        policy: sidecar_policy.unwrap_or(bootstrap.outbound_traffic_policy),
-        services: config
-            .service_entries
-            .iter()
-            .filter_map(|se| compile_service(se, diag))
-            .map(Arc::new)
-            .collect(),
-        rules: rule::compile(config, diag),
+        policy,
+        rules: rule::compile(config, &services, policy, diag),
+        services,
         routes: config
             .virtual_services
             .iter()

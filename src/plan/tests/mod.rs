@@ -98,6 +98,7 @@ fn assert_no_failures(failures: &[String]) {
 }
 
 mod diagnostics;
+mod fidelity;
 mod outbound;
 mod resilience;
 mod subsets_and_routes;

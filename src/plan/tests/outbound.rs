@@ -557,7 +557,7 @@ fn static_endpoints_with_port_overrides_and_weights() {
 #[test]
 fn subject_alt_names_and_sni_precedence() {
     // (case, SE subjectAltNames, DR tls extra lines, want sni, want verify names)
-    let rows: [(&str, &str, &str, &str, &[&str]); 5] = [
+    let rows: [(&str, &str, &str, &str, &[&str]); 7] = [
         (
             "no SANs anywhere: the request host",
             "[]",
@@ -587,11 +587,25 @@ fn subject_alt_names_and_sni_precedence() {
             &["dr.example.com"],
         ),
         (
-            "sni override: auto SAN validation still uses the Host",
+            "sni override without SANs: the name sent is the name checked",
             "[]",
             "sni: front.example.net",
             "front.example.net",
-            &["api.example.com"],
+            &["front.example.net"],
+        ),
+        (
+            "sni override with DestinationRule SANs: the SANs",
+            "[]",
+            "sni: front.example.net\nsubjectAltNames: [dr.example.com]",
+            "front.example.net",
+            &["dr.example.com"],
+        ),
+        (
+            "sni override with ServiceEntry SANs: the SANs",
+            "[se.example.com]",
+            "sni: front.example.net",
+            "front.example.net",
+            &["se.example.com"],
         ),
     ];
     let mut failures = Vec::new();
