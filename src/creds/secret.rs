@@ -17,7 +17,7 @@ use crate::plan::CredentialRef;
 #[derive(Debug, Clone, thiserror::Error)]
 pub enum SecretError {
     /// No such Secret in the config documents or the secrets directory.
-    #[error("{credential}: Secret {namespace}/{} not found in the config or in {}", credential.name, dir.display())]
+    #[error("{credential}: Secret {namespace}/{} not found in the config or in {}{}", credential.name, dir.display(), elsewhere_hint(credential, elsewhere))]
     NotFound {
         /// The reference.
         credential: CredentialRef,
@@ -25,14 +25,18 @@ pub enum SecretError {
         namespace: String,
         /// The secrets directory looked in.
         dir: PathBuf,
+        /// Namespaces of the config holding a Secret of that name.
+        elsewhere: Vec<String>,
     },
     /// No such Secret in the config documents, and no secrets directory.
-    #[error("{credential}: Secret {namespace}/{} not found in the config (no --secrets-dir given)", credential.name)]
+    #[error("{credential}: Secret {namespace}/{} not found in the config (no --secrets-dir given){}", credential.name, elsewhere_hint(credential, elsewhere))]
     NotFoundNoDir {
         /// The reference.
         credential: CredentialRef,
         /// The namespace looked in.
         namespace: String,
+        /// Namespaces of the config holding a Secret of that name.
+        elsewhere: Vec<String>,
     },
     /// The Secret has neither `cert`/`key` nor `tls.crt`/`tls.key`.
     #[error(
@@ -211,18 +215,38 @@ impl SecretSource {
             .namespace
             .clone()
             .unwrap_or_else(|| self.namespace.clone());
+        let elsewhere: Vec<String> = self
+            .docs
+            .iter()
+            .filter(|(ns, n, _)| n == &r.name && ns != &namespace)
+            .map(|(ns, _, _)| ns.clone())
+            .collect();
         match &self.dir {
             Some(d) => SecretError::NotFound {
                 credential: r.clone(),
                 namespace,
                 dir: d.clone(),
+                elsewhere,
             },
             None => SecretError::NotFoundNoDir {
                 credential: r.clone(),
                 namespace,
+                elsewhere,
             },
         }
     }
+}
+
+/// "; a Secret of that name is in namespace X: ..." when there is one.
+fn elsewhere_hint(credential: &CredentialRef, elsewhere: &[String]) -> String {
+    let Some(ns) = elsewhere.first() else {
+        return String::new();
+    };
+    format!(
+        "; a Secret of that name is in namespace {}: write credentialName: kubernetes://{ns}/{} or run meshgate with --namespace {ns}",
+        elsewhere.join(", "),
+        credential.name
+    )
 }
 
 fn named(list: &[crate::config::Secret]) -> Vec<(String, String, BTreeMap<String, Vec<u8>>)> {

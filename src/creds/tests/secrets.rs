@@ -151,11 +151,15 @@ fn plain_credential_name_uses_the_proxy_namespace() {
         cred_identity(&creds, "egress-client").leaf.subject,
         "CN=team-a.client"
     );
-    // With the default namespace the same Secret is not visible.
+    // With the default namespace the same Secret is not visible; the
+    // error says where it is and how to point meshgate there.
     let e = errors(&yaml);
     assert!(
         e.iter()
-            .all(|m| m.contains("Secret default/egress-client not found")),
+            .all(|m| m.contains("Secret default/egress-client not found")
+                && m.contains("a Secret of that name is in namespace team-a")
+                && m.contains("kubernetes://team-a/egress-client")
+                && m.contains("--namespace team-a")),
         "{e:#?}"
     );
 }
