@@ -135,7 +135,7 @@ pub enum CredError {
     #[error(transparent)]
     Secret(#[from] SecretError),
     /// A PEM bundle does not parse.
-    #[error("invalid PEM: {0}")]
+    #[error("invalid PEM: {}", pem_reason(.0))]
     Pem(#[source] Arc<rustls_pki_types::pem::Error>),
     /// A bundle has no certificate.
     #[error("no CERTIFICATE block found")]
@@ -728,6 +728,22 @@ fn chain_warning(identity: &Identity, ca: &Trust, provider: &CryptoProvider) -> 
 }
 
 /// `e` about the file a setting names.
+/// A PEM parser error in words: its markers as text, not byte arrays.
+fn pem_reason(e: &rustls_pki_types::pem::Error) -> String {
+    use rustls_pki_types::pem::Error as E;
+    match e {
+        E::MissingSectionEnd { end_marker } => format!(
+            "a section has no end marker (expected \"-----END {}-----\")",
+            String::from_utf8_lossy(end_marker)
+        ),
+        E::IllegalSectionStart { line } => format!(
+            "malformed section start {:?}",
+            String::from_utf8_lossy(line)
+        ),
+        other => other.to_string(),
+    }
+}
+
 fn file_error(field: &'static str, path: &Path, e: CredError) -> CredError {
     CredError::File {
         field,

@@ -585,3 +585,23 @@ fn errors_never_contain_key_material() {
         }
     }
 }
+
+#[test]
+fn a_truncated_pem_is_described_in_words() {
+    let pki = Pki::new();
+    let full = pki.ca.cert_pem.clone();
+    let cut = &full[..full.find("-----END").unwrap()];
+    let ca = pki.write("cut-ca.crt", cut);
+    let tls = format!("mode: SIMPLE\ncaCertificates: {}", ca.display());
+    let e = one_error(&dr("simple", &tls));
+    assert_mentions(
+        &e,
+        &[
+            &resource("simple"),
+            "caCertificates",
+            "no end marker",
+            "-----END CERTIFICATE-----",
+        ],
+    );
+    assert!(!e.contains("[45, 45"), "{e}");
+}
