@@ -119,8 +119,9 @@ pub struct ClientTlsPlan {
     pub mode: TlsMode,
     /// SNI override; the request's host when `None`.
     pub sni: Option<String>,
-    /// Names accepted on the server certificate; the request's host when
-    /// empty (Istio's automatic SAN validation).
+    /// Names accepted on the server certificate; when empty, the
+    /// ServiceEntry's, else `sni` when set, else the request's host
+    /// (Istio's automatic SAN validation); see `Target::verify_names`.
     pub subject_alt_names: Vec<String>,
     /// Roots for chain verification.
     pub trust: TrustSource,
