@@ -159,12 +159,24 @@ fn choose(ctx: &Ctx, host: &str, port: u16) -> Result<Choice, Box<Reply>> {
 }
 
 /// A CONNECT tunnel: routed by host like a request, then the bytes are
-/// spliced untouched by a task that shares the connection's guard (so it
-/// is counted, logged and drained like the connection).
+/// spliced by a task that shares the connection's guard (so it is counted,
+/// logged and drained like the connection). When the destination's
+/// DestinationRule originates TLS, the tunnel never carries plain text:
+/// a client that starts with a TLS ClientHello is passed through (it
+/// speaks TLS itself), anything else — or silence past the deadline — is
+/// wrapped in TLS as the rule says.
 async fn connect(ctx: &Ctx, req: Request<Incoming>, host: &str, port: u16) -> Reply {
-    let dest = match choose(ctx, host, port) {
-        Ok(c) => c.dest,
+    let authority = format!("{host}:{port}");
+    let prepared = match ctx.prepared(PreparedKey::Host(host, port), &authority, || {
+        choose(ctx, host, port)
+    }) {
+        Ok(p) => p,
         Err(reply) => return *reply,
+    };
+    let dest = prepared.dest.clone();
+    let originate = match (&prepared.spec.key.tls, &prepared.spec.sni) {
+        (Some(config), Some(sni)) => Some((config.0.clone(), sni.clone())),
+        _ => None,
     };
     let pick = ctx.state.next();
     let upstream = match ctx
@@ -179,17 +191,39 @@ async fn connect(ctx: &Ctx, req: Request<Incoming>, host: &str, port: u16) -> Re
     ctx.state.metrics.tunnels.inc();
     let conn = ctx.conn.clone();
     let (label, endpoints) = (dest.label.clone(), dest.describe());
+    let first_bytes = ctx.state.bootstrap.request_header_timeout;
+    let connect_timeout = dest.policy.connect_timeout;
     ctx.conn.spawn(async move {
         match hyper::upgrade::on(req).await {
             Ok(upgraded) => {
                 conn.spliced(label, endpoints, false);
-                let end = splice(
-                    conn.bytes(),
-                    TokioIo::new(upgraded),
-                    upstream,
-                    TCP_IDLE_TIMEOUT,
-                )
-                .await;
+                let down = TokioIo::new(upgraded);
+                let end = match originate {
+                    None => splice(conn.bytes(), down, upstream, TCP_IDLE_TIMEOUT).await,
+                    Some((config, sni)) => {
+                        let tunnel = tunnel_tls(
+                            down,
+                            upstream,
+                            &config,
+                            sni,
+                            first_bytes,
+                            connect_timeout,
+                            conn.metrics(),
+                        );
+                        match tunnel.await {
+                            Ok((down, Tunnel::Passthrough(up))) => {
+                                splice(conn.bytes(), down, up, TCP_IDLE_TIMEOUT).await
+                            }
+                            Ok((down, Tunnel::Originated(up))) => {
+                                splice(conn.bytes(), down, *up, TCP_IDLE_TIMEOUT).await
+                            }
+                            Err(flag) => {
+                                conn.set_flag(flag);
+                                return;
+                            }
+                        }
+                    }
+                };
                 conn.set_flag(end.flag());
             }
             Err(e) => {
@@ -202,6 +236,70 @@ async fn connect(ctx: &Ctx, req: Request<Incoming>, host: &str, port: u16) -> Re
         resp: Response::new(boxed(http_body_util::Empty::new())),
         outcome: Outcome::relayed(&dest, StatusCode::OK),
     }
+}
+
+/// The upstream side of a CONNECT tunnel to a TLS-originating destination.
+enum Tunnel {
+    /// The client speaks TLS itself: its bytes go through untouched.
+    Passthrough(TcpStream),
+    /// meshgate's TLS, as the DestinationRule says.
+    Originated(Box<tokio_rustls::client::TlsStream<crate::tls::client::Watched<TcpStream>>>),
+}
+
+/// Reads the client's first bytes (waiting at most `wait`) and decides:
+/// a TLS record passes through, anything else is sent inside TLS made with
+/// `config` for `sni`. The bytes read are forwarded first. Errors are the
+/// connection's flag.
+async fn tunnel_tls<D>(
+    mut down: D,
+    mut up: TcpStream,
+    config: &Arc<rustls::ClientConfig>,
+    sni: rustls::pki_types::ServerName<'static>,
+    wait: std::time::Duration,
+    connect_timeout: std::time::Duration,
+    metrics: &crate::metrics::Metrics,
+) -> Result<(D, Tunnel), &'static str>
+where
+    D: tokio::io::AsyncRead + tokio::io::AsyncWrite + Unpin,
+{
+    use tokio::io::{AsyncReadExt as _, AsyncWriteExt as _};
+    let mut first = vec![0u8; 4096];
+    let n = match tokio::time::timeout(wait, down.read(&mut first)).await {
+        Ok(Ok(0)) | Ok(Err(_)) => return Err("downstream_closed"),
+        Ok(Ok(n)) => n,
+        // A client waiting for the server to speak first: TLS all the same.
+        Err(_) => 0,
+    };
+    first.truncate(n);
+    // A TLS handshake record: content type 22, version 3.x.
+    if n >= 2 && first[0] == 0x16 && first[1] == 0x03 {
+        up.write_all(&first)
+            .await
+            .map_err(|_| "upstream_write_failed")?;
+        return Ok((down, Tunnel::Passthrough(up)));
+    }
+    let handshake = crate::tls::client::connect(config, sni, up);
+    let mut tls = match tokio::time::timeout(connect_timeout, handshake).await {
+        Ok(Ok(tls)) => tls,
+        Ok(Err(e)) => {
+            debug!(reason = e.reason.as_str(), detail = %e.detail, "CONNECT tunnel: TLS origination failed");
+            metrics
+                .tls_failures
+                .get_or_create(&crate::metrics::FailureLabels {
+                    direction: "outbound",
+                    reason: e.reason.as_str(),
+                })
+                .inc();
+            return Err(e.reason.as_str());
+        }
+        Err(_) => return Err("handshake_timeout"),
+    };
+    if !first.is_empty() {
+        tls.write_all(&first)
+            .await
+            .map_err(|_| "upstream_write_failed")?;
+    }
+    Ok((down, Tunnel::Originated(Box::new(tls))))
 }
 
 fn refused(reason: String) -> Reply {

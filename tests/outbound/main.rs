@@ -105,6 +105,7 @@ async fn plain_server() -> std::net::SocketAddr {
     addr
 }
 
+mod connect_tls;
 mod fidelity;
 mod lifecycle;
 mod operations;
