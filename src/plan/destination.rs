@@ -5,10 +5,12 @@
 //! (never plain text where a rule asks for TLS), else in plain text.
 //!
 //! Istio's rules: a destination without a port takes the service's port
-//! when it has exactly one (else 80); an app port declared HTTP2 or GRPC,
-//! or reached from an HTTP2/GRPC server port, is spoken to in h2c when no
-//! TLS is originated; TLS and TCP routes relay bytes as they are, so no TLS
-//! is originated for them.
+//! when it has exactly one (else 80); a registered backend speaks its own
+//! port's protocol — h2c for a port declared HTTP2 or GRPC when no TLS is
+//! originated — whatever the gateway server's protocol; a host no
+//! ServiceEntry declares has no protocol of its own, so an HTTP2/GRPC server
+//! port's protocol is kept for it; TLS and TCP routes relay bytes as they
+//! are, so no TLS is originated for them.
 
 use std::sync::Arc;
 
@@ -19,7 +21,8 @@ use super::tls::{ClientTlsPlan, TlsMode};
 /// How the proxy talks to a route destination.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum Speak {
-    /// HTTP; `h2c` when the server port is HTTP2 or GRPC.
+    /// HTTP; `h2c` when the server port is HTTP2 or GRPC (used only for a
+    /// host without a ServiceEntry, which has no protocol of its own).
     Http {
         /// The server port is HTTP2 or GRPC.
         h2c: bool,
@@ -78,9 +81,11 @@ pub fn resolve(
     };
     match speak {
         Speak::Bytes => Arc::make_mut(&mut t.policy).tls = ClientTlsPlan::disabled(),
-        Speak::Http { h2c } => {
+        // A registered backend speaks its own port's protocol (Istio's
+        // cluster protocol), whatever the server's.
+        Speak::Http { .. } => {
             let app_h2 = matches!(t.port.protocol.as_str(), "HTTP2" | "GRPC" | "GRPC-WEB");
-            if t.policy.tls.mode == TlsMode::Disable && (h2c || app_h2) && !t.policy.h2 {
+            if t.policy.tls.mode == TlsMode::Disable && app_h2 && !t.policy.h2 {
                 Arc::make_mut(&mut t.policy).h2 = true;
             }
         }
@@ -159,7 +164,9 @@ spec:
                 http,
                 Some((9000, TlsMode::Disable, true)),
             ),
-            // HTTP app port: h2c only from an HTTP2/GRPC server port.
+            // An HTTP app port is HTTP/1.1 whatever the server port: the
+            // backend's protocol is its own port's (Istio's cluster
+            // protocol), never the gateway server's.
             (
                 "web.internal",
                 Some(8080),
@@ -170,7 +177,7 @@ spec:
                 "web.internal",
                 Some(8080),
                 h2c,
-                Some((8080, TlsMode::Disable, true)),
+                Some((8080, TlsMode::Disable, false)),
             ),
             // TLS originated: never h2c.
             (
