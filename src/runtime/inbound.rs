@@ -365,7 +365,7 @@ async fn accept_tls(mut stream: Downstream, ctx: Ctx) -> Option<Terminated> {
         Ok(Err((e, io))) => {
             let (reason, detail) =
                 classify(&e).unwrap_or((FailureReason::HandshakeFailure, e.to_string()));
-            handshake_failed(&ctx, reason, &detail);
+            handshake_failed(&ctx, reason.as_server(), &detail);
             // The alert is written; let the client read it before the socket
             // goes (closing with unread input would reset the connection and
             // the client would see a reset instead of the reason).

@@ -28,6 +28,9 @@ pub enum FailureReason {
     ClientCertRequired,
     /// The peer rejected the client certificate.
     ClientCertRejected,
+    /// The client rejected meshgate's server certificate (its alert, seen
+    /// by an inbound listener).
+    ServerCertRejected,
     /// No TLS version in common.
     ProtocolVersion,
     /// No cipher suite in common (or, seen from a client, the server
@@ -87,6 +90,7 @@ impl FailureReason {
             FailureReason::BadCertificate => "bad_certificate",
             FailureReason::ClientCertRequired => "client_cert_required",
             FailureReason::ClientCertRejected => "client_cert_rejected",
+            FailureReason::ServerCertRejected => "server_cert_rejected",
             FailureReason::ProtocolVersion => "protocol_version",
             FailureReason::NoSharedCipher => "no_shared_cipher",
             FailureReason::HandshakeFailure => "handshake_failure",
@@ -108,6 +112,16 @@ impl FailureReason {
             FailureReason::CredentialUnavailable => "credential_unavailable",
             FailureReason::InvalidSni => "invalid_sni",
             FailureReason::BadSni => "bad_sni",
+        }
+    }
+
+    /// The reason as an inbound listener sees it: a certificate alert
+    /// received there is the client rejecting meshgate's server
+    /// certificate, not a client certificate being rejected.
+    pub fn as_server(self) -> FailureReason {
+        match self {
+            FailureReason::ClientCertRejected => FailureReason::ServerCertRejected,
+            other => other,
         }
     }
 

@@ -450,3 +450,38 @@ async fn a_host_of_a_more_specific_server_is_421_on_a_wildcard_servers_connectio
         assert_eq!(r.status, 421, "h2={h2}: {}", r.body);
     }
 }
+
+/// A client that does not trust meshgate's certificate refuses it with an
+/// alert: counted as `server_cert_rejected`, not as a client-certificate
+/// failure.
+#[tokio::test]
+async fn a_client_rejecting_the_servers_certificate_is_server_cert_rejected() {
+    let ca = DevCa::new("server CA");
+    let stranger = DevCa::new("another CA");
+    let dir = tempdir();
+    let leaf = ca.issue(&LeafSpec::server(&["a.test"]));
+    let app = backend("A", Duration::ZERO).await;
+    let yaml = gateway(&[server(
+        443,
+        "HTTPS",
+        &["a.test"],
+        &simple_tls(dir.path(), &leaf, "a"),
+    )]) + &route_all("a", &["a.test"], app);
+    let p = start_ports(dir, &yaml, &[443], |_| {}).await;
+    let addr = p.proxy.inbound()[&443];
+    let o = ClientOpts {
+        sni: Some("a.test".into()),
+        ca_pem: stranger.cert_pem.clone(),
+        ..Default::default()
+    };
+    assert!(tls_connect(addr, &o).await.is_err(), "the client refuses");
+    assert_eq!(
+        wait_metric(&p, &failure_key("server_cert_rejected"), 1.0).await,
+        1.0
+    );
+    assert_eq!(
+        p.metric(&failure_key("client_cert_rejected")).await,
+        0.0,
+        "not a client-certificate failure"
+    );
+}
