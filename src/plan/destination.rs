@@ -5,7 +5,8 @@
 //! (never plain text where a rule asks for TLS), else in plain text.
 //!
 //! Istio's rules: a destination without a port takes the service's port
-//! when it has exactly one (else 80); a registered backend speaks its own
+//! when it has exactly one (a gateway route to a service with several must
+//! name one: refused at compile), else 80 for a host without a ServiceEntry; a registered backend speaks its own
 //! port's protocol — h2c for a port declared HTTP2 or GRPC when no TLS is
 //! originated — whatever the gateway server's protocol; a host no
 //! ServiceEntry declares has no protocol of its own, so an HTTP2/GRPC server

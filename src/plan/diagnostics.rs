@@ -10,6 +10,9 @@ pub(crate) struct Diagnostics {
     pub warnings: Vec<String>,
     /// The workload's mesh identity, when configured (for ISTIO_MUTUAL).
     pub mesh: Option<MeshIdentity>,
+    /// Ports each ServiceEntry host declares (lower case), for route
+    /// destinations that name no port.
+    pub service_ports: std::collections::HashMap<String, Vec<u16>>,
 }
 
 /// Where the workload's mesh identity lives and its trust domain.

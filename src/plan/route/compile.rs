@@ -679,6 +679,20 @@ impl Cx<'_> {
                 self.diag,
             )
         });
+        if port.is_none()
+            && let Some(h) = &host
+            && let Some(ports) = self.diag.service_ports.get(h.as_str())
+            && ports.len() > 1
+        {
+            let list: Vec<String> = ports.iter().map(u16::to_string).collect();
+            self.error(
+                &format!("{dfield}.port"),
+                format!(
+                    "required: the ServiceEntry for {h} declares several ports ({}); say which one",
+                    list.join(", ")
+                ),
+            );
+        }
         let (request_headers, response_headers, _) =
             self.headers(d.headers.as_ref(), &format!("{field}.headers"), false);
         let host = host?;

@@ -386,3 +386,52 @@ fn credential_name_references() {
     }
     assert_no_failures(&failures);
 }
+
+#[test]
+fn a_gateway_route_to_a_service_with_several_ports_must_name_one() {
+    let yaml = |port: &str| {
+        format!(
+            r#"apiVersion: networking.istio.io/v1
+kind: ServiceEntry
+metadata: {{name: web}}
+spec:
+  hosts: [web.internal]
+  ports:
+  - {{number: 8080, name: http, protocol: HTTP}}
+  - {{number: 9090, name: admin, protocol: HTTP}}
+  resolution: DNS
+---
+apiVersion: networking.istio.io/v1
+kind: Gateway
+metadata: {{name: gw}}
+spec:
+  servers:
+  - port: {{number: 80, name: http, protocol: HTTP}}
+    hosts: [web.example.com]
+---
+apiVersion: networking.istio.io/v1
+kind: VirtualService
+metadata: {{name: web}}
+spec:
+  hosts: [web.example.com]
+  gateways: [gw]
+  http:
+  - route:
+    - destination: {{host: web.internal{port}}}
+"#
+        )
+    };
+    let errs = compile_errors("ports.yaml", &yaml(""));
+    assert_eq!(errs.0.len(), 1, "{errs}");
+    let e = &errs.0[0];
+    assert_eq!(e.resource.as_deref(), Some("VirtualService/default/web"));
+    assert_eq!(
+        e.field.as_deref(),
+        Some("spec.http[0].route[0].destination.port")
+    );
+    assert!(e.reason.contains("8080, 9090"), "{errs}");
+    // Naming the port compiles.
+    let ok = yaml(", port: {number: 9090}");
+    let config = crate::config::load_str("ports.yaml", &ok).unwrap();
+    assert!(crate::plan::compile(&config, &crate::bootstrap::Bootstrap::default()).is_ok());
+}
