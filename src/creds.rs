@@ -231,6 +231,9 @@ pub enum CredError {
         /// Why.
         source: CertError,
     },
+    /// More than one problem with one credential, all reported at once.
+    #[error("{}", .0.iter().map(ToString::to_string).collect::<Vec<_>>().join("; and "))]
+    Several(Vec<CredError>),
     /// An identity's leaf cannot be presented (X.509 v1, expired, not yet
     /// valid).
     #[error("{loaded_from}: {source}")]
@@ -884,11 +887,15 @@ pub fn identity_from_pem(
         source: e,
     })?;
     let fingerprint = fingerprint(chain.iter().map(|c| c.as_ref()));
-    leaf.check_usable_leaf()
-        .map_err(|e| CredError::UnusableLeaf {
+    // Every problem at once: an expired certificate whose key does not
+    // match is two things to fix, not one and then another.
+    let unusable = leaf
+        .check_usable_leaf()
+        .err()
+        .map(|e| CredError::UnusableLeaf {
             loaded_from: loaded_from(),
             source: e,
-        })?;
+        });
     let certified = CertifiedKey::from_der(chain, key, provider).map_err(|e| match e {
         rustls::Error::InconsistentKeys(_) => CredError::KeyMismatch {
             loaded_from: loaded_from(),
@@ -898,7 +905,12 @@ pub fn identity_from_pem(
             loaded_from: loaded_from(),
             source: other,
         },
-    })?;
+    });
+    let certified = match (unusable, certified) {
+        (None, Ok(c)) => c,
+        (Some(e), Ok(_)) | (None, Err(e)) => return Err(e),
+        (Some(a), Err(b)) => return Err(CredError::Several(vec![a, b])),
+    };
     Ok(Identity {
         certified: Arc::new(certified),
         leaf,

@@ -75,6 +75,25 @@ fn expired_client_certificate_is_refused() {
 }
 
 #[test]
+fn an_expired_certificate_with_the_wrong_key_reports_both() {
+    let pki = Pki::new();
+    let leaf = pki.ca.issue(&LeafSpec::client("old.client").expired());
+    let other = pki.client("other.client");
+    let ca = pki.ca_file();
+    let (cert, _) = leaf.write(pki.dir.path(), "client").unwrap();
+    let (_, key) = other.write(pki.dir.path(), "other").unwrap();
+    let e = one_error(&dr("mtls", &mutual_files(&ca, &cert, &key)));
+    assert_mentions(
+        &e,
+        &[&resource("mtls"), "CN=old.client", "expired", "; and "],
+    );
+    assert!(
+        e.contains("the private key does not match the certificate"),
+        "{e}"
+    );
+}
+
+#[test]
 fn not_yet_valid_client_certificate_is_refused() {
     let pki = Pki::new();
     let leaf = pki
