@@ -17,6 +17,8 @@
 //! `cryptography` (`.ci/run` installs them). Without them the tests say why
 //! and pass, except under `CI=true`, where they fail.
 
+mod common;
+
 use std::io::{BufRead, BufReader, Write as _};
 use std::path::Path;
 use std::process::{Child, Command, Stdio};
@@ -34,49 +36,14 @@ const DAY: Duration = Duration::from_secs(86400);
 const IMPORTS: &str = "import grpc, grpc_tools, google.protobuf, cryptography; \
                        print(grpc.__version__, google.protobuf.__version__)";
 
-/// A Python interpreter with everything the tests need, or why there is none.
-fn python_with_peer() -> Result<String, String> {
-    let mut tried = Vec::new();
-    for py in ["python3", "/usr/bin/python3", "python"] {
-        match Command::new(py).args(["-c", IMPORTS]).output() {
-            Ok(o) if o.status.success() => {
-                eprintln!(
-                    "CA peer: {py} with grpcio, protobuf {}",
-                    String::from_utf8_lossy(&o.stdout).trim()
-                );
-                return Ok(py.to_string());
-            }
-            Ok(o) => tried.push(format!(
-                "{py}: {}",
-                String::from_utf8_lossy(&o.stderr)
-                    .lines()
-                    .last()
-                    .unwrap_or("")
-            )),
-            Err(e) => tried.push(format!("{py}: {e}")),
-        }
-    }
-    Err(tried.join("; "))
-}
-
 /// The interpreter, or `None` (skip) outside CI; under CI a missing peer
 /// fails the test.
 fn python_or_skip(test: &str) -> Option<String> {
-    match python_with_peer() {
-        Ok(py) => Some(py),
-        Err(why) => {
-            let ci = std::env::var("CI").is_ok_and(|v| v == "true" || v == "1");
-            assert!(
-                !ci,
-                "{test}: CI=true but no python3 with grpcio, grpcio-tools, protobuf and \
-                 cryptography ({why}); .ci/run installs them"
-            );
-            eprintln!(
-                "SKIPPED {test}: no python3 with grpcio, grpcio-tools, protobuf and cryptography ({why})"
-            );
-            None
-        }
-    }
+    common::python::python_or_skip(
+        test,
+        "grpcio, grpcio-tools, protobuf and cryptography",
+        IMPORTS,
+    )
 }
 
 /// Generates `ca_pb2.py` and `ca_pb2_grpc.py` from Istio's proto into `out`.

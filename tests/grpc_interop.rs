@@ -13,6 +13,8 @@
 //! Needs `python3` with `grpcio` (`.ci/run` installs it). Without it the
 //! tests say why and pass, except under `CI=true`, where they fail.
 
+mod common;
+
 use std::io::{BufRead, BufReader};
 use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Stdio};
@@ -151,49 +153,10 @@ channel.close()
 sys.exit(1 if failed else 0)
 "#;
 
-/// A Python interpreter that can `import grpc`, or why there is none.
-fn python_with_grpc() -> Result<String, String> {
-    let mut tried = Vec::new();
-    for py in ["python3", "/usr/bin/python3", "python"] {
-        match Command::new(py)
-            .args(["-c", "import grpc; print(grpc.__version__)"])
-            .output()
-        {
-            Ok(o) if o.status.success() => {
-                eprintln!(
-                    "gRPC peer: {py} with grpcio {}",
-                    String::from_utf8_lossy(&o.stdout).trim()
-                );
-                return Ok(py.to_string());
-            }
-            Ok(o) => tried.push(format!(
-                "{py}: {}",
-                String::from_utf8_lossy(&o.stderr)
-                    .lines()
-                    .last()
-                    .unwrap_or("")
-            )),
-            Err(e) => tried.push(format!("{py}: {e}")),
-        }
-    }
-    Err(tried.join("; "))
-}
-
 /// The interpreter, or `None` (skip) outside CI; under CI a missing peer
 /// fails the test.
 fn python_or_skip(test: &str) -> Option<String> {
-    match python_with_grpc() {
-        Ok(py) => Some(py),
-        Err(why) => {
-            let ci = std::env::var("CI").is_ok_and(|v| v == "true" || v == "1");
-            assert!(
-                !ci,
-                "{test}: CI=true but no python3 with grpcio ({why}); .ci/run installs it"
-            );
-            eprintln!("SKIPPED {test}: no python3 with grpcio ({why})");
-            None
-        }
-    }
+    common::python::python_or_skip(test, "grpcio", "import grpc; print(grpc.__version__)")
 }
 
 /// The Python gRPC server, stopped when dropped.

@@ -10,6 +10,9 @@ use std::path::Path;
 /// The nginx binary from Debian's packages.
 pub mod nginx;
 
+/// A Python interpreter for gRPC peers.
+pub mod python;
+
 /// Why a start attempt of a test peer failed.
 pub enum StartError {
     /// A port picked by `free_addr` was taken before the process bound it:

@@ -175,21 +175,22 @@ mod tests {
     async fn a_closed_connection_wakes_the_waiters() {
         let l = limits(1, 1, 1);
         let slot = l.try_connection().unwrap();
-        let waiter = {
-            let l = l.clone();
-            tokio::spawn(async move {
-                let freed = l.freed();
-                tokio::pin!(freed);
-                freed.as_mut().enable();
-                if l.try_connection().is_some() {
-                    return true;
-                }
-                freed.await;
-                l.try_connection().is_some()
-            })
+        let waiter = async {
+            let freed = l.freed();
+            tokio::pin!(freed);
+            freed.as_mut().enable();
+            if l.try_connection().is_some() {
+                return true;
+            }
+            freed.await;
+            l.try_connection().is_some()
         };
-        tokio::task::yield_now().await;
-        drop(slot);
-        assert!(waiter.await.unwrap());
+        let release = async {
+            tokio::task::yield_now().await;
+            drop(slot);
+        };
+        let bounded = tokio::time::timeout(std::time::Duration::from_secs(5), waiter);
+        let (woken, ()) = tokio::join!(bounded, release);
+        assert!(woken.expect("the waiter is woken, not left waiting"));
     }
 }
