@@ -77,6 +77,9 @@ pub struct Config {
     /// Security policies meshgate does not enforce (AuthorizationPolicy,
     /// RequestAuthentication): the plan refuses them unless told otherwise.
     pub unenforced_policies: Vec<Source>,
+    /// Where each loaded object is in its list, by kind, namespace and
+    /// name: a later definition finds the one it replaces in O(1).
+    index: std::collections::HashMap<(String, String, String), usize>,
     /// Non-fatal findings (skipped kinds, ...), each naming file and line.
     pub warnings: Vec<String>,
 }
@@ -416,6 +419,7 @@ fn parse_document(
                         spec: obj.spec,
                     },
                     |r| &r.source,
+                    &mut config.index,
                     &mut config.warnings,
                 ),
                 Err((field, line, reason)) => errors.push(error(resource, field, line, reason)),
@@ -451,6 +455,7 @@ fn parse_document(
                         .collect(),
                 },
                 |m| &m.source,
+                &mut config.index,
                 &mut config.warnings,
             ),
             Err((field, line, reason)) => errors.push(error(resource, field, line, reason)),
@@ -461,6 +466,7 @@ fn parse_document(
                     &mut config.secrets,
                     Secret { source, data },
                     |m| &m.source,
+                    &mut config.index,
                     &mut config.warnings,
                 ),
                 Err((field, reason)) => errors.push(error(resource, Some(field), 1, reason)),
@@ -495,30 +501,35 @@ fn parse_document(
 }
 
 /// Adds `item` to `list`, replacing a resource of the same kind, namespace
-/// and name: in Kubernetes they are one object, and the last one applied is
-/// the one in force. The replacement is warned, naming both places, so a
-/// later definition never silently overrides an earlier one (a SIMPLE
-/// Gateway replacing a MUTUAL one).
+/// and name in place: in Kubernetes they are one object (an update keeps
+/// its place), and the last one applied is the one in force. The
+/// replacement is warned, naming both places, so a later definition never
+/// silently overrides an earlier one (a SIMPLE Gateway replacing a MUTUAL
+/// one).
 fn upsert<T>(
     list: &mut Vec<T>,
     item: T,
     source: impl Fn(&T) -> &Source,
+    index: &mut std::collections::HashMap<(String, String, String), usize>,
     warnings: &mut Vec<String>,
 ) {
     let new = source(&item);
-    if let Some(i) = list.iter().position(|old| {
-        let old = source(old);
-        old.namespace == new.namespace && old.name == new.name
-    }) {
-        let old = source(&list[i]);
-        warnings.push(format!(
-            "{new}: replaces the definition at {}:{} (same kind, namespace and name: one object in Kubernetes; the last one loaded is used)",
-            old.file.display(),
-            old.line
-        ));
-        list.remove(i);
+    let key = (new.kind.clone(), new.namespace.clone(), new.name.clone());
+    match index.get(&key) {
+        Some(&i) => {
+            let old = source(&list[i]);
+            warnings.push(format!(
+                "{new}: replaces the definition at {}:{} (same kind, namespace and name: one object in Kubernetes; the last one loaded is used)",
+                old.file.display(),
+                old.line
+            ));
+            list[i] = item;
+        }
+        None => {
+            index.insert(key, list.len());
+            list.push(item);
+        }
     }
-    list.push(item);
 }
 
 /// `kind: List` (what `kubectl get -o yaml` prints): each item is loaded as
