@@ -581,3 +581,4 @@ impl RulePlan {
 }
 
 pub(super) mod compile;
+mod service;
