@@ -86,8 +86,33 @@ impl Plan {
     }
 }
 
-/// Compiles parsed resources into a plan, or returns every error found.
+/// Compiles parsed resources into a plan, or returns every error found
+/// (errors in isolated parts too: the strict view).
 pub fn compile(config: &Config, bootstrap: &Bootstrap) -> Result<Plan, ConfigErrors> {
+    let compiled = compile_all(config, bootstrap);
+    let mut errors = compiled.errors;
+    errors.extend(compiled.isolated);
+    if errors.is_empty() {
+        Ok(compiled.plan)
+    } else {
+        Err(ConfigErrors(errors))
+    }
+}
+
+/// A plan with everything found while compiling it.
+pub struct Compiled {
+    /// What compiled. With `errors`, it is incomplete and must not be
+    /// served; it still lets credentials be checked in the same pass.
+    pub plan: Plan,
+    /// Errors that stop the configuration from being served.
+    pub errors: Vec<crate::config::ConfigError>,
+    /// Errors in parts left out of `plan` (a listener whose servers do not
+    /// compile): the rest may be served without them.
+    pub isolated: Vec<crate::config::ConfigError>,
+}
+
+/// Compiles parsed resources, reporting everything at once.
+pub fn compile_all(config: &Config, bootstrap: &Bootstrap) -> Compiled {
     let mut diag = Diagnostics {
         warnings: config.warnings.clone(),
         mesh: bootstrap.identity_dir.clone().map(|dir| MeshIdentity {
@@ -137,14 +162,14 @@ pub fn compile(config: &Config, bootstrap: &Bootstrap) -> Result<Plan, ConfigErr
     }
     let outbound = outbound::compile::compile(config, bootstrap, &mut diag);
     let inbound = inbound::compile::compile(config, &mut diag);
-    if diag.errors.is_empty() {
-        Ok(Plan {
+    Compiled {
+        plan: Plan {
             outbound,
             inbound,
             warnings: diag.warnings,
-        })
-    } else {
-        Err(ConfigErrors(diag.errors))
+        },
+        errors: diag.errors,
+        isolated: diag.isolated,
     }
 }
 

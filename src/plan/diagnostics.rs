@@ -7,6 +7,9 @@ use crate::config::{ConfigError, Source};
 #[derive(Default)]
 pub(crate) struct Diagnostics {
     pub errors: Vec<ConfigError>,
+    /// Errors in parts left out of the plan (a listener whose servers do
+    /// not compile) while the rest is served; fatal in strict mode.
+    pub isolated: Vec<ConfigError>,
     pub warnings: Vec<String>,
     /// The workload's mesh identity, when configured (for ISTIO_MUTUAL).
     pub mesh: Option<MeshIdentity>,
@@ -35,6 +38,13 @@ impl Diagnostics {
             field: Some(field.into()),
             reason: reason.into(),
         });
+    }
+
+    /// Moves the errors recorded since `mark` (an `errors.len()`) to
+    /// [`Diagnostics::isolated`].
+    pub fn isolate_since(&mut self, mark: usize) {
+        let moved: Vec<ConfigError> = self.errors.drain(mark..).collect();
+        self.isolated.extend(moved);
     }
 
     pub fn warn(&mut self, source: &Source, field: &str, reason: impl std::fmt::Display) {

@@ -12,23 +12,32 @@ use crate::plan::diagnostics::Diagnostics;
 
 pub(crate) fn compile(config: &Config, diag: &mut Diagnostics) -> InboundPlan {
     let mut servers: Vec<(u16, Option<String>, ServerPlan, Source, String)> = Vec::new();
+    let mut broken = Broken::default();
     for gw in &config.gateways {
         let gw_id = format!("{}/{}", gw.source.namespace, gw.source.name);
         for (i, s) in gw.spec.servers.iter().enumerate() {
             let field = format!("spec.servers[{i}]");
+            let mark = diag.errors.len();
             if let Some((port, plan)) = compile_gateway_server(gw, &gw_id, s, &field, config, diag)
             {
                 let bind = s.bind.clone().filter(|b| !b.is_empty());
                 servers.push((port, bind, plan, gw.source.clone(), field));
+            } else {
+                let port = s.port.as_ref().and_then(|p| p.number);
+                broken.note(port, &gw.source, &field, mark, diag);
             }
         }
     }
     for sc in &config.sidecars {
         for (i, l) in sc.spec.ingress.iter().enumerate() {
             let field = format!("spec.ingress[{i}]");
+            let mark = diag.errors.len();
             if let Some((port, plan)) = compile_sidecar_listener(&sc.source, l, &field, diag) {
                 let bind = l.bind.clone().filter(|b| !b.is_empty());
                 servers.push((port, bind, plan, sc.source.clone(), field));
+            } else {
+                let port = l.port.as_ref().and_then(|p| p.number);
+                broken.note(port, &sc.source, &field, mark, diag);
             }
         }
     }
@@ -57,15 +66,22 @@ pub(crate) fn compile(config: &Config, diag: &mut Diagnostics) -> InboundPlan {
                 server.protocol,
                 ServerProtocol::Http2 | ServerProtocol::Grpc
             ) && server.tls.is_some());
-        match listeners.iter_mut().find(|l| l.port == port && l.bind == bind) {
-            Some(l) if l.tls != tls => diag.error(
-                &src,
-                format!("{field}.port"),
-                format!(
-                    "port {port} would mix TLS and plain-text servers (the other is {}); use separate ports",
-                    l.servers[0].origin
-                ),
-            ),
+        match listeners
+            .iter_mut()
+            .find(|l| l.port == port && l.bind == bind)
+        {
+            Some(l) if l.tls != tls => {
+                let mark = diag.errors.len();
+                diag.error(
+                    &src,
+                    format!("{field}.port"),
+                    format!(
+                        "port {port} would mix TLS and plain-text servers (the other is {}); use separate ports",
+                        l.servers[0].origin
+                    ),
+                );
+                broken.note(Some(u32::from(port)), &src, &field, mark, diag);
+            }
             Some(l) => {
                 for other in &l.servers {
                     for h in &server.hosts {
@@ -89,7 +105,65 @@ pub(crate) fn compile(config: &Config, diag: &mut Diagnostics) -> InboundPlan {
             }),
         }
     }
+    broken.remove_from(&mut listeners, diag);
     listeners.sort_by_key(|l| l.port);
     listeners.extend(mesh_inbound(config, diag));
     InboundPlan { listeners }
+}
+
+/// Ports with a server that does not compile. Such a port is not served
+/// at all, whichever bind address its servers have: serving its other
+/// servers could hand the broken server's clients to a weaker one (a
+/// `*` SIMPLE server taking the SNI of a MUTUAL server that failed).
+/// Every other port is served.
+#[derive(Default)]
+struct Broken(Vec<(u16, Source, String)>);
+
+impl Broken {
+    /// Records the server at `field` of `src`, whose errors start at
+    /// `mark`, and isolates those errors. A server without a usable port
+    /// cannot be served anywhere and takes no port down.
+    fn note(
+        &mut self,
+        port: Option<u32>,
+        src: &Source,
+        field: &str,
+        mark: usize,
+        diag: &mut Diagnostics,
+    ) {
+        if diag.errors.len() == mark {
+            return;
+        }
+        diag.isolate_since(mark);
+        if let Some(port) = port.and_then(|p| u16::try_from(p).ok()).filter(|p| *p != 0)
+            && !self.0.iter().any(|(p, _, _)| *p == port)
+        {
+            self.0.push((port, src.clone(), field.to_string()));
+        }
+    }
+
+    fn remove_from(self, listeners: &mut Vec<ListenerPlan>, diag: &mut Diagnostics) {
+        for (port, src, field) in self.0 {
+            let served: Vec<String> = listeners
+                .iter()
+                .filter(|l| l.port == port)
+                .flat_map(|l| l.servers.iter().map(|s| s.origin.clone()))
+                .collect();
+            listeners.retain(|l| l.port != port);
+            let others = if served.is_empty() {
+                String::new()
+            } else {
+                format!(" (nor its other servers: {})", served.join("; "))
+            };
+            let mark = diag.errors.len();
+            diag.error(
+                &src,
+                field.clone(),
+                format!(
+                    "port {port} is not served{others}: this server has errors; the rest of the configuration is served"
+                ),
+            );
+            diag.isolate_since(mark);
+        }
+    }
 }

@@ -11,6 +11,10 @@ use crate::plan::diagnostics::Diagnostics;
 use crate::plan::host::HostPattern;
 use crate::plan::port::port_number;
 
+/// What a server port's `protocol` may be, as Istio's validation lists it.
+const SERVER_PROTOCOLS: &str =
+    "HTTP, HTTPS, HTTP2, GRPC, GRPC-WEB, TLS, TCP, MONGO, REDIS or MYSQL";
+
 pub(super) fn parse_protocol(
     raw: Option<&str>,
     src: &Source,
@@ -25,19 +29,19 @@ pub(super) fn parse_protocol(
         "GRPC" | "GRPC-WEB" => ServerProtocol::Grpc,
         "TLS" => ServerProtocol::Tls,
         "TCP" => ServerProtocol::Tcp,
+        // Istio's other L4 protocols: Envoy proxies them as TCP (its
+        // MongoDB/Redis/MySQL filters are off unless enabled).
+        "MONGO" | "REDIS" | "MYSQL" => ServerProtocol::Tcp,
         "" => {
-            diag.error(
-                src,
-                field,
-                "required (HTTP, HTTPS, HTTP2, GRPC, TLS or TCP)",
-            );
+            diag.error(src, field, format!("required ({SERVER_PROTOCOLS})"));
             return None;
         }
         other => {
+            // Istio's validation refuses it too ("invalid protocol").
             diag.error(
                 src,
                 field,
-                format!("{other:?} is not supported (HTTP, HTTPS, HTTP2, GRPC, TLS or TCP)"),
+                format!("{other:?} is not a protocol Istio accepts ({SERVER_PROTOCOLS})"),
             );
             return None;
         }

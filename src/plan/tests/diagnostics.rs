@@ -422,7 +422,12 @@ spec:
         )
     };
     let errs = compile_errors("ports.yaml", &yaml(""));
-    assert_eq!(errs.0.len(), 1, "{errs}");
+    // The route's error, then the port it leaves unserved.
+    assert_eq!(errs.0.len(), 2, "{errs}");
+    assert!(
+        errs.0[1].reason.starts_with("port 80 is not served"),
+        "{errs}"
+    );
     let e = &errs.0[0];
     assert_eq!(e.resource.as_deref(), Some("VirtualService/default/web"));
     assert_eq!(

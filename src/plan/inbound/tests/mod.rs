@@ -187,6 +187,7 @@ fn has_warning(plan: &Plan, parts: &[&str]) -> bool {
 }
 
 mod binding;
+mod isolation;
 mod sidecar;
 mod tasks;
 mod tls;

@@ -178,10 +178,10 @@ fn sidecar_ingress_errors() {
             vec!["not a valid port"],
         ),
         (
-            "protocol MONGO",
-            format!("- port: {{number: 9080, protocol: MONGO, name: mongo}}{endpoint}"),
+            "protocol SMTP",
+            format!("- port: {{number: 9080, protocol: SMTP, name: smtp}}{endpoint}"),
             "spec.ingress[0].port.protocol",
-            vec!["\"MONGO\"", "not supported"],
+            vec!["\"SMTP\"", "not a protocol Istio accepts"],
         ),
     ];
     let mut failures = Vec::new();

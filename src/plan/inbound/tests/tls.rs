@@ -417,10 +417,10 @@ fn gateway_errors_name_file_resource_field_and_reason() {
             vec!["required for HTTPS and TLS servers"],
         ),
         (
-            "protocol MONGO",
-            "- port: {number: 27017, name: mongo, protocol: MONGO}\n  hosts: [a.example.com]",
+            "protocol SMTP",
+            "- port: {number: 25, name: smtp, protocol: SMTP}\n  hosts: [a.example.com]",
             "spec.servers[0].port.protocol",
-            vec!["\"MONGO\"", "not supported"],
+            vec!["\"SMTP\"", "not a protocol Istio accepts"],
         ),
         (
             "protocol missing",
