@@ -137,6 +137,7 @@ fn config_dump(state: &State) -> serde_json::Value {
     let snap = state.snapshot();
     serde_json::json!({
         "generation": snap.generation,
+        "errors": snap.isolated,
         "upstreamPools": state.upstreams.pools(),
         "bootstrap": state.bootstrap,
         "plan": *snap.plan,

@@ -10,7 +10,7 @@ use std::time::Duration;
 
 use tokio::net::TcpListener;
 use tokio_util::sync::CancellationToken;
-use tracing::{info, warn};
+use tracing::{error, info, warn};
 
 use crate::bootstrap::Bootstrap;
 use crate::load::{LoadErrors, Loaded};
@@ -44,6 +44,9 @@ pub struct Proxy {
 pub async fn build(bootstrap: Bootstrap, loaded: Loaded) -> std::io::Result<Proxy> {
     for w in loaded.warnings() {
         warn!("{w}");
+    }
+    for e in &loaded.isolated {
+        error!("{e}; left out, the rest is served");
     }
     let ports = workers::desired(&loaded.plan, &bootstrap);
     let admin_ports = [
@@ -86,6 +89,7 @@ pub async fn build(bootstrap: Bootstrap, loaded: Loaded) -> std::io::Result<Prox
         .unwrap_or(bootstrap.outbound_addr);
     let metrics = Arc::new(Metrics::new());
     metrics.set_certificates(&loaded.creds);
+    metrics.config_errors.set(loaded.isolated.len() as i64);
     let state = Arc::new(State::new(bootstrap, loaded, metrics));
     state.upstreams.set_own_address(outbound);
     let shutdown = CancellationToken::new();

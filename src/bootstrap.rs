@@ -107,6 +107,9 @@ pub struct Bootstrap {
     /// Serve a configuration with security policies meshgate does not
     /// enforce (warned) instead of refusing it (`--ignore-unsupported`).
     pub ignore_unsupported: bool,
+    /// Refuse the whole configuration on any error (`--strict`), instead of
+    /// serving all but a broken server or credential.
+    pub strict: bool,
     /// How request paths are normalised before routing and forwarding
     /// (MeshConfig `pathNormalization.normalization`, default `BASE`).
     pub path_normalization: PathNormalization,
@@ -174,6 +177,7 @@ impl Default for Bootstrap {
             path_normalization: PathNormalization::Base,
             headers_with_underscores_action: UnderscoreAction::Allow,
             ignore_unsupported: false,
+            strict: false,
             idle_timeout: Duration::from_secs(3600),
             stream_idle_timeout: Duration::from_secs(300),
         }

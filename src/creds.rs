@@ -301,6 +301,23 @@ pub fn load_with_fallback(
     bootstrap: &Bootstrap,
     previous: Option<&Credentials>,
 ) -> Result<Credentials, Vec<CredentialError>> {
+    let (creds, errors) = load_partial(plan, config, bootstrap, previous);
+    if errors.is_empty() {
+        Ok(creds)
+    } else {
+        Err(errors)
+    }
+}
+
+/// [`load_with_fallback`], returning what did load with every problem: a
+/// credential that failed is absent, so what uses it fails closed (a
+/// server's handshake, an upstream's TLS) while the rest is served.
+pub fn load_partial(
+    plan: &Plan,
+    config: &Config,
+    bootstrap: &Bootstrap,
+    previous: Option<&Credentials>,
+) -> (Credentials, Vec<CredentialError>) {
     let secrets = secret::SecretSource::new(config, bootstrap);
     let provider = provider();
     let mut creds = Credentials::default();
@@ -394,11 +411,7 @@ pub fn load_with_fallback(
     // One missing Secret can be named by both the CA and the identity.
     let mut seen = HashSet::new();
     errors.retain(|e| seen.insert(e.to_string()));
-    if errors.is_empty() {
-        Ok(creds)
-    } else {
-        Err(errors)
-    }
+    (creds, errors)
 }
 
 /// Server certificates and client CA of one Gateway server.

@@ -42,6 +42,11 @@ pub struct ConfigFlags {
     /// for each, instead of refusing it.
     #[arg(long)]
     pub ignore_unsupported: bool,
+    /// Refuse the configuration on any error. Without it, a server or
+    /// credential that does not load is left out (its port, or what uses
+    /// the credential, fails closed) and the rest is served.
+    #[arg(long)]
+    pub strict: bool,
 }
 
 /// Flags of `run`.
@@ -149,6 +154,7 @@ impl ConfigFlags {
         set(&mut b.identity_dir, self.identity_dir.clone().map(Some));
         set(&mut b.trust_domain, self.trust_domain.clone());
         b.ignore_unsupported |= self.ignore_unsupported;
+        b.strict |= self.strict;
         Ok(b)
     }
 }

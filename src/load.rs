@@ -30,6 +30,10 @@ pub struct Loaded {
     pub creds: Credentials,
     /// rustls server configs of the terminating inbound servers.
     pub server_tls: ServerConfigs,
+    /// Errors in parts left out (a port whose server does not compile, a
+    /// credential that does not load: what uses it fails closed). Empty
+    /// in strict mode, where any error refuses the configuration.
+    pub isolated: Vec<String>,
 }
 
 /// What a reload may reuse from the configuration in force.
@@ -49,6 +53,68 @@ impl Loaded {
     }
 }
 
+/// Everything one load found, in one pass: parse, compile and credential
+/// errors and every warning, whether or not the configuration can be
+/// served.
+pub struct Report {
+    /// The configuration, when it can be served (in strict mode: only
+    /// when there is no error at all).
+    pub loaded: Option<Loaded>,
+    /// Errors that stop the configuration from being served.
+    pub errors: Vec<String>,
+    /// Errors in parts left out while the rest is served (fatal in strict
+    /// mode, where they are in `errors`).
+    pub isolated: Vec<String>,
+    /// Every warning.
+    pub warnings: Vec<String>,
+    /// Secrets found in the config documents.
+    pub secrets: usize,
+}
+
+impl Report {
+    /// The configuration, or every error (isolated ones are in
+    /// [`Loaded::isolated`]).
+    pub fn into_result(self) -> Result<Loaded, LoadErrors> {
+        match self.loaded {
+            Some(l) => Ok(l),
+            None => Err(LoadErrors(self.errors)),
+        }
+    }
+
+    /// One line: what was loaded and what was left out.
+    pub fn summary(&self) -> String {
+        let Some(loaded) = &self.loaded else {
+            return format!(
+                "{} error(s), {} warning(s)",
+                self.errors.len() + self.isolated.len(),
+                self.warnings.len()
+            );
+        };
+        let plan = &loaded.plan;
+        let o = &plan.outbound;
+        let servers: usize = plan.inbound.listeners.iter().map(|l| l.servers.len()).sum();
+        let left_out = if self.isolated.is_empty() {
+            String::new()
+        } else {
+            format!(
+                "; {} error(s): what they name is left out and the rest would be served (--strict refuses)",
+                self.isolated.len()
+            )
+        };
+        format!(
+            "ok: {} ServiceEntry, {} DestinationRule, {} VirtualService (mesh), {} inbound listener(s) with {} server(s), {} Secret; {} warning(s); outbound policy {:?}{left_out}",
+            o.services.len(),
+            o.rules.len(),
+            o.routes.len(),
+            plan.inbound.listeners.len(),
+            servers,
+            self.secrets,
+            self.warnings.len(),
+            o.policy
+        )
+    }
+}
+
 /// Loads the bootstrap's config paths and checks everything. Documents
 /// that parse are compiled even when others do not, so every problem is
 /// reported in one go.
@@ -61,85 +127,81 @@ pub fn load_with(
     bootstrap: &Bootstrap,
     previous: Option<Previous<'_>>,
 ) -> Result<Loaded, LoadErrors> {
+    report(bootstrap, previous).into_result()
+}
+
+/// [`load`] for `meshgate validate` and a proxy's start: every error and
+/// warning at once.
+pub fn validate(bootstrap: &Bootstrap) -> Report {
+    report(bootstrap, None)
+}
+
+/// Reads, compiles and checks the bootstrap's configuration.
+pub fn report(bootstrap: &Bootstrap, previous: Option<Previous<'_>>) -> Report {
     let (config, parse_errors) = config::load_partial(&bootstrap.config_paths);
-    let mut errors: Vec<String> = parse_errors.0.iter().map(ToString::to_string).collect();
-    match check_with(&config, bootstrap, previous) {
-        Ok(loaded) if errors.is_empty() => return Ok(loaded),
-        Ok(_) => {}
-        Err(e) => errors.extend(e.0),
+    let mut report = check_all(&config, bootstrap, previous);
+    report
+        .errors
+        .splice(0..0, parse_errors.0.iter().map(ToString::to_string));
+    if !parse_errors.0.is_empty() {
+        report.loaded = None;
     }
-    Err(LoadErrors(errors))
-}
-
-/// What `meshgate validate` reports about a configuration that loads.
-pub struct Validated {
-    /// The checked configuration.
-    pub loaded: Loaded,
-    /// Secrets found in the config documents.
-    pub secrets: usize,
-}
-
-impl Validated {
-    /// One line: what was loaded.
-    pub fn summary(&self) -> String {
-        let plan = &self.loaded.plan;
-        let o = &plan.outbound;
-        let servers: usize = plan.inbound.listeners.iter().map(|l| l.servers.len()).sum();
-        format!(
-            "ok: {} ServiceEntry, {} DestinationRule, {} VirtualService (mesh), {} inbound listener(s) with {} server(s), {} Secret; {} warning(s); outbound policy {:?}",
-            o.services.len(),
-            o.rules.len(),
-            o.routes.len(),
-            plan.inbound.listeners.len(),
-            servers,
-            self.secrets,
-            self.loaded.warnings().count(),
-            o.policy
-        )
-    }
-}
-
-/// [`load`] for `meshgate validate`: also counts the Secrets given.
-pub fn validate(bootstrap: &Bootstrap) -> Result<Validated, LoadErrors> {
-    let (config, parse_errors) = config::load_partial(&bootstrap.config_paths);
-    let mut errors: Vec<String> = parse_errors.0.iter().map(ToString::to_string).collect();
-    match check_with(&config, bootstrap, None) {
-        Ok(loaded) if errors.is_empty() => {
-            return Ok(Validated {
-                loaded,
-                secrets: config.secrets.len(),
-            });
-        }
-        Ok(_) => {}
-        Err(e) => errors.extend(e.0),
-    }
-    Err(LoadErrors(errors))
+    report
 }
 
 /// Compiles parsed config and loads its credentials.
 pub fn check(config: &Config, bootstrap: &Bootstrap) -> Result<Loaded, LoadErrors> {
-    check_with(config, bootstrap, None)
+    check_all(config, bootstrap, None).into_result()
 }
 
-fn check_with(
-    config: &Config,
-    bootstrap: &Bootstrap,
-    previous: Option<Previous<'_>>,
-) -> Result<Loaded, LoadErrors> {
-    let plan = plan::compile(config, bootstrap)
-        .map_err(|e| LoadErrors(e.0.iter().map(ToString::to_string).collect()))?;
-    let creds = creds::load_with_fallback(&plan, config, bootstrap, previous.map(|p| p.creds))
-        .map_err(|e| LoadErrors(e.iter().map(ToString::to_string).collect()))?;
+/// Compiles `config` and checks every credential of what compiled, so
+/// credential errors are reported with compile errors, not after them.
+fn check_all(config: &Config, bootstrap: &Bootstrap, previous: Option<Previous<'_>>) -> Report {
+    let compiled = plan::compile_all(config, bootstrap);
+    let plan = compiled.plan;
+    let mut errors: Vec<String> = compiled.errors.iter().map(ToString::to_string).collect();
+    let mut isolated: Vec<String> = compiled.isolated.iter().map(ToString::to_string).collect();
+    if previous.is_some() {
+        // A reload: a server that no longer compiles keeps the last good
+        // configuration in service rather than taking its port down. At
+        // start there is nothing to keep, so it is left out.
+        errors.append(&mut isolated);
+    }
+    // The plan's warnings start with those of parsing `config`.
+    let mut warnings = plan.warnings.clone();
+    let (creds, cred_errors) =
+        creds::load_partial(&plan, config, bootstrap, previous.map(|p| p.creds));
+    warnings.extend(creds.warnings.iter().cloned());
+    let failed: Vec<&str> = cred_errors.iter().map(|e| e.origin.as_str()).collect();
+    isolated.extend(cred_errors.iter().map(ToString::to_string));
+    // A server whose credential failed has no config: its handshakes are
+    // refused. Building it would only repeat the credential's error.
     let servers = plan
         .inbound
         .listeners
         .iter()
-        .flat_map(|l| l.servers.iter().map(AsRef::as_ref));
-    let server_tls = ServerConfigs::build(servers, &creds, previous.map(|p| p.server_tls))
-        .map_err(|e| LoadErrors(e.iter().map(ToString::to_string).collect()))?;
-    Ok(Loaded {
+        .flat_map(|l| l.servers.iter().map(AsRef::as_ref))
+        .filter(|s| s.tls.as_ref().is_none_or(|t| !failed.contains(&t.origin.as_str())));
+    let (server_tls, tls_errors) =
+        ServerConfigs::build_partial(servers, &creds, previous.map(|p| p.server_tls));
+    isolated.extend(tls_errors.iter().map(ToString::to_string));
+    if bootstrap.strict {
+        errors.append(&mut isolated);
+    }
+    let loaded = errors.is_empty().then(|| Loaded {
         plan,
         creds,
         server_tls,
-    })
+        isolated: isolated.clone(),
+    });
+    Report {
+        loaded,
+        errors,
+        isolated,
+        warnings,
+        secrets: config.secrets.len(),
+    }
 }
+
+#[cfg(test)]
+mod tests;

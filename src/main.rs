@@ -62,6 +62,9 @@ enum Command {
     Run(Box<RunFlags>),
     /// Load and compile configuration, print every error; exit 1 if any.
     Validate(ConfigFlags),
+    /// What meshgate would do with a request, without sending it: the
+    /// resources that match, the destination, the TLS, or why it is refused.
+    /// Exit 0 if served, 1 if refused, 64 if the configuration does not load.
     /// Run the built-in demo: TLS origination to a stand-in external HTTPS
     /// service, and mutual-TLS termination in front of a local service.
     #[cfg(feature = "demo")]
@@ -155,21 +158,19 @@ fn validate(flags: &ConfigFlags) -> ExitCode {
             return ExitCode::from(1);
         }
     };
-    match meshgate::load::validate(&bootstrap) {
-        Ok(v) => {
-            for w in v.loaded.warnings() {
-                eprintln!("warning: {w}");
-            }
-            println!("{}", v.summary());
-            ExitCode::SUCCESS
-        }
-        Err(errors) => {
-            for e in &errors.0 {
-                eprintln!("error: {e}");
-            }
-            eprintln!("{} error(s)", errors.0.len());
-            ExitCode::from(1)
-        }
+    let report = meshgate::load::validate(&bootstrap);
+    for w in &report.warnings {
+        eprintln!("warning: {w}");
+    }
+    for e in report.errors.iter().chain(&report.isolated) {
+        eprintln!("error: {e}");
+    }
+    if report.loaded.is_some() {
+        println!("{}", report.summary());
+        ExitCode::SUCCESS
+    } else {
+        eprintln!("{}", report.summary());
+        ExitCode::from(1)
     }
 }
 
@@ -212,18 +213,19 @@ async fn run(flags: RunFlags) -> ExitCode {
             }
         }
     }
-    let loaded = match meshgate::load::load(&bootstrap) {
-        Ok(l) => l,
-        Err(errs) => {
-            for e in &errs.0 {
-                eprintln!("error: {e}");
-            }
-            eprintln!(
-                "meshgate: configuration refused ({} error(s))",
-                errs.0.len()
-            );
-            return ExitCode::from(EXIT_BAD_CONFIG);
+    let report = meshgate::load::validate(&bootstrap);
+    let Some(loaded) = report.loaded else {
+        for w in &report.warnings {
+            eprintln!("warning: {w}");
         }
+        for e in &report.errors {
+            eprintln!("error: {e}");
+        }
+        eprintln!(
+            "meshgate: configuration refused ({} error(s))",
+            report.errors.len()
+        );
+        return ExitCode::from(EXIT_BAD_CONFIG);
     };
     let proxy = match meshgate::app::build(bootstrap, loaded).await {
         Ok(p) => p,

@@ -178,6 +178,8 @@ pub struct Metrics {
     /// 1 while the files on disk differ from what is served because their
     /// last reload was refused.
     pub config_stale: Gauge,
+    /// Errors of the configuration in force whose parts are left out.
+    pub config_errors: Gauge,
     /// Credential rotations by credential and result.
     pub cert_reloads: Family<CertReloadLabels, Counter>,
     /// Time to complete TLS handshakes, by direction.
@@ -310,6 +312,12 @@ impl Metrics {
             "1 while configuration or certificate files changed on disk but were refused, so what is served is older than the files",
             config_stale.clone(),
         );
+        let config_errors = Gauge::default();
+        registry.register(
+            "meshgate_config_errors",
+            "Errors in the configuration in force: the servers and credentials they name are left out (their ports and users fail closed) while the rest is served; 0 when it loaded cleanly",
+            config_errors.clone(),
+        );
         let handshake_duration = Family::<DirectionLabels, Histogram>::new_with_constructor(|| {
             Histogram::new(exponential_buckets(0.0001, 2.0, 16))
         });
@@ -369,6 +377,7 @@ impl Metrics {
             cert_reloads,
             cert_expiry,
             config_stale,
+            config_errors,
             handshake_duration,
             process_cpu,
             process_rss,

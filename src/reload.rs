@@ -15,7 +15,7 @@ use std::sync::Arc;
 
 use tokio::sync::{mpsc, oneshot};
 use tokio_util::sync::CancellationToken;
-use tracing::{info, warn};
+use tracing::{error, info, warn};
 
 use crate::load::{self, LoadErrors};
 use crate::metrics::ReloadLabels;
@@ -129,17 +129,22 @@ async fn reload(state: &Arc<State>, workers: &Workers, causes: &[Cause]) -> Resu
     for w in loaded.warnings() {
         warn!("{w}");
     }
+    for e in &loaded.isolated {
+        error!("{e}; left out, the rest is served");
+    }
+    state.metrics.config_errors.set(loaded.isolated.len() as i64);
     state.metrics.set_certificates(&loaded.creds);
     state
         .metrics
         .count_rotations(&previous.creds, &loaded.creds);
     drop(previous);
     let stale = !loaded.creds.stale.is_empty();
+    let loaded_isolated = loaded.isolated.len();
     let want = workers::desired(&loaded.plan, &state.bootstrap);
     let generation = state.publish(loaded);
     let changes = workers.reconcile(&want).await;
     state.upstreams.evict(generation);
-    let result = if stale || !changes.failed.is_empty() {
+    let result = if stale || !changes.failed.is_empty() || loaded_isolated > 0 {
         "partial"
     } else {
         "success"

@@ -339,7 +339,7 @@ fn run_with_a_config_that_does_not_load_exits_64() {
 }
 
 #[test]
-fn run_with_unreadable_credentials_exits_64() {
+fn run_strict_with_unreadable_credentials_exits_64() {
     let dir = tempfile::tempdir().unwrap();
     let missing = dir.path().join("no-such-ca.crt");
     let yaml = egress_yaml(
@@ -352,6 +352,7 @@ fn run_with_unreadable_credentials_exits_64() {
     let file = write(dir.path(), "config.yaml", &yaml);
     let mut c = meshgate();
     run_args(&mut c, &file);
+    c.arg("--strict");
     let out = run_with_timeout(c, Duration::from_secs(30));
     assert_eq!(out.status.code(), Some(64), "{}", show(&out));
     let stderr = text(&out.stderr);
@@ -362,6 +363,29 @@ fn run_with_unreadable_credentials_exits_64() {
         "{}",
         show(&out)
     );
+    // validate says the same: without --strict the credential is left out
+    // (what uses it fails closed) and the rest would be served.
+    let out = meshgate()
+        .arg("validate")
+        .arg("-c")
+        .arg(&file)
+        .output()
+        .unwrap();
+    assert_eq!(out.status.code(), Some(0), "{}", show(&out));
+    assert!(text(&out.stderr).contains("error: ") && text(&out.stderr).contains("no-such-ca.crt"));
+    assert!(
+        text(&out.stdout).contains("1 error(s): what they name is left out"),
+        "{}",
+        show(&out)
+    );
+    let out = meshgate()
+        .arg("validate")
+        .arg("--strict")
+        .arg("-c")
+        .arg(&file)
+        .output()
+        .unwrap();
+    assert_eq!(out.status.code(), Some(1), "{}", show(&out));
 }
 
 // === run: SIMPLE with the system roots from SSL_CERT_FILE ===

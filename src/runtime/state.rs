@@ -26,6 +26,8 @@ pub struct Snapshot {
     pub server_tls: ServerConfigs,
     /// Increments on every successful reload; keys TLS config caches.
     pub generation: u64,
+    /// Errors whose parts are left out of this configuration.
+    pub isolated: Vec<String>,
 }
 
 /// State shared by every listener and connection.
@@ -61,6 +63,7 @@ impl State {
                 creds: Arc::new(loaded.creds),
                 server_tls: loaded.server_tls,
                 generation: 0,
+                isolated: loaded.isolated,
             }),
             upstreams: Upstreams::new(metrics.clone(), shards),
             prepared: PreparedCache::new(shards),
@@ -85,6 +88,7 @@ impl State {
             creds: Arc::new(loaded.creds),
             server_tls: loaded.server_tls,
             generation,
+            isolated: loaded.isolated,
         }));
         generation
     }

@@ -54,6 +54,21 @@ impl ServerConfigs {
         creds: &Credentials,
         previous: Option<&ServerConfigs>,
     ) -> Result<ServerConfigs, Vec<ServerTlsError>> {
+        let (out, errors) = Self::build_partial(servers, creds, previous);
+        if errors.is_empty() {
+            Ok(out)
+        } else {
+            Err(errors)
+        }
+    }
+
+    /// [`ServerConfigs::build`], returning the configs that could be built
+    /// with every error: a server without one refuses its handshakes.
+    pub fn build_partial<'a>(
+        servers: impl IntoIterator<Item = &'a ServerPlan>,
+        creds: &Credentials,
+        previous: Option<&ServerConfigs>,
+    ) -> (ServerConfigs, Vec<ServerTlsError>) {
         let mut out = ServerConfigs::default();
         let mut errors = Vec::new();
         for server in servers {
@@ -122,11 +137,7 @@ impl ServerConfigs {
             out.built.insert(key, config.clone());
             out.by_origin.insert(server.origin.clone(), config);
         }
-        if errors.is_empty() {
-            Ok(out)
-        } else {
-            Err(errors)
-        }
+        (out, errors)
     }
 
     /// The config of the server written at `origin`.

@@ -603,6 +603,7 @@ type Identity = Option<(String, String)>;
 mod client_auth;
 mod connections;
 mod fault;
+mod isolation;
 mod lifecycle;
 mod revocation;
 mod routing;

@@ -107,6 +107,7 @@ async fn plain_server() -> std::net::SocketAddr {
 
 mod connect_tls;
 mod fidelity;
+mod isolation;
 mod lifecycle;
 mod operations;
 mod revocation;
