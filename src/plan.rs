@@ -7,6 +7,7 @@
 //! only tune behaviour. Pure: no sockets, no tokio, no rustls objects, so
 //! `meshgate validate` runs exactly the code the proxy runs.
 
+mod analyze;
 pub mod destination;
 mod diagnostics;
 pub mod duration;
@@ -161,6 +162,7 @@ pub fn compile_all(config: &Config, bootstrap: &Bootstrap) -> Compiled {
         }
     }
     let outbound = outbound::compile::compile(config, bootstrap, &mut diag);
+    analyze::run(config, &mut diag);
     let inbound = inbound::compile::compile(config, &mut diag);
     Compiled {
         plan: Plan {

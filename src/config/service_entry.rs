@@ -27,16 +27,27 @@ pub struct ServiceEntrySpec {
     /// Explicit endpoints (`WorkloadEntry`).
     #[serde(default)]
     pub endpoints: Vec<WorkloadEntry>,
-    /// Selects pods as endpoints; Kubernetes-only, unsupported here.
-    pub workload_selector: Option<serde_json::Value>,
-    /// Namespaces the entry is visible to; meshgate serves one workload, so
-    /// every entry is visible.
+    /// Selects workloads (pods, WorkloadEntries) as endpoints, instead of
+    /// `endpoints`. meshgate has no workload registry, so an entry with a
+    /// selector has no endpoints (see `plan::outbound`).
+    pub workload_selector: Option<WorkloadSelector>,
+    /// Namespaces the entry is visible to (validated as Istio does);
+    /// meshgate serves one workload and uses every entry.
     #[serde(default)]
     pub export_to: Vec<String>,
     /// SANs accepted on the server certificate (a DestinationRule's own
     /// `subjectAltNames` takes precedence).
     #[serde(default)]
     pub subject_alt_names: Vec<String>,
+}
+
+/// `WorkloadSelector` (networking.istio.io): labels a workload must carry.
+#[derive(Debug, Clone, Default, Deserialize, Serialize)]
+#[serde(rename_all = "camelCase", deny_unknown_fields)]
+pub struct WorkloadSelector {
+    /// Labels to match; none selects every workload of the namespace.
+    #[serde(default)]
+    pub labels: BTreeMap<String, String>,
 }
 
 /// `ServicePort`.

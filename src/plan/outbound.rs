@@ -65,6 +65,11 @@ pub struct ServicePlan {
     pub location: Location,
     /// Explicit endpoints.
     pub endpoints: Vec<EndpointPlan>,
+    /// Labels of the workloads `workloadSelector` picks as endpoints
+    /// instead: meshgate has no workload registry, so a STATIC or DNS entry
+    /// with a selector has no endpoints and its requests fail.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub workload_selector: Option<BTreeMap<String, String>>,
     /// Names accepted on the server certificate (unless the rule overrides).
     pub subject_alt_names: Vec<String>,
     /// Declared addresses (VIPs/CIDRs); informational for explicit proxying.
@@ -369,6 +374,14 @@ impl Target {
                     eps.collect()
                 }
             }
+            // STATIC without endpoints, and DNS whose endpoints are the
+            // workloads a selector picks: none (Istio: no healthy upstream).
+            Resolution::Static => Vec::new(),
+            Resolution::Dns | Resolution::DnsRoundRobin
+                if self.service.workload_selector.is_some() =>
+            {
+                Vec::new()
+            }
             // NONE (the address the app resolved), DNS without endpoints and
             // DYNAMIC_DNS all resolve the host itself.
             _ => vec![(self.host.clone(), self.port.target_port)],
@@ -497,6 +510,7 @@ impl OutboundPlan {
             resolution: Resolution::Dns,
             location: Location::MeshExternal,
             endpoints: Vec::new(),
+            workload_selector: None,
             subject_alt_names: Vec::new(),
             addresses: Vec::new(),
         });

@@ -99,7 +99,7 @@ pub(crate) fn compile(
     for dr in &config.destination_rules {
         let src = &dr.source;
         let before = diag.errors.len();
-        let host = match dr.spec.host.as_deref().map(HostPattern::parse) {
+        let host = match dr.spec.host.as_deref().map(HostPattern::parse_domain) {
             Some(Ok(h)) => Some(h),
             Some(Err(e)) => {
                 diag.error(src, "spec.host", e.to_string());
@@ -177,8 +177,21 @@ pub(crate) fn compile(
             ports,
             subsets,
         };
-        if originates_tls(&rule) && !declared(&rule.host, services) {
-            diag.warn(src, "spec.host", unregistered(&rule.host, policy));
+        if !declared(&rule.host, services) {
+            let what = if originates_tls(&rule) {
+                unregistered(&rule.host, policy)
+            } else {
+                unused(&rule.host)
+            };
+            diag.warn(
+                src,
+                "spec.host",
+                format!(
+                    "IST0174: The host {} defined in the DestinationRule does not match any \
+                     services in the mesh: {what}",
+                    rule.host
+                ),
+            );
         }
         rules.push(Arc::new(rule));
     }
@@ -209,6 +222,16 @@ fn declared(host: &HostPattern, services: &[Arc<ServicePlan>]) -> bool {
         HostPattern::Any => matches!(se, HostPattern::Any),
     };
     services.iter().any(|s| s.hosts.iter().any(covers))
+}
+
+/// What happens to a rule that originates no TLS, for a host no
+/// ServiceEntry declares.
+fn unused(host: &HostPattern) -> String {
+    format!(
+        "host {host} has no ServiceEntry, so this rule is not used: requests to it, from the \
+         app or gateway routes, go with default settings (the app's as through Istio's \
+         PassthroughCluster under ALLOW_ANY, refused under REGISTRY_ONLY); add a ServiceEntry"
+    )
 }
 
 /// What happens to a TLS-originating rule's host that no ServiceEntry

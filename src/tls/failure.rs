@@ -46,6 +46,10 @@ pub enum FailureReason {
     ConnectTimeout,
     /// The host name did not resolve.
     DnsFailure,
+    /// The destination has no endpoints (a ServiceEntry whose endpoints
+    /// are workloads meshgate cannot know, or STATIC without any; Envoy's
+    /// "no healthy upstream").
+    NoEndpoints,
     /// The connection was reset or closed during the exchange.
     ConnectionReset,
     /// The destination is meshgate's own listener.
@@ -98,6 +102,7 @@ impl FailureReason {
             FailureReason::ConnectRefused => "connect_refused",
             FailureReason::ConnectTimeout => "connect_timeout",
             FailureReason::DnsFailure => "dns_failure",
+            FailureReason::NoEndpoints => "no_endpoints",
             FailureReason::ConnectionReset => "upstream_reset",
             FailureReason::LoopDetected => "loop_detected",
             FailureReason::NoClientCert => "no_client_cert",
@@ -132,6 +137,7 @@ impl FailureReason {
             FailureReason::ConnectRefused
                 | FailureReason::ConnectTimeout
                 | FailureReason::DnsFailure
+                | FailureReason::NoEndpoints
                 | FailureReason::ConnectionReset
                 | FailureReason::LoopDetected
                 | FailureReason::RequestTimeout

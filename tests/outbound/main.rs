@@ -110,6 +110,7 @@ mod fidelity;
 mod isolation;
 mod lifecycle;
 mod operations;
+mod parity;
 mod revocation;
 mod routing;
 mod tls;

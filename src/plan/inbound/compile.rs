@@ -52,7 +52,7 @@ pub(crate) fn compile(config: &Config, diag: &mut Diagnostics) -> InboundPlan {
                 diag.warn(
                     &vs.source,
                     "spec.gateways",
-                    format!("gateway {g:?} is not in the configuration; routes bound to it are not served"),
+                    format!("IST0101: Referenced gateway not found: gateway {g:?} is not in the configuration; routes bound to it are not served"),
                 );
             }
         }

@@ -50,7 +50,7 @@ spec:
         reason: &["required", "MUTUAL"],
     },
     ErrorCase {
-        file: "static-no-endpoints.yaml",
+        file: "static-name-endpoint.yaml",
         yaml: r#"apiVersion: networking.istio.io/v1
 kind: ServiceEntry
 metadata:
@@ -60,9 +60,11 @@ spec:
   ports:
   - {number: 5432, name: tcp, protocol: TCP}
   resolution: STATIC
+  endpoints:
+  - address: db1.internal.example
 "#,
         resource: "ServiceEntry/default/db",
-        field: "spec.endpoints",
+        field: "spec.endpoints[0].address",
         reason: &["STATIC"],
     },
     ErrorCase {

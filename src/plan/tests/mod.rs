@@ -100,5 +100,6 @@ fn assert_no_failures(failures: &[String]) {
 mod diagnostics;
 mod fidelity;
 mod outbound;
+mod parity;
 mod resilience;
 mod subsets_and_routes;

@@ -379,8 +379,8 @@ spec:
   - "*.wikipedia.org"
   ports:
   - number: 443
-    name: https
-    protocol: HTTPS
+    name: tls
+    protocol: TLS
   - number: 80
     name: http
     protocol: HTTP

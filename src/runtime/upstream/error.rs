@@ -141,7 +141,8 @@ impl UpstreamError {
     /// [`UpstreamError::code`] says `overflow`.
     pub fn reason(&self) -> FailureReason {
         match self {
-            UpstreamError::Dns { .. } | UpstreamError::NoEndpoints => FailureReason::DnsFailure,
+            UpstreamError::Dns { .. } => FailureReason::DnsFailure,
+            UpstreamError::NoEndpoints => FailureReason::NoEndpoints,
             UpstreamError::Connect { source, .. } => match source.kind() {
                 io::ErrorKind::ConnectionRefused => FailureReason::ConnectRefused,
                 io::ErrorKind::TimedOut => FailureReason::ConnectTimeout,
