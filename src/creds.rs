@@ -26,6 +26,7 @@ pub use secret::{SecretCa, SecretError};
 use crate::bootstrap::Bootstrap;
 use crate::config::Config;
 use crate::plan::inbound::{ClientCaSource, ServerCertSource, ServerPlan, TlsServerMode};
+use crate::plan::host::HostPattern;
 use crate::plan::{IdentitySource, Plan, TrustSource};
 
 /// A client or server identity: a certificate chain with its key.
@@ -524,7 +525,8 @@ fn load_server(
         let uncovered: Vec<String> = server
             .hosts
             .iter()
-            .filter(|h| !identity.leaf.covers(h))
+            // `*` (any SNI) is no name a certificate could carry.
+            .filter(|h| **h != HostPattern::Any && !identity.leaf.covers(h))
             .map(ToString::to_string)
             .collect();
         if !uncovered.is_empty() {

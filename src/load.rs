@@ -34,6 +34,8 @@ pub struct Loaded {
     /// credential that does not load: what uses it fails closed). Empty
     /// in strict mode, where any error refuses the configuration.
     pub isolated: Vec<String>,
+    /// When reading its files began: a file changed later is not in it.
+    pub read_at: std::time::SystemTime,
 }
 
 /// What a reload may reuse from the configuration in force.
@@ -44,6 +46,9 @@ pub struct Previous<'a> {
     /// Server configs whose inputs did not change are kept, and sessions
     /// resume across the reload.
     pub server_tls: &'a ServerConfigs,
+    /// Errors whose parts are left out of the configuration in force: still
+    /// left out, they do not refuse the reload.
+    pub isolated: &'a [String],
 }
 
 impl Loaded {
@@ -138,8 +143,9 @@ pub fn validate(bootstrap: &Bootstrap) -> Report {
 
 /// Reads, compiles and checks the bootstrap's configuration.
 pub fn report(bootstrap: &Bootstrap, previous: Option<Previous<'_>>) -> Report {
+    let read_at = std::time::SystemTime::now();
     let (config, parse_errors) = config::load_partial(&bootstrap.config_paths);
-    let mut report = check_all(&config, bootstrap, previous);
+    let mut report = check_all(&config, bootstrap, previous, read_at);
     report
         .errors
         .splice(0..0, parse_errors.0.iter().map(ToString::to_string));
@@ -151,22 +157,21 @@ pub fn report(bootstrap: &Bootstrap, previous: Option<Previous<'_>>) -> Report {
 
 /// Compiles parsed config and loads its credentials.
 pub fn check(config: &Config, bootstrap: &Bootstrap) -> Result<Loaded, LoadErrors> {
-    check_all(config, bootstrap, None).into_result()
+    check_all(config, bootstrap, None, std::time::SystemTime::now()).into_result()
 }
 
 /// Compiles `config` and checks every credential of what compiled, so
 /// credential errors are reported with compile errors, not after them.
-fn check_all(config: &Config, bootstrap: &Bootstrap, previous: Option<Previous<'_>>) -> Report {
+fn check_all(
+    config: &Config,
+    bootstrap: &Bootstrap,
+    previous: Option<Previous<'_>>,
+    read_at: std::time::SystemTime,
+) -> Report {
     let compiled = plan::compile_all(config, bootstrap);
     let plan = compiled.plan;
     let mut errors: Vec<String> = compiled.errors.iter().map(ToString::to_string).collect();
     let mut isolated: Vec<String> = compiled.isolated.iter().map(ToString::to_string).collect();
-    if previous.is_some() {
-        // A reload: a server that no longer compiles keeps the last good
-        // configuration in service rather than taking its port down. At
-        // start there is nothing to keep, so it is left out.
-        errors.append(&mut isolated);
-    }
     // The plan's warnings start with those of parsing `config`.
     let mut warnings = plan.warnings.clone();
     let (creds, cred_errors) =
@@ -185,14 +190,29 @@ fn check_all(config: &Config, bootstrap: &Bootstrap, previous: Option<Previous<'
     let (server_tls, tls_errors) =
         ServerConfigs::build_partial(servers, &creds, previous.map(|p| p.server_tls));
     isolated.extend(tls_errors.iter().map(ToString::to_string));
+    // A reload keeps the last good configuration in service rather than
+    // leave out a server that no longer compiles or a credential with no
+    // last good version (one that has one is kept at it), unless that part
+    // is left out already. At start there is nothing to keep, so what is
+    // broken is left out.
     if bootstrap.strict {
         errors.append(&mut isolated);
+    } else if let Some(p) = previous {
+        // Compared without `file:line`, which an edit elsewhere moves.
+        let what = |e: &str| e.split_once(": ").map_or(e, |(_, rest)| rest).to_string();
+        let known: std::collections::HashSet<String> =
+            p.isolated.iter().map(|e| what(e)).collect();
+        let (known, new): (Vec<String>, Vec<String>) =
+            isolated.into_iter().partition(|e| known.contains(&what(e)));
+        isolated = known;
+        errors.extend(new);
     }
     let loaded = errors.is_empty().then(|| Loaded {
         plan,
         creds,
         server_tls,
         isolated: isolated.clone(),
+        read_at,
     });
     Report {
         loaded,

@@ -106,6 +106,7 @@ async fn reload(state: &Arc<State>, workers: &Workers, causes: &[Cause]) -> Resu
         let previous = load::Previous {
             creds: &prev.creds,
             server_tls: &prev.server_tls,
+            isolated: &prev.isolated,
         };
         load::load_with(&bootstrap, Some(previous))
     })

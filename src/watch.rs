@@ -10,7 +10,7 @@
 
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
-use std::time::SystemTime;
+use std::time::{Duration, SystemTime};
 
 use tokio_util::sync::CancellationToken;
 use tracing::{debug, warn};
@@ -27,9 +27,17 @@ pub async fn run(state: Arc<State>, reloads: Reloads, shutdown: CancellationToke
     // Files named by a configuration that was refused: watched too, so
     // writing them afterwards brings that configuration into service.
     let mut attempted: Vec<PathBuf> = Vec::new();
-    // Nothing read yet: the first tick reloads once, which catches any
-    // change made between the initial load and this task's start.
-    let mut last: Vec<Stamp> = Vec::new();
+    // The files as the configuration in force saw them; one changed since
+    // that load began (or within the file system's timestamp resolution
+    // of it) makes the first tick reload.
+    let read_at = state.read_at - Duration::from_secs(1);
+    let mut last: Vec<Stamp> = fingerprint(&state, &attempted).await;
+    if last
+        .iter()
+        .any(|(_, m)| m.is_some_and(|(modified, _, _)| modified >= read_at))
+    {
+        last.clear();
+    }
     let mut ticks: u64 = 0;
     loop {
         tokio::select! {
@@ -95,9 +103,11 @@ async fn attempted_files(state: &State) -> Vec<PathBuf> {
     let bootstrap = state.bootstrap.clone();
     tokio::task::spawn_blocking(move || {
         let (config, _) = crate::config::load_partial(&bootstrap.config_paths);
-        crate::plan::compile(&config, &bootstrap)
-            .map(|p| p.referenced_files())
-            .unwrap_or_default()
+        // Every file a refused configuration names, including those of
+        // parts with errors.
+        crate::plan::compile_all(&config, &bootstrap)
+            .plan
+            .referenced_files()
     })
     .await
     .unwrap_or_default()

@@ -34,6 +34,8 @@ pub struct Snapshot {
 pub struct State {
     /// Listener settings and limits.
     pub bootstrap: Bootstrap,
+    /// When the first configuration's files were read.
+    pub read_at: std::time::SystemTime,
     /// The configuration in force.
     snapshot: ArcSwap<Snapshot>,
     /// Metrics registry.
@@ -58,6 +60,7 @@ impl State {
         let shards = bootstrap.workers() + 1;
         State {
             bootstrap,
+            read_at: loaded.read_at,
             snapshot: ArcSwap::from_pointee(Snapshot {
                 plan: Arc::new(loaded.plan),
                 creds: Arc::new(loaded.creds),

@@ -71,3 +71,53 @@ async fn strict_refuses_the_configuration() {
     };
     assert!(e.to_string().contains("no-such-secret"), "{e}");
 }
+
+#[tokio::test]
+async fn what_was_left_out_does_not_block_reloads_and_comes_back_when_fixed() {
+    let s = setup();
+    let leaf =
+        s.ca.issue(&LeafSpec::server(&[HOST, "mutual.internal.test"]));
+    let backend = echo_service().await;
+    let yaml = two_ports(s.dir.path(), &leaf, backend);
+    let o = opts(&s.ca);
+    let ca_pem = s.ca.cert_pem.clone();
+    let client = s.ca.issue(&LeafSpec::client("client"));
+    let p = start_ports(s.dir, &yaml, &[443, 8443], |_| {}).await;
+    // An unrelated edit that moves every line: still left out, reloaded.
+    std::fs::write(p.config_path(), format!("# edited\n\n{yaml}")).unwrap();
+    p.proxy.reload().await.expect("the reload is not refused");
+    assert_eq!(p.proxy.state.snapshot().isolated.len(), 1);
+    assert_eq!(p.metric("meshgate_config_errors").await, 1.0);
+    // A new broken part is refused as any reload error is.
+    let broken = yaml.replace("no-such-secret", "another-missing-secret");
+    std::fs::write(p.config_path(), &broken).unwrap();
+    assert!(p.proxy.reload().await.is_err());
+    // The missing credential appears: served.
+    let secret = super::revocation::string_secret(
+        "no-such-secret",
+        &[
+            ("tls.crt", &leaf.cert_pem),
+            ("tls.key", &leaf.key_pem),
+            ("ca.crt", &ca_pem),
+        ],
+    );
+    std::fs::write(p.config_path(), format!("{yaml}{secret}")).unwrap();
+    p.proxy.reload().await.expect("fixed");
+    assert!(p.proxy.state.snapshot().isolated.is_empty());
+    assert_eq!(p.metric("meshgate_config_errors").await, 0.0);
+    let mutual = ClientOpts {
+        sni: Some("mutual.internal.test".into()),
+        identity: Some((client.cert_pem, client.key_pem)),
+        ..o.clone()
+    };
+    let r = https_get(
+        p.proxy.inbound()[&8443],
+        &mutual,
+        "mutual.internal.test",
+        "/",
+        &[],
+    )
+    .await
+    .unwrap();
+    assert_eq!(r.status, 200, "{}", r.body);
+}

@@ -42,7 +42,7 @@ impl Certs {
 }
 
 /// A `kind: Secret` with plain `stringData`.
-fn string_secret(name: &str, data: &[(&str, &str)]) -> String {
+pub(super) fn string_secret(name: &str, data: &[(&str, &str)]) -> String {
     let mut s = format!(
         "---\napiVersion: v1\nkind: Secret\nmetadata:\n  name: {name}\n  namespace: default\nstringData:\n"
     );

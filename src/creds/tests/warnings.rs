@@ -203,3 +203,31 @@ fn a_server_chain_missing_its_intermediate_is_warned() {
     let creds = loads(&secret(&format!("{leaf}{mid}")));
     assert!(chain_warnings(&creds).is_empty(), "{:?}", creds.warnings);
 }
+
+#[test]
+fn a_certificate_is_warned_for_the_names_it_misses_but_not_for_a_star_host() {
+    let pki = Pki::new();
+    // A certificate for another name.
+    let leaf = pki.ca.issue(&LeafSpec::server(&["other.example.com"]));
+    let (cert, key) = leaf.write(pki.dir.path(), "server").unwrap();
+    set_mode(&key, 0o600);
+    let tls = format!(
+        "mode: SIMPLE\nserverCertificate: {}\nprivateKey: {}",
+        cert.display(),
+        key.display()
+    );
+    let uncovered = |creds: &Credentials| -> Vec<String> {
+        creds
+            .warnings
+            .iter()
+            .filter(|w| w.contains("does not cover"))
+            .cloned()
+            .collect()
+    };
+    let named = uncovered(&loads(&gateway(&tls)));
+    assert_eq!(named.len(), 1, "{named:?}");
+    assert!(named[0].contains(HOST), "{named:?}");
+    // `*` serves any SNI: no certificate names it.
+    let star = gateway(&tls).replace(&format!("[\"{HOST}\"]"), "[\"*\"]");
+    assert!(uncovered(&loads(&star)).is_empty());
+}
