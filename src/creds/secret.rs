@@ -13,11 +13,12 @@ use crate::config::Config;
 use crate::plan::CredentialRef;
 
 /// Why a `credentialName` does not give what was asked for. The text starts
-/// with the reference (`kubernetes://[ns/]name`) and says where was looked.
+/// with the reference (`kubernetes://[ns/]name`; after Istio's analyzer
+/// code IST0101 when the Secret is missing) and says where was looked.
 #[derive(Debug, Clone, thiserror::Error)]
 pub enum SecretError {
     /// No such Secret in the config documents or the secrets directory.
-    #[error("{credential}: Secret {namespace}/{} not found in the config or in {}{}", credential.name, dir.display(), elsewhere_hint(credential, elsewhere))]
+    #[error("IST0101: {credential}: Secret {namespace}/{} not found in the config or in {}{}", credential.name, dir.display(), elsewhere_hint(credential, elsewhere))]
     NotFound {
         /// The reference.
         credential: CredentialRef,
@@ -29,7 +30,7 @@ pub enum SecretError {
         elsewhere: Vec<String>,
     },
     /// No such Secret in the config documents, and no secrets directory.
-    #[error("{credential}: Secret {namespace}/{} not found in the config (no --secrets-dir given){}", credential.name, elsewhere_hint(credential, elsewhere))]
+    #[error("IST0101: {credential}: Secret {namespace}/{} not found in the config (no --secrets-dir given){}", credential.name, elsewhere_hint(credential, elsewhere))]
     NotFoundNoDir {
         /// The reference.
         credential: CredentialRef,

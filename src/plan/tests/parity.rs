@@ -897,3 +897,31 @@ spec:
     }
     assert_eq!(warned(&plan, &["IST0177"]).len(), 2);
 }
+
+#[test]
+fn ist0101_missing_credential_name_secret() {
+    // Refused when credentials load (an error, not a warning: the
+    // destination or server would have no certificate).
+    use crate::creds::SecretError;
+    for e in [
+        SecretError::NotFoundNoDir {
+            credential: cred(None, "db-credential"),
+            namespace: "default".into(),
+            elsewhere: Vec::new(),
+        },
+        SecretError::NotFound {
+            credential: cred(None, "db-credential"),
+            namespace: "default".into(),
+            dir: PathBuf::from("/var/run/secrets"),
+            elsewhere: Vec::new(),
+        },
+    ] {
+        let text = e.to_string();
+        assert!(
+            text.starts_with(
+                "IST0101: kubernetes://db-credential: Secret default/db-credential not found"
+            ),
+            "{text}"
+        );
+    }
+}
