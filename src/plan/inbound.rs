@@ -13,7 +13,7 @@ use std::sync::Arc;
 
 use serde::Serialize;
 
-use super::host::HostPattern;
+use super::host::{HostPattern, most_specific};
 use super::route::HttpRoutePlan;
 use super::tls::CredentialRef;
 
@@ -114,6 +114,70 @@ impl ServerPlan {
         self.tls
             .as_ref()
             .is_some_and(|t| t.mode != TlsServerMode::Passthrough)
+    }
+}
+
+/// The server that takes a TLS connection, chosen by its SNI: the most
+/// specific host match; with no SNI, a server for `*`. `None`: the
+/// connection is refused (`unrecognized_name`), never given another host's
+/// certificate.
+pub fn select_server<'a>(
+    servers: &'a [Arc<ServerPlan>],
+    sni: Option<&str>,
+) -> Option<&'a Arc<ServerPlan>> {
+    match sni {
+        Some(name) => most_specific(servers, name, |s| &s.hosts),
+        None => servers.iter().find(|s| s.hosts.contains(&HostPattern::Any)),
+    }
+}
+
+impl ListenerPlan {
+    /// The server for a request's `host` (normalized, no port) on a
+    /// plain-text port: the most specific match.
+    pub fn server_for_host(&self, host: &str) -> Option<&Arc<ServerPlan>> {
+        most_specific(&self.servers, host, |s| &s.hosts)
+    }
+
+    /// Whether another server on this listener names `host` more
+    /// specifically than `server` (a TLS connection's, chosen by SNI): the
+    /// request then belongs to that server and its TLS policy, even when
+    /// `server` has a `*` host (421, as Istio's hardening guide expects).
+    pub fn owned_elsewhere(&self, server: &ServerPlan, host: &str) -> bool {
+        let specificity = |s: &ServerPlan| {
+            s.hosts
+                .iter()
+                .filter(|h| h.matches(host))
+                .map(|h| h.specificity())
+                .max()
+        };
+        let mine = specificity(server);
+        self.servers
+            .iter()
+            .any(|o| !std::ptr::eq(o.as_ref(), server) && specificity(o) > mine)
+    }
+}
+
+impl ServerPlan {
+    /// The bound VirtualService whose hosts match `host` most specifically.
+    pub fn routes_for(&self, host: &str) -> Option<&GatewayRoutes> {
+        most_specific(&self.routes, host, |vs| &vs.hosts).map(|vs| vs.as_ref())
+    }
+
+    /// The TLS route of a PASSTHROUGH server for `sni` on `port`: the first
+    /// whose ports and SNI hosts fit.
+    pub fn tls_route(&self, port: u16, sni: &str) -> Option<&L4RoutePlan> {
+        self.routes.iter().flat_map(|vs| vs.tls.iter()).find(|r| {
+            (r.ports.is_empty() || r.ports.contains(&port))
+                && r.sni_hosts.iter().any(|h| h.matches(sni))
+        })
+    }
+
+    /// The TCP route on `port`: the first whose ports fit.
+    pub fn tcp_route(&self, port: u16) -> Option<&L4RoutePlan> {
+        self.routes
+            .iter()
+            .flat_map(|vs| vs.tcp.iter())
+            .find(|r| r.ports.is_empty() || r.ports.contains(&port))
     }
 }
 

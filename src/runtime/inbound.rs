@@ -23,8 +23,7 @@ use super::prepared::Destination;
 use super::state::State;
 use super::tls_fact::{NoTls, TlsFact};
 use crate::plan::destination::{self, Speak};
-use crate::plan::host::{HostPattern, most_specific};
-use crate::plan::inbound::{L4RoutePlan, ServerPlan, TlsServerMode};
+use crate::plan::inbound::{L4RoutePlan, ServerPlan, TlsServerMode, select_server};
 use crate::tls::failure::classify_rustls;
 use crate::tls::hello::{self, RawSni};
 use crate::tls::{FailureReason, classify};
@@ -209,18 +208,6 @@ async fn read_hello(stream: &mut Downstream) -> Result<Hello, HelloError> {
             Ok(None) => return Err(HelloError::Bad("ClientHello too large".into())),
             Err((e, alert)) => return Err(refused(&e, alert, &bytes)),
         }
-    }
-}
-
-/// The server for `sni`: the most specific host match; with no SNI, a
-/// server for `*`.
-fn select_server<'a>(
-    servers: &'a [Arc<ServerPlan>],
-    sni: Option<&str>,
-) -> Option<&'a Arc<ServerPlan>> {
-    match sni {
-        Some(name) => most_specific(servers, name, |s| &s.hosts),
-        None => servers.iter().find(|s| s.hosts.contains(&HostPattern::Any)),
     }
 }
 
@@ -416,11 +403,10 @@ async fn passthrough(stream: Downstream, hello: Hello, ctx: &Ctx, server: &Serve
         );
     };
     let port = ctx.conn.listener.port;
-    let route = server.routes.iter().flat_map(|vs| vs.tls.iter()).find(|r| {
-        (r.ports.is_empty() || r.ports.contains(&port))
-            && r.sni_hosts.iter().any(|h| h.matches(sni))
-    });
-    let Some(dest) = route.and_then(|r| l4_destination(ctx, r)) else {
+    let Some(dest) = server
+        .tls_route(port, sni)
+        .and_then(|r| l4_destination(ctx, r))
+    else {
         ctx.state
             .metrics
             .tls_failure("inbound", FailureReason::NoRoute);
@@ -481,12 +467,7 @@ where
     IO: AsyncRead + AsyncWrite + Unpin,
 {
     let port = ctx.conn.listener.port;
-    let route = server
-        .routes
-        .iter()
-        .flat_map(|vs| vs.tcp.iter())
-        .find(|r| r.ports.is_empty() || r.ports.contains(&port));
-    let dest = match (route, &server.default_endpoint) {
+    let dest = match (server.tcp_route(port), &server.default_endpoint) {
         (Some(r), _) => l4_destination(ctx, r),
         (None, Some(ep)) => ep
             .parse::<std::net::SocketAddr>()

@@ -25,8 +25,7 @@ use super::state::Snapshot;
 use super::timeouts::{self, Timeouts, serve_bounded};
 use crate::creds::CertInfo;
 use crate::plan::destination::{self, Speak};
-use crate::plan::host::most_specific;
-use crate::plan::inbound::{GatewayRoutes, ListenerPlan, ServerPlan};
+use crate::plan::inbound::{ListenerPlan, ServerPlan};
 use crate::plan::route::{FaultPlan, HttpRoutePlan, Matched, RequestView, RouteDestinationPlan};
 
 /// The listener plan a connection arrived on, under its configuration
@@ -300,7 +299,7 @@ impl HttpConn {
             headers: req.headers(),
             port,
         };
-        let chosen = select_routes(&server.routes, host).and_then(|vs| {
+        let chosen = server.routes_for(host).and_then(|vs| {
             vs.http.iter().find_map(|r| {
                 r.matched(&view)
                     .map(|m| (r, m.uri_prefix.map(str::to_string)))
@@ -467,27 +466,12 @@ impl HttpConn {
     /// connection's server has a `*` host (421, as Istio's hardening guide
     /// expects).
     fn owned_elsewhere(&self, server: &ServerPlan, host: &str) -> bool {
-        let Some(listener) = listener_plan(&self.ctx) else {
-            return false;
-        };
-        let specificity = |s: &ServerPlan| {
-            s.hosts
-                .iter()
-                .filter(|h| h.matches(host))
-                .map(|h| h.specificity())
-                .max()
-        };
-        let mine = specificity(server);
-        listener
-            .servers
-            .iter()
-            .any(|o| !std::ptr::eq(o.as_ref(), server) && specificity(o) > mine)
+        listener_plan(&self.ctx).is_some_and(|l| l.owned_elsewhere(server, host))
     }
 
     /// The server on a plain port for `host`: the most specific match.
     fn plain_server(&self, host: &str) -> Option<Arc<ServerPlan>> {
-        let listener = listener_plan(&self.ctx)?;
-        most_specific(&listener.servers, host, |s| &s.hosts).cloned()
+        listener_plan(&self.ctx)?.server_for_host(host).cloned()
     }
 
     async fn relay(
@@ -564,9 +548,4 @@ fn hosts_of(s: &ServerPlan) -> String {
         .map(ToString::to_string)
         .collect::<Vec<_>>()
         .join(", ")
-}
-
-/// The VirtualService whose hosts match `host` most specifically.
-fn select_routes<'a>(routes: &'a [Arc<GatewayRoutes>], host: &str) -> Option<&'a GatewayRoutes> {
-    most_specific(routes, host, |vs| &vs.hosts).map(|vs| vs.as_ref())
 }

@@ -121,35 +121,9 @@ pub fn build(
             origin: tls.origin.clone(),
             source,
         })?;
-    let builder = match tls.mode {
-        TlsServerMode::Simple | TlsServerMode::Passthrough => builder.with_no_client_auth(),
-        TlsServerMode::Mutual | TlsServerMode::OptionalMutual => {
-            let ca = tls
-                .client_ca
-                .as_ref()
-                .and_then(|ca| creds.client_cas.get(&(ca.clone(), tls.crl.clone())))
-                .ok_or_else(|| ServerTlsError::ClientCaNotLoaded {
-                    origin: tls.origin.clone(),
-                })?;
-            let mut inner =
-                WebPkiClientVerifier::builder_with_provider(ca.roots.clone(), provider.clone())
-                    .with_crls(ca.crls.clone());
-            if tls.mode == TlsServerMode::OptionalMutual {
-                inner = inner.allow_unauthenticated();
-            }
-            let inner = inner.build().map_err(|source| ServerTlsError::Verifier {
-                origin: tls.origin.clone(),
-                source,
-            })?;
-            builder.with_client_cert_verifier(Arc::new(PolicyVerifier {
-                inner,
-                sans: tls.subject_alt_names.clone(),
-                spki: tls.spki_sha256.clone(),
-                hashes: tls.cert_sha256.clone(),
-                insecure: tls.insecure_skip_verify,
-                trust_source: ca.source.clone(),
-            }))
-        }
+    let builder = match client_verifier(tls, creds, &provider)? {
+        None => builder.with_no_client_auth(),
+        Some(verifier) => builder.with_client_cert_verifier(verifier),
     };
     let mut keys = Vec::new();
     for source in &tls.certs {
@@ -176,6 +150,43 @@ pub fn build(
     config.ticketer = resumption.ticketer.clone();
     config.session_storage = resumption.cache.clone();
     Ok(Arc::new(config))
+}
+
+/// The verifier of client certificates of a MUTUAL or OPTIONAL_MUTUAL
+/// server: the client CA and CRL, then Istio's allow-lists. `None` for
+/// modes that ask for no client certificate.
+pub fn client_verifier(
+    tls: &ServerTlsPlan,
+    creds: &Credentials,
+    provider: &Arc<rustls::crypto::CryptoProvider>,
+) -> Result<Option<Arc<dyn ClientCertVerifier>>, ServerTlsError> {
+    if matches!(tls.mode, TlsServerMode::Simple | TlsServerMode::Passthrough) {
+        return Ok(None);
+    }
+    let ca = tls
+        .client_ca
+        .as_ref()
+        .and_then(|ca| creds.client_cas.get(&(ca.clone(), tls.crl.clone())))
+        .ok_or_else(|| ServerTlsError::ClientCaNotLoaded {
+            origin: tls.origin.clone(),
+        })?;
+    let mut inner = WebPkiClientVerifier::builder_with_provider(ca.roots.clone(), provider.clone())
+        .with_crls(ca.crls.clone());
+    if tls.mode == TlsServerMode::OptionalMutual {
+        inner = inner.allow_unauthenticated();
+    }
+    let inner = inner.build().map_err(|source| ServerTlsError::Verifier {
+        origin: tls.origin.clone(),
+        source,
+    })?;
+    Ok(Some(Arc::new(PolicyVerifier {
+        inner,
+        sans: tls.subject_alt_names.clone(),
+        spki: tls.spki_sha256.clone(),
+        hashes: tls.cert_sha256.clone(),
+        insecure: tls.insecure_skip_verify,
+        trust_source: ca.source.clone(),
+    })))
 }
 
 /// Chooses between an ECDSA and an RSA certificate by what the client
