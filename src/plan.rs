@@ -18,6 +18,7 @@ pub mod path;
 mod port;
 pub mod route;
 mod rule;
+mod scope;
 pub mod tls;
 mod weighted;
 
@@ -161,7 +162,9 @@ pub fn compile_all(config: &Config, bootstrap: &Bootstrap) -> Compiled {
             );
         }
     }
-    let outbound = outbound::compile::compile(config, bootstrap, &mut diag);
+    let scoped = scope::scope(config, bootstrap, &mut diag);
+    let config = scoped.visible(); // exportTo: what the proxy's namespace sees
+    let outbound = outbound::compile::compile(scoped.mesh(), bootstrap, &mut diag);
     analyze::run(config, &mut diag);
     let inbound = inbound::compile::compile(config, &mut diag);
     Compiled {

@@ -17,7 +17,8 @@ pub struct DestinationRuleSpec {
     /// Named subsets (labels + policy).
     #[serde(default)]
     pub subsets: Vec<Subset>,
-    /// Visibility; every rule is visible to this single workload.
+    /// Namespaces the rule applies to (`.`, `*`, names); a rule not
+    /// exported to the proxy's namespace is ignored (`plan::scope`).
     #[serde(default)]
     pub export_to: Vec<String>,
     /// Workloads the rule applies to; meshgate is one workload, so it applies.

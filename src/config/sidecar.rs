@@ -1,6 +1,11 @@
 //! `Sidecar` (networking.istio.io): the sidecar's own listeners. meshgate
-//! reads `ingress[]` (TLS termination for clients outside the mesh) and
-//! `outboundTrafficPolicy`.
+//! reads `ingress[]` (TLS termination for clients outside the mesh),
+//! `outboundTrafficPolicy` and `egress[].hosts` (which services, with their
+//! VirtualServices, outbound traffic sees: `plan::scope`). Every Sidecar in
+//! the configuration applies to meshgate (it is one workload); at most one
+//! may declare `egress`. An egress listener's `port` (a per-port listener)
+//! is refused, its `bind` and `captureMode` are warned about: meshgate has
+//! one outbound listener.
 
 use serde::{Deserialize, Serialize};
 
@@ -15,9 +20,9 @@ pub struct SidecarSpec {
     /// Inbound listeners.
     #[serde(default)]
     pub ingress: Vec<IngressListener>,
-    /// Outbound listeners (host visibility); not implemented.
+    /// Outbound listeners: the hosts outbound traffic may see.
     #[serde(default)]
-    pub egress: Vec<serde_json::Value>,
+    pub egress: Vec<EgressListener>,
     /// Unknown-host policy for this workload.
     pub outbound_traffic_policy: Option<SidecarOutboundPolicy>,
     /// Inbound connection pool; not implemented.
@@ -40,6 +45,22 @@ pub struct IngressListener {
     pub tls: Option<ServerTls>,
     /// Connection pool; not implemented.
     pub connection_pool: Option<serde_json::Value>,
+}
+
+/// `IstioEgressListener`.
+#[derive(Debug, Clone, Default, Deserialize, Serialize)]
+#[serde(rename_all = "camelCase", deny_unknown_fields)]
+pub struct EgressListener {
+    /// A per-port listener (refused: meshgate has one outbound listener).
+    pub port: Option<ServerPort>,
+    /// Bind address (or `unix://` socket) of the listener.
+    pub bind: Option<String>,
+    /// DEFAULT, IPTABLES or NONE.
+    pub capture_mode: Option<String>,
+    /// Imported hosts, `namespace/dnsName`: `*/`, `./` (the proxy's
+    /// namespace), a namespace, or `~`-prefixed to exclude.
+    #[serde(default)]
+    pub hosts: Vec<String>,
 }
 
 /// `OutboundTrafficPolicy` in a Sidecar.

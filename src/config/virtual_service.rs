@@ -24,7 +24,8 @@ pub struct VirtualServiceSpec {
     /// TCP routes.
     #[serde(default)]
     pub tcp: Vec<TcpRoute>,
-    /// Visibility; ignored (single workload).
+    /// Namespaces the routes are visible to (`.`, `*`, names); routes not
+    /// exported to the proxy's namespace are ignored (`plan::scope`).
     #[serde(default)]
     pub export_to: Vec<String>,
 }

@@ -607,4 +607,5 @@ mod isolation;
 mod lifecycle;
 mod revocation;
 mod routing;
+mod scoping;
 mod tls;

@@ -28,17 +28,111 @@ pub(super) fn gateway_ref_matches(entry: &str, vs_ns: &str, gw_id: &str) -> bool
     id == gw_id
 }
 
-/// Whether two host patterns can match a common name.
-pub(super) fn intersects(a: &HostPattern, b: &HostPattern) -> bool {
+/// Istio's `SubsetOf`: every name `a` matches, `b` matches too.
+fn subset_of(a: &HostPattern, b: &HostPattern) -> bool {
     match (a, b) {
-        (HostPattern::Any, _) | (_, HostPattern::Any) => true,
-        (HostPattern::Exact(x), p) | (p, HostPattern::Exact(x)) => p.matches(x),
-        (HostPattern::Wildcard(x), HostPattern::Wildcard(y)) => {
-            x.ends_with(y.as_str()) || y.ends_with(x.as_str())
-        }
+        (_, HostPattern::Any) => true,
+        (HostPattern::Any, _) => false,
+        (HostPattern::Exact(x), p) => p.matches(x),
+        (HostPattern::Wildcard(_), HostPattern::Exact(_)) => false,
+        (HostPattern::Wildcard(x), HostPattern::Wildcard(y)) => x.ends_with(y.as_str()),
     }
 }
 
+/// Istio's `Names.Intersection`: for each pair of a server host and a
+/// VirtualService host with a name in common, the narrower of the two;
+/// these are the hosts the VirtualService's routes serve on the server.
+pub(super) fn intersection(
+    server_hosts: &[HostPattern],
+    vs_hosts: &[HostPattern],
+) -> Vec<HostPattern> {
+    let mut out: Vec<HostPattern> = Vec::new();
+    for s in server_hosts {
+        for v in vs_hosts {
+            let narrower = if subset_of(s, v) {
+                s
+            } else if subset_of(v, s) {
+                v
+            } else {
+                continue;
+            };
+            if !out.contains(narrower) {
+                out.push(narrower.clone());
+            }
+        }
+    }
+    out
+}
+
+/// A Gateway server host: `namespace/dnsName` in Istio, the namespace
+/// saying whose VirtualServices may bind to it.
+#[derive(Debug, Clone)]
+pub(super) struct ServerHost {
+    /// The namespace whose VirtualServices may bind (`.` already made the
+    /// Gateway's); `None`: any (`*/`, or no prefix).
+    pub namespace: Option<String>,
+    /// The host pattern.
+    pub host: HostPattern,
+}
+
+impl ServerHost {
+    /// Parses a server host as Istio validates it for a Gateway
+    /// (`ValidateNamespaceSlashWildcardHostname`): `ns/host`, `*/host`,
+    /// `./host` or `host`; `~/` is only for Gateway API gateways.
+    pub(super) fn parse(raw: &str, gateway_ns: &str) -> Result<ServerHost, String> {
+        let Some((ns, name)) = raw.split_once('/') else {
+            let host = HostPattern::parse(raw).map_err(|e| e.to_string())?;
+            return Ok(ServerHost {
+                namespace: None,
+                host,
+            });
+        };
+        if ns.is_empty() || name.is_empty() {
+            return Err(format!(
+                "{raw:?}: config namespace and dnsName in host entry cannot be empty"
+            ));
+        }
+        let namespace = match ns {
+            "*" => None,
+            "." => Some(gateway_ns.to_string()),
+            n if is_dns1123_label(n) => Some(n.to_string()),
+            _ => {
+                return Err(format!(
+                    "invalid namespace value {ns:?} in gateway (a namespace name, \"*\" for any \
+                     or \".\" for the Gateway's)"
+                ));
+            }
+        };
+        let host = HostPattern::parse(name).map_err(|e| e.to_string())?;
+        Ok(ServerHost { namespace, host })
+    }
+}
+
+/// Istio's `NamesForNamespace`: the server hosts a VirtualService of
+/// `namespace` may bind to.
+pub(super) fn hosts_for_namespace(hosts: &[ServerHost], namespace: &str) -> Vec<HostPattern> {
+    hosts
+        .iter()
+        .filter(|h| h.namespace.as_deref().is_none_or(|n| n == namespace))
+        .map(|h| h.host.clone())
+        .collect()
+}
+
+/// A Kubernetes namespace name (RFC 1123 label).
+fn is_dns1123_label(s: &str) -> bool {
+    !s.is_empty()
+        && s.len() <= 63
+        && s.bytes()
+            .all(|b| b.is_ascii_lowercase() || b.is_ascii_digit() || b == b'-')
+        && !s.starts_with('-')
+        && !s.ends_with('-')
+}
+
+/// Compiles the routes `vs` serves on a server whose hosts open to its
+/// namespace are `server_hosts`; `None` when no host of `vs` is among
+/// them. The bound hosts are their intersection, as Istio builds the
+/// server's virtual hosts: a VirtualService never serves a host the
+/// server opens to another namespace only.
 pub(super) fn compile_bound_routes(
     vs: &Resource<VirtualServiceSpec>,
     server_hosts: &[HostPattern],
@@ -47,17 +141,15 @@ pub(super) fn compile_bound_routes(
     diag: &mut Diagnostics,
 ) -> Option<GatewayRoutes> {
     let src = &vs.source;
-    let mut hosts = Vec::new();
+    let mut vs_hosts = Vec::new();
     for (i, h) in vs.spec.hosts.iter().enumerate() {
         match HostPattern::parse(h) {
-            Ok(p) => hosts.push(p),
+            Ok(p) => vs_hosts.push(p),
             Err(e) => diag.error(src, format!("spec.hosts[{i}]"), e.to_string()),
         }
     }
-    if !hosts
-        .iter()
-        .any(|h| server_hosts.iter().any(|s| intersects(h, s)))
-    {
+    let hosts = intersection(server_hosts, &vs_hosts);
+    if hosts.is_empty() {
         return None;
     }
     let http = vs

@@ -3,7 +3,9 @@
 
 use std::sync::Arc;
 
-use super::binding::{compile_bound_routes, gateway_ref_matches};
+use super::binding::{
+    ServerHost, compile_bound_routes, gateway_ref_matches, hosts_for_namespace, intersection,
+};
 use super::tls::compile_server_tls;
 use super::{ServerPlan, ServerProtocol};
 use crate::config::{Config, Resource, Source};
@@ -89,16 +91,16 @@ pub(super) fn compile_gateway_server(
             "at least one host is required",
         );
     }
-    let mut hosts = Vec::new();
+    // `ns/host`: only VirtualServices of `ns` (`*`: any, `.`: the
+    // Gateway's) bind to `host`; the plan keeps the host patterns.
+    let mut scoped_hosts = Vec::new();
     for (i, h) in s.hosts.iter().enumerate() {
-        // `ns/host`: the namespace part scopes VirtualServices in Istio; a
-        // single workload sees every namespace, so only the host matters.
-        let host = h.split_once('/').map(|(_, h)| h).unwrap_or(h);
-        match HostPattern::parse(host) {
-            Ok(p) => hosts.push(p),
-            Err(e) => diag.error(src, format!("{field}.hosts[{i}]"), e.to_string()),
+        match ServerHost::parse(h, &src.namespace) {
+            Ok(p) => scoped_hosts.push(p),
+            Err(e) => diag.error(src, format!("{field}.hosts[{i}]"), e),
         }
     }
+    let hosts: Vec<HostPattern> = scoped_hosts.iter().map(|h| h.host.clone()).collect();
     let (Some(number), Some(protocol)) = (number, protocol) else {
         return None;
     };
@@ -148,14 +150,33 @@ pub(super) fn compile_gateway_server(
         if !applies(&vs.spec.gateways, vs_ns) {
             continue;
         }
+        let open = hosts_for_namespace(&scoped_hosts, vs_ns);
         if let Some(r) = compile_bound_routes(
             vs,
-            &hosts,
+            &open,
             number,
             &|g: &[String]| g.is_empty() || applies(g, vs_ns),
             diag,
         ) {
             routes.push(Arc::new(r));
+        } else if open.len() < hosts.len() {
+            let vs_hosts: Vec<HostPattern> = vs
+                .spec
+                .hosts
+                .iter()
+                .filter_map(|h| HostPattern::parse(h).ok())
+                .collect();
+            if !intersection(&hosts, &vs_hosts).is_empty() {
+                diag.warn(
+                    &vs.source,
+                    "spec.hosts",
+                    format!(
+                        "not bound to {origin}: the server hosts it matches admit \
+                         VirtualServices of other namespaces only ({}), and it is in {vs_ns:?}",
+                        s.hosts.join(", ")
+                    ),
+                );
+            }
         }
     }
     if diag.errors.len() != before {

@@ -102,4 +102,5 @@ mod fidelity;
 mod outbound;
 mod parity;
 mod resilience;
+mod scoping;
 mod subsets_and_routes;
