@@ -4,9 +4,24 @@
 //! Istio's rules, applied here once so the runtime only looks up:
 //! - ServiceEntry hosts: exact beats wildcard, longer wildcard beats shorter;
 //!   a request counts as registered only on a declared port.
-//! - VirtualService bound to `mesh`: first HTTP route whose `match.port`
-//!   fits; `route.destination.{host,port}` rewrites the destination (the
-//!   classic 80 → 443 rewrite for origination).
+//! - VirtualService bound to `mesh` (the most specific one for the host):
+//!   HTTP routes match as gateway routes do (`plan::route`: uri, scheme,
+//!   method, authority, headers, queryParams, withoutHeaders, port) on the
+//!   request after path normalisation; the first match wins and
+//!   `route.destination.{host,port}` rewrites the destination (the classic
+//!   80 → 443 rewrite for origination). A VirtualService with routes for
+//!   the request's port of which none matches answers 404, as Envoy does for
+//!   a virtual host without a matching route; one without routes for the
+//!   port leaves the request to the registry (Istio builds no virtual host
+//!   from it there).
+//! - CONNECT tunnels: `tls` routes steer a tunnel whose first bytes are a
+//!   ClientHello, by SNI (and port, `destinationSubnets`); with TLS routes
+//!   for the port and none matching, the tunnel is refused (Envoy: no
+//!   filter chain). `tcp` routes steer the other tunnels (all of them on a
+//!   port without TLS routes, as on Istio's TCP ports, so a protocol whose
+//!   server speaks first is not held up) by port and `destinationSubnets`;
+//!   none matching leaves the tunnel to the HTTP routes that need no
+//!   request, then the registry.
 //! - DestinationRule: most specific host; a matching `portLevelSettings`
 //!   entry replaces the top-level policy entirely (no inheritance, omitted
 //!   parts take defaults), subsets override per component.
@@ -17,18 +32,21 @@
 //!   sidecar would send it plain text through `PassthroughCluster`); meshgate
 //!   never sends a host plain text that a rule asks to protect.
 
+use std::borrow::Cow;
 use std::collections::BTreeMap;
+use std::net::IpAddr;
 use std::sync::Arc;
 use std::time::Duration;
 
 use serde::Serialize;
 
 use super::host::{HostPattern, most_specific, normalize};
-use super::route::RetryPlan;
+use super::route::{HttpRoutePlan, Matched, RequestView, RetryPlan, RouteDestinationPlan};
 use super::tls::{ClientTlsPlan, TlsMode};
 use super::weighted::pick_weighted;
 use crate::bootstrap::OutboundTrafficPolicy;
 use crate::config::service_entry::{Location, Resolution};
+use net::IpNetwork;
 
 /// Istio's default upstream connect timeout.
 pub const DEFAULT_CONNECT_TIMEOUT: Duration = Duration::from_secs(10);
@@ -72,8 +90,10 @@ pub struct ServicePlan {
     pub workload_selector: Option<BTreeMap<String, String>>,
     /// Names accepted on the server certificate (unless the rule overrides).
     pub subject_alt_names: Vec<String>,
-    /// Declared addresses (VIPs/CIDRs); informational for explicit proxying.
-    pub addresses: Vec<String>,
+    /// Declared addresses (VIPs and CIDR blocks): what a captured
+    /// connection's original destination is matched against
+    /// ([`OutboundPlan::service_for_address`]).
+    pub addresses: Vec<IpNetwork>,
 }
 
 /// A declared service port.
@@ -228,7 +248,7 @@ mod secs {
     }
 }
 
-/// HTTP routes of one VirtualService bound to `mesh`.
+/// The routes of one VirtualService bound to `mesh`.
 #[derive(Debug, Clone, Serialize)]
 #[serde(rename_all = "camelCase")]
 pub struct MeshRoutes {
@@ -236,49 +256,101 @@ pub struct MeshRoutes {
     pub resource: String,
     /// Hosts the routes apply to.
     pub hosts: Vec<HostPattern>,
-    /// Routes in order; the first match wins.
+    /// HTTP routes in order (the gateway routes' compiled form); the first
+    /// match wins.
     pub http: Vec<HttpRoutePlan>,
+    /// TLS routes in order, for tunnels that start with a ClientHello.
+    pub tls: Vec<L4RoutePlan>,
+    /// TCP routes in order, for tunnels that start with anything else.
+    pub tcp: Vec<L4RoutePlan>,
 }
 
-/// One HTTP route.
+/// A mesh `tls` or `tcp` route.
 #[derive(Debug, Clone, Serialize)]
 #[serde(rename_all = "camelCase")]
-pub struct HttpRoutePlan {
-    /// Ports the route matches; empty matches every port.
-    pub ports: Vec<u16>,
-    /// Weighted destinations.
-    pub destinations: Vec<RouteDestination>,
-    /// Request timeout (`timeout`).
-    #[serde(skip_serializing_if = "Option::is_none", with = "opt_secs")]
-    pub timeout: Option<Duration>,
-    /// Retry policy (Istio's default when the route is silent).
-    pub retries: Arc<RetryPlan>,
+pub struct L4RoutePlan {
+    /// Conditions, any one selects the route; empty (TCP only) matches
+    /// everything.
+    pub matches: Vec<L4MatchPlan>,
+    /// Weighted destinations (no header operations).
+    pub destinations: Vec<RouteDestinationPlan>,
 }
 
-mod opt_secs {
-    pub fn serialize<S: serde::Serializer>(
-        d: &Option<std::time::Duration>,
-        s: S,
-    ) -> Result<S::Ok, S::Error> {
-        match d {
-            Some(d) => super::secs::serialize(d, s),
-            None => s.serialize_none(),
+/// One `TLSMatchAttributes` / `L4MatchAttributes`; every condition must
+/// hold.
+#[derive(Debug, Clone, Default, Serialize)]
+#[serde(rename_all = "camelCase")]
+pub struct L4MatchPlan {
+    /// SNI patterns, one must match (TLS routes; empty for TCP).
+    pub sni_hosts: Vec<HostPattern>,
+    /// The port the app connects to.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub port: Option<u16>,
+    /// Networks the original destination IP must be in, one of them.
+    pub destination_subnets: Vec<IpNetwork>,
+}
+
+/// What mesh routing looks at in one request: its host and port as the app
+/// addressed them, and the request (after path normalisation) as route
+/// matches see it. `request.port` is the port the app addressed.
+#[derive(Debug, Clone, Copy)]
+pub struct RequestFacts<'a> {
+    /// The host the app addressed, without the port.
+    pub host: &'a str,
+    /// Method, scheme, authority, path, headers and port.
+    pub request: RequestView<'a>,
+}
+
+/// What the mesh routes say about some traffic, before the registry is
+/// asked where the chosen destination is ([`OutboundPlan::decide`]).
+#[derive(Debug, Clone, Copy)]
+pub enum MeshRouting<'p> {
+    /// No VirtualService route applies: the registry decides by host.
+    Unrouted,
+    /// A route matched and one of its destinations was picked.
+    Routed(RouteChoice<'p>),
+    /// The host's VirtualService has routes for this traffic and none of
+    /// them matched: 404 for a request, a refused tunnel.
+    NoMatch(&'p MeshRoutes),
+}
+
+/// The route a request or tunnel follows.
+#[derive(Debug, Clone, Copy)]
+pub struct RouteChoice<'p> {
+    /// The VirtualService.
+    pub vs: &'p MeshRoutes,
+    /// The HTTP route and what it matched (for rewrites); `None` for a TLS
+    /// or TCP route.
+    pub http: Option<(&'p HttpRoutePlan, Matched<'p>)>,
+    /// The destination picked.
+    pub dest: &'p RouteDestinationPlan,
+    /// Picked by weight among several (another request may go elsewhere).
+    pub weighted: bool,
+}
+
+impl MeshRouting<'_> {
+    /// A number naming the chosen destination within its plan (0 when no
+    /// route applies): with the host and port, what a prepared
+    /// destination may be cached by.
+    pub fn key(&self) -> usize {
+        match self {
+            MeshRouting::Routed(c) => std::ptr::from_ref(c.dest) as usize,
+            MeshRouting::Unrouted | MeshRouting::NoMatch(_) => 0,
         }
     }
-}
 
-/// A route destination.
-#[derive(Debug, Clone, Serialize)]
-#[serde(rename_all = "camelCase")]
-pub struct RouteDestination {
-    /// Destination host.
-    pub host: String,
-    /// Destination port; the request's port when absent.
-    pub port: Option<u16>,
-    /// DestinationRule subset.
-    pub subset: Option<String>,
-    /// Weight (all equal when none given).
-    pub weight: u32,
+    /// The HTTP route that matched and the destination picked, for their
+    /// rewrites and header operations.
+    pub fn http(&self) -> Option<(&HttpRoutePlan, &RouteDestinationPlan, Matched<'_>)> {
+        match self {
+            MeshRouting::Routed(RouteChoice {
+                http: Some((route, matched)),
+                dest,
+                ..
+            }) => Some((route, dest, *matched)),
+            _ => None,
+        }
+    }
 }
 
 /// The outcome of routing one request.
@@ -297,6 +369,12 @@ pub enum Decision {
     Refused {
         /// Why, for the response body and the log.
         reason: String,
+    },
+    /// The host's mesh VirtualService has routes for this port and none
+    /// matched (Envoy's 404 `NR`).
+    NoRoute {
+        /// The VirtualService, `kind/namespace/name` and where it was read.
+        route: String,
     },
 }
 
@@ -390,10 +468,169 @@ impl Target {
 }
 
 impl OutboundPlan {
-    /// Routes a request for `host:port`. `pick` chooses among weighted
-    /// destinations (any counter will do).
+    /// Routes traffic for `host:port` knowing nothing of a request: what a
+    /// CONNECT tunnel follows. Only HTTP routes whose conditions are the
+    /// port alone (or none) can match; a VirtualService with routes for the
+    /// port of which none can gives [`Decision::NoRoute`]. `pick` chooses
+    /// among weighted destinations (any counter will do).
     pub fn route(&self, host: &str, port: u16, pick: u64) -> Decision {
-        let request_host = normalize(host);
+        let routing = self.select_connection(host, port, pick);
+        self.decide(host, port, &routing)
+    }
+
+    /// Routes one HTTP request from the app by everything mesh routes match
+    /// on. `pick` chooses among weighted destinations.
+    pub fn route_request(&self, facts: &RequestFacts<'_>, pick: u64) -> Decision {
+        let routing = self.select(facts, pick);
+        self.decide(facts.host, facts.request.port, &routing)
+    }
+
+    /// The mesh route an HTTP request follows (first step of
+    /// [`OutboundPlan::route_request`]).
+    pub fn select<'p>(&'p self, facts: &RequestFacts<'_>, pick: u64) -> MeshRouting<'p> {
+        let port = facts.request.port;
+        self.select_http(facts.host, port, pick, |r| r.matched(&facts.request))
+    }
+
+    /// The mesh route a connection to `host:port` follows before any
+    /// request is read (first step of [`OutboundPlan::route`]).
+    pub fn select_connection(&self, host: &str, port: u16, pick: u64) -> MeshRouting<'_> {
+        self.select_http(host, port, pick, |r| {
+            let port_only = |m: &super::route::HttpMatchPlan| {
+                m.is_port_only() && m.port.is_none_or(|p| p == port)
+            };
+            (r.matches.is_empty() || r.matches.iter().any(port_only)).then_some(Matched {
+                uri_prefix: Some("/"),
+            })
+        })
+    }
+
+    fn select_http<'p>(
+        &'p self,
+        host: &str,
+        port: u16,
+        pick: u64,
+        matched: impl Fn(&'p HttpRoutePlan) -> Option<Matched<'p>>,
+    ) -> MeshRouting<'p> {
+        let Some(vs) = self.mesh_routes(host) else {
+            return MeshRouting::Unrouted;
+        };
+        let mut for_port = false;
+        for r in &vs.http {
+            // Istio drops the matches (and routes) for other ports when it
+            // builds a port's routes.
+            if !(r.matches.is_empty() || r.matches.iter().any(|m| m.port.is_none_or(|p| p == port)))
+            {
+                continue;
+            }
+            for_port = true;
+            if let Some(m) = matched(r)
+                && let Some(dest) = r.pick(pick)
+            {
+                return MeshRouting::Routed(RouteChoice {
+                    vs,
+                    http: Some((r, m)),
+                    dest,
+                    weighted: r.destinations.len() > 1,
+                });
+            }
+        }
+        unmatched(vs, for_port)
+    }
+
+    /// The mesh route of a tunnel to `host:port` whose first bytes are a
+    /// ClientHello with `sni`; `dest_ip` is the original destination
+    /// address when known (a CONNECT to an IP). [`MeshRouting::NoMatch`]
+    /// when the VirtualService has TLS routes for the port and none fits.
+    pub fn select_tls(
+        &self,
+        host: &str,
+        port: u16,
+        sni: Option<&str>,
+        dest_ip: Option<IpAddr>,
+        pick: u64,
+    ) -> MeshRouting<'_> {
+        let Some(vs) = self.mesh_routes(host) else {
+            return MeshRouting::Unrouted;
+        };
+        let sni = sni.map(normalized);
+        let mut for_port = false;
+        for r in &vs.tls {
+            for m in r.matches.iter().filter(|m| m.fits_port(port)) {
+                for_port = true;
+                let sni_ok = sni
+                    .as_deref()
+                    .is_some_and(|s| m.sni_hosts.iter().any(|h| h.matches(s)));
+                if sni_ok && m.fits_ip(dest_ip) {
+                    return l4_choice(vs, r, pick);
+                }
+            }
+        }
+        unmatched(vs, for_port)
+    }
+
+    /// The mesh route of a tunnel to `host:port` whose first bytes are not
+    /// TLS (or that stays silent); `dest_ip` as for
+    /// [`OutboundPlan::select_tls`]. No TCP route matching leaves the
+    /// tunnel to the registry, as Istio's default filter chain does.
+    pub fn select_tcp(
+        &self,
+        host: &str,
+        port: u16,
+        dest_ip: Option<IpAddr>,
+        pick: u64,
+    ) -> MeshRouting<'_> {
+        let Some(vs) = self.mesh_routes(host) else {
+            return MeshRouting::Unrouted;
+        };
+        vs.tcp
+            .iter()
+            .find(|r| {
+                r.matches.is_empty()
+                    || r.matches
+                        .iter()
+                        .any(|m| m.fits_port(port) && m.fits_ip(dest_ip))
+            })
+            .map_or(MeshRouting::Unrouted, |r| l4_choice(vs, r, pick))
+    }
+
+    /// The VirtualService of `host` when it has TLS routes for `port`: a
+    /// tunnel there is routed by its first bytes (a ClientHello's SNI).
+    pub fn routes_by_sni(&self, host: &str, port: u16) -> Option<&MeshRoutes> {
+        let vs = self.mesh_routes(host)?;
+        vs.tls
+            .iter()
+            .flat_map(|r| &r.matches)
+            .any(|m| m.fits_port(port))
+            .then_some(vs)
+    }
+
+    /// The mesh route of a tunnel to `host:port` routed without its
+    /// bytes (no TLS routes for the port): a TCP route, else the HTTP
+    /// routes that need no request ([`OutboundPlan::select_connection`]).
+    pub fn select_tunnel(
+        &self,
+        host: &str,
+        port: u16,
+        dest_ip: Option<IpAddr>,
+        pick: u64,
+    ) -> MeshRouting<'_> {
+        match self.select_tcp(host, port, dest_ip, pick) {
+            MeshRouting::Unrouted => self.select_connection(host, port, pick),
+            r => r,
+        }
+    }
+
+    /// The VirtualService bound to `mesh` for `host`: the most specific.
+    pub fn mesh_routes(&self, host: &str) -> Option<&MeshRoutes> {
+        most_specific(&self.routes, &normalized(host), |r| &r.hosts)
+    }
+
+    /// Where traffic for `host:port` goes once the mesh routes have chosen
+    /// (second step of [`OutboundPlan::route`] and
+    /// [`OutboundPlan::route_request`]).
+    pub fn decide(&self, host: &str, port: u16, routing: &MeshRouting<'_>) -> Decision {
+        let mut request_host = normalize(host);
         let mut dest_host = request_host.clone();
         let mut dest_port = port;
         let mut subset = None;
@@ -401,27 +638,32 @@ impl OutboundPlan {
         let mut timeout = None;
         let mut retries = None;
         let mut weighted = false;
-        if let Some(vs) = most_specific(&self.routes, &request_host, |r| &r.hosts)
-            && let Some(r) = vs
-                .http
-                .iter()
-                .find(|r| r.ports.is_empty() || r.ports.contains(&port))
-            && let Some(d) = pick_weighted(&r.destinations, |d| d.weight, pick)
-        {
-            dest_host = normalize(&d.host);
-            // Istio: a destination whose service exposes a single
-            // port needs no port; otherwise the request's port.
-            dest_port = d.port.unwrap_or_else(|| {
-                match most_specific(&self.services, &dest_host, |s| &s.hosts) {
-                    Some(s) if s.ports.len() == 1 => s.ports[0].number,
-                    _ => port,
+        match routing {
+            MeshRouting::Unrouted => {}
+            MeshRouting::NoMatch(vs) => {
+                return Decision::NoRoute {
+                    route: vs.resource.clone(),
+                };
+            }
+            MeshRouting::Routed(c) => {
+                dest_host.clone_from(&c.dest.host);
+                dest_port = self.destination_port(&dest_host, c.dest.port, port);
+                subset.clone_from(&c.dest.subset);
+                route_name = Some(c.vs.resource.clone());
+                weighted = c.weighted;
+                if let Some((r, _)) = c.http {
+                    // Istio: `0s` disables the route timeout.
+                    timeout = r.timeout.filter(|t| !t.is_zero());
+                    retries = Some(r.retries.clone());
+                    // The upstream sees the rewritten authority: SNI and
+                    // certificate names follow it, as Envoy's auto_sni does.
+                    if let Some(a) = r.rewrite.as_ref().and_then(|rw| rw.authority.as_deref()) {
+                        let end = super::route::port_start(a).unwrap_or(a.len());
+                        request_host =
+                            normalize(a[..end].trim_start_matches('[').trim_end_matches(']'));
+                    }
                 }
-            });
-            subset = d.subset.clone();
-            route_name = Some(vs.resource.clone());
-            timeout = r.timeout;
-            retries = Some(r.retries.clone());
-            weighted = r.destinations.len() > 1;
+            }
         }
         if let Some(t) = self.registered(&request_host, &dest_host, dest_port, subset.as_deref()) {
             return Decision::Registered(Box::new(Target {
@@ -468,6 +710,41 @@ impl OutboundPlan {
                 }
             }
         }
+    }
+
+    /// Istio: a route destination without a port takes its service's port
+    /// when the service has exactly one, else the port the app addressed
+    /// (the sidecar's listener port).
+    fn destination_port(&self, dest_host: &str, port: Option<u16>, request_port: u16) -> u16 {
+        port.unwrap_or_else(|| match self.service_for(dest_host, None) {
+            Some(s) if s.ports.len() == 1 => s.ports[0].number,
+            _ => request_port,
+        })
+    }
+
+    /// The ServiceEntry whose `addresses` hold `ip` and that declares
+    /// `port`: the most specific network wins (a VIP over a block, a longer
+    /// prefix over a shorter), the first loaded among equals. For traffic
+    /// captured by its original destination.
+    pub fn service_for_address(&self, ip: IpAddr, port: u16) -> Option<Arc<ServicePlan>> {
+        let mut best: Option<(u8, &Arc<ServicePlan>)> = None;
+        for s in &self.services {
+            if !s.ports.iter().any(|p| p.number == port) {
+                continue;
+            }
+            let bits = s
+                .addresses
+                .iter()
+                .filter(|n| n.contains(ip))
+                .map(IpNetwork::prefix_len)
+                .max();
+            if let Some(bits) = bits
+                && best.is_none_or(|(b, _)| bits > b)
+            {
+                best = Some((bits, s));
+            }
+        }
+        best.map(|(_, s)| s.clone())
     }
 
     /// The DestinationRule for `host`, most specific first.
@@ -594,5 +871,52 @@ impl RulePlan {
     }
 }
 
+/// No route matched: Envoy's 404 / refused tunnel when the VirtualService
+/// has routes for the traffic (`for_port`), else the registry decides.
+fn unmatched(vs: &MeshRoutes, for_port: bool) -> MeshRouting<'_> {
+    if for_port {
+        MeshRouting::NoMatch(vs)
+    } else {
+        MeshRouting::Unrouted
+    }
+}
+
+/// A TLS or TCP route's destination, picked by weight.
+fn l4_choice<'p>(vs: &'p MeshRoutes, r: &'p L4RoutePlan, pick: u64) -> MeshRouting<'p> {
+    match pick_weighted(&r.destinations, |d| d.weight, pick) {
+        Some(dest) => MeshRouting::Routed(RouteChoice {
+            vs,
+            http: None,
+            dest,
+            weighted: r.destinations.len() > 1,
+        }),
+        None => MeshRouting::NoMatch(vs),
+    }
+}
+
+/// `host` lower case without a trailing dot, borrowed when it already is.
+fn normalized(host: &str) -> Cow<'_, str> {
+    if host.ends_with('.') || host.bytes().any(|b| b.is_ascii_uppercase()) {
+        Cow::Owned(normalize(host))
+    } else {
+        Cow::Borrowed(host)
+    }
+}
+
+impl L4MatchPlan {
+    /// Whether the match is for traffic to `port`.
+    pub fn fits_port(&self, port: u16) -> bool {
+        self.port.is_none_or(|p| p == port)
+    }
+
+    /// Whether `dest_ip` is in `destinationSubnets` (any address when
+    /// there are none; an unknown address is in none).
+    pub fn fits_ip(&self, dest_ip: Option<IpAddr>) -> bool {
+        self.destination_subnets.is_empty()
+            || dest_ip.is_some_and(|ip| self.destination_subnets.iter().any(|n| n.contains(ip)))
+    }
+}
+
 pub(super) mod compile;
+pub mod net;
 mod service;

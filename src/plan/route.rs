@@ -281,6 +281,30 @@ impl HttpMatchPlan {
         headers_ok && without_ok && query_ok
     }
 
+    /// Whether the port is the only condition (none looks at the request
+    /// itself), so the match can be decided for a connection before any
+    /// request is read (a CONNECT tunnel).
+    pub fn is_port_only(&self) -> bool {
+        let HttpMatchPlan {
+            uri,
+            scheme,
+            method,
+            authority,
+            headers,
+            without_headers,
+            query_params,
+            port: _,
+            ignore_uri_case: _,
+        } = self;
+        uri.is_none()
+            && scheme.is_none()
+            && method.is_none()
+            && authority.is_none()
+            && headers.is_empty()
+            && without_headers.is_empty()
+            && query_params.is_empty()
+    }
+
     fn uri_prefix(&self) -> Option<&str> {
         match &self.uri {
             Some(StrMatch::Prefix(p)) => Some(p),
@@ -621,7 +645,7 @@ fn request_host<'a>(req: &RequestView<'a>, new_scheme: &str, new_port: bool) -> 
 }
 
 /// Where the `:port` of a `host[:port]` starts (IPv6 literals in brackets).
-fn port_start(host: &str) -> Option<usize> {
+pub(crate) fn port_start(host: &str) -> Option<usize> {
     if host.starts_with('[') {
         host.rfind("]:").map(|i| i + 1)
     } else {

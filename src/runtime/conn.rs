@@ -260,6 +260,22 @@ impl Connection {
     /// connection when `whole`, else those from now on (after a CONNECT or
     /// upgrade exchange).
     pub fn spliced(&self, destination: Arc<str>, upstream: String, whole: bool) {
+        let mark = if whole { (0, 0) } else { self.byte_mark() };
+        self.spliced_since(destination, upstream, mark);
+    }
+
+    /// Bytes (received, sent) so far: where a splice whose destination is
+    /// chosen later (by a tunnel's first bytes) starts counting.
+    pub fn byte_mark(&self) -> (u64, u64) {
+        (
+            self.bytes.received.load(Ordering::Relaxed),
+            self.bytes.sent.load(Ordering::Relaxed),
+        )
+    }
+
+    /// [`Connection::spliced`], counting the bytes since `mark` (a
+    /// [`Connection::byte_mark`]).
+    pub fn spliced_since(&self, destination: Arc<str>, upstream: String, mark: (u64, u64)) {
         self.metrics
             .tcp_opened
             .get_or_create(&TcpLabels {
@@ -267,16 +283,8 @@ impl Connection {
                 destination_service: destination.clone(),
             })
             .inc();
-        let before = if whole {
-            (0, 0)
-        } else {
-            (
-                self.bytes.received.load(Ordering::Relaxed),
-                self.bytes.sent.load(Ordering::Relaxed),
-            )
-        };
         let mut f = self.facts();
-        f.before_splice = before;
+        f.before_splice = mark;
         f.destination = Some(destination);
         f.upstream = Some(upstream);
         f.spliced = true;

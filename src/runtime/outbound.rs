@@ -3,7 +3,11 @@
 //!
 //! Accepts origin-form requests (host from `Host`), absolute-form requests
 //! (`curl -x`, `HTTP_PROXY`) and `CONNECT` tunnels (bytes relayed untouched,
-//! policy applied by host).
+//! policy applied by host). Requests follow the mesh VirtualService's HTTP
+//! routes (matched on the normalised request, with their rewrites and
+//! header operations); a tunnel to a host whose VirtualService has TLS or
+//! TCP routes for the port is routed by its first bytes: a ClientHello's
+//! SNI selects a TLS route, anything else a TCP route.
 
 use std::convert::Infallible;
 use std::sync::Arc;
@@ -23,11 +27,14 @@ use super::exchange::{
     shape_response,
 };
 use super::http::{Authority, Body, boxed, head_buffer, request_authority, strip_hop_by_hop};
-use super::prepared::{Destination, PreparedKey};
+use super::prepared::{Destination, Prepared, PreparedKey};
 use super::state::State;
 use super::timeouts::{self, Timeouts, serve_bounded};
 use super::tls_fact::{NoTls, TlsFact};
 use crate::plan::Decision;
+use crate::plan::outbound::{MeshRouting, RequestFacts};
+use crate::plan::route::RequestView;
+use crate::tls::hello::{self, RawSni};
 
 /// Serves one accepted connection on the outbound listener.
 pub async fn serve(stream: Counted<TcpStream>, conn: Arc<Connection>, state: Arc<State>) {
@@ -87,18 +94,12 @@ async fn handle(ctx: Arc<Ctx>, mut req: Request<Incoming>) -> Response<Body> {
 }
 
 async fn forward(ctx: &Ctx, mut req: Request<Incoming>, auth: &Authority) -> Reply {
-    let default_port = if req.uri().scheme_str() == Some("https") {
-        443
-    } else {
-        80
+    let scheme = match req.uri().scheme_str() {
+        Some("https") => "https",
+        _ => "http",
     };
+    let default_port = if scheme == "https" { 443 } else { 80 };
     let (host, port) = (auth.host.as_str(), auth.port.unwrap_or(default_port));
-    let prepared = match ctx.prepared(PreparedKey::Host(host, port), &auth.text, || {
-        choose(ctx, host, port)
-    }) {
-        Ok(p) => p,
-        Err(reply) => return *reply,
-    };
     let upgrade = Upgrade::take(&mut req);
     let (mut parts, body) = req.into_parts();
     strip_hop_by_hop(&mut parts.headers);
@@ -109,12 +110,53 @@ async fn forward(ctx: &Ctx, mut req: Request<Incoming>, auth: &Authority) -> Rep
         _ if port == 80 => host.to_string(),
         _ => format!("{host}:{port}"),
     };
+    // Already normalised by `admit`: routes match what the upstream gets.
     let pq = parts
         .uri
         .path_and_query()
         .map_or_else(|| "/".to_string(), |p| p.as_str().to_string());
+    let outbound = &ctx.snapshot.plan.outbound;
+    let facts = RequestFacts {
+        host,
+        request: RequestView {
+            method: parts.method.as_str(),
+            scheme,
+            authority: &authority,
+            path_and_query: &pq,
+            headers: &parts.headers,
+            port,
+        },
+    };
+    let routing = outbound.select(&facts, ctx.state.random());
+    if let MeshRouting::NoMatch(vs) = routing {
+        return Reply::local(
+            StatusCode::NOT_FOUND,
+            "no_route",
+            format!(
+                "meshgate: no route of {} matched {} {host}{pq} on port {port}",
+                vs.resource, parts.method
+            ),
+        );
+    }
+    let key = PreparedKey::Host(host, port, routing.key());
+    let prepared = match ctx.prepared(key, &auth.text, || choose(ctx, host, port, &routing)) {
+        Ok(p) => p,
+        Err(reply) => return *reply,
+    };
+    let http_route = routing.http();
+    let rewrite = http_route.and_then(|(r, _, m)| r.rewrite.as_ref().map(|rw| (rw, m)));
+    let path = rewrite.and_then(|(rw, m)| rw.rewrite_path(&pq, &m));
+    let authority = rewrite
+        .and_then(|(rw, _)| rw.authority.clone())
+        .unwrap_or(authority);
+    if let Some((route, dest, _)) = http_route {
+        // Envoy applies a destination's own operations before the route's.
+        dest.request_headers.apply(&mut parts.headers);
+        route.request_headers.apply(&mut parts.headers);
+    }
     let websocket = upgrade.is_some();
-    if let Err(reply) = shape_request(&mut parts, &authority, &pq, &prepared.dest, websocket) {
+    let path = path.as_deref().unwrap_or(&pq);
+    if let Err(reply) = shape_request(&mut parts, &authority, path, &prepared.dest, websocket) {
         return *reply;
     }
     let stream_idle = ctx.state.bootstrap.stream_idle_timeout;
@@ -126,7 +168,11 @@ async fn forward(ctx: &Ctx, mut req: Request<Incoming>, auth: &Authority) -> Rep
         }
         Ok(resp) => {
             let status = resp.status();
-            let (parts, body) = shape_response(resp, http::Version::HTTP_11, stream_idle);
+            let (mut parts, body) = shape_response(resp, http::Version::HTTP_11, stream_idle);
+            if let Some((route, dest, _)) = http_route {
+                dest.response_headers.apply(&mut parts.headers);
+                route.response_headers.apply(&mut parts.headers);
+            }
             Reply {
                 resp: Response::from_parts(parts, body),
                 outcome: Outcome::relayed(&prepared.dest, status),
@@ -136,48 +182,64 @@ async fn forward(ctx: &Ctx, mut req: Request<Incoming>, auth: &Authority) -> Rep
     }
 }
 
-/// Routes `host:port` per the plan.
-fn choose(ctx: &Ctx, host: &str, port: u16) -> Result<Choice, Box<Reply>> {
-    match ctx
-        .snapshot
-        .plan
-        .outbound
-        .route(host, port, ctx.state.random())
-    {
+/// Where traffic for `host:port` goes once the mesh routes have chosen.
+fn choose(ctx: &Ctx, host: &str, port: u16, routing: &MeshRouting) -> Result<Choice, Box<Reply>> {
+    match ctx.snapshot.plan.outbound.decide(host, port, routing) {
         Decision::Refused { reason } => Err(Box::new(refused(reason))),
+        Decision::NoRoute { route } => Err(Box::new(Reply::local(
+            StatusCode::NOT_FOUND,
+            "no_route",
+            format!("meshgate: no route of {route} matches {host}:{port}"),
+        ))),
         Decision::Passthrough { host, port } => Ok(Choice {
             dest: Destination::plain(&host, port, "PassthroughCluster"),
             timeout: None,
             cacheable: false,
         }),
+        // The key names the route destination: a weighted pick is the
+        // same for every later request with the key.
         Decision::Registered(t) => Ok(Choice {
-            cacheable: !t.weighted,
+            cacheable: true,
             timeout: t.timeout,
             dest: Destination::registered(&t),
         }),
     }
 }
 
-/// A CONNECT tunnel: routed by host like a request, then the bytes are
-/// spliced by a task that shares the connection's guard (so it is counted,
-/// logged and drained like the connection). When the destination's
-/// DestinationRule originates TLS, the tunnel never carries plain text:
-/// a client that starts with a TLS ClientHello is passed through (it
-/// speaks TLS itself), anything else — or silence past the deadline — is
-/// wrapped in TLS as the rule says.
-async fn connect(ctx: &Ctx, req: Request<Incoming>, host: &str, port: u16) -> Reply {
+/// A CONNECT tunnel: routed by host and port (a TCP route, else the HTTP
+/// routes that need no request, else the registry; when the host's
+/// VirtualService has TLS routes for the port, by its first bytes:
+/// [`connect_by_first_bytes`]), then the bytes are spliced by a task that
+/// shares the connection's guard (so it is counted, logged and drained
+/// like the connection). When the destination's DestinationRule
+/// originates TLS, the tunnel never carries plain text: a client that
+/// starts with a TLS ClientHello is passed through (it speaks TLS itself),
+/// anything else — or silence past the deadline — is wrapped in TLS as the
+/// rule says.
+async fn connect(ctx: &Arc<Ctx>, req: Request<Incoming>, host: &str, port: u16) -> Reply {
+    if let Some(vs) = ctx.snapshot.plan.outbound.routes_by_sni(host, port) {
+        let label = vs
+            .hosts
+            .iter()
+            .filter(|h| h.matches(host))
+            .max_by_key(|h| h.specificity())
+            .map_or_else(|| host.to_string(), ToString::to_string);
+        return connect_by_first_bytes(ctx.clone(), req, host.to_string(), port, label);
+    }
     let authority = format!("{host}:{port}");
-    let prepared = match ctx.prepared(PreparedKey::Host(host, port), &authority, || {
-        choose(ctx, host, port)
-    }) {
+    let dest_ip = host.parse::<std::net::IpAddr>().ok();
+    let routing = ctx
+        .snapshot
+        .plan
+        .outbound
+        .select_tunnel(host, port, dest_ip, ctx.state.random());
+    let key = PreparedKey::Host(host, port, routing.key());
+    let prepared = match ctx.prepared(key, &authority, || choose(ctx, host, port, &routing)) {
         Ok(p) => p,
         Err(reply) => return *reply,
     };
     let dest = prepared.dest.clone();
-    let originate = match (&prepared.spec.key.tls, &prepared.spec.sni) {
-        (Some(config), Some(sni)) => Some((config.0.clone(), sni.clone())),
-        _ => None,
-    };
+    let originate = originates(&prepared);
     let pick = ctx.state.next();
     let upstream = match ctx
         .state
@@ -186,7 +248,7 @@ async fn connect(ctx: &Ctx, req: Request<Incoming>, host: &str, port: u16) -> Re
         .await
     {
         Ok(s) => s,
-        Err(e) => return ctx.failure(e, &dest, &format!("{host}:{port}")),
+        Err(e) => return ctx.failure(e, &dest, &authority),
     };
     ctx.state.metrics.tunnels.inc();
     let conn = ctx.conn.clone();
@@ -197,30 +259,24 @@ async fn connect(ctx: &Ctx, req: Request<Incoming>, host: &str, port: u16) -> Re
         match hyper::upgrade::on(req).await {
             Ok(upgraded) => {
                 conn.spliced(label, endpoints, false);
-                let down = TokioIo::new(upgraded);
+                let mut down = TokioIo::new(upgraded);
                 let end = match originate {
                     None => splice(conn.bytes(), down, upstream, TCP_IDLE_TIMEOUT).await,
-                    Some((config, sni)) => {
-                        let tunnel = tunnel_tls(
-                            down,
+                    Some(originate) => {
+                        let first = match read_first(&mut down, first_bytes).await {
+                            Ok(first) => first,
+                            Err(flag) => return conn.set_flag(flag),
+                        };
+                        let tunnel = open_tunnel(
+                            &first,
                             upstream,
-                            &config,
-                            sni,
-                            first_bytes,
+                            Some(originate),
                             connect_timeout,
                             conn.metrics(),
                         );
                         match tunnel.await {
-                            Ok((down, Tunnel::Passthrough(up))) => {
-                                splice(conn.bytes(), down, up, TCP_IDLE_TIMEOUT).await
-                            }
-                            Ok((down, Tunnel::Originated(up))) => {
-                                splice(conn.bytes(), down, *up, TCP_IDLE_TIMEOUT).await
-                            }
-                            Err(flag) => {
-                                conn.set_flag(flag);
-                                return;
-                            }
+                            Ok(up) => up.splice(&conn, down).await,
+                            Err(flag) => return conn.set_flag(flag),
                         }
                     }
                 };
@@ -238,47 +294,212 @@ async fn connect(ctx: &Ctx, req: Request<Incoming>, host: &str, port: u16) -> Re
     }
 }
 
-/// The upstream side of a CONNECT tunnel to a TLS-originating destination.
+/// A CONNECT tunnel to a host whose VirtualService has TLS routes for the
+/// port: accepted at once (the client sends nothing before the 200), then
+/// routed by what the client sends first. A ClientHello's SNI selects a
+/// TLS route (none matching: the tunnel is closed, as Envoy finds no
+/// filter chain); other bytes, or silence past `requestHeaderTimeout`,
+/// follow the TCP routes (`destinationSubnets` match a CONNECT to an IP),
+/// else the host's other routes or its ServiceEntry.
+/// Bytes go through as they are, wrapped in the destination's TLS only
+/// when its DestinationRule originates TLS and the client did not start
+/// TLS itself. `label` names the tunnel in the request's record.
+fn connect_by_first_bytes(
+    ctx: Arc<Ctx>,
+    req: Request<Incoming>,
+    host: String,
+    port: u16,
+    label: String,
+) -> Reply {
+    ctx.state.metrics.tunnels.inc();
+    let task = ctx.clone();
+    ctx.conn.spawn(async move {
+        let ctx = task;
+        let conn = ctx.conn.clone();
+        let upgraded = match hyper::upgrade::on(req).await {
+            Ok(u) => u,
+            Err(e) => {
+                debug!(peer = %conn.peer, error = %e, "CONNECT upgrade failed");
+                return conn.set_flag("upgrade_failed");
+            }
+        };
+        let mark = conn.byte_mark();
+        let mut down = TokioIo::new(upgraded);
+        let wait = ctx.state.bootstrap.request_header_timeout;
+        let first = match read_first(&mut down, wait).await {
+            Ok(first) => first,
+            Err(flag) => return conn.set_flag(flag),
+        };
+        let outbound = &ctx.snapshot.plan.outbound;
+        let dest_ip = host.parse::<std::net::IpAddr>().ok();
+        let pick = ctx.state.random();
+        let routing = if is_tls_record(&first) {
+            let sni = client_hello_sni(&first);
+            match outbound.select_tls(&host, port, sni.as_deref(), dest_ip, pick) {
+                MeshRouting::Unrouted => outbound.select_connection(&host, port, pick),
+                r => r,
+            }
+        } else {
+            outbound.select_tunnel(&host, port, dest_ip, pick)
+        };
+        if let MeshRouting::NoMatch(vs) = routing {
+            debug!(peer = %conn.peer, host, port, route = %vs.resource, "CONNECT tunnel: no route matched its first bytes; closing");
+            return conn.set_flag("no_route");
+        }
+        let authority = format!("{host}:{port}");
+        let key = PreparedKey::Host(&host, port, routing.key());
+        let prepared = match ctx.prepared(key, &authority, || choose(&ctx, &host, port, &routing)) {
+            Ok(p) => p,
+            Err(reply) => return conn.set_flag(reply.outcome.flag),
+        };
+        let dest = &prepared.dest;
+        let upstream = match ctx
+            .state
+            .upstreams
+            .connect_tcp(&dest.endpoints, dest.policy.connect_timeout, ctx.state.next())
+            .await
+        {
+            Ok(s) => s,
+            Err(e) => return conn.set_flag(ctx.failure(e, dest, &authority).outcome.flag),
+        };
+        conn.spliced_since(dest.label.clone(), dest.describe(), mark);
+        let tunnel = open_tunnel(
+            &first,
+            upstream,
+            originates(&prepared),
+            dest.policy.connect_timeout,
+            conn.metrics(),
+        );
+        let end = match tunnel.await {
+            Ok(up) => up.splice(&conn, down).await,
+            Err(flag) => return conn.set_flag(flag),
+        };
+        conn.set_flag(end.flag());
+    });
+    Reply {
+        resp: Response::new(boxed(http_body_util::Empty::new())),
+        outcome: Outcome::local(&label, StatusCode::OK, ""),
+    }
+}
+
+/// The TLS a prepared destination originates: its client config and SNI.
+fn originates(prepared: &Prepared) -> Option<Originate> {
+    match (&prepared.spec.key.tls, &prepared.spec.sni) {
+        (Some(config), Some(sni)) => Some((config.0.clone(), sni.clone())),
+        _ => None,
+    }
+}
+
+/// A client config and the SNI to send with it.
+type Originate = (
+    Arc<rustls::ClientConfig>,
+    rustls::pki_types::ServerName<'static>,
+);
+
+/// Largest ClientHello read from a tunnel before routing it.
+const MAX_HELLO_BYTES: usize = 64 * 1024;
+
+/// Whether `bytes` start a TLS handshake record: content type 22, version
+/// 3.x.
+fn is_tls_record(bytes: &[u8]) -> bool {
+    bytes.len() >= 2 && bytes[0] == 0x16 && bytes[1] == 0x03
+}
+
+/// The SNI of the ClientHello in `bytes` (lower case), when it has a valid
+/// one.
+fn client_hello_sni(bytes: &[u8]) -> Option<String> {
+    let RawSni::Name(name) = hello::raw_server_name(bytes) else {
+        return None;
+    };
+    hello::check_host_name(&name).ok()?;
+    let name = std::str::from_utf8(&name).ok()?;
+    Some(crate::plan::host::normalize(name))
+}
+
+/// Reads what a tunnel's client sends first, waiting at most `wait`: a
+/// TLS record is read until its ClientHello is whole (or
+/// [`MAX_HELLO_BYTES`]), anything else is what one read gives. Silence is
+/// no bytes; a client that closes is the connection's flag.
+async fn read_first<D>(down: &mut D, wait: std::time::Duration) -> Result<Vec<u8>, &'static str>
+where
+    D: tokio::io::AsyncRead + Unpin,
+{
+    use tokio::io::AsyncReadExt as _;
+    let deadline = tokio::time::Instant::now() + wait;
+    let mut first = Vec::new();
+    let mut chunk = vec![0u8; 4096];
+    loop {
+        let n = match tokio::time::timeout_at(deadline, down.read(&mut chunk)).await {
+            Ok(Ok(0)) | Ok(Err(_)) => return Err("downstream_closed"),
+            Ok(Ok(n)) => n,
+            // A client waiting for the server to speak first, or a
+            // ClientHello that never completes: route what there is.
+            Err(_) => return Ok(first),
+        };
+        first.extend_from_slice(&chunk[..n]);
+        if !hello_pending(&first) {
+            return Ok(first);
+        }
+    }
+}
+
+/// Whether `bytes` start a ClientHello that has not all arrived: a TLS
+/// handshake record cut short, or a ClientHello (perhaps over several
+/// records) not yet readable. A malformed one is read until the deadline.
+fn hello_pending(bytes: &[u8]) -> bool {
+    if bytes.first() != Some(&0x16) || bytes.len() >= MAX_HELLO_BYTES {
+        return false;
+    }
+    if bytes.len() < 9 {
+        return bytes.len() < 2 || bytes[1] == 0x03;
+    }
+    let record_end = 5 + usize::from(u16::from_be_bytes([bytes[3], bytes[4]]));
+    is_tls_record(bytes)
+        && hello::raw_server_name(bytes) == RawSni::Unreadable
+        && (bytes.len() < record_end || bytes[5] == 1)
+}
+
+/// The upstream side of a CONNECT tunnel.
 enum Tunnel {
-    /// The client speaks TLS itself: its bytes go through untouched.
-    Passthrough(TcpStream),
+    /// The client's bytes go through untouched (it speaks TLS itself, or
+    /// the destination takes plain bytes).
+    Plain(TcpStream),
     /// meshgate's TLS, as the DestinationRule says.
     Originated(Box<tokio_rustls::client::TlsStream<crate::tls::client::Watched<TcpStream>>>),
 }
 
-/// Reads the client's first bytes (waiting at most `wait`) and decides:
-/// a TLS record passes through, anything else is sent inside TLS made with
-/// `config` for `sni`. The bytes read are forwarded first. Errors are the
-/// connection's flag.
-async fn tunnel_tls<D>(
-    mut down: D,
+impl Tunnel {
+    /// Relays the client's bytes to the upstream until either side ends.
+    async fn splice<D>(self, conn: &super::conn::Connection, down: D) -> super::copy::SpliceEnd
+    where
+        D: tokio::io::AsyncRead + tokio::io::AsyncWrite + Unpin,
+    {
+        match self {
+            Tunnel::Plain(up) => splice(conn.bytes(), down, up, TCP_IDLE_TIMEOUT).await,
+            Tunnel::Originated(up) => splice(conn.bytes(), down, *up, TCP_IDLE_TIMEOUT).await,
+        }
+    }
+}
+
+/// Opens the upstream side of a tunnel whose client sent `first`: a TLS
+/// record, or a destination without `originate`, goes through untouched;
+/// anything else is sent inside TLS made with `originate`. `first` is
+/// forwarded before anything else. Errors are the connection's flag.
+async fn open_tunnel(
+    first: &[u8],
     mut up: TcpStream,
-    config: &Arc<rustls::ClientConfig>,
-    sni: rustls::pki_types::ServerName<'static>,
-    wait: std::time::Duration,
+    originate: Option<Originate>,
     connect_timeout: std::time::Duration,
     metrics: &crate::metrics::Metrics,
-) -> Result<(D, Tunnel), &'static str>
-where
-    D: tokio::io::AsyncRead + tokio::io::AsyncWrite + Unpin,
-{
-    use tokio::io::{AsyncReadExt as _, AsyncWriteExt as _};
-    let mut first = vec![0u8; 4096];
-    let n = match tokio::time::timeout(wait, down.read(&mut first)).await {
-        Ok(Ok(0)) | Ok(Err(_)) => return Err("downstream_closed"),
-        Ok(Ok(n)) => n,
-        // A client waiting for the server to speak first: TLS all the same.
-        Err(_) => 0,
-    };
-    first.truncate(n);
-    // A TLS handshake record: content type 22, version 3.x.
-    if n >= 2 && first[0] == 0x16 && first[1] == 0x03 {
-        up.write_all(&first)
+) -> Result<Tunnel, &'static str> {
+    use tokio::io::AsyncWriteExt as _;
+    let Some((config, sni)) = originate.filter(|_| !is_tls_record(first)) else {
+        up.write_all(first)
             .await
             .map_err(|_| "upstream_write_failed")?;
-        return Ok((down, Tunnel::Passthrough(up)));
-    }
-    let handshake = crate::tls::client::connect(config, sni, up);
+        return Ok(Tunnel::Plain(up));
+    };
+    let handshake = crate::tls::client::connect(&config, sni, up);
     let mut tls = match tokio::time::timeout(connect_timeout, handshake).await {
         Ok(Ok(tls)) => tls,
         Ok(Err(e)) => {
@@ -295,11 +516,11 @@ where
         Err(_) => return Err("handshake_timeout"),
     };
     if !first.is_empty() {
-        tls.write_all(&first)
+        tls.write_all(first)
             .await
             .map_err(|_| "upstream_write_failed")?;
     }
-    Ok((down, Tunnel::Originated(Box::new(tls))))
+    Ok(Tunnel::Originated(Box::new(tls)))
 }
 
 fn refused(reason: String) -> Reply {

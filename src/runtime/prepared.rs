@@ -171,8 +171,9 @@ fn spec_for(
 /// What a prepared destination is looked up by.
 #[derive(Debug, Clone, Copy)]
 pub enum PreparedKey<'a> {
-    /// Outbound: the request's host and port.
-    Host(&'a str, u16),
+    /// Outbound: the request's host and port, and the mesh route
+    /// destination chosen for it (`MeshRouting::key`, 0 for none).
+    Host(&'a str, u16, usize),
     /// Inbound: a route destination (its address in the plan, which the
     /// generation keeps alive) and whether it is spoken to in h2c.
     Route(usize, bool),
@@ -190,8 +191,8 @@ pub struct PreparedCache {
 #[derive(Default)]
 struct CacheShard {
     generation: u64,
-    /// Outbound: by request host, then port.
-    by_host: HashMap<String, Vec<(u16, Arc<Prepared>)>>,
+    /// Outbound: by request host, then port and route destination.
+    by_host: HashMap<String, Vec<(u16, usize, Arc<Prepared>)>>,
     /// Inbound: by route destination.
     by_route: HashMap<(usize, bool), Arc<Prepared>>,
 }
@@ -232,12 +233,12 @@ impl PreparedCache {
     pub fn get(&self, generation: u64, key: PreparedKey<'_>) -> Option<Arc<Prepared>> {
         let shard = self.shard(generation)?;
         match key {
-            PreparedKey::Host(host, port) => shard
+            PreparedKey::Host(host, port, route) => shard
                 .by_host
                 .get(host)?
                 .iter()
-                .find(|(p, _)| *p == port)
-                .map(|(_, d)| d.clone()),
+                .find(|(p, r, _)| (*p, *r) == (port, route))
+                .map(|(_, _, d)| d.clone()),
             PreparedKey::Route(addr, h2c) => shard.by_route.get(&(addr, h2c)).cloned(),
         }
     }
@@ -248,11 +249,11 @@ impl PreparedCache {
             return;
         };
         match key {
-            PreparedKey::Host(host, port) => shard
+            PreparedKey::Host(host, port, route) => shard
                 .by_host
                 .entry(host.to_string())
                 .or_default()
-                .push((port, prepared)),
+                .push((port, route, prepared)),
             PreparedKey::Route(addr, h2c) => {
                 shard.by_route.insert((addr, h2c), prepared);
             }

@@ -6,17 +6,7 @@ use super::*;
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 
 async fn tunnel(p: &TestProxy) -> tokio::net::TcpStream {
-    let mut s = tokio::net::TcpStream::connect(p.proxy.outbound)
-        .await
-        .unwrap();
-    s.write_all(format!("CONNECT {HOST}:80 HTTP/1.1\r\nHost: {HOST}:80\r\n\r\n").as_bytes())
-        .await
-        .unwrap();
-    let mut buf = vec![0u8; 1024];
-    let n = s.read(&mut buf).await.unwrap();
-    let head = String::from_utf8_lossy(&buf[..n]);
-    assert!(head.starts_with("HTTP/1.1 200"), "{head}");
-    s
+    connect_tunnel(p, &format!("{HOST}:80")).await
 }
 
 #[tokio::test]

@@ -105,10 +105,27 @@ async fn plain_server() -> std::net::SocketAddr {
     addr
 }
 
+/// A CONNECT to `target` (`host:port`) through the proxy, answered 200.
+async fn connect_tunnel(p: &TestProxy, target: &str) -> tokio::net::TcpStream {
+    use tokio::io::{AsyncReadExt, AsyncWriteExt};
+    let mut s = tokio::net::TcpStream::connect(p.proxy.outbound)
+        .await
+        .unwrap();
+    s.write_all(format!("CONNECT {target} HTTP/1.1\r\nHost: {target}\r\n\r\n").as_bytes())
+        .await
+        .unwrap();
+    let mut buf = vec![0u8; 1024];
+    let n = s.read(&mut buf).await.unwrap();
+    let head = String::from_utf8_lossy(&buf[..n]);
+    assert!(head.starts_with("HTTP/1.1 200"), "{head}");
+    s
+}
+
 mod connect_tls;
 mod fidelity;
 mod isolation;
 mod lifecycle;
+mod mesh_routes;
 mod operations;
 mod parity;
 mod revocation;

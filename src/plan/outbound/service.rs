@@ -75,6 +75,7 @@ pub(super) fn compile_service(
     check_resolution(spec, resolution, src, diag);
     check_export_to(&spec.export_to, &src.namespace, src, diag);
     let endpoints = compile_endpoints(spec, resolution, src, diag);
+    let addresses = super::net::parse_addresses(&spec.addresses, resolution, src, diag);
     let plan = (diag.errors.len() == before).then(|| ServicePlan {
         resource: src.to_string(),
         hosts,
@@ -84,7 +85,7 @@ pub(super) fn compile_service(
         endpoints,
         workload_selector: spec.workload_selector.as_ref().map(|s| s.labels.clone()),
         subject_alt_names: spec.subject_alt_names.clone(),
-        addresses: spec.addresses.clone(),
+        addresses,
     });
     if spec.ports.is_empty() {
         let unused = if spec.endpoints.is_empty() {

@@ -39,6 +39,21 @@ const UNSUPPORTED_ROUTE_FIELDS: [&str; 6] = [
 /// HTTPMatchRequest fields that are understood but not implemented.
 const UNSUPPORTED_MATCH_FIELDS: [&str; 3] = ["sourceLabels", "sourceNamespace", "statPrefix"];
 
+/// HTTPRoute actions the outbound (mesh) listener does not carry out yet.
+const GATEWAY_ONLY_ACTIONS: [&str; 3] = ["redirect", "directResponse", "fault"];
+
+/// Where a compiled route is served.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(crate) enum RouteScope {
+    /// A Gateway (or Sidecar ingress) listener.
+    Gateway,
+    /// The mesh: the local app's outbound traffic. A destination without a
+    /// port takes the request's port when its service has several (the
+    /// sidecar's listener port); redirects, direct responses and faults are
+    /// not served there yet.
+    Mesh,
+}
+
 /// Compiles one HTTPRoute found at `field` (e.g. `spec.http[2]`) of
 /// `source`. `applies` decides whether a match with a given `gateways` list
 /// applies to the listener being compiled; matches for other gateways are
@@ -51,6 +66,58 @@ pub(crate) fn compile_http_route(
     applies: &dyn Fn(&[String]) -> bool,
     diag: &mut Diagnostics,
 ) -> Option<HttpRoutePlan> {
+    compile_route(route, source, field, applies, RouteScope::Gateway, diag)
+}
+
+/// [`compile_http_route`] for a VirtualService bound to `mesh`: the same
+/// matches, rewrites, header operations, timeouts and retries.
+pub(crate) fn compile_mesh_http_route(
+    route: &HttpRoute,
+    source: &Source,
+    field: &str,
+    applies: &dyn Fn(&[String]) -> bool,
+    diag: &mut Diagnostics,
+) -> Option<HttpRoutePlan> {
+    compile_route(route, source, field, applies, RouteScope::Mesh, diag)
+}
+
+/// Compiles the destinations of a route found at `field` (`field.route[j]`
+/// in errors), with Istio's rule that several destinations need a weight.
+pub(crate) fn compile_destinations(
+    route: &[RouteDestination],
+    source: &Source,
+    field: &str,
+    scope: RouteScope,
+    diag: &mut Diagnostics,
+) -> Vec<RouteDestinationPlan> {
+    let mut cx = Cx {
+        src: source,
+        diag,
+        scope,
+    };
+    let destinations = route
+        .iter()
+        .enumerate()
+        .filter_map(|(j, d)| cx.destination(d, &format!("{field}.route[{j}]")))
+        .collect();
+    let total: u64 = route.iter().map(|d| u64::from(d.weight.unwrap_or(0))).sum();
+    if route.len() > 1 && total == 0 {
+        cx.error(
+            &format!("{field}.route"),
+            "total destination weight = 0; give the destinations weights",
+        );
+    }
+    destinations
+}
+
+fn compile_route(
+    route: &HttpRoute,
+    source: &Source,
+    field: &str,
+    applies: &dyn Fn(&[String]) -> bool,
+    scope: RouteScope,
+    diag: &mut Diagnostics,
+) -> Option<HttpRoutePlan> {
     let kept: Vec<(usize, &HttpMatch)> = route
         .matches
         .iter()
@@ -61,7 +128,11 @@ pub(crate) fn compile_http_route(
         return None;
     }
     let before = diag.errors.len();
-    let mut cx = Cx { src: source, diag };
+    let mut cx = Cx {
+        src: source,
+        diag,
+        scope,
+    };
 
     let matches: Vec<HttpMatchPlan> = kept
         .iter()
@@ -74,13 +145,18 @@ pub(crate) fn compile_http_route(
         }
         let f = format!("{field}.{k}");
         match k.as_str() {
+            k if scope == RouteScope::Mesh && GATEWAY_ONLY_ACTIONS.contains(&k) => {
+                cx.error(&f, "not supported for mesh routes yet")
+            }
             "redirect" | "directResponse" | "fault" => {}
             k if UNSUPPORTED_ROUTE_FIELDS.contains(&k) => cx.error(&f, "not supported yet"),
             _ => cx.error(&f, "unknown field"),
         }
     }
 
-    let present = |k: &str| route.other.get(k).filter(|v| !v.is_null());
+    let written = |k: &str| route.other.get(k).filter(|v| !v.is_null());
+    // Mesh routes refuse the gateway-only actions above.
+    let present = |k: &str| written(k).filter(|_| scope == RouteScope::Gateway);
     let fault = present("fault").and_then(|v| {
         let f = format!("{field}.fault");
         let raw: super::fault::RawFault = cx.parse_value(v, &f)?;
@@ -133,10 +209,21 @@ pub(crate) fn compile_http_route(
             }
         }
         // A delegating route has none of them; `delegate` is reported above.
-        None if !has_route && present("delegate").is_none() => cx.error(
-            field,
-            "one of route, redirect or directResponse is required",
-        ),
+        None if !has_route && written("delegate").is_none() && scope == RouteScope::Gateway => {
+            cx.error(
+                field,
+                "one of route, redirect or directResponse is required",
+            )
+        }
+        None if !has_route
+            && written("delegate").is_none()
+            && GATEWAY_ONLY_ACTIONS.iter().all(|k| written(k).is_none()) =>
+        {
+            cx.error(
+                &format!("{field}.route"),
+                "at least one destination is required (redirect and directResponse are not supported for mesh routes yet)",
+            )
+        }
         None => {}
     }
 
@@ -176,23 +263,7 @@ pub(crate) fn compile_http_route(
         rw.authority = Some(authority);
     }
 
-    let destinations: Vec<RouteDestinationPlan> = route
-        .route
-        .iter()
-        .enumerate()
-        .filter_map(|(j, d)| cx.destination(d, &format!("{field}.route[{j}]")))
-        .collect();
-    let total: u64 = route
-        .route
-        .iter()
-        .map(|d| u64::from(d.weight.unwrap_or(0)))
-        .sum();
-    if route.route.len() > 1 && total == 0 {
-        cx.error(
-            &format!("{field}.route"),
-            "total destination weight = 0; give the destinations weights",
-        );
-    }
+    let destinations = compile_destinations(&route.route, cx.src, field, scope, cx.diag);
 
     (diag.errors.len() == before).then(|| HttpRoutePlan {
         name: route.name.clone().filter(|n| !n.is_empty()),
@@ -308,10 +379,11 @@ struct Allow {
     no_prefix: bool,
 }
 
-/// Compile context: where errors go.
+/// Compile context: where errors go, and where the route is served.
 struct Cx<'a> {
     src: &'a Source,
     diag: &'a mut Diagnostics,
+    scope: RouteScope,
 }
 
 impl Cx<'_> {
@@ -680,6 +752,7 @@ impl Cx<'_> {
             )
         });
         if port.is_none()
+            && self.scope == RouteScope::Gateway
             && let Some(h) = &host
             && let Some(ports) = self.diag.service_ports.get(h.as_str())
             && ports.len() > 1

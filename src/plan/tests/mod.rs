@@ -99,6 +99,7 @@ fn assert_no_failures(failures: &[String]) {
 
 mod diagnostics;
 mod fidelity;
+mod mesh_routes;
 mod outbound;
 mod parity;
 mod resilience;

@@ -214,7 +214,12 @@ fn per_match_gateways_choose_the_routes_of_each_binding() {
     let got: Vec<(Vec<u16>, &str)> = mesh[0]
         .http
         .iter()
-        .map(|r| (r.ports.clone(), r.destinations[0].host.as_str()))
+        .map(|r| {
+            (
+                r.matches.iter().filter_map(|m| m.port).collect(),
+                r.destinations[0].host.as_str(),
+            )
+        })
         .collect();
     assert_eq!(
         got,
