@@ -815,6 +815,8 @@ enum Outcome {
 fn validate_bounded(file: &Path, limit: Duration) -> Result<(Outcome, Duration), String> {
     let bootstrap = Bootstrap {
         config_paths: vec![file.to_path_buf()],
+        // Every error refuses, whatever part it is in.
+        strict: true,
         ..Bootstrap::default()
     };
     let (tx, rx) = std::sync::mpsc::channel();
@@ -822,7 +824,7 @@ fn validate_bounded(file: &Path, limit: Duration) -> Result<(Outcome, Duration),
     let worker = std::thread::Builder::new()
         .name("validate".into())
         .spawn(move || {
-            let r = match meshgate::load::validate(&bootstrap) {
+            let r = match meshgate::load::validate(&bootstrap).into_result() {
                 Ok(_) => Outcome::Loaded,
                 Err(e) => Outcome::Refused(e.0),
             };

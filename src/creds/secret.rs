@@ -41,7 +41,7 @@ pub enum SecretError {
     },
     /// The Secret has neither `cert`/`key` nor `tls.crt`/`tls.key`.
     #[error(
-        "{credential}: found {found_in}, but it does not have the expected keys (cert and key) or (tls.crt and tls.key); found: {}",
+        "{credential}: found {found_in}, but it does not have the expected keys with content (cert and key) or (tls.crt and tls.key); found: {}",
         key_list(keys)
     )]
     NoIdentityKeys {
@@ -119,42 +119,51 @@ impl SecretSource {
     }
 
     /// The Secret's key/value map and a description of where it was found.
-    fn find(
-        &self,
-        name: &str,
-        namespace: Option<&str>,
-    ) -> Option<(BTreeMap<String, Vec<u8>>, String)> {
+    fn find(&self, name: &str, namespace: Option<&str>) -> Option<Found> {
         let ns = namespace.unwrap_or(&self.namespace);
         if let Some((_, _, data)) = self
             .docs
             .iter()
             .find(|(n_ns, n, _)| n == name && n_ns == ns)
         {
-            return Some((data.clone(), format!("Secret {ns}/{name}")));
+            return Some(Found {
+                data: data.clone(),
+                src: format!("Secret {ns}/{name}"),
+                unreadable: Vec::new(),
+            });
         }
         let dir = self.dir.as_ref()?.join(name);
         let entries = std::fs::read_dir(&dir).ok()?;
         let mut data = BTreeMap::new();
+        let mut unreadable = Vec::new();
         for e in entries.flatten() {
             let key = e.file_name().to_string_lossy().to_string();
             if key.starts_with('.') {
                 continue; // `..data`, `..2024_...` — the kubelet's own entries
             }
             // Follows the `key -> ..data/key` symlink to the current version.
-            if let Ok(v) = std::fs::read(e.path()) {
-                data.insert(key, v);
+            match std::fs::read(e.path()) {
+                Ok(v) => {
+                    data.insert(key, v);
+                }
+                Err(err) => unreadable.push(format!("{key} (cannot read: {err})")),
             }
         }
-        Some((data, format!("secret directory {}", dir.display())))
+        Some(Found {
+            data,
+            src: format!("secret directory {}", dir.display()),
+            unreadable,
+        })
     }
 
     /// Client/server identity: (`cert`, `key`) or (`tls.crt`, `tls.key`).
     pub fn identity(&self, r: &CredentialRef) -> Result<(Vec<u8>, Vec<u8>, String), SecretError> {
-        let (data, src) = self
+        let found = self
             .find(&r.name, r.namespace.as_deref())
             .ok_or_else(|| self.not_found(r))?;
+        let (data, src) = (&found.data, &found.src);
         for (c, k) in [("cert", "key"), ("tls.crt", "tls.key")] {
-            if let (Some(cv), Some(kv)) = (non_empty(&data, c), non_empty(&data, k)) {
+            if let (Some(cv), Some(kv)) = (non_empty(data, c), non_empty(data, k)) {
                 return Ok((
                     cv.to_vec(),
                     kv.to_vec(),
@@ -164,8 +173,8 @@ impl SecretSource {
         }
         Err(SecretError::NoIdentityKeys {
             credential: r.clone(),
-            found_in: src,
-            keys: keys(&data),
+            found_in: found.src.clone(),
+            keys: found.keys(),
         })
     }
 
@@ -174,11 +183,11 @@ impl SecretSource {
     pub fn ca(&self, r: &CredentialRef) -> Result<SecretCa, SecretError> {
         let mut looked = Vec::new();
         for name in [format!("{}-cacert", r.name), r.name.clone()] {
-            if let Some((data, src)) = self.find(&name, r.namespace.as_deref()) {
-                if let Some(ca) = ca_in(&data, r, &src) {
+            if let Some(found) = self.find(&name, r.namespace.as_deref()) {
+                if let Some(ca) = ca_in(&found.data, r, &found.src) {
                     return Ok(ca);
                 }
-                looked.push(format!("{src} has keys: {}", key_list(&keys(&data))));
+                looked.push(format!("{} has keys: {}", found.src, key_list(&found.keys())));
             }
         }
         if looked.is_empty() {
@@ -198,16 +207,20 @@ impl SecretSource {
             self.maps
                 .iter()
                 .find(|(m_ns, n, _)| n == &r.name && m_ns == ns)
-                .map(|(_, _, d)| (d.clone(), format!("ConfigMap {ns}/{}", r.name)))
+                .map(|(_, _, d)| Found {
+                    data: d.clone(),
+                    src: format!("ConfigMap {ns}/{}", r.name),
+                    unreadable: Vec::new(),
+                })
         });
-        let (data, src) = found.ok_or_else(|| self.not_found(r))?;
-        if let Some(ca) = ca_in(&data, r, &src) {
+        let found = found.ok_or_else(|| self.not_found(r))?;
+        if let Some(ca) = ca_in(&found.data, r, &found.src) {
             return Ok(ca);
         }
         Err(SecretError::NoCaExact {
             credential: r.clone(),
-            found_in: src,
-            keys: keys(&data),
+            found_in: found.src.clone(),
+            keys: found.keys(),
         })
     }
 
@@ -283,8 +296,35 @@ fn non_empty<'a>(data: &'a BTreeMap<String, Vec<u8>>, key: &str) -> Option<&'a [
     data.get(key).map(Vec::as_slice).filter(|v| !v.is_empty())
 }
 
-fn keys(data: &BTreeMap<String, Vec<u8>>) -> Vec<String> {
-    data.keys().cloned().collect()
+/// One Secret (or ConfigMap) as found.
+struct Found {
+    /// Its readable keys and values.
+    data: BTreeMap<String, Vec<u8>>,
+    /// Where it was found.
+    src: String,
+    /// Keys of a mounted Secret whose files cannot be read, with why.
+    unreadable: Vec<String>,
+}
+
+impl Found {
+    /// The keys as a message lists them: empty values and files that
+    /// cannot be read are said to be so, never reported as absent.
+    fn keys(&self) -> Vec<String> {
+        let mut out: Vec<String> = self
+            .data
+            .iter()
+            .map(|(k, v)| {
+                if v.is_empty() {
+                    format!("{k} (empty)")
+                } else {
+                    k.clone()
+                }
+            })
+            .collect();
+        out.extend(self.unreadable.iter().cloned());
+        out.sort();
+        out
+    }
 }
 
 /// `a, b, c`, or `(none)`.

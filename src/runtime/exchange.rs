@@ -299,6 +299,12 @@ impl Ctx {
                 UPSTREAM_FAILURE_LOG.note(suppressed)
             );
         }
+        // The port the app asked for may not be the one dialled
+        // (`targetPort`, endpoint ports): say where the request went.
+        let authority = match dialled(dest) {
+            Some(to) if to != authority => format!("{authority} (dialled {to})"),
+            _ => authority.to_string(),
+        };
         let (status, msg) = match reason {
             _ if overflow => (
                 StatusCode::SERVICE_UNAVAILABLE,
@@ -400,6 +406,23 @@ impl Ctx {
 }
 
 /// Sets the request target for the upstream's HTTP version: HTTP/2 carries
+/// Where `dest`'s requests are dialled, for a reply's body: its
+/// endpoints, the first few of many.
+fn dialled(dest: &Destination) -> Option<String> {
+    const SHOWN: usize = 3;
+    let all = &dest.endpoints;
+    let first: Vec<String> = all
+        .iter()
+        .take(SHOWN)
+        .map(|(h, p)| format!("{h}:{p}"))
+        .collect();
+    match all.len() {
+        0 => None,
+        n if n <= SHOWN => Some(first.join(", ")),
+        n => Some(format!("{} and {} more", first.join(", "), n - SHOWN)),
+    }
+}
+
 /// scheme and `authority` in the URI and no `Host`; HTTP/1.1 gets
 /// origin-form and `Host: authority` (kept as sent when it already says
 /// so). The caller has removed hop-by-hop headers (before adding its own);

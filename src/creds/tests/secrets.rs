@@ -526,3 +526,32 @@ fn config_secret_wins_over_the_secrets_dir() {
         "CN=from.config"
     );
 }
+
+#[test]
+fn empty_and_unreadable_keys_are_said_to_be_so() {
+    let pki = Pki::new();
+    let tls = pki.client("tls.used");
+    // An empty tls.crt is listed as empty, not as if it were absent.
+    let yaml = docs(&[
+        secret_string_data(
+            "empty-cert",
+            None,
+            &[("tls.crt", ""), ("tls.key", &tls.key_pem)],
+        ),
+        dr("mtls", "mode: MUTUAL\ncredentialName: empty-cert"),
+    ]);
+    let e = errors(&yaml).join("\n");
+    assert_mentions(&e, &["found: tls.crt (empty), tls.key"]);
+    // A mounted key that cannot be read says why (a directory here: root
+    // reads any file whatever its mode).
+    let dir = tempfile::tempdir().unwrap();
+    mount_secret(dir.path(), "unreadable", &[("tls.crt", &tls.cert_pem)]);
+    std::fs::create_dir(dir.path().join("unreadable").join("tls.key")).unwrap();
+    let bootstrap = Bootstrap {
+        secrets_dir: Some(dir.path().to_path_buf()),
+        ..Bootstrap::default()
+    };
+    let yaml = dr("mtls", "mode: MUTUAL\ncredentialName: unreadable");
+    let e = errors_with(&yaml, &bootstrap).join("\n");
+    assert_mentions(&e, &["found: tls.crt, tls.key (cannot read: "]);
+}
