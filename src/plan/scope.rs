@@ -16,7 +16,7 @@
 //!   here, as in Istio.
 //! - Sidecar `egress[].hosts` (`namespace/dnsName`: `*/`, `./` (the proxy's
 //!   namespace, as Istio reads it even in a root-namespace Sidecar), a
-//!   namespace name, `~`-prefixed to exclude, `~/` for every namespace):
+//!   namespace name; `~ns/host` excludes, `~/host` from every namespace):
 //!   mesh (outbound) traffic sees only the ServiceEntry hosts and the mesh
 //!   VirtualServices they import; an unknown host then follows the
 //!   outbound traffic policy. Istio also imports the services an imported
