@@ -10,6 +10,7 @@ pub mod creds;
 pub mod demo;
 #[cfg(feature = "demo")]
 pub mod devpki;
+pub mod explain;
 pub mod flags;
 pub mod identity;
 pub mod load;

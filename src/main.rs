@@ -4,6 +4,7 @@ use std::process::ExitCode;
 
 use clap::{Parser, Subcommand};
 use meshgate::ca::cli::CaCommand;
+use meshgate::explain::cli::ExplainArgs;
 use meshgate::flags::{ConfigFlags, RunFlags};
 
 // The process's allocator: jemalloc with background purging, so memory a
@@ -65,6 +66,7 @@ enum Command {
     /// What meshgate would do with a request, without sending it: the
     /// resources that match, the destination, the TLS, or why it is refused.
     /// Exit 0 if served, 1 if refused, 64 if the configuration does not load.
+    Explain(ExplainArgs),
     /// Run the built-in demo: TLS origination to a stand-in external HTTPS
     /// service, and mutual-TLS termination in front of a local service.
     #[cfg(feature = "demo")]
@@ -129,6 +131,7 @@ fn main() -> ExitCode {
     };
     match cli.command {
         Command::Validate(flags) => validate(&flags),
+        Command::Explain(args) => meshgate::explain::cli::run(&args),
         Command::Run(flags) => runtime.block_on(run(*flags)),
         Command::Ca(cmd) => match meshgate::ca::cli::run(cmd) {
             Ok(()) => ExitCode::SUCCESS,
