@@ -96,9 +96,7 @@ const API: &str = "api.external.test";
 /// DestinationRule originating SIMPLE TLS on port 80, in one file; returns
 /// the file and the DestinationRule's line.
 fn egress(dir: &Path) -> (PathBuf, usize) {
-    let ca = DevCa::new("explain CA")
-        .write_cert(dir, "ca.crt")
-        .unwrap();
+    let ca = DevCa::new("explain CA").write_cert(dir, "ca.crt").unwrap();
     let body = format!(
         r#"apiVersion: networking.istio.io/v1
 kind: ServiceEntry
@@ -138,7 +136,10 @@ spec:
         ca.display()
     );
     let file = write(dir, "egress.yaml", &body);
-    let line = line_of(&body, "apiVersion: networking.istio.io/v1\nkind: DestinationRule");
+    let line = line_of(
+        &body,
+        "apiVersion: networking.istio.io/v1\nkind: DestinationRule",
+    );
     (file, line)
 }
 
@@ -168,7 +169,11 @@ fn outbound_registered_with_tls_origination() {
         ("client cert", "none".into()),
         ("versions", "TLSV1_2 – TLSV1_3".into()),
     ] {
-        assert!(has_line(&stdout, key, &value), "missing {key}: {value}\n{}", show(&out));
+        assert!(
+            has_line(&stdout, key, &value),
+            "missing {key}: {value}\n{}",
+            show(&out)
+        );
     }
 
     let out = explain(&["-c", cfg, "--json", "outbound", &url]);
@@ -180,12 +185,24 @@ fn outbound_registered_with_tls_origination() {
     let dr = matched(&v, "DestinationRule");
     let at = dr["at"].as_str().unwrap();
     assert!(
-        at.ends_with(&format!("egress.yaml:{dr_line}: DestinationRule/default/api")),
+        at.ends_with(&format!(
+            "egress.yaml:{dr_line}: DestinationRule/default/api"
+        )),
         "{at}"
     );
-    assert!(dr["detail"].as_str().unwrap().contains("portLevelSettings port 80"));
+    assert!(
+        dr["detail"]
+            .as_str()
+            .unwrap()
+            .contains("portLevelSettings port 80")
+    );
     let se = matched(&v, "ServiceEntry");
-    assert!(se["at"].as_str().unwrap().contains("egress.yaml:1: ServiceEntry/default/api"));
+    assert!(
+        se["at"]
+            .as_str()
+            .unwrap()
+            .contains("egress.yaml:1: ServiceEntry/default/api")
+    );
     let d = &v["destination"];
     assert_eq!(d["kind"], "registered");
     assert_eq!(d["host"], API);
@@ -194,8 +211,16 @@ fn outbound_registered_with_tls_origination() {
     let tls = &d["tls"];
     assert_eq!(tls["mode"], "SIMPLE");
     assert_eq!(tls["sni"], API);
-    assert_eq!(tls["expectedSans"], serde_json::json!([API, "alt.external.test"]));
-    assert!(tls["ca"].as_str().unwrap().contains(&ca.display().to_string()));
+    assert_eq!(
+        tls["expectedSans"],
+        serde_json::json!([API, "alt.external.test"])
+    );
+    assert!(
+        tls["ca"]
+            .as_str()
+            .unwrap()
+            .contains(&ca.display().to_string())
+    );
     assert!(tls["clientCertificate"].is_null());
     assert_eq!(tls["minVersion"], "TLSV1_2");
     assert!(
@@ -308,7 +333,14 @@ spec:
         ),
     );
     let (se, vs) = (file.to_str().unwrap(), vs.to_str().unwrap());
-    let out = explain(&["-c", se, vs, "--json", "outbound", &format!("http://{API}/v1/items")]);
+    let out = explain(&[
+        "-c",
+        se,
+        vs,
+        "--json",
+        "outbound",
+        &format!("http://{API}/v1/items"),
+    ]);
     assert_eq!(out.status.code(), Some(0), "{}", show(&out));
     let v = json(&out);
     assert!(
@@ -322,12 +354,24 @@ spec:
     assert_eq!(v["route"]["timeout"], "5s");
     assert_eq!(v["destination"]["tls"]["mode"], "SIMPLE");
 
-    let out = explain(&["-c", se, vs, "--json", "outbound", &format!("http://{API}/v2")]);
+    let out = explain(&[
+        "-c",
+        se,
+        vs,
+        "--json",
+        "outbound",
+        &format!("http://{API}/v2"),
+    ]);
     assert_eq!(out.status.code(), Some(1), "{}", show(&out));
     let v = json(&out);
     assert_eq!(v["refusal"]["code"], "no_route");
     assert_eq!(v["refusal"]["status"], 404);
-    assert!(v["refusal"]["reason"].as_str().unwrap().contains("VirtualService/default/api"));
+    assert!(
+        v["refusal"]["reason"]
+            .as_str()
+            .unwrap()
+            .contains("VirtualService/default/api")
+    );
 }
 
 // === inbound ===
@@ -396,7 +440,9 @@ fn inbound_mutual_with_accepted_and_rejected_client_certificates() {
         .write(dir.path(), "good")
         .unwrap()
         .0;
-    let base = ["-c", cfg, "inbound", "--port", "443", "--sni", HOST, "--path", "/x/1"];
+    let base = [
+        "-c", cfg, "inbound", "--port", "443", "--sni", HOST, "--path", "/x/1",
+    ];
     let with = |cert: &Path, json: bool| {
         let mut a: Vec<&str> = base.to_vec();
         a.extend(["--client-cert", cert.to_str().unwrap()]);
@@ -426,19 +472,21 @@ fn inbound_mutual_with_accepted_and_rejected_client_certificates() {
     assert_eq!(v["served"], true);
     assert_eq!(v["listener"]["port"], 443);
     assert_eq!(v["listener"]["tls"], true);
-    assert!(
-        v["server"]["at"]
-            .as_str()
-            .unwrap()
-            .ends_with(&format!("ingress.yaml:{gw_line}: Gateway/default/ingress: spec.servers[0]"))
-    );
+    assert!(v["server"]["at"].as_str().unwrap().ends_with(&format!(
+        "ingress.yaml:{gw_line}: Gateway/default/ingress: spec.servers[0]"
+    )));
     assert_eq!(v["serverTls"]["mode"], "MUTUAL");
     assert_eq!(v["serverTls"]["coversSni"], true);
     assert_eq!(v["serverTls"]["clientCertificate"], "required");
     assert_eq!(v["clientCertificate"]["accepted"], true);
     assert_eq!(v["route"]["name"], "x");
     assert_eq!(v["route"]["index"], 0);
-    assert!(v["route"]["at"].as_str().unwrap().contains("ingress.yaml:1: VirtualService/default/app"));
+    assert!(
+        v["route"]["at"]
+            .as_str()
+            .unwrap()
+            .contains("ingress.yaml:1: VirtualService/default/app")
+    );
     assert_eq!(v["destination"]["host"], "backend.internal");
     assert_eq!(v["destination"]["port"], 8080);
     assert_eq!(v["destination"]["kind"], "host");
@@ -452,7 +500,11 @@ fn inbound_mutual_with_accepted_and_rejected_client_certificates() {
     let out = with(&stranger, false);
     assert_eq!(out.status.code(), Some(1), "{}", show(&out));
     let stdout = text(&out.stdout);
-    assert!(stdout.contains("stranger.crt: REJECTED (unknown_ca)"), "{}", show(&out));
+    assert!(
+        stdout.contains("stranger.crt: REJECTED (unknown_ca)"),
+        "{}",
+        show(&out)
+    );
     assert!(stdout.contains("TLS alert unknown_ca"), "{}", show(&out));
     let v = json(&with(&stranger, true));
     assert_eq!(v["served"], false);
@@ -492,7 +544,15 @@ fn inbound_unknown_sni_is_refused_with_unrecognized_name() {
     let dir = tempfile::tempdir().unwrap();
     let (file, _, _) = ingress(dir.path());
     let cfg = file.to_str().unwrap();
-    let args = ["-c", cfg, "inbound", "--port", "443", "--sni", "other.example.com"];
+    let args = [
+        "-c",
+        cfg,
+        "inbound",
+        "--port",
+        "443",
+        "--sni",
+        "other.example.com",
+    ];
     let out = explain(&args);
     assert_eq!(out.status.code(), Some(1), "{}", show(&out));
     let stdout = text(&out.stdout);
@@ -523,7 +583,9 @@ fn inbound_request_without_a_route_is_404_and_a_host_of_another_server_421() {
         .0;
     let cfg = file.to_str().unwrap();
     let cert = good.to_str().unwrap();
-    let common = ["-c", cfg, "--json", "inbound", "--port", "443", "--sni", HOST];
+    let common = [
+        "-c", cfg, "--json", "inbound", "--port", "443", "--sni", HOST,
+    ];
     let run = |extra: &[&str]| {
         let mut a = common.to_vec();
         a.extend(["--client-cert", cert]);
@@ -557,11 +619,17 @@ fn a_config_that_does_not_load_exits_64_with_its_errors() {
         "bad.yaml",
         "apiVersion: networking.istio.io/v1\nkind: DestinationRule\nmetadata:\n  name: broken\nspec:\n  trafficPolicy: {}\n",
     );
-    let out = explain(&["-c", bad.to_str().unwrap(), "outbound", "http://a.example.com/"]);
+    let out = explain(&[
+        "-c",
+        bad.to_str().unwrap(),
+        "outbound",
+        "http://a.example.com/",
+    ]);
     assert_eq!(out.status.code(), Some(64), "{}", show(&out));
     let stderr = text(&out.stderr);
     assert!(
-        stderr.contains("bad.yaml:1: DestinationRule/default/broken") && stderr.contains("spec.host"),
+        stderr.contains("bad.yaml:1: DestinationRule/default/broken")
+            && stderr.contains("spec.host"),
         "{}",
         show(&out)
     );
@@ -577,16 +645,27 @@ fn a_server_left_out_is_reported_and_strict_refuses_the_config() {
         "apiVersion: networking.istio.io/v1\nkind: Gateway\nmetadata:\n  name: broken\nspec:\n  servers:\n  - port: {number: 8443, name: https, protocol: HTTPS}\n    hosts: [b.example.com]\n",
     );
     let (e, b) = (egress.to_str().unwrap(), broken.to_str().unwrap());
-    let out = explain(&["-c", e, b, "--json", "inbound", "--port", "8443", "--sni", "b.example.com"]);
+    let out = explain(&[
+        "-c",
+        e,
+        b,
+        "--json",
+        "inbound",
+        "--port",
+        "8443",
+        "--sni",
+        "b.example.com",
+    ]);
     assert_eq!(out.status.code(), Some(1), "{}", show(&out));
     let v = json(&out);
     assert_eq!(v["refusal"]["code"], "no_listener");
     let left_out = v["leftOut"].as_array().unwrap();
     assert!(
         !left_out.is_empty()
-            && left_out
-                .iter()
-                .all(|e| e.as_str().unwrap().contains("gw.yaml:1: Gateway/default/broken")),
+            && left_out.iter().all(|e| e
+                .as_str()
+                .unwrap()
+                .contains("gw.yaml:1: Gateway/default/broken")),
         "{v:#}"
     );
     assert!(
@@ -596,14 +675,25 @@ fn a_server_left_out_is_reported_and_strict_refuses_the_config() {
             .contains("did not load"),
         "{v:#}"
     );
-    assert!(text(&out.stderr).contains("Gateway/default/broken"), "{}", show(&out));
+    assert!(
+        text(&out.stderr).contains("Gateway/default/broken"),
+        "{}",
+        show(&out)
+    );
 
     // The rest is served.
     let out = explain(&["-c", e, b, "outbound", &format!("http://{API}/")]);
     assert_eq!(out.status.code(), Some(0), "{}", show(&out));
     assert!(text(&out.stdout).contains("left out"), "{}", show(&out));
 
-    let out = explain(&["-c", e, b, "--strict", "outbound", &format!("http://{API}/")]);
+    let out = explain(&[
+        "-c",
+        e,
+        b,
+        "--strict",
+        "outbound",
+        &format!("http://{API}/"),
+    ]);
     assert_eq!(out.status.code(), Some(64), "{}", show(&out));
 }
 
@@ -615,11 +705,81 @@ fn outbound_to_a_static_entry_without_endpoints_is_503() {
         "se.yaml",
         "apiVersion: networking.istio.io/v1\nkind: ServiceEntry\nmetadata:\n  name: empty\nspec:\n  hosts: [empty.example.com]\n  ports: [{number: 80, name: http, protocol: HTTP}]\n  resolution: STATIC\n",
     );
-    let out = explain(&["-c", se.to_str().unwrap(), "--json", "outbound", "http://empty.example.com/"]);
+    let out = explain(&[
+        "-c",
+        se.to_str().unwrap(),
+        "--json",
+        "outbound",
+        "http://empty.example.com/",
+    ]);
     assert_eq!(out.status.code(), Some(1), "{}", show(&out));
     let v = json(&out);
     assert_eq!(v["refusal"]["code"], "no_endpoints");
     assert_eq!(v["refusal"]["status"], 503);
-    assert!(v["refusal"]["reason"].as_str().unwrap().contains("se.yaml:1: ServiceEntry/default/empty"));
+    assert!(
+        v["refusal"]["reason"]
+            .as_str()
+            .unwrap()
+            .contains("se.yaml:1: ServiceEntry/default/empty")
+    );
     assert_eq!(v["destination"]["endpoints"], serde_json::json!([]));
+}
+
+#[test]
+fn inbound_passthrough_routes_by_sni() {
+    let dir = tempfile::tempdir().unwrap();
+    let cfg = write(
+        dir.path(),
+        "pt.yaml",
+        r#"apiVersion: networking.istio.io/v1
+kind: Gateway
+metadata:
+  name: gw
+spec:
+  servers:
+  - port: {number: 443, name: tls, protocol: TLS}
+    hosts: ["*.pt.example.com"]
+    tls: {mode: PASSTHROUGH}
+---
+apiVersion: networking.istio.io/v1
+kind: VirtualService
+metadata:
+  name: pt
+spec:
+  hosts: ["*.pt.example.com"]
+  gateways: [gw]
+  tls:
+  - match:
+    - sniHosts: [a.pt.example.com]
+    route:
+    - destination: {host: backend-a.internal, port: {number: 8443}}
+"#,
+    );
+    let cfg = cfg.to_str().unwrap();
+    let run = |sni: &str| {
+        explain(&[
+            "-c", cfg, "--json", "inbound", "--port", "443", "--sni", sni,
+        ])
+    };
+    let out = run("a.pt.example.com");
+    assert_eq!(out.status.code(), Some(0), "{}", show(&out));
+    let v = json(&out);
+    assert_eq!(v["serverTls"]["mode"], "PASSTHROUGH");
+    assert!(
+        matched(&v, "VirtualService")["at"]
+            .as_str()
+            .unwrap()
+            .ends_with("pt.yaml:11: VirtualService/default/pt")
+    );
+    assert_eq!(
+        v["destination"]["endpoints"],
+        serde_json::json!(["backend-a.internal:8443"])
+    );
+    assert!(v["destination"]["tls"].is_null());
+
+    let out = run("b.pt.example.com");
+    assert_eq!(out.status.code(), Some(1), "{}", show(&out));
+    let v = json(&out);
+    assert_eq!(v["refusal"]["code"], "no_route");
+    assert!(v["refusal"]["status"].is_null() && v["refusal"]["alert"].is_null());
 }

@@ -227,6 +227,12 @@ pub fn explain(
         ));
     }
     if tls.mode == TlsServerMode::Passthrough {
+        if client.is_some() {
+            ex.notes.push(
+                "PASSTHROUGH: meshgate never sees the client certificate; the backend verifies it"
+                    .into(),
+            );
+        }
         passthrough(&mut ex, loaded, listener, server, sni.as_deref());
         return ex.finish();
     }
