@@ -154,9 +154,8 @@ fn verified_with(tls: &ClientTls) -> String {
 // === IST0173: a subset whose labels select no endpoint ===
 
 /// Istio's `SubsetSelectPodAnalyzer`, with a ServiceEntry's endpoints for
-/// the pods: a subset whose labels no endpoint carries (Istio: 503 UH). A
-/// subset that selects only some endpoints is warned about too: meshgate
-/// does not pick endpoints by subset labels.
+/// the pods: a subset whose labels no endpoint carries (Istio and meshgate:
+/// 503, no healthy upstream).
 fn subsets(dr: &Resource<DestinationRuleSpec>, config: &Config, diag: &mut Diagnostics) {
     let src = &dr.source;
     let Some(host) = dr.spec.host.as_deref() else {
@@ -194,7 +193,6 @@ fn subsets(dr: &Resource<DestinationRuleSpec>, config: &Config, diag: &mut Diagn
             .iter()
             .filter(|l| s.labels.iter().all(|(k, v)| l.get(k) == Some(v)))
             .count();
-        let total = endpoints.len();
         let field = format!("spec.subsets[{i}].labels");
         let resource = se.source.resource();
         if selected == 0 {
@@ -203,19 +201,8 @@ fn subsets(dr: &Resource<DestinationRuleSpec>, config: &Config, diag: &mut Diagn
                 &field,
                 format!(
                     "IST0173: The Subset {name} defined in the DestinationRule does not select \
-                     any endpoint of {resource}, which in Istio leads to 503 UH \
-                     (NoHealthyUpstream); meshgate does not pick endpoints by subset labels and \
-                     sends this subset's requests to every endpoint of the service"
-                ),
-            );
-        } else if selected < total {
-            diag.warn(
-                src,
-                &field,
-                format!(
-                    "subset {name} selects {selected} of the {total} endpoints of {resource} in \
-                     Istio; meshgate does not pick endpoints by subset labels and sends this \
-                     subset's requests to all {total}"
+                     any endpoint of {resource}: its requests are answered 503 (no_endpoints; \
+                     Istio's UH, NoHealthyUpstream)"
                 ),
             );
         }

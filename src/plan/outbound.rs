@@ -120,6 +120,9 @@ pub struct EndpointPlan {
     pub ports: BTreeMap<String, u16>,
     /// Relative weight.
     pub weight: u32,
+    /// Labels (DestinationRule subsets select endpoints by them).
+    #[serde(skip_serializing_if = "BTreeMap::is_empty")]
+    pub labels: BTreeMap<String, String>,
 }
 
 /// A compiled DestinationRule.
@@ -141,6 +144,8 @@ pub struct RulePlan {
 /// Policies of one subset.
 #[derive(Debug, Clone, Serialize)]
 pub struct SubsetPlan {
+    /// The endpoints it selects: those carrying all of these labels.
+    pub labels: BTreeMap<String, String>,
     /// Policy for ports without a port-level entry.
     pub default: Arc<UpstreamPolicy>,
     /// Port-level replacements.
@@ -402,6 +407,27 @@ pub struct Target {
     /// Whether a weighted route chose this destination among several (the
     /// same request may go elsewhere next time).
     pub weighted: bool,
+    /// The DestinationRule subset the route names, if any.
+    pub subset: Option<Subset>,
+}
+
+/// A route's subset, as endpoints are picked for it.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Subset {
+    /// Defined: endpoints carrying all of these labels.
+    Labels(BTreeMap<String, String>),
+    /// No DestinationRule defines it: it selects nothing, as in Istio (its
+    /// cluster does not exist), never every endpoint.
+    Undefined(String),
+}
+
+impl Subset {
+    fn selects(&self, labels: &BTreeMap<String, String>) -> bool {
+        match self {
+            Subset::Labels(want) => want.iter().all(|(k, v)| labels.get(k) == Some(v)),
+            Subset::Undefined(_) => false,
+        }
+    }
 }
 
 impl Target {
@@ -438,7 +464,9 @@ impl Target {
             Resolution::Static | Resolution::Dns | Resolution::DnsRoundRobin
                 if !self.service.endpoints.is_empty() =>
             {
-                let eps = self.service.endpoints.iter().map(|e| {
+                let selected =
+                    |e: &&EndpointPlan| self.subset.as_ref().is_none_or(|s| s.selects(&e.labels));
+                let eps = self.service.endpoints.iter().filter(selected).map(|e| {
                     let port = e
                         .ports
                         .get(&self.port.name)
@@ -457,6 +485,17 @@ impl Target {
             Resolution::Static => Vec::new(),
             Resolution::Dns | Resolution::DnsRoundRobin
                 if self.service.workload_selector.is_some() =>
+            {
+                Vec::new()
+            }
+            // DNS without endpoints has one, the host, without labels: a
+            // subset with labels selects nothing (Istio: no healthy
+            // upstream).
+            Resolution::Dns | Resolution::DnsRoundRobin
+                if self
+                    .subset
+                    .as_ref()
+                    .is_some_and(|s| !s.selects(&BTreeMap::new())) =>
             {
                 Vec::new()
             }
@@ -802,6 +841,7 @@ impl OutboundPlan {
             timeout: None,
             retries: default_retries(),
             weighted: false,
+            subset: None,
         })
     }
 
@@ -821,13 +861,18 @@ impl OutboundPlan {
             .iter()
             .find(|p| p.number == dest_port)?
             .clone();
-        let (policy, rule) = match self.rule_for(dest_host) {
+        let found = self.rule_for(dest_host);
+        let (policy, rule) = match found {
             Some(rule) => (
                 rule.policy_for(subset, dest_port),
                 Some(rule.resource.clone()),
             ),
             None => (Arc::new(UpstreamPolicy::default()), None),
         };
+        let subset = subset.map(|name| match found.and_then(|r| r.subsets.get(name)) {
+            Some(s) => Subset::Labels(s.labels.clone()),
+            None => Subset::Undefined(name.to_string()),
+        });
         Some(Target {
             request_host: request_host.to_string(),
             host: dest_host.to_string(),
@@ -839,6 +884,7 @@ impl OutboundPlan {
             timeout: None,
             retries: default_retries(),
             weighted: false,
+            subset,
         })
     }
 

@@ -132,6 +132,7 @@ pub(crate) fn compile(
                 subsets.insert(
                     name,
                     SubsetPlan {
+                        labels: s.labels.clone(),
                         default: default.clone(),
                         ports: ports.clone(),
                     },
@@ -150,6 +151,7 @@ pub(crate) fn compile(
             subsets.insert(
                 name,
                 SubsetPlan {
+                    labels: s.labels.clone(),
                     default: top.own.overlay(&sub.own).policy(),
                     ports: sports,
                 },

@@ -264,7 +264,8 @@ impl Ctx {
             self.snapshot.generation,
             &self.conn.drain,
         );
-        let result = match prepared.timeout {
+        // `0s` is no timeout, as in Istio.
+        let result = match prepared.timeout.filter(|t| !t.is_zero()) {
             Some(t) => tokio::time::timeout(t, send)
                 .await
                 .unwrap_or(Err(UpstreamError::RouteTimeout(t))),

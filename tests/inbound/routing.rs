@@ -83,7 +83,11 @@ spec:
     match:
     - uri: {{prefix: /slow}}
     timeout: 300ms
-{to_slow}  - name: redirect
+{to_slow}  - name: no-timeout
+    match:
+    - uri: {{prefix: /zero}}
+    timeout: 0s
+{to_a}  - name: redirect
     match:
     - uri: {{prefix: /old}}
     redirect: {{uri: /new, authority: moved.test}}
@@ -282,6 +286,11 @@ async fn virtual_service_timeout_redirect_and_direct_response() {
         "the route timeout (300ms) applies: {:?}",
         started.elapsed()
     );
+    // `timeout: 0s` is no timeout, as in Istio.
+    let r = send(addr, &f.o, "GET", "svc.test", "/zero", &[])
+        .await
+        .unwrap();
+    assert_eq!(r.status, 200, "{}", r.body);
 
     for (path, location) in [
         ("/old", "https://moved.test/new"),

@@ -547,6 +547,7 @@ fn compile_endpoints(
             address,
             ports,
             weight: ep.weight.unwrap_or(1).max(1),
+            labels: ep.labels.clone(),
         });
     }
     endpoints

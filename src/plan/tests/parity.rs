@@ -799,19 +799,50 @@ spec:
         &[
             "spec.subsets[1].labels: IST0173: The Subset v3 defined in the DestinationRule does \
              not select any endpoint of ServiceEntry/default/reviews",
-            "every endpoint",
+            "answered 503",
         ],
-    );
-    assert_warned(
-        &plan,
-        &["spec.subsets[0].labels", "selects 1 of the 2 endpoints"],
     );
     assert_eq!(
         warned(&plan, &["spec.subsets["]).len(),
-        2,
+        1,
         "{:#?}",
         plan.warnings
     );
+    // Subsets pick endpoints by their labels, as in Istio.
+    let eps = |subset: Option<&str>| {
+        plan.outbound
+            .registered("reviews.example.com", "reviews.example.com", 80, subset)
+            .unwrap()
+            .endpoints()
+    };
+    let ep = |a: &str| (a.to_string(), 80u16);
+    assert_eq!(eps(Some("v1")), vec![ep("10.0.0.1")]);
+    assert_eq!(eps(Some("v3")), vec![]);
+    assert_eq!(eps(Some("all")), vec![ep("10.0.0.1"), ep("10.0.0.2")]);
+    assert_eq!(eps(None), vec![ep("10.0.0.1"), ep("10.0.0.2")]);
+    // A subset no rule defines selects nothing (Istio: no such cluster).
+    assert_eq!(eps(Some("v9")), vec![]);
+}
+
+#[test]
+fn a_labelled_subset_of_a_dns_service_without_endpoints_selects_nothing() {
+    let yaml = format!(
+        "{}---\n{}",
+        se(
+            "api",
+            "hosts: [api.example.com]\nports: [{number: 443, protocol: TLS, name: tls}]\nresolution: DNS",
+        ),
+        "apiVersion: networking.istio.io/v1\nkind: DestinationRule\nmetadata: {name: api}\nspec:\n  host: api.example.com\n  subsets:\n  - {name: v1, labels: {version: v1}}\n  - {name: any}\n"
+    );
+    let plan = compiled(&yaml);
+    let eps = |subset: Option<&str>| {
+        plan.outbound
+            .registered("api.example.com", "api.example.com", 443, subset)
+            .unwrap()
+            .endpoints()
+    };
+    assert_eq!(eps(Some("v1")), vec![]);
+    assert_eq!(eps(Some("any")), vec![("api.example.com".to_string(), 443)]);
 }
 
 #[test]
