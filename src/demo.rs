@@ -113,6 +113,8 @@ pub async fn run(
         path: dir.clone(),
         source,
     })?;
+    // The directory holds private keys: removed however the demo ends.
+    let _remove = RemoveOnDrop(dir.clone());
     let ca = DevCa::new("meshgate demo CA");
     let ca_file = ca
         .write_cert(&dir, "ca.crt")
@@ -320,7 +322,6 @@ pub async fn run(
         }
     );
     if once {
-        let _ = std::fs::remove_dir_all(&dir);
         return Ok(());
     }
     let o = proxy.outbound;
@@ -340,6 +341,14 @@ pub async fn run(
         proxy.stats
     );
     let _ = tokio::signal::ctrl_c().await;
-    let _ = std::fs::remove_dir_all(&dir);
     Ok(())
+}
+
+/// Removes a directory and what is in it when dropped.
+struct RemoveOnDrop(std::path::PathBuf);
+
+impl Drop for RemoveOnDrop {
+    fn drop(&mut self) {
+        let _ = std::fs::remove_dir_all(&self.0);
+    }
 }

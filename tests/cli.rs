@@ -580,6 +580,26 @@ fn demo_once_prints_the_negotiated_tls() {
     }
 }
 
+#[test]
+fn demo_leaves_no_keys_behind_when_it_fails() {
+    let tmp = tempfile::tempdir().unwrap();
+    // A port another socket holds: the demo fails after writing its keys.
+    let held = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+    let mut c = meshgate();
+    c.env("TMPDIR", tmp.path()).args([
+        "demo",
+        "--once",
+        "--outbound-addr",
+        &held.local_addr().unwrap().to_string(),
+        "--ingress-addr",
+        "127.0.0.1:0",
+    ]);
+    let out = run_with_timeout(c, Duration::from_secs(60));
+    assert_ne!(out.status.code(), Some(0), "{}", show(&out));
+    let left: Vec<_> = std::fs::read_dir(tmp.path()).unwrap().collect();
+    assert!(left.is_empty(), "left behind: {left:?}\n{}", show(&out));
+}
+
 // === help ===
 
 #[test]
