@@ -198,22 +198,32 @@ pub(crate) fn compile(
         }
         None => None,
     };
-    if let Some(cred) = &credential {
-        if tls.client_certificate.is_some()
-            || tls.private_key.is_some()
-            || tls.ca_certificates.is_some()
-        {
-            diag.warn(
-                source,
-                field,
-                "credentialName is set, so clientCertificate, privateKey and caCertificates are ignored (as in Istio)",
-            );
-        }
-        if tls.ca_crl.is_some() {
+    // Istio's validation refuses both combinations: which of two CAs (or
+    // identities) was meant is not for meshgate to guess.
+    if tls.insecure_skip_verify == Some(true) {
+        let ca = non_empty(&tls.ca_certificates).is_some()
+            || (mode == TlsMode::Simple && tls.credential_name.is_some());
+        if ca || !tls.subject_alt_names.is_empty() {
             diag.error(
                 source,
-                format!("{field}.caCrl"),
-                "with credentialName the CRL must be in the Secret that holds the CA (key `ca.crl` or `crl`)",
+                format!("{field}.insecureSkipVerify"),
+                "cannot specify CaCertificates or CredentialName or SubjectAltNames when \
+                 InsecureSkipVerify is set true (Istio's validation)",
+            );
+        }
+    }
+    if let Some(cred) = &credential {
+        if non_empty(&tls.client_certificate).is_some()
+            || non_empty(&tls.private_key).is_some()
+            || non_empty(&tls.ca_certificates).is_some()
+            || non_empty(&tls.ca_crl).is_some()
+        {
+            diag.error(
+                source,
+                format!("{field}.credentialName"),
+                "cannot specify client certificates or CA certificate or CA CRL If credentialName \
+                 is set (Istio's validation); with credentialName the CRL goes in the Secret that \
+                 holds the CA (key `ca.crl` or `crl`)",
             );
         }
         plan.trust = TrustSource::Credential(cred.clone());

@@ -956,3 +956,41 @@ fn ist0101_missing_credential_name_secret() {
         );
     }
 }
+
+// === DestinationRule TLS settings Istio refuses together ===
+
+#[test]
+fn credential_name_with_files_and_skip_verify_with_a_ca_are_refused() {
+    let dr = |tls: &str| {
+        format!(
+            "apiVersion: networking.istio.io/v1\nkind: DestinationRule\nmetadata: {{name: api}}\nspec:\n  host: api.example.com\n  trafficPolicy:\n    tls: {tls}\n"
+        )
+    };
+    for tls in [
+        "{mode: SIMPLE, credentialName: api, caCertificates: /etc/ca.pem}",
+        "{mode: MUTUAL, credentialName: api, clientCertificate: /c.pem, privateKey: /k.pem}",
+        "{mode: SIMPLE, credentialName: api, caCrl: /etc/ca.crl}",
+    ] {
+        assert_refused(
+            &dr(tls),
+            "spec.trafficPolicy.tls.credentialName",
+            &["cannot specify client certificates or CA certificate or CA CRL"],
+        );
+    }
+    for tls in [
+        "{mode: SIMPLE, insecureSkipVerify: true, caCertificates: /etc/ca.pem}",
+        "{mode: SIMPLE, insecureSkipVerify: true, credentialName: api}",
+        "{mode: MUTUAL, insecureSkipVerify: true, subjectAltNames: [a], clientCertificate: /c.pem, privateKey: /k.pem}",
+    ] {
+        assert_refused(
+            &dr(tls),
+            "spec.trafficPolicy.tls.insecureSkipVerify",
+            &["cannot specify CaCertificates or CredentialName or SubjectAltNames"],
+        );
+    }
+    // MUTUAL with credentialName and insecureSkipVerify: the Secret may
+    // hold only the identity, as Istio allows.
+    let ok = dr("{mode: MUTUAL, insecureSkipVerify: true, credentialName: api}");
+    let config = crate::config::load_str(FILE, &ok).unwrap();
+    assert!(crate::plan::compile(&config, &crate::bootstrap::Bootstrap::default()).is_ok());
+}
