@@ -24,13 +24,14 @@ use crate::plan::diagnostics::Diagnostics;
 
 /// Runs every check on `config`.
 pub(crate) fn run(config: &Config, diag: &mut Diagnostics) {
+    let services = Services::new(config);
     for dr in &config.destination_rules {
         ca_certificates(dr, diag);
-        subsets(dr, config, diag);
+        subsets(dr, &services, diag);
     }
     conflicting_mesh_hosts(config, diag);
     for vs in &config.virtual_services {
-        destination_ports(vs, config, diag);
+        destination_ports(vs, &services, diag);
     }
     conflicting_protocols(config, diag);
 }
@@ -46,31 +47,46 @@ fn fqdn(namespace: &str, host: &str) -> String {
     }
 }
 
-/// Istio's `GetDestinationHost`: the ServiceEntry declaring `host` (seen
-/// from `namespace`), exactly or by a wildcard.
-fn destination_service<'a>(
-    config: &'a Config,
-    namespace: &str,
-    host: &str,
-) -> Option<&'a Resource<ServiceEntrySpec>> {
-    let want = fqdn(namespace, host);
-    let ses = &config.service_entries;
-    ses.iter()
-        .find(|se| {
-            se.spec
-                .hosts
-                .iter()
-                .any(|h| fqdn(&se.source.namespace, h) == want)
-        })
-        .or_else(|| {
-            let bare = want.trim_start_matches('*');
-            ses.iter().find(|se| {
-                se.spec.hosts.iter().any(|h| {
-                    let h = fqdn(&se.source.namespace, h);
-                    h.strip_prefix('*').is_some_and(|s| bare.ends_with(s))
-                })
-            })
-        })
+/// The ServiceEntries by fully qualified host, for Istio's
+/// `GetDestinationHost` without scanning every entry per lookup.
+struct Services<'a> {
+    /// Exact hosts; the first entry loaded wins.
+    exact: std::collections::HashMap<String, &'a Resource<ServiceEntrySpec>>,
+    /// Wildcard hosts without their `*`, in load order.
+    wildcards: Vec<(String, &'a Resource<ServiceEntrySpec>)>,
+}
+
+impl<'a> Services<'a> {
+    fn new(config: &'a Config) -> Services<'a> {
+        let mut exact = std::collections::HashMap::new();
+        let mut wildcards = Vec::new();
+        for se in &config.service_entries {
+            for h in &se.spec.hosts {
+                let h = fqdn(&se.source.namespace, h);
+                match h.strip_prefix('*') {
+                    Some(suffix) => wildcards.push((suffix.to_string(), se)),
+                    None => {
+                        exact.entry(h).or_insert(se);
+                    }
+                }
+            }
+        }
+        Services { exact, wildcards }
+    }
+
+    /// Istio's `GetDestinationHost`: the ServiceEntry declaring `host`
+    /// (seen from `namespace`), exactly or by a wildcard.
+    fn destination(&self, namespace: &str, host: &str) -> Option<&'a Resource<ServiceEntrySpec>> {
+        let want = fqdn(namespace, host);
+        if let Some(se) = self.exact.get(&want) {
+            return Some(se);
+        }
+        let bare = want.trim_start_matches('*');
+        self.wildcards
+            .iter()
+            .find(|(suffix, _)| bare.ends_with(suffix.as_str()))
+            .map(|(_, se)| *se)
+    }
 }
 
 // === IST0128 / IST0129: TLS origination without caCertificates ===
@@ -156,7 +172,7 @@ fn verified_with(tls: &ClientTls) -> String {
 /// Istio's `SubsetSelectPodAnalyzer`, with a ServiceEntry's endpoints for
 /// the pods: a subset whose labels no endpoint carries (Istio and meshgate:
 /// 503, no healthy upstream).
-fn subsets(dr: &Resource<DestinationRuleSpec>, config: &Config, diag: &mut Diagnostics) {
+fn subsets(dr: &Resource<DestinationRuleSpec>, services: &Services<'_>, diag: &mut Diagnostics) {
     let src = &dr.source;
     let Some(host) = dr.spec.host.as_deref() else {
         return;
@@ -164,7 +180,7 @@ fn subsets(dr: &Resource<DestinationRuleSpec>, config: &Config, diag: &mut Diagn
     if host.starts_with('*') {
         return;
     }
-    let Some(se) = destination_service(config, &src.namespace, host) else {
+    let Some(se) = services.destination(&src.namespace, host) else {
         return;
     };
     let spec = &se.spec;
@@ -270,7 +286,11 @@ fn conflicting_mesh_hosts(config: &Config, diag: &mut Diagnostics) {
 /// ServiceEntry declares: no port while the service has several (IST0112,
 /// for mesh routes: gateway routes refuse it or are left to their own
 /// checks), or a port it does not declare (IST0101).
-fn destination_ports(vs: &Resource<VirtualServiceSpec>, config: &Config, diag: &mut Diagnostics) {
+fn destination_ports(
+    vs: &Resource<VirtualServiceSpec>,
+    services: &Services<'_>,
+    diag: &mut Diagnostics,
+) {
     let spec = &vs.spec;
     let gateway_bound = spec.gateways.iter().any(|g| g != "mesh");
     // (field, destination, whether IST0112 is left to the gateway routes)
@@ -295,7 +315,7 @@ fn destination_ports(vs: &Resource<VirtualServiceSpec>, config: &Config, diag: &
         let Some(host) = dest.host.as_deref().filter(|h| !h.is_empty()) else {
             continue;
         };
-        let Some(se) = destination_service(config, &vs.source.namespace, host) else {
+        let Some(se) = services.destination(&vs.source.namespace, host) else {
             continue;
         };
         let declared: Vec<u32> = se.spec.ports.iter().filter_map(|p| p.number).collect();

@@ -10,7 +10,7 @@
 use serde::Serialize;
 
 /// A host from a ServiceEntry, DestinationRule or VirtualService.
-#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+#[derive(Debug, Clone, PartialEq, Eq, Hash, Serialize)]
 #[serde(into = "String")]
 pub enum HostPattern {
     /// `api.example.com`.
