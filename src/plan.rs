@@ -124,23 +124,6 @@ pub fn compile_all(config: &Config, bootstrap: &Bootstrap) -> Compiled {
         }),
         ..Default::default()
     };
-    for se in &config.service_entries {
-        let ports: Vec<u16> = se
-            .spec
-            .ports
-            .iter()
-            .filter_map(|p| p.number.and_then(|n| u16::try_from(n).ok()))
-            .collect();
-        for h in &se.spec.hosts {
-            let all = diag
-                .service_ports
-                .entry(h.trim_end_matches('.').to_ascii_lowercase())
-                .or_default();
-            all.extend(ports.iter().copied());
-            all.sort_unstable();
-            all.dedup();
-        }
-    }
     for source in &config.unenforced_policies {
         let what = format!(
             "{} is not enforced by meshgate: a policy that is not enforced leaves open what it closes",

@@ -79,10 +79,8 @@ pub(crate) fn scope<'a>(
 ) -> Scoped<'a> {
     let proxy_ns = bootstrap.namespace.as_str();
     let visible = exported(config, proxy_ns, diag);
-    if let Cow::Owned(v) = &visible {
-        // Ports of the ServiceEntries a gateway route can reach.
-        diag.service_ports = service_ports(v);
-    }
+    // Ports of the ServiceEntries a route destination can reach.
+    diag.service_ports = service_ports(&visible);
     // As `plan::outbound` decides it: a Sidecar's policy over the mesh's.
     let policy = visible
         .sidecars
@@ -370,8 +368,8 @@ fn is_dns1123_label(s: &str) -> bool {
         && !s.ends_with('-')
 }
 
-/// Ports each ServiceEntry host declares (lower case), as `plan::compile`
-/// records them for route destinations without a port.
+/// Ports each ServiceEntry host declares (lower case), for route
+/// destinations without a port.
 fn service_ports(config: &Config) -> HashMap<String, Vec<u16>> {
     let mut out: HashMap<String, Vec<u16>> = HashMap::new();
     for se in &config.service_entries {
