@@ -25,8 +25,8 @@ pub use secret::{SecretCa, SecretError};
 
 use crate::bootstrap::Bootstrap;
 use crate::config::Config;
-use crate::plan::inbound::{ClientCaSource, ServerCertSource, ServerPlan, TlsServerMode};
 use crate::plan::host::HostPattern;
+use crate::plan::inbound::{ClientCaSource, ServerCertSource, ServerPlan, TlsServerMode};
 use crate::plan::{IdentitySource, Plan, TrustSource};
 
 /// A client or server identity: a certificate chain with its key.

@@ -186,7 +186,11 @@ fn check_all(
         .listeners
         .iter()
         .flat_map(|l| l.servers.iter().map(AsRef::as_ref))
-        .filter(|s| s.tls.as_ref().is_none_or(|t| !failed.contains(&t.origin.as_str())));
+        .filter(|s| {
+            s.tls
+                .as_ref()
+                .is_none_or(|t| !failed.contains(&t.origin.as_str()))
+        });
     let (server_tls, tls_errors) =
         ServerConfigs::build_partial(servers, &creds, previous.map(|p| p.server_tls));
     isolated.extend(tls_errors.iter().map(ToString::to_string));
@@ -200,8 +204,7 @@ fn check_all(
     } else if let Some(p) = previous {
         // Compared without `file:line`, which an edit elsewhere moves.
         let what = |e: &str| e.split_once(": ").map_or(e, |(_, rest)| rest).to_string();
-        let known: std::collections::HashSet<String> =
-            p.isolated.iter().map(|e| what(e)).collect();
+        let known: std::collections::HashSet<String> = p.isolated.iter().map(|e| what(e)).collect();
         let (known, new): (Vec<String>, Vec<String>) =
             isolated.into_iter().partition(|e| known.contains(&what(e)));
         isolated = known;

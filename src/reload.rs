@@ -133,7 +133,10 @@ async fn reload(state: &Arc<State>, workers: &Workers, causes: &[Cause]) -> Resu
     for e in &loaded.isolated {
         error!("{e}; left out, the rest is served");
     }
-    state.metrics.config_errors.set(loaded.isolated.len() as i64);
+    state
+        .metrics
+        .config_errors
+        .set(loaded.isolated.len() as i64);
     state.metrics.set_certificates(&loaded.creds);
     state
         .metrics

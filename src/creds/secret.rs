@@ -187,7 +187,11 @@ impl SecretSource {
                 if let Some(ca) = ca_in(&found.data, r, &found.src) {
                     return Ok(ca);
                 }
-                looked.push(format!("{} has keys: {}", found.src, key_list(&found.keys())));
+                looked.push(format!(
+                    "{} has keys: {}",
+                    found.src,
+                    key_list(&found.keys())
+                ));
             }
         }
         if looked.is_empty() {

@@ -26,7 +26,8 @@ async fn a_missing_ca_fails_its_destination_closed_and_the_rest_serves() {
     // The body names the port dialled (targetPort 443 → the endpoint's
     // port), not only the service port the app asked for.
     assert!(
-        r.body.contains(&format!("{HOST} (dialled 127.0.0.1:{})", up.addr.port())),
+        r.body
+            .contains(&format!("{HOST} (dialled 127.0.0.1:{})", up.addr.port())),
         "{}",
         r.body
     );

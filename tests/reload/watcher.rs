@@ -36,7 +36,11 @@ async fn nothing_changed_means_no_reload_after_start() {
     .await
     .unwrap();
     tokio::time::sleep(WATCH * 10).await;
-    assert_eq!(p.metric(RELOAD_OK).await, 0.0, "reloaded with nothing changed");
+    assert_eq!(
+        p.metric(RELOAD_OK).await,
+        0.0,
+        "reloaded with nothing changed"
+    );
     assert_eq!(refused_reloads(&p).await, 0.0);
     // A change is still seen.
     let text = std::fs::read_to_string(p.config_path()).unwrap();
