@@ -114,9 +114,16 @@ async fn connect_tunnel(p: &TestProxy, target: &str) -> tokio::net::TcpStream {
     s.write_all(format!("CONNECT {target} HTTP/1.1\r\nHost: {target}\r\n\r\n").as_bytes())
         .await
         .unwrap();
-    let mut buf = vec![0u8; 1024];
-    let n = s.read(&mut buf).await.unwrap();
-    let head = String::from_utf8_lossy(&buf[..n]);
+    // The head only, a byte at a time: what follows it (a server that
+    // speaks first) stays in the stream for the caller.
+    let mut head = Vec::new();
+    while !head.ends_with(b"\r\n\r\n") {
+        let mut byte = [0u8; 1];
+        let n = s.read(&mut byte).await.unwrap();
+        assert_eq!(n, 1, "the tunnel closed in its head: {head:?}");
+        head.push(byte[0]);
+    }
+    let head = String::from_utf8_lossy(&head);
     assert!(head.starts_with("HTTP/1.1 200"), "{head}");
     s
 }
