@@ -61,7 +61,7 @@ struct Cli {
 enum Command {
     /// Run the proxy on Istio YAML (ServiceEntry, DestinationRule, VirtualService, Secret).
     Run(Box<RunFlags>),
-    /// Load and compile configuration, print every error; exit 1 if any.
+    /// Load and check the configuration, print every error and warning; exit 1 if it would not be served (with --strict: on any error).
     Validate(ConfigFlags),
     /// What meshgate would do with a request, without sending it: the
     /// resources that match, the destination, the TLS, or why it is refused.
