@@ -9,51 +9,10 @@ use std::time::{Duration, Instant};
 use meshgate::devpki::{DevCa, LeafSpec};
 use meshgate::standin::{StandIn, StandInConfig, fetch};
 
-const BIN: &str = env!("CARGO_BIN_EXE_meshgate");
+mod common;
+use common::binary::{meshgate, run_with_timeout, show, text};
+
 const HOST: &str = "api.external.test";
-
-fn meshgate() -> Command {
-    let mut c = Command::new(BIN);
-    // The tests read the output; keep logs predictable.
-    c.env_remove("RUST_LOG").env_remove("MESHGATE_LOG_LEVEL");
-    c
-}
-
-fn text(b: &[u8]) -> String {
-    String::from_utf8_lossy(b).into_owned()
-}
-
-fn show(out: &Output) -> String {
-    format!(
-        "status: {:?}\n--- stdout ---\n{}\n--- stderr ---\n{}",
-        out.status,
-        text(&out.stdout),
-        text(&out.stderr)
-    )
-}
-
-/// Runs to completion, killing the process after `limit`.
-fn run_with_timeout(mut cmd: Command, limit: Duration) -> Output {
-    let child = cmd
-        .stdin(Stdio::null())
-        .stdout(Stdio::piped())
-        .stderr(Stdio::piped())
-        .spawn()
-        .expect("spawn meshgate");
-    let id = child.id();
-    let (tx, rx) = std::sync::mpsc::channel();
-    std::thread::spawn(move || {
-        let _ = tx.send(child.wait_with_output());
-    });
-    match rx.recv_timeout(limit) {
-        Ok(out) => out.expect("wait for meshgate"),
-        Err(_) => {
-            // Only the process this test started, by its id.
-            let _ = Command::new("kill").arg("-9").arg(id.to_string()).status();
-            panic!("meshgate did not exit within {limit:?}");
-        }
-    }
-}
 
 /// A free loopback port (bound, then released).
 fn free_addr() -> SocketAddr {

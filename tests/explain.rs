@@ -4,52 +4,20 @@
 //! route, `--json`, and the exit statuses.
 
 use std::path::{Path, PathBuf};
-use std::process::{Command, Output, Stdio};
+use std::process::Output;
 use std::time::Duration;
 
 use meshgate::devpki::{DevCa, LeafSpec};
 use serde_json::Value;
 
-const BIN: &str = env!("CARGO_BIN_EXE_meshgate");
-
-fn text(b: &[u8]) -> String {
-    String::from_utf8_lossy(b).into_owned()
-}
-
-fn show(out: &Output) -> String {
-    format!(
-        "status: {:?}\n--- stdout ---\n{}\n--- stderr ---\n{}",
-        out.status,
-        text(&out.stdout),
-        text(&out.stderr)
-    )
-}
+mod common;
+use common::binary::{meshgate, run_with_timeout, show, text};
 
 /// Runs `meshgate explain <args>` to completion (killed after 30 s).
 fn explain(args: &[&str]) -> Output {
-    let child = Command::new(BIN)
-        .env_remove("RUST_LOG")
-        .env_remove("MESHGATE_LOG_LEVEL")
-        .arg("explain")
-        .args(args)
-        .stdin(Stdio::null())
-        .stdout(Stdio::piped())
-        .stderr(Stdio::piped())
-        .spawn()
-        .expect("spawn meshgate");
-    let id = child.id();
-    let (tx, rx) = std::sync::mpsc::channel();
-    std::thread::spawn(move || {
-        let _ = tx.send(child.wait_with_output());
-    });
-    match rx.recv_timeout(Duration::from_secs(30)) {
-        Ok(out) => out.expect("wait for meshgate"),
-        Err(_) => {
-            // Only the process this test started, by its id.
-            let _ = Command::new("kill").arg("-9").arg(id.to_string()).status();
-            panic!("meshgate explain did not exit within 30s");
-        }
-    }
+    let mut c = meshgate();
+    c.arg("explain").args(args);
+    run_with_timeout(c, Duration::from_secs(30))
 }
 
 /// `--json` output, parsed.

@@ -1,11 +1,14 @@
-//! Helpers shared by the interop tests (real outside programs driving the
-//! meshgate binary): free ports, log tails, files, Prometheus text.
+//! Helpers shared by the tests that run programs: the meshgate binary,
+//! free ports, log tails, files, Prometheus text.
 
 #![allow(dead_code)]
 
 use std::fs;
 use std::net::{SocketAddr, TcpListener};
 use std::path::Path;
+
+/// Running the meshgate binary.
+pub mod binary;
 
 /// The nginx binary from Debian's packages.
 pub mod nginx;
