@@ -584,8 +584,7 @@ impl OutboundPlan {
                 route_name = Some(c.vs.resource.clone());
                 weighted = c.weighted;
                 if let Some((r, _)) = c.http {
-                    // Istio: `0s` disables the route timeout.
-                    timeout = r.timeout.filter(|t| !t.is_zero());
+                    timeout = r.timeout;
                     retries = Some(r.retries.clone());
                     // The upstream sees the rewritten authority: SNI and
                     // certificate names follow it, as Envoy's auto_sni does.

@@ -264,8 +264,7 @@ impl Ctx {
             self.snapshot.generation,
             &self.conn.drain,
         );
-        // `0s` is no timeout, as in Istio.
-        let result = match prepared.timeout.filter(|t| !t.is_zero()) {
+        let result = match prepared.timeout {
             Some(t) => tokio::time::timeout(t, send)
                 .await
                 .unwrap_or(Err(UpstreamError::RouteTimeout(t))),

@@ -231,6 +231,8 @@ fn compile_route(
         .timeout
         .as_deref()
         .and_then(|t| match duration::parse(t) {
+            // `0s` is no timeout, as in Istio.
+            Ok(d) if d.is_zero() => None,
             Ok(d) => Some(d),
             Err(e) => {
                 cx.error(&format!("{field}.timeout"), e.to_string());
