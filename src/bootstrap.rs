@@ -25,6 +25,47 @@ pub enum OutboundTrafficPolicy {
     RegistryOnly,
 }
 
+/// Istio's ProxyConfig `interceptionMode`: how the app's traffic reaches
+/// the proxy.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default, Serialize, Deserialize, clap::ValueEnum)]
+#[serde(rename_all = "SCREAMING_SNAKE_CASE")]
+#[clap(rename_all = "SCREAMING_SNAKE_CASE")]
+pub enum InterceptionMode {
+    /// No capture: apps use the outbound listener as an HTTP proxy (or by
+    /// Host), and every Gateway/Sidecar ingress port is bound.
+    #[default]
+    None,
+    /// Traffic is captured with NAT REDIRECT rules (`meshgate iptables`):
+    /// the outbound listener serves captured connections by their original
+    /// destination, and Sidecar ingress ports are served on the inbound
+    /// capture listener (15006) instead of being bound.
+    Redirect,
+}
+
+/// `outboundTlsPolicy.mode`: whether plain text may leave the pod.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default, Serialize, Deserialize, clap::ValueEnum)]
+#[serde(rename_all = "SCREAMING_SNAKE_CASE")]
+#[clap(rename_all = "SCREAMING_SNAKE_CASE")]
+pub enum TlsPolicyMode {
+    /// Plain text goes where the configuration sends it.
+    #[default]
+    Allow,
+    /// Every outbound connection is TLS: originated by meshgate (a
+    /// DestinationRule) or the app's own TLS passed through; plain text to
+    /// anything else is refused (`plaintext_refused`).
+    Require,
+}
+
+/// `outboundTlsPolicy`: the force-encryption switch and its exceptions.
+#[derive(Debug, Clone, PartialEq, Eq, Default, Serialize)]
+pub struct OutboundTlsPolicy {
+    /// ALLOW (default) or REQUIRE.
+    pub mode: TlsPolicyMode,
+    /// `host:port` destinations that may be reached in plain text under
+    /// REQUIRE (`*.example.com:80` for a wildcard host).
+    pub exceptions: Vec<(String, u16)>,
+}
+
 /// Envoy's `headers_with_underscores_action`: what to do with a request
 /// header whose name has an underscore (such names can alias dashed ones
 /// in CGI-style apps: `x_user` read as `x-user`).
@@ -113,6 +154,14 @@ pub struct Bootstrap {
     /// How request paths are normalised before routing and forwarding
     /// (MeshConfig `pathNormalization.normalization`, default `BASE`).
     pub path_normalization: PathNormalization,
+    /// How app traffic reaches the proxy (Istio's `interceptionMode`).
+    pub interception_mode: InterceptionMode,
+    /// How long a captured connection may send nothing before its protocol
+    /// is decided without its first bytes (MeshConfig
+    /// `protocolDetectionTimeout`); then it is TCP.
+    pub protocol_detection_timeout: Duration,
+    /// Whether plain text may leave the pod (`outboundTlsPolicy`).
+    pub outbound_tls_policy: OutboundTlsPolicy,
 }
 
 /// A bootstrap file that cannot be used.
@@ -145,6 +194,12 @@ pub enum BootstrapError {
         message: String,
     },
 }
+
+/// How long a captured connection may stay silent before it is taken for
+/// TCP: long enough for any client that speaks first, short enough for a
+/// protocol whose server speaks first (Istio's default before it made the
+/// wait unbounded).
+pub const DEFAULT_PROTOCOL_DETECTION: Duration = Duration::from_millis(100);
 
 /// Istio's default `terminationDrainDuration`.
 pub const DEFAULT_TERMINATION_DRAIN: Duration = Duration::from_secs(5);
@@ -180,6 +235,9 @@ impl Default for Bootstrap {
             strict: false,
             idle_timeout: Duration::from_secs(3600),
             stream_idle_timeout: Duration::from_secs(300),
+            interception_mode: InterceptionMode::None,
+            protocol_detection_timeout: DEFAULT_PROTOCOL_DETECTION,
+            outbound_tls_policy: OutboundTlsPolicy::default(),
         }
     }
 }
@@ -213,6 +271,17 @@ struct BootstrapFile {
     idle_timeout: Option<String>,
     stream_idle_timeout: Option<String>,
     headers_with_underscores_action: Option<UnderscoreAction>,
+    interception_mode: Option<InterceptionMode>,
+    protocol_detection_timeout: Option<String>,
+    outbound_tls_policy: Option<TlsPolicyFile>,
+}
+
+#[derive(Debug, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct TlsPolicyFile {
+    mode: Option<TlsPolicyMode>,
+    #[serde(default)]
+    exceptions: Vec<String>,
 }
 
 #[derive(Debug, Default, Deserialize)]
@@ -304,6 +373,35 @@ impl Bootstrap {
         if let Some(mode) = file.path_normalization.and_then(|p| p.normalization) {
             self.path_normalization = mode;
         }
+        if let Some(mode) = file.interception_mode {
+            self.interception_mode = mode;
+        }
+        if let Some(d) = dur("protocolDetectionTimeout", &file.protocol_detection_timeout)? {
+            if d.is_zero() {
+                return Err(BootstrapError::Field {
+                    path: path.to_path_buf(),
+                    field: "protocolDetectionTimeout",
+                    message: "must be at least 1ms (a captured connection is never held \
+                              without a bound)"
+                        .into(),
+                });
+            }
+            self.protocol_detection_timeout = d;
+        }
+        if let Some(policy) = file.outbound_tls_policy {
+            if let Some(mode) = policy.mode {
+                self.outbound_tls_policy.mode = mode;
+            }
+            let mut exceptions = Vec::new();
+            for (i, e) in policy.exceptions.iter().enumerate() {
+                exceptions.push(parse_exception(e).map_err(|message| BootstrapError::Field {
+                    path: path.to_path_buf(),
+                    field: "outboundTlsPolicy.exceptions",
+                    message: format!("[{i}] {e:?}: {message}"),
+                })?);
+            }
+            self.outbound_tls_policy.exceptions = exceptions;
+        }
         Ok(())
     }
 
@@ -339,6 +437,24 @@ impl Bootstrap {
             ..Bootstrap::default()
         }
     }
+}
+
+/// An `outboundTlsPolicy.exceptions` entry: `host:port`, the host a name
+/// (`*.` wildcard allowed) or an IP (`[v6]:port`).
+pub fn parse_exception(s: &str) -> Result<(String, u16), String> {
+    let (host, port) = s
+        .rsplit_once(':')
+        .ok_or_else(|| "expected host:port, e.g. api.example.com:80".to_string())?;
+    let port: u16 = port
+        .parse()
+        .ok()
+        .filter(|p| *p != 0)
+        .ok_or_else(|| format!("{port:?} is not a port (1-65535)"))?;
+    let host = host.trim_start_matches('[').trim_end_matches(']');
+    if host.is_empty() || host.contains(char::is_whitespace) {
+        return Err("expected host:port, e.g. api.example.com:80".into());
+    }
+    Ok((host.to_ascii_lowercase(), port))
 }
 
 fn first_line(s: &str) -> String {
@@ -391,6 +507,39 @@ mod tests {
         std::fs::write(&p, "pathNormalization:\n  normalization: SOMETIMES\n").unwrap();
         let err = b.apply_file(&p).unwrap_err().to_string();
         assert!(err.contains("b.yaml") && err.contains("SOMETIMES"), "{err}");
+    }
+
+    #[test]
+    fn capture_settings_use_istio_spelling() {
+        let dir = tempfile::tempdir().unwrap();
+        let p = dir.path().join("b.yaml");
+        let mut b = Bootstrap::default();
+        assert_eq!(b.interception_mode, InterceptionMode::None);
+        assert_eq!(b.outbound_tls_policy.mode, TlsPolicyMode::Allow);
+        std::fs::write(
+            &p,
+            "interceptionMode: REDIRECT\nprotocolDetectionTimeout: 250ms\n\
+             outboundTlsPolicy:\n  mode: REQUIRE\n  exceptions: [\"Legacy.internal:80\", \"[fd00::1]:8080\"]\n",
+        )
+        .unwrap();
+        b.apply_file(&p).unwrap();
+        assert_eq!(b.interception_mode, InterceptionMode::Redirect);
+        assert_eq!(b.protocol_detection_timeout, Duration::from_millis(250));
+        assert_eq!(b.outbound_tls_policy.mode, TlsPolicyMode::Require);
+        assert_eq!(
+            b.outbound_tls_policy.exceptions,
+            vec![("legacy.internal".into(), 80), ("fd00::1".into(), 8080)]
+        );
+        for bad in [
+            "outboundTlsPolicy:\n  exceptions: [\"legacy.internal\"]\n",
+            "outboundTlsPolicy:\n  exceptions: [\"legacy.internal:http\"]\n",
+            "protocolDetectionTimeout: 0s\n",
+            "interceptionMode: TPROXY\n",
+        ] {
+            std::fs::write(&p, bad).unwrap();
+            let err = b.apply_file(&p).unwrap_err().to_string();
+            assert!(err.contains("b.yaml"), "{bad}: {err}");
+        }
     }
 
     #[test]

@@ -7,7 +7,7 @@ use std::time::Duration;
 
 use clap::Args;
 
-use crate::bootstrap::{Bootstrap, OutboundTrafficPolicy};
+use crate::bootstrap::{Bootstrap, InterceptionMode, OutboundTrafficPolicy, TlsPolicyMode};
 
 /// Flags shared by `run` and `validate`.
 #[derive(Args, Debug, Clone)]
@@ -29,6 +29,17 @@ pub struct ConfigFlags {
     /// What to do with hosts that no ServiceEntry declares (default ALLOW_ANY, as in Istio).
     #[arg(long, value_enum)]
     pub outbound_traffic_policy: Option<OutboundTrafficPolicy>,
+    /// REQUIRE: no plain text leaves the pod; outbound traffic is TLS that
+    /// meshgate originates (a DestinationRule) or the app's own TLS
+    /// (bootstrap `outboundTlsPolicy`, with its `exceptions`) [default: ALLOW].
+    #[arg(long, value_enum)]
+    pub outbound_tls_policy: Option<TlsPolicyMode>,
+    /// REDIRECT when traffic is captured by `meshgate iptables` rules:
+    /// Sidecar ingress ports are then served on the inbound capture
+    /// listener instead of being bound (Istio's `interceptionMode`)
+    /// [default: NONE].
+    #[arg(long, value_enum)]
+    pub interception_mode: Option<InterceptionMode>,
     /// This workload's mesh identity for ISTIO_MUTUAL, in Istio's
     /// file-mounted layout: cert-chain.pem, key.pem, root-cert.pem (e.g. from
     /// `meshgate ca issue`); rotated files are picked up.
@@ -151,6 +162,8 @@ impl ConfigFlags {
         set(&mut b.secrets_dir, self.secrets_dir.clone().map(Some));
         set(&mut b.namespace, self.namespace.clone());
         set(&mut b.outbound_traffic_policy, self.outbound_traffic_policy);
+        set(&mut b.outbound_tls_policy.mode, self.outbound_tls_policy);
+        set(&mut b.interception_mode, self.interception_mode);
         set(&mut b.identity_dir, self.identity_dir.clone().map(Some));
         set(&mut b.trust_domain, self.trust_domain.clone());
         b.ignore_unsupported |= self.ignore_unsupported;
