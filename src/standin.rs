@@ -157,6 +157,24 @@ impl StandInConfig {
 impl StandIn {
     /// Starts the service on `addr` (port 0 for any).
     pub async fn start(addr: SocketAddr, cfg: StandInConfig) -> Result<StandIn, StandInError> {
+        let acceptor = Self::acceptor(&cfg)?;
+        let listener = TcpListener::bind(addr)
+            .await
+            .map_err(|source| StandInError::Bind { addr, source })?;
+        Self::serve(listener, acceptor)
+    }
+
+    /// [`StandIn::start`] on a listener the caller bound (e.g. inside
+    /// another network namespace).
+    pub async fn start_on(
+        listener: TcpListener,
+        cfg: StandInConfig,
+    ) -> Result<StandIn, StandInError> {
+        let acceptor = Self::acceptor(&cfg)?;
+        Self::serve(listener, acceptor)
+    }
+
+    fn acceptor(cfg: &StandInConfig) -> Result<TlsAcceptor, StandInError> {
         let provider = creds::provider();
         // No validity checks here: tests serve expired and not-yet-valid
         // certificates on purpose.
@@ -187,10 +205,10 @@ impl StandIn {
         } else {
             vec![b"http/1.1".to_vec()]
         };
-        let acceptor = TlsAcceptor::from(Arc::new(config));
-        let listener = TcpListener::bind(addr)
-            .await
-            .map_err(|source| StandInError::Bind { addr, source })?;
+        Ok(TlsAcceptor::from(Arc::new(config)))
+    }
+
+    fn serve(listener: TcpListener, acceptor: TlsAcceptor) -> Result<StandIn, StandInError> {
         let addr = listener.local_addr().map_err(StandInError::LocalAddr)?;
         let s = StandIn {
             addr,
@@ -546,6 +564,12 @@ pub async fn start_echo_service(
     addr: std::net::SocketAddr,
 ) -> std::io::Result<std::net::SocketAddr> {
     let l = tokio::net::TcpListener::bind(addr).await?;
+    serve_echo_service(l)
+}
+
+/// [`echo_service`] on a listener the caller bound (e.g. inside another
+/// network namespace); its address.
+pub fn serve_echo_service(l: tokio::net::TcpListener) -> std::io::Result<std::net::SocketAddr> {
     let addr = l.local_addr()?;
     tokio::spawn(async move {
         loop {
