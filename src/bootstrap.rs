@@ -454,6 +454,9 @@ pub fn parse_exception(s: &str) -> Result<(String, u16), String> {
     if host.is_empty() || host.contains(char::is_whitespace) {
         return Err("expected host:port, e.g. api.example.com:80".into());
     }
+    if host.parse::<IpAddr>().is_err() {
+        crate::plan::host::HostPattern::parse(host).map_err(|e| e.to_string())?;
+    }
     Ok((host.to_ascii_lowercase(), port))
 }
 
@@ -533,6 +536,8 @@ mod tests {
         for bad in [
             "outboundTlsPolicy:\n  exceptions: [\"legacy.internal\"]\n",
             "outboundTlsPolicy:\n  exceptions: [\"legacy.internal:http\"]\n",
+            "outboundTlsPolicy:\n  exceptions: [\"legacy.*.internal:80\"]\n",
+            "outboundTlsPolicy:\n  exceptions: [\"legacy/internal:80\"]\n",
             "protocolDetectionTimeout: 0s\n",
             "interceptionMode: TPROXY\n",
         ] {

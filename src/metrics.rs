@@ -133,6 +133,13 @@ pub struct DestinationLabels {
     pub destination_service: std::sync::Arc<str>,
 }
 
+/// `meshgate_plaintext_refused_total` labels.
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+pub struct PlaintextLabels {
+    /// `http` (a plain HTTP request) or `tcp` (a tunnel's plain bytes).
+    pub kind: &'static str,
+}
+
 /// Labels with only a direction.
 #[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
 pub struct DirectionLabels {
@@ -192,6 +199,8 @@ pub struct Metrics {
     pub upstream_ejections: Family<DestinationLabels, Counter>,
     /// Requests tried again per the route's retry policy.
     pub upstream_retries: Family<DestinationLabels, Counter>,
+    /// Outbound plain text refused under `outboundTlsPolicy: REQUIRE`.
+    pub plaintext_refused: Family<PlaintextLabels, Counter>,
     /// CPU seconds the process has used (Prometheus' standard name).
     process_cpu: Counter<f64, std::sync::atomic::AtomicU64>,
     /// Resident memory (Prometheus' standard name).
@@ -368,8 +377,15 @@ impl Metrics {
             "Requests tried again per the route's retry policy, per destination",
             upstream_retries.clone(),
         );
+        let plaintext_refused = Family::default();
+        registry.register(
+            "meshgate_plaintext_refused",
+            "Outbound plain text refused under outboundTlsPolicy REQUIRE (no DestinationRule originates TLS and no exception lists the destination), by kind: http requests answered 403, tcp tunnels closed",
+            plaintext_refused.clone(),
+        );
         Metrics {
             registry,
+            plaintext_refused,
             upstream_overflow,
             upstream_ejections,
             upstream_retries,
@@ -413,6 +429,14 @@ impl Metrics {
                 destination_service: destination.clone(),
                 kind,
             })
+            .inc();
+    }
+
+    /// Counts plain text refused under `outboundTlsPolicy: REQUIRE`
+    /// (`kind`: `http` or `tcp`).
+    pub fn count_plaintext_refused(&self, kind: &'static str) {
+        self.plaintext_refused
+            .get_or_create(&PlaintextLabels { kind })
             .inc();
     }
 

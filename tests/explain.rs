@@ -751,3 +751,106 @@ spec:
     assert_eq!(v["refusal"]["code"], "no_route");
     assert!(v["refusal"]["status"].is_null() && v["refusal"]["alert"].is_null());
 }
+
+#[test]
+fn outbound_tls_policy_require_shows_the_decision() {
+    let dir = tempfile::tempdir().unwrap();
+    let (file, _) = egress(dir.path());
+    let plain = write(
+        dir.path(),
+        "plain.yaml",
+        r#"apiVersion: networking.istio.io/v1
+kind: ServiceEntry
+metadata:
+  name: plain
+spec:
+  hosts: [plain.external.test, legacy.external.test]
+  ports:
+  - {number: 80, name: http, protocol: HTTP}
+  resolution: DNS
+"#,
+    );
+    let boot = write(
+        dir.path(),
+        "bootstrap.yaml",
+        "outboundTlsPolicy:\n  mode: REQUIRE\n  exceptions: [\"legacy.external.test:80\"]\n",
+    );
+    let (cfg, plain, boot) = (
+        file.to_str().unwrap(),
+        plain.to_str().unwrap(),
+        boot.to_str().unwrap(),
+    );
+    let run = |target: &str, json: bool| {
+        let mut args = vec!["-c", cfg, "-c", plain, "--bootstrap", boot];
+        if json {
+            args.push("--json");
+        }
+        args.extend(["outbound", target]);
+        explain(&args)
+    };
+
+    // Plain HTTP with nothing to originate TLS: 403, with the fix.
+    let out = run("http://plain.external.test/x", false);
+    assert_eq!(out.status.code(), Some(1), "{}", show(&out));
+    let stdout = text(&out.stdout);
+    for want in [
+        "REFUSED (403 plaintext_refused): plain text to plain.external.test:80 is refused",
+        "outboundTlsPolicy.exceptions",
+        "REQUIRE refused: plain text to plain.external.test:80 is refused (plaintext_refused)",
+    ] {
+        assert!(stdout.contains(want), "missing {want:?}\n{}", show(&out));
+    }
+    let v = json(&run("http://plain.external.test/x", true));
+    assert_eq!(v["served"], false);
+    assert_eq!(v["refusal"]["code"], "plaintext_refused");
+    assert_eq!(v["refusal"]["status"], 403);
+    assert_eq!(v["tlsPolicy"]["mode"], "REQUIRE");
+    assert_eq!(v["tlsPolicy"]["decision"], "refused");
+    assert_eq!(v["tlsPolicy"]["because"], "plaintext");
+
+    // A tunnel's plain bytes close it; the app's own TLS passes through.
+    let out = run("plain.external.test:80", true);
+    assert_eq!(out.status.code(), Some(1), "{}", show(&out));
+    let v = json(&out);
+    assert_eq!(v["refusal"]["code"], "plaintext_refused");
+    assert!(v["refusal"]["status"].is_null(), "a closed tunnel: {v:#}");
+    let out = run("https://plain.external.test:80/", true);
+    assert_eq!(out.status.code(), Some(0), "{}", show(&out));
+    assert_eq!(json(&out)["tlsPolicy"]["because"], "appTls");
+
+    // Originated TLS, and the exception.
+    let out = run(&format!("http://{API}/v1"), false);
+    assert_eq!(out.status.code(), Some(0), "{}", show(&out));
+    assert!(
+        text(&out.stdout).contains("REQUIRE allowed: meshgate originates TLS (SIMPLE"),
+        "{}",
+        show(&out)
+    );
+    let v = json(&run("http://legacy.external.test/", true));
+    assert_eq!(v["served"], true, "{v:#}");
+    assert_eq!(v["tlsPolicy"]["because"], "exception");
+    assert_eq!(v["tlsPolicy"]["exception"], "legacy.external.test:80");
+
+    // validate-style warnings name what would be refused.
+    let stderr = text(&run("http://legacy.external.test/", false).stderr);
+    assert!(
+        stderr.contains("plain.external.test:80 will be refused under outboundTlsPolicy REQUIRE")
+            && !stderr.contains("legacy.external.test:80 will be refused"),
+        "{stderr}"
+    );
+
+    // Under ALLOW (the default) JSON says so, and text has no line for it.
+    let out = explain(&[
+        "-c",
+        cfg,
+        "-c",
+        plain,
+        "--json",
+        "outbound",
+        "http://plain.external.test/",
+    ]);
+    assert_eq!(out.status.code(), Some(0), "{}", show(&out));
+    let v = json(&out);
+    assert_eq!(v["tlsPolicy"]["mode"], "ALLOW");
+    assert_eq!(v["tlsPolicy"]["because"], "allowMode");
+}

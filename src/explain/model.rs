@@ -61,6 +61,8 @@ pub struct Explanation {
     pub route: Option<RouteInfo>,
     /// Where the request goes.
     pub destination: Option<DestinationInfo>,
+    /// Outbound: the `outboundTlsPolicy` decision on what leaves the pod.
+    pub tls_policy: Option<TlsPolicyInfo>,
     /// Anything else worth knowing.
     pub notes: Vec<String>,
     /// Errors in parts of the configuration left out while the rest is
@@ -84,6 +86,7 @@ impl Explanation {
             client_certificate: None,
             route: None,
             destination: None,
+            tls_policy: None,
             notes: Vec::new(),
             left_out: Vec::new(),
         }
@@ -374,6 +377,24 @@ pub struct DestinationInfo {
     /// Pool limits and timeouts (Istio's defaults where no
     /// DestinationRule sets them); `None` where meshgate keeps no pool.
     pub pool: Option<PoolInfo>,
+}
+
+/// The `outboundTlsPolicy` decision on an outbound request or tunnel.
+#[derive(Debug, Clone, Serialize)]
+#[serde(rename_all = "camelCase")]
+pub struct TlsPolicyInfo {
+    /// `ALLOW` or `REQUIRE`.
+    pub mode: String,
+    /// `allowed` or `refused`.
+    pub decision: String,
+    /// Why: `originatedTls` (a DestinationRule), `appTls` (the app's own
+    /// TLS passes through), `exception`, `allowMode` (plain text under
+    /// ALLOW) or `plaintext` (refused).
+    pub because: String,
+    /// The exception that lists the destination (`host:port`).
+    pub exception: Option<String>,
+    /// In a sentence.
+    pub detail: String,
 }
 
 /// TLS that meshgate originates to the destination.

@@ -4,13 +4,17 @@
 //! `runtime::outbound` does.
 
 use super::mesh;
-use super::model::{Direction, Explanation, Refusal, RequestInfo, RequestKind};
+use super::model::{
+    Direction, Explanation, Refusal, RequestInfo, RequestKind, TlsPolicyInfo, UpstreamTlsInfo,
+    yaml_name,
+};
 use super::request::OutboundRequest;
 use super::upstream;
 use crate::bootstrap::Bootstrap;
 use crate::load::Loaded;
 use crate::plan::Decision;
-use crate::plan::outbound::MeshRouting;
+use crate::plan::outbound::tls_policy::PlaintextGrant;
+use crate::plan::outbound::{MeshRouting, OutboundPlan};
 use crate::plan::path::normalize;
 
 /// Explains `req` under `loaded`.
@@ -96,6 +100,7 @@ pub fn explain(loaded: &Loaded, bootstrap: &Bootstrap, req: &OutboundRequest) ->
                 if http { "forwarded in plain HTTP" } else { "the tunnel carries the app's bytes" }
             ));
             ex.destination = Some(upstream::plain("passthrough", &host, port, false));
+            tls_policy(&mut ex, outbound, req, None);
         }
         Decision::Registered(t) => {
             let (mut dest, matched) = upstream::target(loaded, &t);
@@ -120,6 +125,12 @@ pub fn explain(loaded: &Loaded, bootstrap: &Bootstrap, req: &OutboundRequest) ->
                     t.port.number, t.port.protocol, t.host, t.port.number
                 ));
             }
+            // As the runtime: a request's plain text is refused before
+            // anything is dialled; a tunnel's once it is open (its first
+            // bytes decide).
+            if http {
+                tls_policy(&mut ex, outbound, req, dest.tls.as_ref());
+            }
             upstream::without_endpoints(&mut ex, &t, true);
             if let Some(own) = dest.endpoints.iter().find(|e| is_own(e, bootstrap)) {
                 ex.refuse(Refusal::status(
@@ -129,10 +140,108 @@ pub fn explain(loaded: &Loaded, bootstrap: &Bootstrap, req: &OutboundRequest) ->
                     Some(format!("give {} an endpoint that is not the proxy", t.host)),
                 ));
             }
+            if !http {
+                tls_policy(&mut ex, outbound, req, dest.tls.as_ref());
+            }
             ex.destination = Some(dest);
         }
     }
     ex.finish()
+}
+
+/// The `outboundTlsPolicy` decision (`OutboundPlan::plaintext_allowed`,
+/// as `runtime::outbound` asks it): TLS meshgate originates and the app's
+/// own TLS are allowed; plain text needs ALLOW or an exception, else a
+/// request is answered 403 and a tunnel's plain bytes close it. A
+/// `host:port` tunnel is explained for bytes that are not TLS.
+fn tls_policy(
+    ex: &mut Explanation,
+    outbound: &OutboundPlan,
+    req: &OutboundRequest,
+    originated: Option<&UpstreamTlsInfo>,
+) {
+    let mode = yaml_name(&outbound.tls_policy.mode);
+    let info =
+        |decision: &str, because: &str, exception: Option<String>, detail: String| TlsPolicyInfo {
+            mode: mode.clone(),
+            decision: decision.into(),
+            because: because.into(),
+            exception,
+            detail,
+        };
+    let http = req.kind == RequestKind::Http;
+    let decided = if let Some(tls) = originated {
+        info(
+            "allowed",
+            "originatedTls",
+            None,
+            format!(
+                "meshgate originates TLS ({}, {}){}",
+                tls.mode,
+                tls.at,
+                if http {
+                    ""
+                } else {
+                    "; a ClientHello from the app passes through"
+                }
+            ),
+        )
+    } else if req.app_tls {
+        info(
+            "allowed",
+            "appTls",
+            None,
+            "the app's own TLS passes through the tunnel untouched".into(),
+        )
+    } else {
+        match outbound.plaintext_allowed(&req.host, req.port) {
+            Ok(PlaintextGrant::AllowMode) => info(
+                "allowed",
+                "allowMode",
+                None,
+                "plain text may leave the pod (outboundTlsPolicy ALLOW)".into(),
+            ),
+            Ok(PlaintextGrant::Exception(e)) => info(
+                "allowed",
+                "exception",
+                Some(e.clone()),
+                format!("plain text, listed in outboundTlsPolicy.exceptions as {e}"),
+            ),
+            Err(r) => {
+                ex.refuse(if http {
+                    Refusal::status("plaintext_refused", 403, r.reason(), Some(r.fix()))
+                } else {
+                    Refusal::closed(
+                        "plaintext_refused",
+                        format!(
+                            "{}: a tunnel whose first bytes are not a TLS ClientHello is closed",
+                            r.reason()
+                        ),
+                        Some(format!(
+                            "{} (explain https://{}/ shows a tunnel carrying the app's TLS)",
+                            r.fix(),
+                            r.authority()
+                        )),
+                    )
+                });
+                info(
+                    "refused",
+                    "plaintext",
+                    None,
+                    format!(
+                        "plain text to {} is refused (plaintext_refused){}",
+                        r.authority(),
+                        if http {
+                            ""
+                        } else {
+                            "; the app's own TLS would pass through"
+                        }
+                    ),
+                )
+            }
+        }
+    };
+    ex.tls_policy = Some(decided);
 }
 
 /// The host's mesh VirtualService has routes for this traffic and none

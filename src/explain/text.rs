@@ -78,6 +78,16 @@ pub fn render(ex: &Explanation) -> String {
         }
         (None, None) => kv(&mut out, 2, "result", "not served"),
     }
+    // Under ALLOW (the default) plain text is not a question: the line
+    // is printed under REQUIRE only (JSON has it always).
+    if let Some(p) = ex.tls_policy.as_ref().filter(|p| p.mode != "ALLOW") {
+        kv(
+            &mut out,
+            2,
+            "tls policy",
+            &format!("{} {}: {}", p.mode, p.decision, p.detail),
+        );
+    }
     if !ex.matched.is_empty() {
         out.push_str("matched\n");
         for m in &ex.matched {

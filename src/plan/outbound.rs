@@ -63,6 +63,9 @@ pub struct OutboundPlan {
     pub rules: Vec<Arc<RulePlan>>,
     /// VirtualServices bound to `mesh`.
     pub routes: Vec<MeshRoutes>,
+    /// `outboundTlsPolicy`: whether plain text may leave the pod
+    /// ([`OutboundPlan::plaintext_allowed`]).
+    pub tls_policy: tls_policy::TlsPolicyPlan,
 }
 
 /// A compiled ServiceEntry.
@@ -780,6 +783,20 @@ impl OutboundPlan {
         })
     }
 
+    /// Whether plain text from the app may leave the pod for `host:port`
+    /// (the host the app addressed: a name or an IP; any case) under
+    /// `outboundTlsPolicy`. Ask it only for traffic that would go out in
+    /// plain text: TLS a DestinationRule originates and the app's own TLS
+    /// are always allowed. `Ok` under ALLOW or when an exception lists it;
+    /// `Err` (`plaintext_refused`) says what to change.
+    pub fn plaintext_allowed(
+        &self,
+        host: &str,
+        port: u16,
+    ) -> Result<tls_policy::PlaintextGrant, tls_policy::PlaintextRefusal> {
+        self.tls_policy.plaintext_allowed(host, port)
+    }
+
     /// The most specific ServiceEntry declaring `host` (on `port` when
     /// given); the first loaded wins ties.
     pub fn service_for(&self, host: &str, port: Option<u16>) -> Option<Arc<ServicePlan>> {
@@ -815,3 +832,4 @@ pub use mesh::{L4MatchPlan, L4RoutePlan, MeshRoutes, MeshRouting, RequestFacts, 
 use mesh::{l4_choice, normalized, unmatched};
 pub mod net;
 mod service;
+pub mod tls_policy;

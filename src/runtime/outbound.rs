@@ -8,6 +8,10 @@
 //! header operations); a tunnel to a host whose VirtualService has TLS or
 //! TCP routes for the port is routed by its first bytes: a ClientHello's
 //! SNI selects a TLS route, anything else a TCP route.
+//! Under `outboundTlsPolicy: REQUIRE`, plain text leaves only inside TLS
+//! the destination originates or to an exception
+//! (`OutboundPlan::plaintext_allowed`); else a request gets 403 and a
+//! tunnel whose first bytes are not TLS is closed (`plaintext_refused`).
 
 use std::convert::Infallible;
 use std::sync::Arc;
@@ -18,7 +22,7 @@ use hyper::server::conn::http1;
 use hyper::service::service_fn;
 use hyper_util::rt::{TokioIo, TokioTimer};
 use tokio::net::TcpStream;
-use tracing::debug;
+use tracing::{debug, warn};
 
 use super::conn::Connection;
 use super::copy::{Counted, TCP_IDLE_TIMEOUT, splice};
@@ -27,11 +31,13 @@ use super::exchange::{
     shape_response,
 };
 use super::http::{Authority, Body, boxed, head_buffer, request_authority, strip_hop_by_hop};
+use super::log_limit::LogLimit;
 use super::prepared::{Destination, Prepared, PreparedKey};
 use super::state::State;
 use super::timeouts::{self, Timeouts, serve_bounded};
 use super::tls_fact::{NoTls, TlsFact};
 use crate::plan::Decision;
+use crate::plan::outbound::tls_policy::PlaintextRefusal;
 use crate::plan::outbound::{MeshRouting, RequestFacts};
 use crate::plan::route::RequestView;
 use crate::tls::hello::{self, RawSni};
@@ -143,6 +149,20 @@ async fn forward(ctx: &Ctx, mut req: Request<Incoming>, auth: &Authority) -> Rep
         Ok(p) => p,
         Err(reply) => return *reply,
     };
+    // The app's bytes are plain text: under outboundTlsPolicy REQUIRE they
+    // leave only inside the destination's TLS, or to an exception.
+    if let Err(refusal) = outbound.plaintext_allowed(host, port)
+        && originates(&prepared).is_none()
+    {
+        plaintext_refused(&ctx.state.metrics, &refusal, "http");
+        let mut reply = Reply::local(
+            StatusCode::FORBIDDEN,
+            PLAINTEXT_REFUSED,
+            format!("meshgate: {refusal}"),
+        );
+        reply.outcome.destination = prepared.dest.label.clone();
+        return reply;
+    }
     let http_route = routing.http();
     let rewrite = http_route.and_then(|(r, _, m)| r.rewrite.as_ref().map(|rw| (rw, m)));
     let path = rewrite.and_then(|(rw, m)| rw.rewrite_path(&pq, &m));
@@ -240,6 +260,14 @@ async fn connect(ctx: &Arc<Ctx>, req: Request<Incoming>, host: &str, port: u16) 
     };
     let dest = prepared.dest.clone();
     let originate = originates(&prepared);
+    // Under outboundTlsPolicy REQUIRE, plain bytes that are not wrapped
+    // need an exception: the first bytes decide ([`open_tunnel`]).
+    let refused = ctx
+        .snapshot
+        .plan
+        .outbound
+        .plaintext_allowed(host, port)
+        .err();
     let pick = ctx.state.next();
     let upstream = match ctx
         .state
@@ -261,8 +289,10 @@ async fn connect(ctx: &Arc<Ctx>, req: Request<Incoming>, host: &str, port: u16) 
                 conn.spliced(label, endpoints, false);
                 let mut down = TokioIo::new(upgraded);
                 let end = match originate {
-                    None => splice(conn.bytes(), down, upstream, TCP_IDLE_TIMEOUT).await,
-                    Some(originate) => {
+                    None if refused.is_none() => {
+                        splice(conn.bytes(), down, upstream, TCP_IDLE_TIMEOUT).await
+                    }
+                    originate => {
                         let first = match read_first(&mut down, first_bytes).await {
                             Ok(first) => first,
                             Err(flag) => return conn.set_flag(flag),
@@ -270,7 +300,8 @@ async fn connect(ctx: &Arc<Ctx>, req: Request<Incoming>, host: &str, port: u16) 
                         let tunnel = open_tunnel(
                             &first,
                             upstream,
-                            Some(originate),
+                            originate,
+                            refused,
                             connect_timeout,
                             conn.metrics(),
                         );
@@ -367,6 +398,7 @@ fn connect_by_first_bytes(
             &first,
             upstream,
             originates(&prepared),
+            outbound.plaintext_allowed(&host, port).err(),
             dest.policy.connect_timeout,
             conn.metrics(),
         );
@@ -485,14 +517,28 @@ impl Tunnel {
 /// record, or a destination without `originate`, goes through untouched;
 /// anything else is sent inside TLS made with `originate`. `first` is
 /// forwarded before anything else. Errors are the connection's flag.
+///
+/// `refused` is the plan's answer for plain text to the tunnel's
+/// destination (`OutboundPlan::plaintext_allowed(..).err()`): with it,
+/// bytes that are not a TLS record and that `originate` does not wrap
+/// (silence included) are refused — nothing is written to `up`, and the
+/// flag is `plaintext_refused` (logged and counted here).
 async fn open_tunnel(
     first: &[u8],
     mut up: TcpStream,
     originate: Option<Originate>,
+    refused: Option<PlaintextRefusal>,
     connect_timeout: std::time::Duration,
     metrics: &crate::metrics::Metrics,
 ) -> Result<Tunnel, &'static str> {
     use tokio::io::AsyncWriteExt as _;
+    if let Some(refusal) = refused
+        && originate.is_none()
+        && !is_tls_record(first)
+    {
+        plaintext_refused(metrics, &refusal, "tcp");
+        return Err(PLAINTEXT_REFUSED);
+    }
     let Some((config, sni)) = originate.filter(|_| !is_tls_record(first)) else {
         up.write_all(first)
             .await
@@ -521,6 +567,35 @@ async fn open_tunnel(
             .map_err(|_| "upstream_write_failed")?;
     }
     Ok(Tunnel::Originated(Box::new(tls)))
+}
+
+/// The flag (and `x-meshgate-error`) of plain text refused under
+/// `outboundTlsPolicy: REQUIRE`.
+const PLAINTEXT_REFUSED: &str = "plaintext_refused";
+
+/// Plain-text refusals: at most this many lines per kind per 10 s (a
+/// client can cause one per request); the metric counts them all.
+static PLAINTEXT_LOG: LogLimit = LogLimit::per_10s(10);
+
+/// Logs (rate limited) and counts plain text refused under
+/// `outboundTlsPolicy: REQUIRE`; `kind` is `http` (a request) or `tcp` (a
+/// tunnel's bytes).
+fn plaintext_refused(
+    metrics: &crate::metrics::Metrics,
+    refusal: &PlaintextRefusal,
+    kind: &'static str,
+) {
+    metrics.count_plaintext_refused(kind);
+    if let Some(suppressed) = PLAINTEXT_LOG.allow(kind) {
+        warn!(
+            reason = PLAINTEXT_REFUSED,
+            destination = %refusal.authority(),
+            kind,
+            suppressed,
+            "outbound plain text refused: {refusal}{}",
+            PLAINTEXT_LOG.note(suppressed)
+        );
+    }
 }
 
 fn refused(reason: String) -> Reply {

@@ -138,3 +138,4 @@ mod parity;
 mod revocation;
 mod routing;
 mod tls;
+mod tls_policy;

@@ -4,6 +4,7 @@
 use std::sync::Arc;
 
 use super::net::parse_networks;
+use super::tls_policy::{TlsPolicyPlan, check};
 use super::{L4MatchPlan, L4RoutePlan, MeshRoutes, OutboundPlan, ServicePlan, service};
 use crate::bootstrap::{Bootstrap, OutboundTrafficPolicy};
 use crate::config::{Config, Resource, Source};
@@ -33,7 +34,7 @@ pub(crate) fn compile(
         .filter_map(|se| service::compile_service(se, diag))
         .map(Arc::new)
         .collect();
-    OutboundPlan {
+    let plan = OutboundPlan {
         policy,
         rules: rule::compile(config, &services, policy, diag),
         services,
@@ -42,7 +43,10 @@ pub(crate) fn compile(
             .iter()
             .filter_map(|vs| compile_routes(vs, diag))
             .collect(),
-    }
+        tls_policy: TlsPolicyPlan::compile(&bootstrap.outbound_tls_policy),
+    };
+    check::check_services(&config.service_entries, &plan, diag);
+    plan
 }
 
 fn compile_routes(
