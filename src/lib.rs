@@ -4,6 +4,7 @@ pub mod admin;
 pub mod app;
 pub mod bootstrap;
 pub mod ca;
+pub mod capture;
 pub mod config;
 pub mod creds;
 #[cfg(feature = "demo")]

@@ -4,6 +4,7 @@ use std::process::ExitCode;
 
 use clap::{Parser, Subcommand};
 use meshgate::ca::cli::CaCommand;
+use meshgate::capture::cli::IptablesArgs;
 use meshgate::explain::cli::ExplainArgs;
 use meshgate::flags::{ConfigFlags, RunFlags};
 
@@ -74,6 +75,10 @@ enum Command {
     /// The mesh CA: create one, issue workload certificates.
     #[command(subcommand)]
     Ca(CaCommand),
+    /// Install, print (--dry-run) or remove (--cleanup) the iptables or
+    /// nftables rules that capture the pod's traffic, as istio-iptables.
+    #[command(long_about = meshgate::capture::cli::LONG_ABOUT)]
+    Iptables(IptablesArgs),
 }
 
 #[cfg(feature = "demo")]
@@ -133,6 +138,7 @@ fn main() -> ExitCode {
         Command::Validate(flags) => validate(&flags),
         Command::Explain(args) => meshgate::explain::cli::run(&args),
         Command::Run(flags) => runtime.block_on(run(*flags)),
+        Command::Iptables(args) => meshgate::capture::cli::main(&args),
         Command::Ca(cmd) => match meshgate::ca::cli::run(cmd) {
             Ok(()) => ExitCode::SUCCESS,
             Err(e) => {
