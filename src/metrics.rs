@@ -52,6 +52,16 @@ pub struct RequestLabels {
     pub connection_security_policy: &'static str,
 }
 
+/// Labels of captured connections.
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+pub struct CapturedLabels {
+    /// `outbound` (15001) or `inbound` (15006).
+    pub direction: &'static str,
+    /// What the first bytes showed: `http`, `tls`, `tcp`; `loop` for a
+    /// connection whose original destination was meshgate itself.
+    pub protocol: &'static str,
+}
+
 /// Labels of per-listener connection counts (Envoy's `downstream_cx_*`).
 #[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
 pub struct ListenerLabels {
@@ -164,6 +174,8 @@ pub struct Metrics {
     pub upstream_connections_active: Gauge,
     /// CONNECT tunnels opened.
     pub tunnels: Counter,
+    /// Connections that capture rules redirected here, by what they were.
+    pub captured: Family<CapturedLabels, Counter>,
     /// Downstream connections accepted, per listener.
     pub downstream_connections: Family<ListenerLabels, Counter>,
     /// Downstream connections open, per listener.
@@ -260,6 +272,12 @@ impl Metrics {
             "meshgate_connect_tunnels",
             "CONNECT tunnels opened",
             tunnels.clone(),
+        );
+        let captured = Family::default();
+        registry.register(
+            "meshgate_captured_connections",
+            "Connections redirected to the proxy by capture rules, by direction and sniffed protocol",
+            captured.clone(),
         );
         let downstream_connections = Family::default();
         registry.register(
@@ -404,6 +422,7 @@ impl Metrics {
             upstream_connections,
             upstream_connections_active,
             tunnels,
+            captured,
             downstream_connections,
             downstream_connections_active,
             tcp_opened,

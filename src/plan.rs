@@ -122,6 +122,7 @@ pub fn compile_all(config: &Config, bootstrap: &Bootstrap) -> Compiled {
             trust_domain: bootstrap.trust_domain.clone(),
             app_addr: bootstrap.app_addr,
         }),
+        capture: bootstrap.interception_mode == crate::bootstrap::InterceptionMode::Redirect,
         ..Default::default()
     };
     for source in &config.unenforced_policies {

@@ -1,7 +1,7 @@
 //! The running proxy: listeners, connections, upstream pools.
 //!
 //! Layers, each depending only on those above it:
-//! - `per_worker`, `http`, `tls_fact`, `drain`, `copy`: leaves;
+//! - `per_worker`, `http`, `tls_fact`, `drain`, `copy`, `sniff`: leaves;
 //! - `conn`: the accept loop and the connection guard every connection
 //!   holds (access log and close metrics on drop);
 //! - `upstream`, `prepared`: pooled upstream connections and destinations
@@ -10,9 +10,11 @@
 //!   `ArcSwap`; each connection takes one when accepted, so it never sees
 //!   half of a reload) and what every connection shares;
 //! - `exchange`: one HTTP exchange, the same for both directions;
-//! - `outbound`, `inbound_http`, `inbound`: the listener kinds;
+//! - `outbound`, `inbound_http`, `inbound`: the listener kinds; `capture`:
+//!   connections capture rules redirected, by original destination;
 //! - `workers`: the worker threads and the set of listening ports.
 
+pub mod capture;
 pub mod conn;
 pub mod copy;
 pub mod drain;
@@ -24,6 +26,7 @@ pub mod log_limit;
 pub mod outbound;
 pub mod per_worker;
 pub mod prepared;
+pub mod sniff;
 pub mod state;
 pub mod timeouts;
 pub mod tls_fact;

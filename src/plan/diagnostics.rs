@@ -16,6 +16,9 @@ pub(crate) struct Diagnostics {
     /// Ports each ServiceEntry host declares (lower case), for route
     /// destinations that name no port.
     pub service_ports: std::collections::HashMap<String, Vec<u16>>,
+    /// Whether traffic is captured (`interceptionMode: REDIRECT`): the
+    /// mesh inbound listener then serves every captured port.
+    pub capture: bool,
 }
 
 /// Where the workload's mesh identity lives and its trust domain.

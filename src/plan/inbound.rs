@@ -43,6 +43,28 @@ pub struct ListenerPlan {
     pub servers: Vec<Arc<ServerPlan>>,
 }
 
+impl ListenerPlan {
+    /// A Sidecar ingress listener (the workload's own port, not a Gateway
+    /// server nor the mesh listener): under capture it is served on the
+    /// inbound capture listener by the dialled port instead of being bound,
+    /// as the app itself listens there.
+    pub fn is_sidecar(&self) -> bool {
+        !self.mesh && self.servers.iter().all(|s| s.gateway.is_empty())
+    }
+}
+
+impl InboundPlan {
+    /// The listener that serves a captured inbound connection the client
+    /// dialled to `port`: a Sidecar ingress or Gateway listener on that
+    /// port, else the mesh inbound listener.
+    pub fn captured_listener(&self, port: u16) -> Option<&ListenerPlan> {
+        self.listeners
+            .iter()
+            .find(|l| !l.mesh && l.port == port)
+            .or_else(|| self.listeners.iter().find(|l| l.mesh))
+    }
+}
+
 /// Protocol of a server port.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
 #[serde(rename_all = "SCREAMING_SNAKE_CASE")]

@@ -681,6 +681,30 @@ impl OutboundPlan {
         best.map(|(_, s)| s.clone())
     }
 
+    /// For traffic captured on its way to `ip:port` that names `host` (a
+    /// Host header or SNI), the host to route by when it is not `host`
+    /// itself: a name the registry knows on `port` (a ServiceEntry or a
+    /// mesh VirtualService) is routed as named; otherwise the first host of
+    /// the ServiceEntry whose `addresses` hold `ip`, as Envoy matches a
+    /// listener by destination IP. `None`: route by `host` (or, without
+    /// one, by nothing: Istio's PassthroughCluster / BlackHoleCluster).
+    pub fn captured_host(&self, host: Option<&str>, ip: IpAddr, port: u16) -> Option<String> {
+        if let Some(h) = host {
+            let h = normalize(h);
+            if self.service_for(&h, Some(port)).is_some() || self.mesh_routes(&h).is_some() {
+                return None;
+            }
+        }
+        let service = self.service_for_address(ip, port)?;
+        // A wildcard names no host to connect to.
+        let named = service
+            .hosts
+            .iter()
+            .map(ToString::to_string)
+            .find(|h| !h.starts_with('*'))?;
+        Some(named)
+    }
+
     /// The DestinationRule for `host`, most specific first.
     pub fn rule_for(&self, host: &str) -> Option<&Arc<RulePlan>> {
         most_specific(&self.rules, host, |r| std::slice::from_ref(&r.host))

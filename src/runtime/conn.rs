@@ -152,6 +152,11 @@ struct Facts {
     /// Bytes (received, sent) before the splice began (the CONNECT or
     /// upgrade exchange), left out of the TCP metrics.
     before_splice: (u64, u64),
+    /// Where the client was going before capture redirected it here.
+    original_dst: Option<SocketAddr>,
+    /// The protocol a captured connection's first bytes showed (`http`,
+    /// `tls`, `tcp`); empty when not sniffed.
+    protocol: &'static str,
 }
 
 /// A connection's requests at one moment.
@@ -290,6 +295,22 @@ impl Connection {
         f.spliced = true;
     }
 
+    /// Records where a captured connection was going (its pre-NAT
+    /// destination).
+    pub fn set_original_dst(&self, addr: SocketAddr) {
+        self.facts().original_dst = Some(addr);
+    }
+
+    /// The pre-NAT destination of a captured connection.
+    pub fn original_dst(&self) -> Option<SocketAddr> {
+        self.facts().original_dst
+    }
+
+    /// Records the protocol a captured connection's first bytes showed.
+    pub fn set_protocol(&self, protocol: &'static str) {
+        self.facts().protocol = protocol;
+    }
+
     /// Bytes from and to the client so far.
     pub fn bytes(&self) -> &ByteCounts {
         &self.bytes
@@ -365,6 +386,8 @@ impl Drop for Connection {
             listener = %self.listener.label,
             peer = %self.peer,
             tls = %facts.tls,
+            original_dst = %facts.original_dst.map_or_else(|| "-".to_string(), |a| a.to_string()),
+            protocol = %if facts.protocol.is_empty() { "-" } else { facts.protocol },
             destination = %facts.destination.as_deref().unwrap_or("-"),
             upstream = %facts.upstream.as_deref().unwrap_or("-"),
             requests = *self.requests.get_mut(),

@@ -17,9 +17,10 @@ use tracing::{debug, warn};
 use super::conn::Connection;
 use super::copy::{Counted, TCP_IDLE_TIMEOUT, splice};
 use super::exchange::Ctx;
-use super::inbound_http::{self, HttpConn, listener_plan};
+use super::inbound_http::{self, HttpConn, captured_delivery, config_port, listener_plan};
 use super::log_limit::LogLimit;
 use super::prepared::Destination;
+use super::sniff;
 use super::state::State;
 use super::tls_fact::{NoTls, TlsFact};
 use crate::plan::destination::{self, Speak};
@@ -64,6 +65,21 @@ pub async fn serve(stream: Counted<TcpStream>, conn: Arc<Connection>, state: Arc
         state,
         conn,
     };
+    let captured = ctx
+        .snapshot
+        .plan
+        .inbound
+        .listeners
+        .iter()
+        .any(|l| l.mesh && l.port == ctx.conn.listener.port)
+        .then(|| sniff::original_dst(stream.get_ref()))
+        .flatten();
+    if let Some(orig) = captured {
+        ctx.conn.set_original_dst(orig);
+        if super::capture::is_own_port(orig, stream.get_ref(), &ctx.state) {
+            return super::capture::refuse_loop(&ctx.conn, &ctx.state, orig, "inbound");
+        }
+    }
     let Some(listener) = listener_plan(&ctx) else {
         debug!("listener no longer configured; closing");
         ctx.conn.set_flag("no_listener");
@@ -78,6 +94,11 @@ pub async fn serve(stream: Counted<TcpStream>, conn: Arc<Connection>, state: Arc
                 Ok(Ok(n)) if n > 0 && first[0] != 0x16 => {
                     ctx.conn.set_tls(TlsFact::NoTls(NoTls::Permissive));
                     let server = listener.servers.first().cloned();
+                    if let (Some(_), true, Some(server)) = (captured, listener.mesh, &server) {
+                        // A captured port carries whatever the app speaks.
+                        super::capture::count_inbound(&ctx, "tcp");
+                        return Box::pin(serve_tcp(stream, &ctx, server)).await;
+                    }
                     let conn = Arc::new(HttpConn::new(ctx, server));
                     return inbound_http::serve(stream, conn, inbound_http::Version::Detect).await;
                 }
@@ -85,11 +106,17 @@ pub async fn serve(stream: Counted<TcpStream>, conn: Arc<Connection>, state: Arc
                 _ => return,
             }
         }
+        if captured.is_some() {
+            super::capture::count_inbound(&ctx, "tls");
+        }
         serve_tls(stream, ctx).await;
         return;
     }
     ctx.conn.set_tls(TlsFact::NoTls(NoTls::Plaintext));
     let is_http = listener.servers.iter().all(|s| s.protocol.is_http());
+    if captured.is_some() {
+        super::capture::count_inbound(&ctx, if is_http { "http" } else { "tcp" });
+    }
     // A client that says nothing is closed at the first request's
     // deadline (`runtime::timeouts`), HTTP/2 prior knowledge included.
     if is_http {
@@ -293,13 +320,10 @@ async fn accept_tls(mut stream: Downstream, ctx: Ctx) -> Option<Terminated> {
     let listener = listener_plan(&ctx)?;
     let Some(server) = select_server(&listener.servers, hello.sni.as_deref()).cloned() else {
         let detail = match &hello.sni {
-            Some(s) => format!(
-                "no server on port {} serves SNI {s:?}",
-                ctx.conn.listener.port
-            ),
+            Some(s) => format!("no server on port {} serves SNI {s:?}", config_port(&ctx)),
             None => format!(
                 "the client sent no SNI and no server on port {} serves \"*\"",
-                ctx.conn.listener.port
+                config_port(&ctx)
             ),
         };
         handshake_failed(&ctx, FailureReason::UnknownSni, &detail);
@@ -402,7 +426,7 @@ async fn passthrough(stream: Downstream, hello: Hello, ctx: &Ctx, server: &Serve
             "PASSTHROUGH needs SNI to route; the client sent none",
         );
     };
-    let port = ctx.conn.listener.port;
+    let port = config_port(ctx);
     let Some(dest) = server
         .tls_route(port, sni)
         .and_then(|r| l4_destination(ctx, r))
@@ -433,7 +457,12 @@ async fn connect_l4(ctx: &Ctx, dest: &Destination) -> Option<TcpStream> {
     match ctx
         .state
         .upstreams
-        .connect_tcp(&dest.endpoints, dest.policy.connect_timeout, pick)
+        .connect_tcp_from(
+            dest.source,
+            &dest.endpoints,
+            dest.policy.connect_timeout,
+            pick,
+        )
         .await
     {
         Ok(u) => {
@@ -466,14 +495,14 @@ async fn serve_tcp<IO>(stream: IO, ctx: &Ctx, server: &ServerPlan)
 where
     IO: AsyncRead + AsyncWrite + Unpin,
 {
-    let port = ctx.conn.listener.port;
+    let port = config_port(ctx);
     let dest = match (server.tcp_route(port), &server.default_endpoint) {
         (Some(r), _) => l4_destination(ctx, r),
         (None, Some(ep)) => ep
             .parse::<std::net::SocketAddr>()
             .ok()
             .map(|a| Destination::plain(&a.ip().to_string(), a.port(), "inbound|default")),
-        (None, None) => None,
+        (None, None) => captured_delivery(ctx, server),
     };
     let Some(dest) = dest else {
         warn!(peer = %ctx.conn.peer, server = %server.origin, "no TCP route; closing");

@@ -32,13 +32,47 @@ use crate::plan::route::{FaultPlan, HttpRoutePlan, Matched, RequestView, RouteDe
 /// (servers on one port may bind different IPs).
 pub(super) fn listener_plan(ctx: &Ctx) -> Option<&ListenerPlan> {
     let l = &ctx.conn.listener;
-    ctx.snapshot
-        .plan
-        .inbound
+    let inbound = &ctx.snapshot.plan.inbound;
+    // Captured (on the mesh listener): by the port the client dialled.
+    if let Some(orig) = ctx.conn.original_dst() {
+        return inbound.captured_listener(orig.port());
+    }
+    inbound
         .listeners
         .iter()
         .find(|p| p.port == l.port && p.bind == l.bind)
 }
+
+/// The config port a connection is served as: the port a captured client
+/// dialled, else the listener's.
+pub(super) fn config_port(ctx: &Ctx) -> u16 {
+    ctx.conn
+        .original_dst()
+        .map_or(ctx.conn.listener.port, |o| o.port())
+}
+
+/// Where a captured connection served by the mesh listener goes: the
+/// address the client dialled, connected to from `127.0.0.6`, which the
+/// capture rules let through (Istio's `InboundPassthroughCluster`).
+pub(super) fn captured_delivery(ctx: &Ctx, server: &ServerPlan) -> Option<Destination> {
+    let orig = ctx.conn.original_dst()?;
+    if server.default_endpoint.is_some() {
+        return None;
+    }
+    let mut dest = Destination::plain(
+        &orig.ip().to_string(),
+        orig.port(),
+        "InboundPassthroughCluster",
+    );
+    dest.source = orig
+        .is_ipv4()
+        .then_some(std::net::IpAddr::from(INBOUND_PASSTHROUGH_SOURCE));
+    Some(dest)
+}
+
+/// The source address of connections to the app from captured inbound
+/// traffic (Istio's): `meshgate iptables` lets it through uncaptured.
+pub const INBOUND_PASSTHROUGH_SOURCE: [u8; 4] = [127, 0, 0, 6];
 
 /// One downstream HTTP connection on an inbound listener.
 pub(super) struct HttpConn {
@@ -240,7 +274,7 @@ impl HttpConn {
             }
         };
         let (host, authority) = (auth.host.as_str(), auth.text.as_str());
-        let port = self.ctx.conn.listener.port;
+        let port = config_port(&self.ctx);
         let server = match &self.server {
             Some(s) if !s.serves(host) || self.owned_elsewhere(s, host) => {
                 // The HTTP/2 connection-reuse trap: this connection was set up
@@ -306,6 +340,22 @@ impl HttpConn {
             })
         });
         let Some((route, prefix)) = chosen else {
+            if let Some(dest) = captured_delivery(&self.ctx, &server) {
+                // Not cached: the dialled port differs per connection
+                // (the pool is still shared, keyed by content).
+                let key = PreparedKey::Route(std::ptr::from_ref(server.as_ref()) as usize, false);
+                let prepared = match self.ctx.prepared(key, authority, || {
+                    Ok(Choice {
+                        dest,
+                        timeout: None,
+                        cacheable: false,
+                    })
+                }) {
+                    Ok(p) => p,
+                    Err(reply) => return *reply,
+                };
+                return self.relay(req, authority, pq, None, None, &prepared).await;
+            }
             if let Some(ep) = server
                 .default_endpoint
                 .as_ref()

@@ -44,6 +44,15 @@ use crate::tls::hello::{self, RawSni};
 
 /// Serves one accepted connection on the outbound listener.
 pub async fn serve(stream: Counted<TcpStream>, conn: Arc<Connection>, state: Arc<State>) {
+    serve_http(stream, conn, state).await;
+}
+
+/// Serves HTTP/1.1 from the app on `io` (an accepted socket, or a captured
+/// one whose first bytes were read to sniff it and are replayed).
+pub(super) async fn serve_http<IO>(io: IO, conn: Arc<Connection>, state: Arc<State>)
+where
+    IO: tokio::io::AsyncRead + tokio::io::AsyncWrite + Unpin + Send + 'static,
+{
     conn.set_tls(TlsFact::NoTls(NoTls::Plaintext));
     let stop = conn.listener.stop.clone();
     let timeouts = Timeouts::of(&state.bootstrap);
@@ -66,7 +75,7 @@ pub async fn serve(stream: Counted<TcpStream>, conn: Arc<Connection>, state: Arc
         async move { Ok::<_, Infallible>(Box::pin(handle(ctx, req)).await) }
     });
     let served = builder
-        .serve_connection(TokioIo::new(stream), service)
+        .serve_connection(TokioIo::new(io), service)
         .with_upgrades();
     serve_bounded(Box::pin(served), &conn, timeouts, stop, |c| {
         c.as_mut().graceful_shutdown()
@@ -105,7 +114,21 @@ async fn forward(ctx: &Ctx, mut req: Request<Incoming>, auth: &Authority) -> Rep
         _ => "http",
     };
     let default_port = if scheme == "https" { 443 } else { 80 };
-    let (host, port) = (auth.host.as_str(), auth.port.unwrap_or(default_port));
+    let (mut host, mut port) = (auth.host.as_str(), auth.port.unwrap_or(default_port));
+    let captured_host;
+    if let Some(orig) = ctx.conn.original_dst() {
+        // Captured: the port the app dialled picks the ServiceEntry port,
+        // and a Host the registry does not know may be known by address.
+        port = orig.port();
+        captured_host = ctx
+            .snapshot
+            .plan
+            .outbound
+            .captured_host(Some(host), orig.ip(), port);
+        if let Some(h) = &captured_host {
+            host = h;
+        }
+    }
     let upgrade = Upgrade::take(&mut req);
     let (mut parts, body) = req.into_parts();
     strip_hop_by_hop(&mut parts.headers);
@@ -144,7 +167,7 @@ async fn forward(ctx: &Ctx, mut req: Request<Incoming>, auth: &Authority) -> Rep
             ),
         );
     }
-    let key = PreparedKey::Host(host, port, routing.key());
+    let key = prepared_key(ctx, host, port, &routing);
     let prepared = match ctx.prepared(key, &auth.text, || choose(ctx, host, port, &routing)) {
         Ok(p) => p,
         Err(reply) => return *reply,
@@ -202,8 +225,36 @@ async fn forward(ctx: &Ctx, mut req: Request<Incoming>, auth: &Authority) -> Rep
     }
 }
 
+/// The prepared-destination key of traffic for `host:port`: captured
+/// connections have their own (their destination may be the address the
+/// app dialled, which an explicit proxy request does not have).
+pub(super) fn prepared_key<'a>(
+    ctx: &Ctx,
+    host: &'a str,
+    port: u16,
+    routing: &MeshRouting,
+) -> PreparedKey<'a> {
+    const CAPTURED: usize = 1 << (usize::BITS - 1);
+    let captured = if ctx.conn.original_dst().is_some() {
+        CAPTURED
+    } else {
+        0
+    };
+    PreparedKey::Host(host, port, routing.key() | captured)
+}
+
 /// Where traffic for `host:port` goes once the mesh routes have chosen.
-fn choose(ctx: &Ctx, host: &str, port: u16, routing: &MeshRouting) -> Result<Choice, Box<Reply>> {
+/// A captured connection's unregistered traffic (Istio's
+/// `PassthroughCluster`) and a ServiceEntry with `resolution: NONE` go to
+/// the address the app dialled, as Envoy's original-destination cluster
+/// does; anything else to the ServiceEntry's endpoints.
+pub(super) fn choose(
+    ctx: &Ctx,
+    host: &str,
+    port: u16,
+    routing: &MeshRouting,
+) -> Result<Choice, Box<Reply>> {
+    let orig = ctx.conn.original_dst();
     match ctx.snapshot.plan.outbound.decide(host, port, routing) {
         Decision::Refused { reason } => Err(Box::new(refused(reason))),
         Decision::NoRoute { route } => Err(Box::new(Reply::local(
@@ -212,17 +263,30 @@ fn choose(ctx: &Ctx, host: &str, port: u16, routing: &MeshRouting) -> Result<Cho
             format!("meshgate: no route of {route} matches {host}:{port}"),
         ))),
         Decision::Passthrough { host, port } => Ok(Choice {
-            dest: Destination::plain(&host, port, "PassthroughCluster"),
+            dest: match orig {
+                Some(o) => Destination::plain(&o.ip().to_string(), o.port(), "PassthroughCluster"),
+                None => Destination::plain(&host, port, "PassthroughCluster"),
+            },
             timeout: None,
             cacheable: false,
         }),
         // The key names the route destination: a weighted pick is the
         // same for every later request with the key.
-        Decision::Registered(t) => Ok(Choice {
-            cacheable: true,
-            timeout: t.timeout,
-            dest: Destination::registered(&t),
-        }),
+        Decision::Registered(t) => {
+            let mut dest = Destination::registered(&t);
+            let dialled = orig.filter(|_| {
+                t.service.resolution == crate::config::service_entry::Resolution::None
+                    && t.host == t.request_host
+            });
+            if let Some(o) = dialled {
+                dest.endpoints = vec![(o.ip().to_string(), o.port())];
+            }
+            Ok(Choice {
+                cacheable: dialled.is_none(),
+                timeout: t.timeout,
+                dest,
+            })
+        }
     }
 }
 
@@ -415,7 +479,7 @@ fn connect_by_first_bytes(
 }
 
 /// The TLS a prepared destination originates: its client config and SNI.
-fn originates(prepared: &Prepared) -> Option<Originate> {
+pub(super) fn originates(prepared: &Prepared) -> Option<Originate> {
     match (&prepared.spec.key.tls, &prepared.spec.sni) {
         (Some(config), Some(sni)) => Some((config.0.clone(), sni.clone())),
         _ => None,
@@ -423,7 +487,7 @@ fn originates(prepared: &Prepared) -> Option<Originate> {
 }
 
 /// A client config and the SNI to send with it.
-type Originate = (
+pub(super) type Originate = (
     Arc<rustls::ClientConfig>,
     rustls::pki_types::ServerName<'static>,
 );
@@ -433,13 +497,13 @@ const MAX_HELLO_BYTES: usize = 64 * 1024;
 
 /// Whether `bytes` start a TLS handshake record: content type 22, version
 /// 3.x.
-fn is_tls_record(bytes: &[u8]) -> bool {
+pub(super) fn is_tls_record(bytes: &[u8]) -> bool {
     bytes.len() >= 2 && bytes[0] == 0x16 && bytes[1] == 0x03
 }
 
 /// The SNI of the ClientHello in `bytes` (lower case), when it has a valid
 /// one.
-fn client_hello_sni(bytes: &[u8]) -> Option<String> {
+pub(super) fn client_hello_sni(bytes: &[u8]) -> Option<String> {
     let RawSni::Name(name) = hello::raw_server_name(bytes) else {
         return None;
     };
@@ -492,7 +556,7 @@ fn hello_pending(bytes: &[u8]) -> bool {
 }
 
 /// The upstream side of a CONNECT tunnel.
-enum Tunnel {
+pub(super) enum Tunnel {
     /// The client's bytes go through untouched (it speaks TLS itself, or
     /// the destination takes plain bytes).
     Plain(TcpStream),
@@ -502,7 +566,11 @@ enum Tunnel {
 
 impl Tunnel {
     /// Relays the client's bytes to the upstream until either side ends.
-    async fn splice<D>(self, conn: &super::conn::Connection, down: D) -> super::copy::SpliceEnd
+    pub(super) async fn splice<D>(
+        self,
+        conn: &super::conn::Connection,
+        down: D,
+    ) -> super::copy::SpliceEnd
     where
         D: tokio::io::AsyncRead + tokio::io::AsyncWrite + Unpin,
     {
@@ -523,7 +591,7 @@ impl Tunnel {
 /// bytes that are not a TLS record and that `originate` does not wrap
 /// (silence included) are refused — nothing is written to `up`, and the
 /// flag is `plaintext_refused` (logged and counted here).
-async fn open_tunnel(
+pub(super) async fn open_tunnel(
     first: &[u8],
     mut up: TcpStream,
     originate: Option<Originate>,
@@ -571,7 +639,7 @@ async fn open_tunnel(
 
 /// The flag (and `x-meshgate-error`) of plain text refused under
 /// `outboundTlsPolicy: REQUIRE`.
-const PLAINTEXT_REFUSED: &str = "plaintext_refused";
+pub(super) const PLAINTEXT_REFUSED: &str = "plaintext_refused";
 
 /// Plain-text refusals: at most this many lines per kind per 10 s (a
 /// client can cause one per request); the metric counts them all.
@@ -580,7 +648,7 @@ static PLAINTEXT_LOG: LogLimit = LogLimit::per_10s(10);
 /// Logs (rate limited) and counts plain text refused under
 /// `outboundTlsPolicy: REQUIRE`; `kind` is `http` (a request) or `tcp` (a
 /// tunnel's bytes).
-fn plaintext_refused(
+pub(super) fn plaintext_refused(
     metrics: &crate::metrics::Metrics,
     refusal: &PlaintextRefusal,
     kind: &'static str,
@@ -598,7 +666,7 @@ fn plaintext_refused(
     }
 }
 
-fn refused(reason: String) -> Reply {
+pub(super) fn refused(reason: String) -> Reply {
     let mut reply = Reply::local(
         StatusCode::BAD_GATEWAY,
         "registry_only",

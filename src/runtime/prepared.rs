@@ -42,6 +42,8 @@ pub struct Destination {
     pub label: Arc<str>,
     /// The route's retry policy.
     pub retries: Arc<RetryPlan>,
+    /// The local address to connect from (`None`: the system's choice).
+    pub source: Option<std::net::IpAddr>,
 }
 
 impl Destination {
@@ -54,6 +56,7 @@ impl Destination {
             sni: Some(t.sni().to_string()),
             label: service_label(t).into(),
             retries: t.retries.clone(),
+            source: None,
         }
     }
 
@@ -80,6 +83,7 @@ impl Destination {
             sni: None,
             label: label.into(),
             retries: DEFAULT_RETRIES.clone(),
+            source: None,
         }
     }
 
@@ -161,6 +165,7 @@ fn spec_for(
             sni: tls.as_ref().and(dest.sni.clone()),
             policy,
             tls,
+            source: dest.source,
         }),
         sni,
         retries: dest.retries.clone(),

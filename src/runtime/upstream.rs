@@ -201,8 +201,26 @@ impl Upstreams {
         timeout: Duration,
         pick: u64,
     ) -> Result<TcpStream, UpstreamError> {
+        self.connect_tcp_from(None, endpoints, timeout, pick).await
+    }
+
+    /// [`Upstreams::connect_tcp`] from the local address `source` (when
+    /// given and of the endpoint's family).
+    pub async fn connect_tcp_from(
+        &self,
+        source: Option<std::net::IpAddr>,
+        endpoints: &[(String, u16)],
+        timeout: Duration,
+        pick: u64,
+    ) -> Result<TcpStream, UpstreamError> {
         let own = self.own.get().copied();
-        connect::connect_tcp(endpoints, timeout, pick, own, &|_| false, &mut |_| {})
+        let to = connect::Target {
+            endpoints,
+            timeout,
+            source,
+            own,
+        };
+        connect::connect_tcp(&to, pick, &|_| false, &mut |_| {})
             .await
             .map(|(s, _)| s)
     }
@@ -485,15 +503,13 @@ impl Upstreams {
         let skip = |i: usize| state.is_ejected(i) || avoid(i);
         let mut failed = Vec::new();
         let own = self.own.get().copied();
-        let connected = connect::connect_tcp(
-            &key.endpoints,
-            key.policy.connect_timeout,
-            pick,
+        let to = connect::Target {
+            endpoints: &key.endpoints,
+            timeout: key.policy.connect_timeout,
+            source: key.source,
             own,
-            &skip,
-            &mut |i| failed.push(i),
-        )
-        .await;
+        };
+        let connected = connect::connect_tcp(&to, pick, &skip, &mut |i| failed.push(i)).await;
         for i in failed {
             self.observe(spec, state, i, Observed::LocalFailure);
         }

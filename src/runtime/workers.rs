@@ -68,7 +68,13 @@ impl std::fmt::Display for Service {
 pub fn desired(plan: &Plan, bootstrap: &Bootstrap) -> BTreeMap<Service, SocketAddr> {
     let mut out = BTreeMap::new();
     out.insert(Service::Outbound, bootstrap.outbound_addr);
+    let captured = bootstrap.interception_mode == crate::bootstrap::InterceptionMode::Redirect;
     for l in &plan.inbound.listeners {
+        // Under capture the app listens on its own ports; their Sidecar
+        // ingress listeners are served on the capture listener (15006).
+        if captured && l.is_sidecar() {
+            continue;
+        }
         let addr = if l.mesh {
             bootstrap.mesh_inbound_addr
         } else {
@@ -387,7 +393,7 @@ async fn serve(mut ports: mpsc::UnboundedReceiver<ServePort>, state: Arc<State>,
                 match direction {
                     Direction::Outbound => {
                         accept_loop(socket, listener, metrics, conns, move |stream, conn| {
-                            super::outbound::serve(stream, conn, state.clone())
+                            super::capture::serve_outbound(stream, conn, state.clone())
                         })
                         .await
                     }

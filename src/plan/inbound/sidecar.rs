@@ -14,11 +14,19 @@ use crate::plan::port::port_number;
 /// domain (the workload's own identity as server certificate, the mesh root
 /// for clients), PeerAuthentication deciding whether plain text is also
 /// accepted, everything forwarded to the local app with the caller's SPIFFE
-/// ID in `X-Forwarded-Client-Cert`. Only with an identity and an app address.
+/// ID in `X-Forwarded-Client-Cert`. Without capture, only with an identity
+/// and an app address. With capture (`interceptionMode: REDIRECT`) it also
+/// serves every captured inbound connection that no Sidecar ingress or
+/// Gateway listener takes, delivering it to the port the client dialled
+/// (no `defaultEndpoint`); without an identity it relays those bytes as
+/// they are, and refuses a STRICT PeerAuthentication it could not honour.
 pub(super) fn mesh_inbound(config: &Config, diag: &mut Diagnostics) -> Option<ListenerPlan> {
     use crate::config::peer_authentication::MtlsMode;
-    let mesh = diag.mesh.clone()?;
-    let app = mesh.app_addr?;
+    let capture = diag.capture;
+    let app = diag.mesh.as_ref().and_then(|m| m.app_addr);
+    if !capture && app.is_none() {
+        return None;
+    }
     let (mode, origin) = config
         .peer_authentications
         .iter()
@@ -39,6 +47,40 @@ pub(super) fn mesh_inbound(config: &Config, diag: &mut Diagnostics) -> Option<Li
             );
         }
     }
+    let Some(mesh) = diag.mesh.clone() else {
+        if mode == MtlsMode::Strict
+            && let Some(pa) = config
+                .peer_authentications
+                .iter()
+                .find(|pa| pa.spec.mtls.as_ref().and_then(|m| m.mode) == Some(MtlsMode::Strict))
+        {
+            diag.error(
+                &pa.source,
+                "spec.mtls.mode",
+                "STRICT needs the workload's mesh identity (--identity-dir or --ca-address) \
+                 to terminate mutual TLS on captured inbound traffic; without one it would be \
+                 let through unauthenticated",
+            );
+            return None;
+        }
+        return Some(ListenerPlan {
+            port: 15006,
+            bind: None,
+            tls: false,
+            permissive: false,
+            mesh: true,
+            servers: vec![Arc::new(ServerPlan {
+                origin: format!("captured inbound, no mesh identity ({origin})"),
+                gateway: String::new(),
+                protocol: ServerProtocol::Tcp,
+                hosts: vec![HostPattern::Any],
+                tls: None,
+                https_redirect: false,
+                routes: Vec::new(),
+                default_endpoint: None,
+            })],
+        });
+    };
     let plain = mode == MtlsMode::Disable;
     let tls = (!plain).then(|| ServerTlsPlan {
         mode: TlsServerMode::Mutual,
@@ -66,7 +108,10 @@ pub(super) fn mesh_inbound(config: &Config, diag: &mut Diagnostics) -> Option<Li
         servers: vec![Arc::new(ServerPlan {
             origin: format!("mesh inbound ({origin})"),
             gateway: String::new(),
-            protocol: if plain {
+            // Captured ports carry whatever the app speaks: relayed as is.
+            protocol: if plain && capture {
+                ServerProtocol::Tcp
+            } else if plain {
                 ServerProtocol::Http
             } else {
                 ServerProtocol::Https
@@ -75,7 +120,7 @@ pub(super) fn mesh_inbound(config: &Config, diag: &mut Diagnostics) -> Option<Li
             tls,
             https_redirect: false,
             routes: Vec::new(),
-            default_endpoint: Some(app.to_string()),
+            default_endpoint: app.map(|a| a.to_string()),
         })],
     })
 }

@@ -35,13 +35,17 @@ pub enum Sender {
 /// is skipped. Each endpoint that fails is reported to `failed`. Returns
 /// the stream and the endpoint's index.
 pub async fn connect_tcp(
-    endpoints: &[(String, u16)],
-    timeout: Duration,
+    to: &Target<'_>,
     pick: u64,
-    own: Option<SocketAddr>,
     skip: &(dyn Fn(usize) -> bool + Sync),
     failed: &mut (dyn FnMut(usize) + Send),
 ) -> Result<(TcpStream, usize), UpstreamError> {
+    let Target {
+        endpoints,
+        timeout,
+        source,
+        own,
+    } = *to;
     let mut last = UpstreamError::NoEndpoints;
     let n = endpoints.len();
     if n == 0 {
@@ -74,7 +78,7 @@ pub async fn connect_tcp(
                 reached = true;
                 continue;
             }
-            match tokio::time::timeout(timeout, TcpStream::connect(addr)).await {
+            match tokio::time::timeout(timeout, connect_from(source, addr)).await {
                 Ok(Ok(s)) => {
                     let _ = s.set_nodelay(true);
                     return Ok((s, i));
@@ -100,6 +104,37 @@ pub async fn connect_tcp(
         }
     }
     Err(last)
+}
+
+/// Where [`connect_tcp`] connects.
+#[derive(Clone, Copy)]
+pub struct Target<'a> {
+    /// Endpoints (host or IP, port).
+    pub endpoints: &'a [(String, u16)],
+    /// Per address tried.
+    pub timeout: Duration,
+    /// The local address to connect from, when not the system's choice
+    /// (used for endpoints of its family only).
+    pub source: Option<std::net::IpAddr>,
+    /// The proxy's own outbound listener, never connected to.
+    pub own: Option<SocketAddr>,
+}
+
+/// Connects to `addr`, from `source` when given and of `addr`'s family.
+async fn connect_from(
+    source: Option<std::net::IpAddr>,
+    addr: SocketAddr,
+) -> std::io::Result<TcpStream> {
+    let Some(source) = source.filter(|s| s.is_ipv4() == addr.is_ipv4()) else {
+        return TcpStream::connect(addr).await;
+    };
+    let socket = if addr.is_ipv4() {
+        tokio::net::TcpSocket::new_v4()?
+    } else {
+        tokio::net::TcpSocket::new_v6()?
+    };
+    socket.bind(SocketAddr::new(source, 0))?;
+    socket.connect(addr).await
 }
 
 /// Whether `addr` is the proxy's own outbound listener `own`.

@@ -23,6 +23,10 @@ pub struct PoolKey {
     /// The TLS client config connections are made with; `None` for plain
     /// text.
     pub tls: Option<ConfigRef>,
+    /// The local address connections are made from, when not the
+    /// system's choice (`127.0.0.6` for captured inbound traffic to the
+    /// app, which capture rules let through).
+    pub source: Option<std::net::IpAddr>,
 }
 
 /// A shared policy compared by pointer first (the plan hands out the same
