@@ -199,19 +199,19 @@ impl Topology {
             "link set lo up".to_string(),
             "link set eth0 up".into(),
             format!("addr add 10.{n}.0.2/24 dev eth0"),
-            format!("addr add fd00:{n}::2/64 dev eth0 nodad"),
+            format!("addr add fd00:{n:x}::2/64 dev eth0 nodad"),
             format!("route add default via 10.{n}.0.1"),
-            format!("route add default via fd00:{n}::1"),
+            format!("route add default via fd00:{n:x}::1"),
         ];
         let mut world = vec![
             "link set lo up".to_string(),
             "link set pod0 up".into(),
             format!("addr add 10.{n}.0.1/24 dev pod0"),
-            format!("addr add fd00:{n}::1/64 dev pod0 nodad"),
+            format!("addr add fd00:{n:x}::1/64 dev pod0 nodad"),
         ];
         for i in 1..=9 {
             world.push(format!("addr add 10.{n}.1.{i}/32 dev lo"));
-            world.push(format!("addr add fd00:{n}:1::{i}/128 dev lo"));
+            world.push(format!("addr add fd00:{n:x}:1::{i}/128 dev lo nodad"));
         }
         ip_batch(&t.pod, &pod)?;
         ip_batch(&t.world, &world)?;
