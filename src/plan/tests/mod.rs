@@ -97,6 +97,7 @@ fn assert_no_failures(failures: &[String]) {
     );
 }
 
+mod capture;
 mod diagnostics;
 mod fidelity;
 mod mesh_routes;
