@@ -78,6 +78,7 @@ impl CaClient {
             server_name: server_name.clone().filter(|n| !n.is_empty()),
             root_pem: read(root)?,
             token: read(token_file)?.trim().to_string(),
+            token_file: Some(token_file.to_path_buf()),
             cluster_id: std::env::var("CLUSTER_ID").ok().filter(|c| !c.is_empty()),
             // Istio's default workload certificate lifetime.
             validity: Duration::from_secs(86400),

@@ -79,6 +79,7 @@ fn client(addr: std::net::SocketAddr, root: &str, validity: Duration) -> CaClien
         server_name: Some("meshgate-ca".into()),
         root_pem: root.to_string(),
         token: "good-token".into(),
+        token_file: None,
         cluster_id: None,
         validity,
     }
@@ -106,6 +107,7 @@ async fn csr_over_istio_grpc_api_with_token() {
     // The refusal is a trailers-only answer: its status is in the headers.
     let stolen = CaClient {
         token: "stolen".into(),
+        token_file: None,
         ..good.clone()
     };
     let err = create_certificate(&stolen).await.unwrap_err().to_string();
@@ -239,6 +241,7 @@ async fn failed_renewal_keeps_the_current_certificate() {
     stop_ca.cancel();
     let wrong = CaClient {
         token: "revoked".into(),
+        token_file: None,
         ..client
     };
     assert!(fetch_into(&wrong, &identity).await.is_err());

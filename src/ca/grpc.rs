@@ -674,8 +674,11 @@ pub struct CaClient {
     pub server_name: Option<String>,
     /// Roots that sign the CA's certificate (and the mesh root).
     pub root_pem: String,
-    /// Bearer token.
+    /// Bearer token (the one read at start when `token_file` is set).
     pub token: String,
+    /// Where the token lives: read again for every request, so a projected
+    /// service-account token the kubelet rotates is used as it is renewed.
+    pub token_file: Option<std::path::PathBuf>,
     /// Sent as the `ClusterID` header when set (Istio's `CLUSTER_ID`).
     pub cluster_id: Option<String>,
     /// Requested certificate lifetime.
@@ -683,6 +686,17 @@ pub struct CaClient {
 }
 
 impl CaClient {
+    /// The bearer token to send now: `token_file`'s current content, else
+    /// (no file, or it cannot be read or is empty) `token`.
+    pub fn bearer(&self) -> String {
+        self.token_file
+            .as_deref()
+            .and_then(|p| std::fs::read_to_string(p).ok())
+            .map(|t| t.trim().to_string())
+            .filter(|t| !t.is_empty())
+            .unwrap_or_else(|| self.token.clone())
+    }
+
     /// The name the CA's certificate is verified against.
     pub fn tls_name(&self) -> &str {
         self.server_name.as_deref().unwrap_or(&self.addr.host)
@@ -771,7 +785,10 @@ pub async fn create_certificate(ca: &CaClient) -> Result<(String, String), GrpcE
     let mut req = Request::post(format!("https://{}{PATH}", ca.addr))
         .header(http::header::CONTENT_TYPE, "application/grpc")
         .header("te", "trailers")
-        .header(http::header::AUTHORIZATION, format!("Bearer {}", ca.token));
+        .header(
+            http::header::AUTHORIZATION,
+            format!("Bearer {}", ca.bearer()),
+        );
     if let Some(cluster) = &ca.cluster_id {
         req = req.header(CLUSTER_ID_HEADER, cluster);
     }
@@ -992,10 +1009,25 @@ mod tests {
             server_name: None,
             root_pem: String::new(),
             token: String::new(),
+            token_file: None,
             cluster_id: None,
             validity: Duration::ZERO,
         };
         assert_eq!(client.tls_name(), "istiod.istio-system.svc");
+        // The token file is read at each request: a rotated token is used.
+        let dir = tempfile::tempdir().unwrap();
+        let file = dir.path().join("istio-token");
+        std::fs::write(&file, "first\n").unwrap();
+        let rotating = CaClient {
+            token: "first".into(),
+            token_file: Some(file.clone()),
+            ..client.clone()
+        };
+        assert_eq!(rotating.bearer(), "first");
+        std::fs::write(&file, "second\n").unwrap();
+        assert_eq!(rotating.bearer(), "second");
+        std::fs::remove_file(&file).unwrap();
+        assert_eq!(rotating.bearer(), "first", "unreadable: the last known");
         let named = CaClient {
             server_name: Some("istiod.istio-system.svc.cluster.local".into()),
             ..client
