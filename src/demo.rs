@@ -7,7 +7,8 @@
 //! with what the external service saw on the wire.
 //!
 //! Built with the `demo` feature (on by default), as are the stand-in
-//! service and the dev PKI it uses.
+//! service and the dev PKI it uses. `meshgate demo --transparent` is
+//! [`transparent`]: the same scenario with the app's traffic captured.
 
 use std::net::SocketAddr;
 use std::path::{Path, PathBuf};
@@ -18,6 +19,8 @@ use crate::devpki::{DevCa, LeafSpec};
 use crate::load::LoadErrors;
 use crate::plan::Decision;
 use crate::standin::{StandIn, StandInConfig, StandInError, fetch};
+
+pub mod transparent;
 
 /// Why the demo stopped.
 #[derive(Debug, thiserror::Error)]

@@ -93,6 +93,14 @@ struct DemoArgs {
     /// Send the request, print the result and exit instead of staying up.
     #[arg(long)]
     once: bool,
+    /// The same scenario with real traffic capture, as in a pod: a pod and
+    /// a world network namespace, meshgate as uid 1337 with
+    /// `interceptionMode: REDIRECT` and `meshgate iptables` rules, the app
+    /// (curl, uid 1000) calling http://api.external.com/ with no proxy
+    /// settings. Needs root, `ip`, iptables or nftables, `setpriv` and
+    /// `curl`; everything it makes is removed when it ends.
+    #[arg(long, conflicts_with_all = ["outbound_addr", "ingress_addr"])]
+    transparent: bool,
 }
 
 fn init_logging(filter: &str, json: bool) {
@@ -148,7 +156,16 @@ fn main() -> ExitCode {
         },
         #[cfg(feature = "demo")]
         Command::Demo(args) => runtime.block_on(async {
-            match meshgate::demo::run(args.outbound_addr, args.ingress_addr, args.once).await {
+            let result = if args.transparent {
+                meshgate::demo::transparent::run(args.once)
+                    .await
+                    .map_err(|e| e.to_string())
+            } else {
+                meshgate::demo::run(args.outbound_addr, args.ingress_addr, args.once)
+                    .await
+                    .map_err(|e| e.to_string())
+            };
+            match result {
                 Ok(()) => ExitCode::SUCCESS,
                 Err(e) => {
                     eprintln!("meshgate demo: {e}");

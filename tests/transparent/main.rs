@@ -9,5 +9,6 @@
 mod common;
 
 mod capture;
+mod demo;
 mod netns;
 mod smoke;
