@@ -178,7 +178,7 @@ fn unmet(root: bool, has: &dyn Fn(&str) -> bool) -> Option<String> {
         how.push("run as root (sudo meshgate demo --transparent)".to_string());
     }
     Some(format!(
-        "--transparent needs {}: {}; `meshgate demo` without it needs neither",
+        "--transparent needs {}: {}; plain `meshgate demo` needs none of this",
         and_list(&missing),
         how.join(", then ")
     ))
@@ -322,7 +322,8 @@ async fn demo(tools: &Tools, once: bool) -> Result<(), TransparentError> {
         bootstrap_file.display()
     );
     println!(
-        "  meshgate          uid {PROXY_UID} in the pod, ready on {READY} · log {}",
+        "  meshgate          {} as uid {PROXY_UID} in the pod, ready on {READY} · log {}",
+        exe.display(),
         log_file.display()
     );
     println!(
@@ -449,26 +450,36 @@ async fn app_request(
     Ok((status, body.to_string()))
 }
 
-/// The meshgate binary uid [`PROXY_UID`] runs: this one, or a copy in the
-/// demo's directory when that uid cannot run it where it is (a home
-/// directory closed to other users).
+/// The meshgate binary uid [`PROXY_UID`] runs: this one, or a link to it
+/// (a copy on another file system) in the demo's directory when that uid
+/// cannot run it where it is (under a home directory closed to others).
 fn proxy_exe(tools: &Tools, dir: &DemoDir) -> Result<PathBuf, TransparentError> {
     let exe = std::env::current_exe()
         .map_err(|e| TransparentError::Setup(format!("cannot find the meshgate binary: {e}")))?;
-    let runs = Command::new(&tools.setpriv)
-        .args(as_user(PROXY_UID))
-        .arg(&exe)
-        .arg("--version")
-        .stdin(Stdio::null())
-        .output()
-        .is_ok_and(|o| o.status.success());
-    if runs {
+    if runs_as_proxy(tools, &exe) {
         return Ok(exe);
     }
     let copy = dir.path.join("meshgate");
+    if fs::hard_link(&exe, &copy).is_ok() && runs_as_proxy(tools, &copy) {
+        return Ok(copy);
+    }
+    let _ = fs::remove_file(&copy);
     fs::copy(&exe, &copy).map_err(write_error(&copy))?;
     set_mode(&copy, 0o755)?;
     Ok(copy)
+}
+
+/// Whether uid [`PROXY_UID`] can run `exe`.
+fn runs_as_proxy(tools: &Tools, exe: &Path) -> bool {
+    Command::new(&tools.setpriv)
+        .args(as_user(PROXY_UID))
+        .arg(exe)
+        .arg("--version")
+        .stdin(Stdio::null())
+        .stdout(Stdio::null())
+        .stderr(Stdio::null())
+        .status()
+        .is_ok_and(|s| s.success())
 }
 
 /// `setpriv`'s arguments to run the rest as `uid` (gid `uid`, no
@@ -943,7 +954,7 @@ mod tests {
             unmet(false, &all).as_deref(),
             Some(
                 "--transparent needs root: run as root (sudo meshgate demo --transparent); \
-                 `meshgate demo` without it needs neither"
+                 plain `meshgate demo` needs none of this"
             )
         );
         let bare = |t: &str| t == "ip";
@@ -952,8 +963,8 @@ mod tests {
             Some(
                 "--transparent needs root, iptables or nftables, `setpriv` (util-linux) and \
                  `curl`: install iptables util-linux curl (apt-get install iptables util-linux \
-                 curl), then run as root (sudo meshgate demo --transparent); `meshgate demo` \
-                 without it needs neither"
+                 curl), then run as root (sudo meshgate demo --transparent); plain \
+                 `meshgate demo` needs none of this"
             )
         );
         let msg = unmet(true, &|t: &str| t != "curl").unwrap();

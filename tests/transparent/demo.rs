@@ -382,3 +382,34 @@ fn namespaces_of_a_killed_demo_are_removed_by_the_next() {
     }
     assert!(!Path::new("/etc/netns").join(&pod).exists());
 }
+
+#[test]
+fn a_binary_uid_1337_cannot_reach_is_run_from_the_demos_directory() {
+    if !can_run() {
+        return;
+    }
+    // As under a home directory closed to other users: a 0700 directory
+    // (a hard link keeps it cheap; a copy where links do not work).
+    let closed = tempfile::tempdir_in(Path::new(MESHGATE).parent().expect("bin dir"))
+        .expect("temporary directory");
+    let exe = closed.path().join("meshgate");
+    if std::fs::hard_link(MESHGATE, &exe).is_err() {
+        std::fs::copy(MESHGATE, &exe).expect("copy the binary");
+    }
+    let mut cmd = Command::new(&exe);
+    cmd.args(["demo", "--transparent", "--once"])
+        .env_remove("RUST_LOG")
+        .env_remove("MESHGATE_LOG_LEVEL");
+    let out = run_with_timeout(cmd, LIMIT);
+    let shown = show(&out);
+    assert_eq!(out.status.code(), Some(0), "{shown}");
+    let line = text(&out.stdout)
+        .lines()
+        .find(|l| l.contains(" as uid 1337 in the pod"))
+        .map(str::to_string)
+        .unwrap_or_else(|| panic!("no meshgate line: {shown}"));
+    assert!(
+        line.contains("/tmp/meshgate-demo-transparent-") && line.contains("/meshgate as uid"),
+        "{line}"
+    );
+}
