@@ -116,9 +116,14 @@ async fn forward(ctx: &Ctx, mut req: Request<Incoming>, auth: &Authority) -> Rep
     let default_port = if scheme == "https" { 443 } else { 80 };
     let (mut host, mut port) = (auth.host.as_str(), auth.port.unwrap_or(default_port));
     let captured_host;
-    if let Some(orig) = ctx.conn.original_dst() {
-        // Captured: the port the app dialled picks the ServiceEntry port,
-        // and a Host the registry does not know may be known by address.
+    if let Some(orig) = ctx
+        .conn
+        .original_dst()
+        .filter(|_| req.uri().authority().is_none())
+    {
+        // Captured origin-form: the port the app dialled picks the
+        // ServiceEntry port, and a Host the registry does not know may be
+        // known by address. (An absolute-form request names its own.)
         port = orig.port();
         captured_host = ctx
             .snapshot

@@ -282,12 +282,22 @@ async fn plain_http_from_the_app_leaves_as_verified_tls() {
     assert_eq!(c.status, 200, "{c:?}\n{}", pod.meshgate.output());
     assert_eq!(world.api.requests(), 2, "the VIP reached the ServiceEntry");
 
-    // Two captured connections: meshgate's own TLS connections to the
+    // An app configured with a proxy elsewhere, captured on its way there:
+    // the absolute-form request names its own host and port.
+    let elsewhere = format!("http://{}:3128", pod.t.ext(4));
+    let c = pod
+        .t
+        .curl(&["-x", &elsewhere, "http://api.external.com/absolute"])
+        .await;
+    assert_eq!(c.status, 200, "{c:?}\n{}", pod.meshgate.output());
+    assert_eq!(world.api.requests(), 3);
+
+    // Three captured connections: meshgate's own TLS connections to the
     // service were not captured again (nor refused as a loop).
     let http = pod
         .metric("meshgate_captured_connections_total{direction=\"outbound\",protocol=\"http\"}")
         .await;
-    assert_eq!(http, 2.0);
+    assert_eq!(http, 3.0);
     let loops = pod
         .metric("meshgate_captured_connections_total{direction=\"outbound\",protocol=\"loop\"}")
         .await;
