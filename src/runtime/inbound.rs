@@ -496,13 +496,19 @@ where
     IO: AsyncRead + AsyncWrite + Unpin,
 {
     let port = config_port(ctx);
-    let dest = match (server.tcp_route(port), &server.default_endpoint) {
-        (Some(r), _) => l4_destination(ctx, r),
-        (None, Some(ep)) => ep
-            .parse::<std::net::SocketAddr>()
-            .ok()
-            .map(|a| Destination::plain(&a.ip().to_string(), a.port(), "inbound|default")),
-        (None, None) => captured_delivery(ctx, server),
+    let dest = match server.tcp_route(port) {
+        Some(r) => l4_destination(ctx, r),
+        // The mesh listener's captured traffic goes where it was going;
+        // anything else to the server's `defaultEndpoint`.
+        None => captured_delivery(ctx).or_else(|| {
+            let ep = server.default_endpoint.as_ref()?;
+            let a = ep.parse::<std::net::SocketAddr>().ok()?;
+            Some(Destination::plain(
+                &a.ip().to_string(),
+                a.port(),
+                "inbound|default",
+            ))
+        }),
     };
     let Some(dest) = dest else {
         warn!(peer = %ctx.conn.peer, server = %server.origin, "no TCP route; closing");

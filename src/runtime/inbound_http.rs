@@ -54,9 +54,11 @@ pub(super) fn config_port(ctx: &Ctx) -> u16 {
 /// Where a captured connection served by the mesh listener goes: the
 /// address the client dialled, connected to from `127.0.0.6`, which the
 /// capture rules let through (Istio's `InboundPassthroughCluster`).
-pub(super) fn captured_delivery(ctx: &Ctx, server: &ServerPlan) -> Option<Destination> {
+pub(super) fn captured_delivery(ctx: &Ctx) -> Option<Destination> {
     let orig = ctx.conn.original_dst()?;
-    if server.default_endpoint.is_some() {
+    // Sidecar ingress and Gateway servers have their own destinations;
+    // the mesh listener's `--app-addr` is for connections made to 15006.
+    if !listener_plan(ctx).is_some_and(|l| l.mesh) {
         return None;
     }
     let mut dest = Destination::plain(
@@ -340,7 +342,7 @@ impl HttpConn {
             })
         });
         let Some((route, prefix)) = chosen else {
-            if let Some(dest) = captured_delivery(&self.ctx, &server) {
+            if let Some(dest) = captured_delivery(&self.ctx) {
                 // Not cached: the dialled port differs per connection
                 // (the pool is still shared, keyed by content).
                 let key = PreparedKey::Route(std::ptr::from_ref(server.as_ref()) as usize, false);

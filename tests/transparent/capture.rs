@@ -525,6 +525,10 @@ spec:
                 &id,
                 "--interception-mode",
                 "REDIRECT",
+                // For connections made to 15006 itself; captured ones
+                // still go to the port they dialled.
+                "--app-addr",
+                "127.0.0.1:9999",
                 "--concurrency",
                 "1",
             ],
