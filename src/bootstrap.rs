@@ -162,6 +162,14 @@ pub struct Bootstrap {
     pub protocol_detection_timeout: Duration,
     /// Whether plain text may leave the pod (`outboundTlsPolicy`).
     pub outbound_tls_policy: OutboundTlsPolicy,
+    /// This proxy's own labels (`--workload-labels`, bootstrap
+    /// `workloadLabels`; on Kubernetes the pod's labels, through the
+    /// downward API), which Gateway `selector` and `workloadSelector`s are
+    /// matched against (`plan::selector`). `None`: unknown.
+    pub workload_labels: Option<BTreeMap<String, String>>,
+    /// The mesh's root namespace (MeshConfig `rootNamespace`): its
+    /// PeerAuthentications without a selector are mesh-wide.
+    pub root_namespace: String,
 }
 
 /// A bootstrap file that cannot be used.
@@ -201,6 +209,9 @@ pub enum BootstrapError {
 /// wait unbounded).
 pub const DEFAULT_PROTOCOL_DETECTION: Duration = Duration::from_millis(100);
 
+/// Istio's default MeshConfig `rootNamespace`.
+pub const DEFAULT_ROOT_NAMESPACE: &str = "istio-system";
+
 /// Istio's default `terminationDrainDuration`.
 pub const DEFAULT_TERMINATION_DRAIN: Duration = Duration::from_secs(5);
 
@@ -238,6 +249,8 @@ impl Default for Bootstrap {
             interception_mode: InterceptionMode::None,
             protocol_detection_timeout: DEFAULT_PROTOCOL_DETECTION,
             outbound_tls_policy: OutboundTlsPolicy::default(),
+            workload_labels: None,
+            root_namespace: DEFAULT_ROOT_NAMESPACE.into(),
         }
     }
 }
@@ -274,6 +287,8 @@ struct BootstrapFile {
     interception_mode: Option<InterceptionMode>,
     protocol_detection_timeout: Option<String>,
     outbound_tls_policy: Option<TlsPolicyFile>,
+    workload_labels: Option<BTreeMap<String, String>>,
+    root_namespace: Option<String>,
 }
 
 #[derive(Debug, Default, Deserialize)]
@@ -401,6 +416,19 @@ impl Bootstrap {
                 })?);
             }
             self.outbound_tls_policy.exceptions = exceptions;
+        }
+        if file.workload_labels.is_some() {
+            self.workload_labels = file.workload_labels;
+        }
+        if let Some(ns) = file.root_namespace {
+            if ns.is_empty() {
+                return Err(BootstrapError::Field {
+                    path: path.to_path_buf(),
+                    field: "rootNamespace",
+                    message: "must name a namespace".into(),
+                });
+            }
+            self.root_namespace = ns;
         }
         Ok(())
     }

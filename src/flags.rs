@@ -1,6 +1,9 @@
 //! Command-line flags that set the proxy's own settings, layered in one
 //! place: defaults, then the bootstrap file, then the flags.
 
+pub mod labels;
+
+use std::collections::BTreeMap;
 use std::net::{IpAddr, SocketAddr};
 use std::path::PathBuf;
 use std::time::Duration;
@@ -58,6 +61,17 @@ pub struct ConfigFlags {
     /// the credential, fails closed) and the rest is served.
     #[arg(long)]
     pub strict: bool,
+    /// This proxy's labels, which Gateway `selector` and `workloadSelector`s
+    /// are matched against: `app=web,version=v1`, or the path of the pod's
+    /// labels file from the Kubernetes downward API (`key="value"` lines),
+    /// read at start. Unknown without it: every Gateway applies (warned).
+    #[arg(long, value_name = "K=V,...|FILE", value_parser = labels::parse_flag)]
+    pub workload_labels: Option<BTreeMap<String, String>>,
+    /// The mesh's root namespace (MeshConfig `rootNamespace`), where
+    /// PeerAuthentications without a selector are mesh-wide
+    /// [default: istio-system].
+    #[arg(long, value_name = "NAMESPACE", value_parser = clap::builder::NonEmptyStringValueParser::new())]
+    pub root_namespace: Option<String>,
 }
 
 /// Flags of `run`.
@@ -168,6 +182,11 @@ impl ConfigFlags {
         set(&mut b.trust_domain, self.trust_domain.clone());
         b.ignore_unsupported |= self.ignore_unsupported;
         b.strict |= self.strict;
+        set(
+            &mut b.workload_labels,
+            self.workload_labels.clone().map(Some),
+        );
+        set(&mut b.root_namespace, self.root_namespace.clone());
         Ok(b)
     }
 }

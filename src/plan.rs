@@ -19,6 +19,7 @@ mod port;
 pub mod route;
 mod rule;
 mod scope;
+mod selector;
 pub mod tls;
 mod weighted;
 

@@ -21,7 +21,7 @@ pub struct DestinationRuleSpec {
     /// exported to the proxy's namespace is ignored (`plan::scope`).
     #[serde(default)]
     pub export_to: Vec<String>,
-    /// Workloads the rule applies to; meshgate is one workload, so it applies.
+    /// Workloads the rule applies to (`{matchLabels}`; `plan::selector`).
     pub workload_selector: Option<serde_json::Value>,
 }
 

@@ -10,7 +10,7 @@ pub struct GatewaySpec {
     /// Servers (port + hosts + TLS).
     #[serde(default)]
     pub servers: Vec<Server>,
-    /// Gateway pod selector; meshgate is the gateway, so ignored.
+    /// Labels of the proxies it applies to (`plan::selector`).
     #[serde(default)]
     pub selector: std::collections::BTreeMap<String, String>,
 }

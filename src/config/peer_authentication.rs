@@ -9,7 +9,7 @@ use serde::{Deserialize, Serialize};
 #[derive(Debug, Clone, Default, Deserialize, Serialize)]
 #[serde(rename_all = "camelCase", deny_unknown_fields)]
 pub struct PeerAuthenticationSpec {
-    /// Workloads it applies to; meshgate is one workload, so it applies.
+    /// Workloads it applies to (`{matchLabels}`; `plan::selector`).
     pub selector: Option<serde_json::Value>,
     /// Mutual TLS mode for the workload.
     pub mtls: Option<MutualTls>,

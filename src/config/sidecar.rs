@@ -1,8 +1,8 @@
 //! `Sidecar` (networking.istio.io): the sidecar's own listeners. meshgate
 //! reads `ingress[]` (TLS termination for clients outside the mesh),
 //! `outboundTrafficPolicy` and `egress[].hosts` (which services, with their
-//! VirtualServices, outbound traffic sees: `plan::scope`). Every Sidecar in
-//! the configuration applies to meshgate (it is one workload); at most one
+//! VirtualServices, outbound traffic sees: `plan::scope`). Which Sidecars
+//! apply is decided by `workloadSelector` (`plan::selector`); at most one
 //! may declare `egress`. An egress listener's `port` (a per-port listener)
 //! is refused, its `bind` and `captureMode` are warned about: meshgate has
 //! one outbound listener.
@@ -15,7 +15,7 @@ use super::gateway::{ServerPort, ServerTls};
 #[derive(Debug, Clone, Default, Deserialize, Serialize)]
 #[serde(rename_all = "camelCase", deny_unknown_fields)]
 pub struct SidecarSpec {
-    /// Workloads it applies to; meshgate is one workload.
+    /// Workloads it applies to (`{labels}`; `plan::selector`).
     pub workload_selector: Option<serde_json::Value>,
     /// Inbound listeners.
     #[serde(default)]

@@ -31,10 +31,12 @@
 //!   resolve their destinations in the same registry: a gateway route to a
 //!   ServiceEntry the egress hosts hide is an error.
 //!
-//! Which Sidecar is in force: every Sidecar in the configuration applies to
-//! meshgate, as for ingress listeners and `outboundTrafficPolicy`; at most
-//! one may declare `egress` (Istio gives a workload one Sidecar, and
-//! meshgate cannot tell which one is its own). A per-port egress listener
+//! Which Sidecar is in force: the one whose `workloadSelector` selects the
+//! proxy's labels (`plan::selector`); else every Sidecar without a selector
+//! (or, the labels unknown, every Sidecar) applies to meshgate, as for
+//! ingress listeners and `outboundTrafficPolicy`; at most one may declare
+//! `egress` (Istio gives a workload one Sidecar, and meshgate cannot tell
+//! which one is its own). A per-port egress listener
 //! (`port`) is refused (meshgate has one outbound listener: its hosts would
 //! be visible on every port); `bind` and `captureMode` are warned about.
 
@@ -79,6 +81,8 @@ pub(crate) fn scope<'a>(
 ) -> Scoped<'a> {
     let proxy_ns = bootstrap.namespace.as_str();
     let visible = exported(config, proxy_ns, diag);
+    // What applies to this proxy by its labels (`plan::selector`).
+    let visible = super::selector::select(visible, bootstrap, diag);
     // Ports of the ServiceEntries a route destination can reach.
     diag.service_ports = service_ports(&visible);
     // As `plan::outbound` decides it: a Sidecar's policy over the mesh's.
@@ -727,10 +731,13 @@ fn egress(
             }
         }
     }
-    // Gateway routes resolve their destinations in the same registry.
+    // Gateway routes resolve their destinations in the same registry (a
+    // Gateway without servers, such as one selecting other workloads,
+    // serves no route).
     let gateways: BTreeSet<(&str, &str)> = visible
         .gateways
         .iter()
+        .filter(|g| !g.spec.servers.is_empty())
         .map(|g| (g.source.namespace.as_str(), g.source.name.as_str()))
         .collect();
     for vs in visible.virtual_services.iter().filter(|vs| {

@@ -608,4 +608,5 @@ mod lifecycle;
 mod revocation;
 mod routing;
 mod scoping;
+mod selection;
 mod tls;

@@ -27,17 +27,8 @@ pub(super) fn mesh_inbound(config: &Config, diag: &mut Diagnostics) -> Option<Li
     if !capture && app.is_none() {
         return None;
     }
-    let (mode, origin) = config
-        .peer_authentications
-        .iter()
-        .find_map(|pa| {
-            let m = pa.spec.mtls.as_ref()?.mode?;
-            Some((m, pa.source.to_string()))
-        })
-        .unwrap_or((
-            MtlsMode::Permissive,
-            "PeerAuthentication default (PERMISSIVE)".into(),
-        ));
+    // Workload over namespace over mesh policy (`plan::selector`).
+    let (mode, origin) = crate::plan::selector::peer_mode(&config.peer_authentications);
     for pa in &config.peer_authentications {
         if !pa.spec.port_level_mtls.is_empty() {
             diag.warn(

@@ -105,4 +105,5 @@ mod outbound;
 mod parity;
 mod resilience;
 mod scoping;
+mod selection;
 mod subsets_and_routes;
