@@ -513,7 +513,7 @@ fn first_at(
             &pas[i].source,
             "spec.selector",
             format!(
-                "{} is {level} too: Istio applies the oldest (creationTimestamp), meshgate the \
+                "{level}, as {} is: Istio applies the oldest (creationTimestamp), meshgate the \
                  first loaded; this one does not apply",
                 pas[first].source.resource()
             ),

@@ -469,6 +469,29 @@ fn peer_authentication_workload_over_namespace_over_mesh() {
 }
 
 #[test]
+fn two_peer_authentications_at_one_level_the_first_loaded_applies() {
+    let yaml = [
+        peer("first", "shop", None, "STRICT"),
+        peer("second", "shop", None, "DISABLE"),
+        peer("web", "shop", Some("{app: web}"), "PERMISSIVE"),
+        peer("web-too", "shop", Some("{tier: front}"), "DISABLE"),
+    ]
+    .concat();
+    let plan = plan_as(&yaml, Some(&[("app", "db")]));
+    assert_eq!(mesh_mode(&plan).0, "STRICT");
+    let w = warned(
+        &plan,
+        "PeerAuthentication/shop/second: spec.selector: namespace-wide",
+    );
+    assert_eq!(w.len(), 1, "{:#?}", plan.warnings);
+    assert!(w[0].contains("PeerAuthentication/shop/first"), "{}", w[0]);
+    let plan = plan_as(&yaml, Some(&[("app", "web"), ("tier", "front")]));
+    assert_eq!(mesh_mode(&plan).0, "PERMISSIVE");
+    let w = warned(&plan, "web-too: spec.selector: selecting this proxy");
+    assert_eq!(w.len(), 1, "{:#?}", plan.warnings);
+}
+
+#[test]
 fn peer_authentication_with_unknown_labels_is_never_weaker() {
     let namespace = peer("namespace", "shop", None, "PERMISSIVE");
     // A STRICT selector might be this proxy's: applied.
