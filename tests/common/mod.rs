@@ -10,6 +10,9 @@ use std::path::Path;
 /// Running the meshgate binary.
 pub mod binary;
 
+/// An in-process fake Kubernetes API server for the kube client.
+pub mod fake_kube;
+
 /// The nginx binary from Debian's packages.
 pub mod nginx;
 
