@@ -14,6 +14,7 @@ pub mod devpki;
 pub mod explain;
 pub mod flags;
 pub mod identity;
+pub mod inject;
 pub mod load;
 pub mod metrics;
 pub mod plan;

@@ -79,6 +79,11 @@ enum Command {
     /// nftables rules that capture the pod's traffic, as istio-iptables.
     #[command(long_about = meshgate::capture::cli::LONG_ABOUT)]
     Iptables(IptablesArgs),
+    /// Print Kubernetes manifests with meshgate added to their pods (the
+    /// init container with the capture rules and the sidecar), as
+    /// `istioctl kube-inject`.
+    #[command(long_about = meshgate::inject::cli::LONG_ABOUT)]
+    Inject(meshgate::inject::cli::InjectArgs),
 }
 
 #[cfg(feature = "demo")]
@@ -147,6 +152,7 @@ fn main() -> ExitCode {
         Command::Explain(args) => meshgate::explain::cli::run(&args),
         Command::Run(flags) => runtime.block_on(run(*flags)),
         Command::Iptables(args) => meshgate::capture::cli::main(&args),
+        Command::Inject(args) => meshgate::inject::cli::main(&args),
         Command::Ca(cmd) => match meshgate::ca::cli::run(cmd) {
             Ok(()) => ExitCode::SUCCESS,
             Err(e) => {
