@@ -90,7 +90,8 @@ fn handle(role: Role, state: &State, req: &Request<Incoming>) -> Response<Full<B
             if state.ready.load(Ordering::Acquire) {
                 text(StatusCode::OK, "LIVE\n".into())
             } else {
-                text(StatusCode::SERVICE_UNAVAILABLE, "not ready: listeners or config not loaded yet\n".into())
+                let why = state.sources.waiting().unwrap_or_else(|| "listeners or config not loaded yet".into());
+                text(StatusCode::SERVICE_UNAVAILABLE, format!("not ready: {why}\n"))
             }
         }
         (Role::Admin, "/config_dump") => json(&config_dump(state)),

@@ -42,6 +42,57 @@ pub struct Proxy {
 /// watching on the caller's runtime. Fails, before binding anything, when
 /// another process holds one of the ports.
 pub async fn build(bootstrap: Bootstrap, loaded: Loaded) -> std::io::Result<Proxy> {
+    let (proxy, _) = start(bootstrap, loaded, crate::source::Sources::files()).await?;
+    proxy.state.ready.store(true, Ordering::Release);
+    info!(
+        outbound = %proxy.outbound, admin = %proxy.admin, stats = %proxy.stats, ready = %proxy.ready,
+        workers = proxy.workers.count(),
+        "listeners bound; ready"
+    );
+    Ok(proxy)
+}
+
+/// Starts a proxy whose configuration comes from the Kubernetes API server
+/// (`client`), with the bootstrap's files as local overrides: the admin
+/// ports and the outbound listener at once, the outbound listener refusing
+/// everything (REGISTRY_ONLY, nothing registered) and readiness saying what
+/// it waits for until the first complete sync is loaded; the other
+/// listeners are bound by that load.
+#[cfg(feature = "kubernetes")]
+pub async fn build_kube(bootstrap: Bootstrap, client: ::kube::Client) -> std::io::Result<Proxy> {
+    use crate::source::{Sources, Store};
+    let closed = Bootstrap {
+        outbound_traffic_policy: crate::bootstrap::OutboundTrafficPolicy::RegistryOnly,
+        identity_dir: None,
+        config_paths: Vec::new(),
+        ..bootstrap.clone()
+    };
+    let nothing = crate::load::check(&crate::config::Config::default(), &closed)
+        .map_err(|e| std::io::Error::other(format!("cannot start with no configuration: {e}")))?;
+    let store = std::sync::Arc::new(Store::default());
+    store.set_waiting(Some("the Kubernetes source is starting".into()));
+    let (proxy, reloads) = start(bootstrap, nothing, Sources::with_store(store)).await?;
+    tokio::spawn(crate::source::kubernetes::run(
+        client,
+        proxy.state.clone(),
+        reloads,
+        proxy.shutdown.clone(),
+    ));
+    info!(
+        outbound = %proxy.outbound, admin = %proxy.admin, stats = %proxy.stats, ready = %proxy.ready,
+        workers = proxy.workers.count(),
+        "admin ports bound; the outbound listener refuses everything until the first complete sync from the Kubernetes API server is loaded"
+    );
+    Ok(proxy)
+}
+
+/// Binds every listener of `loaded` and starts the workers, admin ports,
+/// reloader and file watcher; not ready yet.
+async fn start(
+    bootstrap: Bootstrap,
+    loaded: Loaded,
+    sources: crate::source::Sources,
+) -> std::io::Result<(Proxy, Reloads)> {
     for w in loaded.warnings() {
         warn!("{w}");
     }
@@ -90,7 +141,7 @@ pub async fn build(bootstrap: Bootstrap, loaded: Loaded) -> std::io::Result<Prox
     let metrics = Arc::new(Metrics::new());
     metrics.set_certificates(&loaded.creds);
     metrics.config_errors.set(loaded.isolated.len() as i64);
-    let state = Arc::new(State::new(bootstrap, loaded, metrics));
+    let state = Arc::new(State::new(bootstrap, loaded, metrics).with_sources(sources));
     state.upstreams.set_own_address(outbound);
     let shutdown = CancellationToken::new();
     let workers = Arc::new(Workers::start(state.clone(), shutdown.clone())?);
@@ -128,22 +179,17 @@ pub async fn build(bootstrap: Bootstrap, loaded: Loaded) -> std::io::Result<Prox
             shutdown.clone(),
         ));
     }
-    state.ready.store(true, Ordering::Release);
-    info!(
-        outbound = %outbound, admin = %addrs[0], stats = %addrs[1], ready = %addrs[2],
-        workers = workers.count(),
-        "listeners bound; ready"
-    );
-    Ok(Proxy {
+    let proxy = Proxy {
         outbound,
         admin: addrs[0],
         stats: addrs[1],
         ready: addrs[2],
         state,
         workers,
-        reloads,
+        reloads: reloads.clone(),
         shutdown,
-    })
+    };
+    Ok((proxy, reloads))
 }
 
 impl Proxy {

@@ -66,6 +66,18 @@ pub struct OutboundTlsPolicy {
     pub exceptions: Vec<(String, u16)>,
 }
 
+/// Where the Istio resources come from (bootstrap `source`).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default, Serialize, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum ConfigSource {
+    /// The config files only (`-c`).
+    #[default]
+    Files,
+    /// The Kubernetes API server, with the config files as local
+    /// overrides (`--kube`).
+    Kubernetes,
+}
+
 /// Envoy's `headers_with_underscores_action`: what to do with a request
 /// header whose name has an underscore (such names can alias dashed ones
 /// in CGI-style apps: `x_user` read as `x-user`).
@@ -170,6 +182,13 @@ pub struct Bootstrap {
     /// The mesh's root namespace (MeshConfig `rootNamespace`): its
     /// PeerAuthentications without a selector are mesh-wide.
     pub root_namespace: String,
+    /// Where the Istio resources come from: files, or the Kubernetes API
+    /// server with the files as local overrides (`--kube`, bootstrap
+    /// `source: kubernetes`).
+    pub source: ConfigSource,
+    /// The kubeconfig for the Kubernetes source (`--kubeconfig`); without
+    /// it the pod's service account, else the default kubeconfig.
+    pub kubeconfig: Option<PathBuf>,
 }
 
 /// A bootstrap file that cannot be used.
@@ -251,6 +270,8 @@ impl Default for Bootstrap {
             outbound_tls_policy: OutboundTlsPolicy::default(),
             workload_labels: None,
             root_namespace: DEFAULT_ROOT_NAMESPACE.into(),
+            source: ConfigSource::Files,
+            kubeconfig: None,
         }
     }
 }
@@ -289,6 +310,7 @@ struct BootstrapFile {
     outbound_tls_policy: Option<TlsPolicyFile>,
     workload_labels: Option<BTreeMap<String, String>>,
     root_namespace: Option<String>,
+    source: Option<ConfigSource>,
 }
 
 #[derive(Debug, Default, Deserialize)]
@@ -429,6 +451,9 @@ impl Bootstrap {
                 });
             }
             self.root_namespace = ns;
+        }
+        if let Some(source) = file.source {
+            self.source = source;
         }
         Ok(())
     }

@@ -101,9 +101,14 @@ pub struct ConfigError {
 
 impl fmt::Display for ConfigError {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        write!(f, "{}:{}:", self.file.display(), self.line)?;
-        if let Some(r) = &self.resource {
-            write!(f, " {r}:")?;
+        if let Some(object) = meta::kubernetes_object(&self.file) {
+            // An object from the API server: named by itself, no line.
+            write!(f, "{object}:")?;
+        } else {
+            write!(f, "{}:{}:", self.file.display(), self.line)?;
+            if let Some(r) = &self.resource {
+                write!(f, " {r}:")?;
+            }
         }
         if let Some(field) = &self.field {
             write!(f, " {field}:")?;
@@ -144,12 +149,28 @@ pub fn load(paths: &[PathBuf]) -> Result<Config, ConfigErrors> {
 /// Like [`load`], but also returns the documents that did parse, so a
 /// caller can report problems in them too (`meshgate validate`).
 pub fn load_partial(paths: &[PathBuf]) -> (Config, ConfigErrors) {
-    let mut files = Vec::new();
+    load_documents(std::iter::empty(), paths)
+}
+
+/// Parses documents held in memory, each under its origin (for an object
+/// read from the API server `kubernetes:<namespace>/<Kind>/<name>`, see
+/// [`meta::kubernetes_object`]), then the files of `paths`, as
+/// [`load_partial`] does. A file's resource of the same kind, namespace
+/// and name replaces an in-memory one (warned, naming both): files are
+/// local overrides.
+pub fn load_documents<'a>(
+    documents: impl IntoIterator<Item = (&'a Path, &'a str)>,
+    paths: &[PathBuf],
+) -> (Config, ConfigErrors) {
+    let mut config = Config::default();
     let mut errors = Vec::new();
+    for (origin, text) in documents {
+        parse_into(origin, text, &mut config, &mut errors);
+    }
+    let mut files = Vec::new();
     for p in paths {
         collect_files(p, &mut files, &mut errors);
     }
-    let mut config = Config::default();
     for file in files {
         match std::fs::read_to_string(&file) {
             Ok(text) => parse_into(&file, &text, &mut config, &mut errors),
@@ -519,9 +540,8 @@ fn upsert<T>(
         Some(&i) => {
             let old = source(&list[i]);
             warnings.push(format!(
-                "{new}: replaces the definition at {}:{} (same kind, namespace and name: one object in Kubernetes; the last one loaded is used)",
-                old.file.display(),
-                old.line
+                "{new}: replaces the definition at {} (same kind, namespace and name: one object in Kubernetes; the last one loaded is used)",
+                old.location()
             ));
             list[i] = item;
         }

@@ -15,8 +15,9 @@ use crate::bootstrap::{Bootstrap, InterceptionMode, OutboundTrafficPolicy, TlsPo
 /// Flags shared by `run` and `validate`.
 #[derive(Args, Debug, Clone)]
 pub struct ConfigFlags {
-    /// Config files or directories (multi-document YAML). Repeatable.
-    #[arg(long = "config", short = 'c', value_name = "PATH", required = true, num_args = 1..)]
+    /// Config files or directories (multi-document YAML). Repeatable. With
+    /// --kube, local overrides of the cluster's objects.
+    #[arg(long = "config", short = 'c', value_name = "PATH", required_unless_present_any = ["kube", "bootstrap"], num_args = 1..)]
     pub config: Vec<PathBuf>,
     /// Bootstrap file: MeshConfig-style `outboundTrafficPolicy.mode`, listen
     /// addresses, `secretsDir`, `namespace`, limits. Flags override it.
@@ -72,6 +73,16 @@ pub struct ConfigFlags {
     /// [default: istio-system].
     #[arg(long, value_name = "NAMESPACE", value_parser = clap::builder::NonEmptyStringValueParser::new())]
     pub root_namespace: Option<String>,
+    /// Read the Istio resources, and the Secrets their credentialNames
+    /// name, from the Kubernetes API server (list+watch in the proxy's
+    /// namespace and the root namespace); -c files override objects of the
+    /// same kind, namespace and name. Bootstrap `source: kubernetes`.
+    #[arg(long)]
+    pub kube: bool,
+    /// The kubeconfig for --kube [default: the pod's service account, else
+    /// KUBECONFIG or ~/.kube/config].
+    #[arg(long, value_name = "FILE")]
+    pub kubeconfig: Option<PathBuf>,
 }
 
 /// Flags of `run`.
@@ -169,6 +180,8 @@ impl ConfigFlags {
     /// The bootstrap: defaults, then the bootstrap file, then these flags.
     pub fn bootstrap(&self) -> Result<Bootstrap, crate::bootstrap::BootstrapError> {
         let mut b = Bootstrap::default();
+        // Unset until the file or a flag names it (with --kube: the pod's).
+        b.namespace.clear();
         if let Some(f) = &self.bootstrap {
             b.apply_file(f)?;
         }
@@ -187,6 +200,24 @@ impl ConfigFlags {
             self.workload_labels.clone().map(Some),
         );
         set(&mut b.root_namespace, self.root_namespace.clone());
+        if self.kube {
+            b.source = crate::bootstrap::ConfigSource::Kubernetes;
+        }
+        set(&mut b.kubeconfig, self.kubeconfig.clone().map(Some));
+        if b.namespace.is_empty() {
+            b.namespace = match b.source {
+                crate::bootstrap::ConfigSource::Kubernetes => crate::source::pod_namespace(),
+                crate::bootstrap::ConfigSource::Files => None,
+            }
+            .unwrap_or_else(|| Bootstrap::default().namespace);
+        }
+        if b.config_paths.is_empty() && b.source == crate::bootstrap::ConfigSource::Files {
+            return Err(crate::bootstrap::BootstrapError::Field {
+                path: self.bootstrap.clone().unwrap_or_default(),
+                field: "source",
+                message: "no configuration: give -c PATH, or --kube (source: kubernetes)".into(),
+            });
+        }
         Ok(b)
     }
 }

@@ -20,6 +20,7 @@ pub mod metrics;
 pub mod plan;
 pub mod reload;
 pub mod runtime;
+pub mod source;
 #[cfg(feature = "demo")]
 pub mod standin;
 #[cfg(feature = "testing")]

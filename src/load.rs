@@ -145,7 +145,20 @@ pub fn validate(bootstrap: &Bootstrap) -> Report {
 pub fn report(bootstrap: &Bootstrap, previous: Option<Previous<'_>>) -> Report {
     let read_at = std::time::SystemTime::now();
     let (config, parse_errors) = config::load_partial(&bootstrap.config_paths);
-    let mut report = check_all(&config, bootstrap, previous, read_at);
+    report_parsed(&config, &parse_errors, bootstrap, previous, read_at)
+}
+
+/// [`report`] for a configuration already read, with the errors of
+/// reading it (`crate::source` reads documents from the API server as
+/// well as files): one compiler and one set of checks for every source.
+pub fn report_parsed(
+    config: &Config,
+    parse_errors: &config::ConfigErrors,
+    bootstrap: &Bootstrap,
+    previous: Option<Previous<'_>>,
+    read_at: std::time::SystemTime,
+) -> Report {
+    let mut report = check_all(config, bootstrap, previous, read_at);
     report
         .errors
         .splice(0..0, parse_errors.0.iter().map(ToString::to_string));
@@ -202,8 +215,18 @@ fn check_all(
     if bootstrap.strict {
         errors.append(&mut isolated);
     } else if let Some(p) = previous {
-        // Compared without `file:line`, which an edit elsewhere moves.
-        let what = |e: &str| e.split_once(": ").map_or(e, |(_, rest)| rest).to_string();
+        // Compared without `file:line`, which an edit elsewhere moves (an
+        // object from the API server is named without one: kept whole).
+        let what = |e: &str| match e.split_once(": ") {
+            Some((at, rest))
+                if at
+                    .rsplit_once(':')
+                    .is_some_and(|(_, l)| l.parse::<usize>().is_ok()) =>
+            {
+                rest.to_string()
+            }
+            _ => e.to_string(),
+        };
         let known: std::collections::HashSet<String> = p.isolated.iter().map(|e| what(e)).collect();
         let (known, new): (Vec<String>, Vec<String>) =
             isolated.into_iter().partition(|e| known.contains(&what(e)));

@@ -3,6 +3,7 @@
 use std::process::ExitCode;
 
 use clap::{Parser, Subcommand};
+use meshgate::bootstrap::ConfigSource;
 use meshgate::ca::cli::CaCommand;
 use meshgate::capture::cli::IptablesArgs;
 use meshgate::explain::cli::ExplainArgs;
@@ -148,7 +149,7 @@ fn main() -> ExitCode {
         }
     };
     match cli.command {
-        Command::Validate(flags) => validate(&flags),
+        Command::Validate(flags) => validate(&flags, &runtime),
         Command::Explain(args) => meshgate::explain::cli::run(&args),
         Command::Run(flags) => runtime.block_on(run(*flags)),
         Command::Iptables(args) => meshgate::capture::cli::main(&args),
@@ -182,7 +183,7 @@ fn main() -> ExitCode {
     }
 }
 
-fn validate(flags: &ConfigFlags) -> ExitCode {
+fn validate(flags: &ConfigFlags, runtime: &tokio::runtime::Runtime) -> ExitCode {
     let bootstrap = match flags.bootstrap() {
         Ok(b) => b,
         Err(e) => {
@@ -190,7 +191,18 @@ fn validate(flags: &ConfigFlags) -> ExitCode {
             return ExitCode::from(1);
         }
     };
-    let report = meshgate::load::validate(&bootstrap);
+    let report = if bootstrap.source == ConfigSource::Kubernetes {
+        // One list of everything, checked as `run --kube` would load it.
+        match runtime.block_on(validate_kube(&bootstrap)) {
+            Ok(r) => r,
+            Err(e) => {
+                eprintln!("meshgate: {e}");
+                return ExitCode::from(1);
+            }
+        }
+    } else {
+        meshgate::load::validate(&bootstrap)
+    };
     for w in &report.warnings {
         eprintln!("warning: {w}");
     }
@@ -204,6 +216,53 @@ fn validate(flags: &ConfigFlags) -> ExitCode {
         eprintln!("{}", report.summary());
         ExitCode::from(1)
     }
+}
+
+#[cfg(feature = "kubernetes")]
+async fn validate_kube(
+    bootstrap: &meshgate::bootstrap::Bootstrap,
+) -> Result<meshgate::load::Report, String> {
+    let client = meshgate::source::kubernetes::client(bootstrap)
+        .await
+        .map_err(|e| e.to_string())?;
+    Ok(meshgate::source::kubernetes::validate(&client, bootstrap).await)
+}
+
+#[cfg(not(feature = "kubernetes"))]
+async fn validate_kube(
+    _: &meshgate::bootstrap::Bootstrap,
+) -> Result<meshgate::load::Report, String> {
+    Err(NO_KUBERNETES.into())
+}
+
+/// Why `--kube` cannot be used in a build without the `kubernetes` feature.
+#[cfg(not(feature = "kubernetes"))]
+const NO_KUBERNETES: &str = "this meshgate is built without the kubernetes feature: --kube (source: kubernetes) is not available";
+
+/// Starts the proxy on the Kubernetes source: nothing is loaded before the
+/// first complete sync (readiness says what it waits for).
+#[cfg(feature = "kubernetes")]
+async fn start_kube(
+    bootstrap: meshgate::bootstrap::Bootstrap,
+) -> Result<meshgate::app::Proxy, ExitCode> {
+    let client = meshgate::source::kubernetes::client(&bootstrap)
+        .await
+        .map_err(|e| {
+            eprintln!("meshgate: {e}");
+            ExitCode::from(EXIT_BAD_CONFIG)
+        })?;
+    meshgate::app::build_kube(bootstrap, client)
+        .await
+        .map_err(|e| {
+            eprintln!("meshgate: {e}");
+            ExitCode::FAILURE
+        })
+}
+
+#[cfg(not(feature = "kubernetes"))]
+async fn start_kube(_: meshgate::bootstrap::Bootstrap) -> Result<meshgate::app::Proxy, ExitCode> {
+    eprintln!("meshgate: {NO_KUBERNETES}");
+    Err(ExitCode::from(EXIT_BAD_CONFIG))
 }
 
 async fn run(flags: RunFlags) -> ExitCode {
@@ -245,6 +304,13 @@ async fn run(flags: RunFlags) -> ExitCode {
             }
         }
     }
+    if bootstrap.source == ConfigSource::Kubernetes {
+        let proxy = match start_kube(bootstrap).await {
+            Ok(p) => p,
+            Err(code) => return code,
+        };
+        return serve(proxy, ca_client).await;
+    }
     let report = meshgate::load::validate(&bootstrap);
     let Some(loaded) = report.loaded else {
         for w in &report.warnings {
@@ -266,6 +332,19 @@ async fn run(flags: RunFlags) -> ExitCode {
             return ExitCode::FAILURE;
         }
     };
+    serve(proxy, ca_client).await
+}
+
+/// Serves until SIGTERM/SIGINT (SIGHUP reloads), renewing the workload
+/// certificate when a CA is given, then drains.
+async fn serve(
+    proxy: meshgate::app::Proxy,
+    ca_client: Option<(
+        meshgate::identity::CaClient,
+        std::path::PathBuf,
+        std::time::Duration,
+    )>,
+) -> ExitCode {
     let renewals = tokio_util::sync::CancellationToken::new();
     if let Some((client, dir, next)) = ca_client {
         tokio::spawn(meshgate::identity::renew(

@@ -157,6 +157,18 @@ pub struct DirectionLabels {
     pub direction: &'static str,
 }
 
+/// `meshgate_kubernetes_watch_errors_total` labels.
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+pub struct WatchErrorLabels {
+    /// The resource as RBAC names it (`secrets`,
+    /// `serviceentries.networking.istio.io`).
+    pub resource: String,
+    /// The namespace watched.
+    pub namespace: String,
+    /// `forbidden`, `unreachable`, `error`, `not_found` or `gone`.
+    pub reason: &'static str,
+}
+
 /// All metrics of one proxy.
 pub struct Metrics {
     registry: Registry,
@@ -199,6 +211,8 @@ pub struct Metrics {
     pub config_stale: Gauge,
     /// Errors of the configuration in force whose parts are left out.
     pub config_errors: Gauge,
+    /// Failed lists and watches of the Kubernetes source.
+    pub kubernetes_watch_errors: Family<WatchErrorLabels, Counter>,
     /// Credential rotations by credential and result.
     pub cert_reloads: Family<CertReloadLabels, Counter>,
     /// Time to complete TLS handshakes, by direction.
@@ -336,7 +350,7 @@ impl Metrics {
         let config_stale = Gauge::default();
         registry.register(
             "meshgate_config_stale",
-            "1 while configuration or certificate files changed on disk but were refused, so what is served is older than the files",
+            "1 while what is served may be older than its sources: configuration or certificate files (or watched objects) changed but were refused, or the Kubernetes API server cannot be watched",
             config_stale.clone(),
         );
         let config_errors = Gauge::default();
@@ -344,6 +358,12 @@ impl Metrics {
             "meshgate_config_errors",
             "Errors in the configuration in force: the servers and credentials they name are left out (their ports and users fail closed) while the rest is served; 0 when it loaded cleanly",
             config_errors.clone(),
+        );
+        let kubernetes_watch_errors = Family::default();
+        registry.register(
+            "meshgate_kubernetes_watch_errors",
+            "Failed lists and watches of the Kubernetes source, by resource, namespace and reason (forbidden: RBAC denies it; unreachable; error: the API server answered one; not_found: the kind is not served; gone: relisted after 410)",
+            kubernetes_watch_errors.clone(),
         );
         let handshake_duration = Family::<DirectionLabels, Histogram>::new_with_constructor(|| {
             Histogram::new(exponential_buckets(0.0001, 2.0, 16))
@@ -412,6 +432,7 @@ impl Metrics {
             cert_expiry,
             config_stale,
             config_errors,
+            kubernetes_watch_errors,
             handshake_duration,
             process_cpu,
             process_rss,

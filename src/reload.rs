@@ -33,6 +33,8 @@ pub enum Cause {
     Identity,
     /// A caller asked (the API, tests).
     Request,
+    /// Objects watched on the Kubernetes API server changed.
+    Kubernetes,
 }
 
 type Reply = oneshot::Sender<Result<(), LoadErrors>>;
@@ -99,8 +101,15 @@ pub async fn run(
 /// keep the last good configuration and say why.
 async fn reload(state: &Arc<State>, workers: &Workers, causes: &[Cause]) -> Result<(), LoadErrors> {
     let label = |r| ReloadLabels { result: r };
+    if !state.sources.loadable() {
+        // Part of the objects would be served as the whole configuration.
+        return Err(LoadErrors(vec![
+            "nothing is loaded before the Kubernetes source's first complete sync".into(),
+        ]));
+    }
     let previous = state.snapshot();
     let bootstrap = state.bootstrap.clone();
+    let sources = state.sources.clone();
     let prev = previous.clone();
     let loaded = tokio::task::spawn_blocking(move || {
         let previous = load::Previous {
@@ -108,11 +117,11 @@ async fn reload(state: &Arc<State>, workers: &Workers, causes: &[Cause]) -> Resu
             server_tls: &prev.server_tls,
             isolated: &prev.isolated,
         };
-        load::load_with(&bootstrap, Some(previous))
+        sources.load(&bootstrap, Some(previous))
     })
     .await
     .unwrap_or_else(|e| Err(LoadErrors(vec![format!("the load failed: {e}")])));
-    let loaded = match loaded {
+    let (loaded, used) = match loaded {
         Ok(l) => l,
         Err(e) => {
             state
@@ -146,6 +155,7 @@ async fn reload(state: &Arc<State>, workers: &Workers, causes: &[Cause]) -> Resu
     let loaded_isolated = loaded.isolated.len();
     let want = workers::desired(&loaded.plan, &state.bootstrap);
     let generation = state.publish(loaded);
+    state.sources.commit(used);
     let changes = workers.reconcile(&want).await;
     state.upstreams.evict(generation);
     let result = if stale || !changes.failed.is_empty() || loaded_isolated > 0 {
@@ -158,7 +168,11 @@ async fn reload(state: &Arc<State>, workers: &Workers, causes: &[Cause]) -> Resu
         .config_reloads
         .get_or_create(&label(result))
         .inc();
-    state.metrics.config_stale.set(i64::from(stale));
+    // Stale too while a source cannot be read (the API server is away).
+    state
+        .metrics
+        .config_stale
+        .set(i64::from(stale || state.sources.stale()));
     info!(
         generation,
         ?causes,

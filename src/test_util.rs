@@ -65,6 +65,40 @@ impl TestProxy {
         Ok(TestProxy { proxy, dir })
     }
 
+    /// Starts a proxy on the Kubernetes source: the API server of
+    /// `kubeconfig`, the proxy's namespace `default`, every listener on
+    /// port 0, files only if `tweak` adds config paths. It returns at once:
+    /// not ready before the first complete sync (see
+    /// [`TestProxy::readiness`]).
+    #[cfg(feature = "kubernetes")]
+    pub async fn start_kube(
+        dir: tempfile::TempDir,
+        kubeconfig: &Path,
+        tweak: impl FnOnce(&mut Bootstrap),
+    ) -> Result<TestProxy, TestProxyError> {
+        let mut bootstrap = Bootstrap {
+            source: crate::bootstrap::ConfigSource::Kubernetes,
+            kubeconfig: Some(kubeconfig.to_path_buf()),
+            ..Bootstrap::ephemeral()
+        };
+        tweak(&mut bootstrap);
+        let client = crate::source::kubernetes::client(&bootstrap)
+            .await
+            .map_err(|e| TestProxyError::Start(std::io::Error::other(e.to_string())))?;
+        let proxy = app::build_kube(bootstrap, client)
+            .await
+            .map_err(TestProxyError::Start)?;
+        Ok(TestProxy { proxy, dir })
+    }
+
+    /// The readiness endpoint's status and body.
+    pub async fn readiness(&self) -> (u16, String) {
+        let r = fetch(self.proxy.ready, "GET", "/healthz/ready", Some("localhost"))
+            .await
+            .expect("readiness endpoint answers");
+        (r.status, r.body)
+    }
+
     /// The config file path.
     pub fn config_path(&self) -> PathBuf {
         self.dir.path().join("config.yaml")

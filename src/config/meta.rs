@@ -3,7 +3,7 @@
 //! Must not depend on `plan`, `runtime` or anything async.
 
 use std::fmt;
-use std::path::PathBuf;
+use std::path::{Path, PathBuf};
 
 use serde::{Deserialize, Serialize};
 
@@ -39,22 +39,45 @@ pub struct Source {
     pub name: String,
 }
 
+/// What the `file` of a resource read from the Kubernetes API server starts
+/// with: `kubernetes:<namespace>/<Kind>/<name>` (see `crate::source`).
+pub const KUBERNETES_ORIGIN: &str = "kubernetes:";
+
+/// The object an origin written `kubernetes:<namespace>/<Kind>/<name>`
+/// names (`<namespace>/<Kind>/<name>`); `None` for a file.
+pub fn kubernetes_object(file: &Path) -> Option<&str> {
+    file.to_str()?.strip_prefix(KUBERNETES_ORIGIN)
+}
+
 impl Source {
     /// `kind/namespace/name`, the form used in every message.
     pub fn resource(&self) -> String {
         format!("{}/{}/{}", self.kind, self.namespace, self.name)
     }
+
+    /// Where the resource is defined: `file:line`, or, for an object read
+    /// from the API server, `<namespace>/<Kind>/<name>` (it has no line).
+    pub fn location(&self) -> String {
+        match kubernetes_object(&self.file) {
+            Some(object) => object.to_string(),
+            None => format!("{}:{}", self.file.display(), self.line),
+        }
+    }
 }
 
 impl fmt::Display for Source {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        write!(
-            f,
-            "{}:{}: {}",
-            self.file.display(),
-            self.line,
-            self.resource()
-        )
+        match kubernetes_object(&self.file) {
+            // The object is its own location: named once.
+            Some(object) => f.write_str(object),
+            None => write!(
+                f,
+                "{}:{}: {}",
+                self.file.display(),
+                self.line,
+                self.resource()
+            ),
+        }
     }
 }
 

@@ -252,3 +252,102 @@ fn a_missing_api_version_names_the_resource_at_its_first_line() {
     assert_eq!(errs.0[0].resource.as_deref(), Some("default/api"), "{errs}");
     assert_eq!(errs.0[0].field.as_deref(), Some("kind"), "{errs}");
 }
+
+/// An object read from the API server, as `crate::source` hands it over:
+/// one JSON document under the origin `kubernetes:<ns>/<Kind>/<name>`.
+fn kubernetes_document(kind_and_spec: &str, ns: &str, name: &str) -> (PathBuf, String) {
+    let (kind, spec) = kind_and_spec.split_once(' ').unwrap();
+    let (api, kind) = kind.split_once('|').unwrap();
+    (
+        PathBuf::from(format!("kubernetes:{ns}/{kind}/{name}")),
+        format!(
+            r#"{{"apiVersion":"{api}","kind":"{kind}","metadata":{{"name":"{name}","namespace":"{ns}","resourceVersion":"7","uid":"u"}},"spec":{spec}}}"#
+        ),
+    )
+}
+
+#[test]
+fn objects_from_the_api_server_are_named_by_namespace_kind_and_name() {
+    let (origin, good) = kubernetes_document(
+        r#"networking.istio.io/v1|ServiceEntry {"hosts":["api.example.com"],"ports":[{"number":443,"name":"https","protocol":"HTTPS"}],"resolution":"DNS"}"#,
+        "shop",
+        "api",
+    );
+    let (bad_origin, bad) = kubernetes_document(
+        r#"networking.istio.io/v1|DestinationRule {"host":"api.example.com","trafficPolicy":{"tls":{"mode":"SIMPLE","sni":7,"bogus":1}}}"#,
+        "shop",
+        "api",
+    );
+    let (config, errors) = load_documents(
+        [
+            (origin.as_path(), good.as_str()),
+            (bad_origin.as_path(), bad.as_str()),
+        ],
+        &[],
+    );
+    assert_eq!(config.service_entries.len(), 1);
+    let se = &config.service_entries[0].source;
+    assert_eq!(se.to_string(), "shop/ServiceEntry/api", "no file, no line");
+    assert_eq!(se.location(), "shop/ServiceEntry/api");
+    assert_eq!(se.resource(), "ServiceEntry/shop/api");
+    assert_eq!(errors.0.len(), 1, "{errors}");
+    let msg = errors.0[0].to_string();
+    assert!(
+        msg.starts_with("shop/DestinationRule/api: spec.trafficPolicy.tls."),
+        "{msg}"
+    );
+    assert!(
+        !msg.contains("kubernetes:") && !msg.contains(":1:"),
+        "{msg}"
+    );
+}
+
+#[test]
+fn a_file_overrides_the_object_of_the_same_kind_namespace_and_name() {
+    let dir = tempfile::tempdir().unwrap();
+    let se = |host: &str| {
+        format!(
+            "apiVersion: networking.istio.io/v1\nkind: ServiceEntry\nmetadata:\n  name: api\n  namespace: shop\nspec:\n  hosts: [{host}]\n  ports: [{{number: 443, name: https, protocol: HTTPS}}]\n"
+        )
+    };
+    let file = dir.path().join("local.yaml");
+    std::fs::write(&file, se("local.example.com")).unwrap();
+    let (origin, text) = kubernetes_document(
+        r#"networking.istio.io/v1|ServiceEntry {"hosts":["cluster.example.com"],"ports":[{"number":443,"name":"https","protocol":"HTTPS"}]}"#,
+        "shop",
+        "api",
+    );
+    let (config, errors) = load_documents([(origin.as_path(), text.as_str())], &[file]);
+    assert!(errors.0.is_empty(), "{errors}");
+    assert_eq!(config.service_entries.len(), 1);
+    assert_eq!(
+        config.service_entries[0].spec.hosts,
+        vec!["local.example.com".to_string()],
+        "the file is read after the cluster's objects"
+    );
+    assert!(
+        config.warnings.len() == 1
+            && config.warnings[0].contains("local.yaml:1: ServiceEntry/shop/api")
+            && config.warnings[0].contains("replaces the definition at shop/ServiceEntry/api"),
+        "{:?}",
+        config.warnings
+    );
+}
+
+#[test]
+fn a_secret_as_the_api_server_serves_it_is_read() {
+    // `data` base64, `type`, and metadata the API server adds.
+    let text = r#"{"apiVersion":"v1","kind":"Secret","metadata":{"name":"gw-cert","namespace":"shop","resourceVersion":"9","uid":"x","creationTimestamp":"2025-01-01T00:00:00Z","labels":{"a":"b"}},"type":"kubernetes.io/tls","data":{"tls.crt":"Y2VydA==","tls.key":"a2V5","ca.crt":"Y2E="}}"#;
+    let origin = PathBuf::from("kubernetes:shop/Secret/gw-cert");
+    let (config, errors) = load_documents([(origin.as_path(), text)], &[]);
+    assert!(errors.0.is_empty(), "{errors}");
+    let s = &config.secrets[0];
+    assert_eq!(s.source.to_string(), "shop/Secret/gw-cert");
+    assert_eq!(s.data["tls.crt"], b"cert");
+    assert_eq!(s.data["tls.key"], b"key");
+    assert_eq!(s.data["ca.crt"], b"ca");
+    let opaque = r#"{"apiVersion":"v1","kind":"Secret","metadata":{"name":"ca","namespace":"shop"},"type":"Opaque","data":{"ca.crt":"Y2E="}}"#;
+    let (config, errors) = load_documents([(origin.as_path(), opaque)], &[]);
+    assert!(errors.0.is_empty(), "{errors}");
+    assert_eq!(config.secrets[0].data["ca.crt"], b"ca");
+}

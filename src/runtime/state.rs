@@ -14,6 +14,7 @@ use crate::creds::Credentials;
 use crate::load::Loaded;
 use crate::metrics::Metrics;
 use crate::plan::Plan;
+use crate::source::Sources;
 use crate::tls::server_configs::ServerConfigs;
 
 /// One consistent configuration: plan plus the credentials it references.
@@ -52,6 +53,8 @@ pub struct State {
     /// route never skews the endpoint rotation (two draws per request
     /// would pin every request to the same endpoint of two).
     weights: AtomicU64,
+    /// Where configurations are read from (files, the Kubernetes source).
+    pub sources: Sources,
 }
 
 impl State {
@@ -74,7 +77,13 @@ impl State {
             ready: AtomicBool::new(false),
             counter: AtomicU64::new(0),
             weights: AtomicU64::new(0),
+            sources: Sources::files(),
         }
+    }
+
+    /// The same state reading configurations from `sources`.
+    pub fn with_sources(self, sources: Sources) -> State {
+        State { sources, ..self }
     }
 
     /// The configuration in force.
