@@ -2,7 +2,9 @@
 //! the real kube client: a `kube::Client` built from the kubeconfig file the
 //! fake writes (TLS with its CA, bearer token) and `kube::runtime::watcher`
 //! over its lists and watches, resourceVersions, 410 Gone, bookmarks, 403,
-//! disconnects and outages.
+//! disconnects and outages. Then meshgate itself on the Kubernetes source
+//! (`run --kube`, `validate --kube`) against the fake: `source`, `outage`,
+//! `rotation`, `validate`, with the helpers in `proxy`.
 //!
 //! Every wait has a deadline; no fixed sleep decides an outcome.
 
@@ -23,6 +25,11 @@ use serde_json::{Value, json};
 mod common;
 
 mod fake;
+mod outage;
+mod proxy;
+mod rotation;
+mod source;
+mod validate;
 
 use common::fake_kube::FakeKube;
 
