@@ -20,8 +20,15 @@
 //! that quotes it) goes back to the version in force, or is left out when
 //! it is new, and the rest is loaded again (a few rounds at most). The
 //! refused versions are reported with their errors, counted in
-//! `meshgate_config_errors`, and served once fixed. `--strict` turns this
-//! off: any error refuses the whole change, as with files.
+//! `meshgate_config_errors`, and served once fixed. A new object of a kind
+//! that guards others (DestinationRule, PeerAuthentication,
+//! AuthorizationPolicy, RequestAuthentication, Sidecar) is not left out:
+//! serving its change without it could leave traffic unprotected (a
+//! ServiceEntry without the DestinationRule that originates TLS to it), so
+//! the whole change is refused and the configuration in force keeps
+//! serving, as with files; so is the first configuration holding one (an
+//! AuthorizationPolicy is refused, as from files). `--strict` turns
+//! isolation off: any error refuses the whole change.
 //!
 //! Pure and synchronous: the watching is `source::kubernetes`'.
 
@@ -310,7 +317,18 @@ impl Sources {
                 load::report_parsed(&config, &parse_errors, bootstrap, previous, read_at);
             let culprits: Vec<ObjectKey> =
                 if report.loaded.is_none() && !bootstrap.strict && round < MAX_ROUNDS {
-                    blame(&report.errors, &used, &in_force)
+                    match blame(&report.errors, &used, &in_force) {
+                        Ok(culprits) => culprits,
+                        Err(guard) => {
+                            report.errors.push(format!(
+                                "{guard}: a new {} that does not load refuses the whole change \
+                                 (serving the rest without it could weaken security); the \
+                                 configuration in force keeps serving",
+                                guard.kind
+                            ));
+                            Vec::new()
+                        }
+                    }
                 } else {
                     Vec::new()
                 };
@@ -390,14 +408,40 @@ impl Sources {
     }
 }
 
-/// The changed objects `errors` name: the ones whose latest version is
-/// not the one in force.
-fn blame(errors: &[String], used: &Objects, in_force: &Objects) -> Vec<ObjectKey> {
-    used.iter()
+/// Kinds whose absence can leave traffic less protected than the change
+/// meant (a ServiceEntry without the DestinationRule originating TLS to
+/// it, a port without its policy, egress without the Sidecar narrowing
+/// it): a new one that does not load is not left out while the rest of
+/// its change is served.
+const GUARDS: [&str; 5] = [
+    "DestinationRule",
+    "PeerAuthentication",
+    "AuthorizationPolicy",
+    "RequestAuthentication",
+    "Sidecar",
+];
+
+/// The changed objects `errors` name (their latest version is not the one
+/// in force), or a new guarding object among them (see [`GUARDS`]): then
+/// the change is refused whole.
+fn blame(
+    errors: &[String],
+    used: &Objects,
+    in_force: &Objects,
+) -> Result<Vec<ObjectKey>, ObjectKey> {
+    let named: Vec<ObjectKey> = used
+        .iter()
         .filter(|(key, doc)| in_force.get(*key) != Some(*doc))
         .filter(|(key, _)| errors.iter().any(|e| key.named_in(e)))
         .map(|(key, _)| key.clone())
-        .collect()
+        .collect();
+    match named
+        .iter()
+        .find(|k| !in_force.contains_key(*k) && GUARDS.contains(&k.kind.as_str()))
+    {
+        Some(guard) => Err(guard.clone()),
+        None => Ok(named),
+    }
 }
 
 /// Where the service account's namespace is mounted in a pod.

@@ -101,25 +101,80 @@ fn objects_are_read_before_files_and_named_without_lines() {
 
 #[test]
 fn a_new_object_that_does_not_parse_is_left_out_and_the_rest_loads() {
-    let mut broken = destination_rule("5", "x");
-    broken.text = broken.text.replace("\"sni\"", "\"snii\"");
-    let (_, sources) = store_with(vec![service_entry("1"), broken]);
+    let mut broken = service_entry("5");
+    broken.key.name = "other".into();
+    broken.text = broken
+        .text
+        .replace("\"name\":\"api\"", "\"name\":\"other\"")
+        .replace("\"DNS\"", "\"SOMETIMES\"");
+    let (_, sources) = store_with(vec![
+        service_entry("1"),
+        destination_rule("2", "a.example.com"),
+        broken,
+    ]);
     let loading = sources.report(&Bootstrap::default(), None);
     let report = &loading.report;
     let loaded = report.loaded.as_ref().expect("the rest loads");
     assert_eq!(loaded.plan.outbound.services.len(), 1);
-    assert!(loaded.plan.outbound.rules.is_empty());
+    assert_eq!(sni_in_force(loaded).as_deref(), Some("a.example.com"));
     assert_eq!(report.isolated.len(), 1, "{:?}", report.isolated);
     let msg = &report.isolated[0];
     assert!(
-        msg.starts_with("default/DestinationRule/api: spec.trafficPolicy.tls")
-            && msg.contains("snii")
+        msg.starts_with("default/ServiceEntry/other: spec.resolution")
+            && msg.contains("SOMETIMES")
             && msg.contains("resourceVersion 5 is refused; not served until fixed"),
         "{msg}"
     );
     assert_eq!(
         loaded.isolated, report.isolated,
         "counted and shown as errors"
+    );
+}
+
+#[test]
+fn a_new_guarding_object_that_does_not_load_refuses_the_whole_change() {
+    // Serving the ServiceEntry without the DestinationRule would send its
+    // traffic in plain text.
+    let mut broken = destination_rule("5", "x");
+    broken.text = broken.text.replace("\"sni\"", "\"snii\"");
+    let (store, sources) = store_with(vec![service_entry("1"), broken]);
+    let errors = sources
+        .load(&Bootstrap::default(), None)
+        .err()
+        .expect("refused")
+        .to_string();
+    assert!(
+        errors.contains("default/DestinationRule/api: spec.trafficPolicy.tls")
+            && errors.contains(
+                "default/DestinationRule/api: a new DestinationRule that does not load refuses the whole change"
+            ),
+        "{errors}"
+    );
+
+    // An AuthorizationPolicy is refused as from files: meshgate does not
+    // enforce it, and serving without it would leave open what it closes.
+    store.apply(destination_rule("6", "a.example.com"));
+    store.apply(Document {
+        key: ObjectKey::new("default", "AuthorizationPolicy", "deny-all"),
+        version: "7".into(),
+        text: r#"{"apiVersion":"security.istio.io/v1","kind":"AuthorizationPolicy","metadata":{"name":"deny-all","namespace":"default"},"spec":{}}"#.into(),
+    });
+    let errors = sources
+        .load(&Bootstrap::default(), None)
+        .err()
+        .expect("refused")
+        .to_string();
+    assert!(
+        errors.contains("default/AuthorizationPolicy/deny-all: kind: AuthorizationPolicy is not enforced by meshgate"),
+        "{errors}"
+    );
+    let ignoring = Bootstrap {
+        ignore_unsupported: true,
+        ..Bootstrap::default()
+    };
+    assert!(
+        sources.load(&ignoring, None).is_ok(),
+        "--ignore-unsupported serves it"
     );
 }
 

@@ -159,3 +159,63 @@ async fn a_file_overrides_the_cluster_object_of_the_same_name() {
         "after resourceVersion {rv}"
     );
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_unenforced_policy_in_the_cluster_is_refused_as_from_files() {
+    let e = Egress::start("one.example.test").await;
+    e.fake.apply(serde_json::json!({
+        "apiVersion": "security.istio.io/v1",
+        "kind": "AuthorizationPolicy",
+        "metadata": {"name": "deny-all", "namespace": "istio-system"},
+        "spec": {},
+    }));
+    let p = start(&e.fake, |_| {}).await;
+    let body = wait_for("the first configuration refused", || async {
+        let (status, body) = p.readiness().await;
+        assert_eq!(status, 503, "{body}");
+        body.contains("refused").then_some(body)
+    })
+    .await;
+    assert!(
+        body.contains("the configuration from Kubernetes is refused"),
+        "{body}"
+    );
+    assert_eq!(sni(&p).await, Err(502), "nothing served");
+    assert!(
+        p.metric("meshgate_config_reloads_total{result=\"failure\"}")
+            .await
+            >= 1.0,
+        "{}",
+        p.metrics().await
+    );
+
+    // Removed: served.
+    assert!(e.fake.delete(
+        "security.istio.io/v1",
+        "AuthorizationPolicy",
+        "istio-system",
+        "deny-all"
+    ));
+    ready(&p).await;
+    assert_eq!(sni(&p).await, Ok("one.example.test".into()));
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn kinds_the_api_server_does_not_serve_are_read_as_none() {
+    // Istio's security CRDs not installed: the networking ones still serve.
+    let e = Egress::start("one.example.test").await;
+    e.fake.set_installed("security.istio.io", false);
+    let p = start(&e.fake, |_| {}).await;
+    ready(&p).await;
+    assert_eq!(sni(&p).await, Ok("one.example.test".into()));
+    let requests = e.fake.requests();
+    for version in ["v1", "v1beta1"] {
+        assert!(
+            requests.iter().any(|r| r.contains(&format!(
+                "/apis/security.istio.io/{version}/namespaces/default/peerauthentications"
+            ))),
+            "every served version tried: {requests:#?}"
+        );
+    }
+    assert_eq!(p.metric("meshgate_config_stale").await, 0.0);
+}

@@ -205,11 +205,7 @@ impl Driver {
         };
         w.failing = Some(message.clone());
         let now = Instant::now();
-        let due = match &w.logged {
-            None => true,
-            Some((at, last)) => *last != message || now.duration_since(*at) >= LOG_EVERY,
-        };
-        if due {
+        if log_due(w.logged.as_ref(), &message, now) {
             let left_out = match w.suppressed {
                 0 => String::new(),
                 n => format!(" ({n} more since the last line)"),
@@ -350,5 +346,38 @@ impl Driver {
         };
         self.store
             .set_waiting(Some(format!("waiting for the first list of {text}")));
+    }
+}
+
+/// Whether a watch's failure `message` is logged now, given the last line
+/// logged for it: the first failure, a different one, or the same one
+/// [`LOG_EVERY`] later.
+fn log_due(logged: Option<&(Instant, String)>, message: &str, now: Instant) -> bool {
+    match logged {
+        None => true,
+        Some((at, last)) => last != message || now.duration_since(*at) >= LOG_EVERY,
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_failing_watch_is_logged_at_most_every_30_seconds() {
+        let t0 = Instant::now();
+        let down = "cannot watch secrets in namespace default: connection refused";
+        assert!(log_due(None, down, t0), "the first failure");
+        let logged = (t0, down.to_string());
+        assert!(!log_due(Some(&logged), down, t0 + Duration::from_secs(29)));
+        assert!(log_due(Some(&logged), down, t0 + LOG_EVERY));
+        assert!(
+            log_due(
+                Some(&logged),
+                "forbidden to watch secrets",
+                t0 + Duration::from_secs(1)
+            ),
+            "a different failure at once"
+        );
     }
 }
