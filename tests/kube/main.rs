@@ -4,7 +4,7 @@
 //! over its lists and watches, resourceVersions, 410 Gone, bookmarks, 403,
 //! disconnects and outages. Then meshgate itself on the Kubernetes source
 //! (`run --kube`, `validate --kube`) against the fake: `source`, `outage`,
-//! `rotation`, `validate`, with the helpers in `proxy`.
+//! `rotation`, `validate`, `run` (the binary), with the helpers in `proxy`.
 //!
 //! Every wait has a deadline; no fixed sleep decides an outcome.
 
@@ -28,6 +28,7 @@ mod fake;
 mod outage;
 mod proxy;
 mod rotation;
+mod run;
 mod source;
 mod validate;
 
