@@ -132,6 +132,8 @@ pub type Objects = BTreeMap<ObjectKey, Arc<Document>>;
 #[derive(Debug, Default)]
 pub struct Store {
     inner: Mutex<Inner>,
+    /// Signalled at every load (see [`Store::loaded`]).
+    loaded: tokio::sync::Notify,
 }
 
 #[derive(Debug, Default)]
@@ -243,6 +245,12 @@ impl Store {
     fn commit(&self, used: Objects) {
         self.lock().in_force = used;
     }
+
+    /// Waits until a load has read this store (any reload, published or
+    /// refused: the files read with it may have changed).
+    pub async fn loaded(&self) {
+        self.loaded.notified().await;
+    }
 }
 
 /// The object versions one load used; [`Sources::commit`] them once the
@@ -300,6 +308,8 @@ impl Sources {
             };
         };
         let read_at = std::time::SystemTime::now();
+        // A permit is kept when nobody waits: no load goes unseen.
+        store.loaded.notify_one();
         let (current, in_force) = store.snapshot();
         let mut used = current;
         let mut refused: Vec<String> = Vec::new();

@@ -219,3 +219,55 @@ async fn kinds_the_api_server_does_not_serve_are_read_as_none() {
     }
     assert_eq!(p.metric("meshgate_config_stale").await, 0.0);
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_secret_a_local_file_names_is_watched_once_the_file_names_it() {
+    use meshgate::devpki::{DevCa, LeafSpec};
+    use meshgate::test_util::{ClientOpts, echo_service, https_get};
+    const GW_HOST: &str = "local.example.test";
+    let fake = super::common::fake_kube::FakeKube::start().await;
+    let ca = DevCa::new("kube local CA");
+    let leaf = ca.issue(&LeafSpec::server(&[GW_HOST]));
+    fake.apply(tls_secret("gw-cert", &leaf.cert_pem, &leaf.key_pem));
+    let backend = echo_service().await;
+    let dir = meshgate::test_util::tempdir();
+    let local = meshgate::test_util::write(dir.path(), "local.yaml", "# nothing yet\n");
+    let p = start(&fake, |b| {
+        b.config_paths = vec![local.clone()];
+        b.watch_interval = std::time::Duration::from_millis(100);
+    })
+    .await;
+    ready(&p).await;
+    assert!(
+        !fake.requests().iter().any(|r| r.contains("/secrets")),
+        "no Secret is named yet"
+    );
+    std::fs::write(
+        &local,
+        format!(
+            "apiVersion: networking.istio.io/v1\nkind: Gateway\nmetadata: {{name: local, namespace: default}}\nspec:\n  servers:\n  - port: {{number: 443, name: https, protocol: HTTPS}}\n    hosts: [{GW_HOST}]\n    tls: {{mode: SIMPLE, credentialName: gw-cert}}\n---\napiVersion: networking.istio.io/v1\nkind: VirtualService\nmetadata: {{name: local, namespace: default}}\nspec:\n  hosts: [{GW_HOST}]\n  gateways: [local]\n  http:\n  - route:\n    - destination: {{host: 127.0.0.1, port: {{number: {}}}}}\n",
+            backend.port()
+        ),
+    )
+    .unwrap();
+    let opts = ClientOpts {
+        sni: Some(GW_HOST.into()),
+        ca_pem: ca.cert_pem.clone(),
+        ..Default::default()
+    };
+    let status = wait_for("the Gateway served with the cluster's Secret", || async {
+        let addr = *p.proxy.inbound().get(&443)?;
+        let r = https_get(addr, &opts, GW_HOST, "/", &[]).await.ok()?;
+        Some(r.status)
+    })
+    .await;
+    assert_eq!(status, 200);
+    assert!(
+        fake.requests()
+            .iter()
+            .any(|r| r.contains("/namespaces/default/secrets?")
+                && r.contains("metadata.name%3Dgw-cert")),
+        "{:#?}",
+        fake.requests()
+    );
+}

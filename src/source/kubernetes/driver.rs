@@ -87,10 +87,21 @@ pub async fn run(client: Client, state: Arc<State>, reloads: Reloads, shutdown: 
         driver.start(scope);
     }
     driver.show_waiting();
+    // Files may name Secrets too: a load that read changed files (the file
+    // watcher's, SIGHUP) is followed by a look at the names.
+    let files = !driver.state.bootstrap.config_paths.is_empty();
+    let store = driver.store.clone();
     loop {
         let first = tokio::select! {
             () = shutdown.cancelled() => break,
             r = rx.recv() => r,
+            () = store.loaded(), if files => {
+                if driver.loaded && driver.istio_settled() {
+                    driver.follow_credentials().await;
+                    driver.step().await;
+                }
+                continue;
+            }
         };
         let Some(first) = first else { break };
         driver.handle(first);
