@@ -149,7 +149,7 @@ fn main() -> ExitCode {
         }
     };
     match cli.command {
-        Command::Validate(flags) => validate(&flags, &runtime),
+        Command::Validate(flags) => validate(&flags),
         Command::Explain(args) => meshgate::explain::cli::run(&args),
         Command::Run(flags) => runtime.block_on(run(*flags)),
         Command::Iptables(args) => meshgate::capture::cli::main(&args),
@@ -183,7 +183,7 @@ fn main() -> ExitCode {
     }
 }
 
-fn validate(flags: &ConfigFlags, runtime: &tokio::runtime::Runtime) -> ExitCode {
+fn validate(flags: &ConfigFlags) -> ExitCode {
     let bootstrap = match flags.bootstrap() {
         Ok(b) => b,
         Err(e) => {
@@ -191,17 +191,13 @@ fn validate(flags: &ConfigFlags, runtime: &tokio::runtime::Runtime) -> ExitCode 
             return ExitCode::from(1);
         }
     };
-    let report = if bootstrap.source == ConfigSource::Kubernetes {
-        // One list of everything, checked as `run --kube` would load it.
-        match runtime.block_on(validate_kube(&bootstrap)) {
-            Ok(r) => r,
-            Err(e) => {
-                eprintln!("meshgate: {e}");
-                return ExitCode::from(1);
-            }
+    // With --kube: one list of everything, checked as `run --kube` loads it.
+    let report = match meshgate::source::read_once(&bootstrap) {
+        Ok(r) => r,
+        Err(e) => {
+            eprintln!("meshgate: {e}");
+            return ExitCode::from(1);
         }
-    } else {
-        meshgate::load::validate(&bootstrap)
     };
     for w in &report.warnings {
         eprintln!("warning: {w}");
@@ -216,23 +212,6 @@ fn validate(flags: &ConfigFlags, runtime: &tokio::runtime::Runtime) -> ExitCode 
         eprintln!("{}", report.summary());
         ExitCode::from(1)
     }
-}
-
-#[cfg(feature = "kubernetes")]
-async fn validate_kube(
-    bootstrap: &meshgate::bootstrap::Bootstrap,
-) -> Result<meshgate::load::Report, String> {
-    let client = meshgate::source::kubernetes::client(bootstrap)
-        .await
-        .map_err(|e| e.to_string())?;
-    Ok(meshgate::source::kubernetes::validate(&client, bootstrap).await)
-}
-
-#[cfg(not(feature = "kubernetes"))]
-async fn validate_kube(
-    _: &meshgate::bootstrap::Bootstrap,
-) -> Result<meshgate::load::Report, String> {
-    Err(NO_KUBERNETES.into())
 }
 
 /// Why `--kube` cannot be used in a build without the `kubernetes` feature.

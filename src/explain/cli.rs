@@ -117,7 +117,13 @@ pub fn run(args: &ExplainArgs) -> ExitCode {
     };
     // The load `run` and `validate` use: what is explained is what is
     // served (in strict mode or not, as the flags say).
-    let report = crate::load::validate(&bootstrap);
+    let report = match crate::source::read_once(&bootstrap) {
+        Ok(r) => r,
+        Err(e) => {
+            eprintln!("error: {e}");
+            return ExitCode::from(EXIT_BAD_CONFIG);
+        }
+    };
     for w in &report.warnings {
         eprintln!("warning: {w}");
     }

@@ -69,3 +69,32 @@ async fn validate_lists_once_and_names_objects() {
         show(&out)
     );
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn explain_reads_the_cluster_as_validate_does() {
+    let e = Egress::start("one.example.test").await;
+    let dir = meshgate::test_util::tempdir();
+    let kubeconfig = e.fake.kubeconfig(dir.path());
+    let mut cmd = meshgate();
+    cmd.args([
+        "explain",
+        "--kube",
+        "--namespace",
+        "default",
+        "--kubeconfig",
+    ])
+    .arg(&kubeconfig)
+    .args(["outbound", &format!("http://{HOST}/")]);
+    let out = tokio::task::spawn_blocking(move || run_with_timeout(cmd, Duration::from_secs(20)))
+        .await
+        .unwrap();
+    assert_eq!(out.status.code(), Some(0), "{}", show(&out));
+    let stdout = text(&out.stdout);
+    assert!(
+        stdout.contains("default/ServiceEntry/api")
+            && stdout.contains("default/DestinationRule/api")
+            && stdout.contains("one.example.test"),
+        "{}",
+        show(&out)
+    );
+}
