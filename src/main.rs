@@ -192,7 +192,7 @@ fn validate(flags: &ConfigFlags) -> ExitCode {
         }
     };
     // With --kube: one list of everything, checked as `run --kube` loads it.
-    let report = match meshgate::source::read_once(&bootstrap) {
+    let report = match meshgate::source::once::read_once(&bootstrap) {
         Ok(r) => r,
         Err(e) => {
             eprintln!("meshgate: {e}");

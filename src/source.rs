@@ -34,6 +34,7 @@
 
 #[cfg(feature = "kubernetes")]
 pub mod kubernetes;
+pub mod once;
 
 use std::collections::BTreeMap;
 use std::fmt;
@@ -451,34 +452,6 @@ fn blame(
     {
         Some(guard) => Err(guard.clone()),
         None => Ok(named),
-    }
-}
-
-/// The bootstrap's configuration read once and checked, as `validate` and
-/// `explain` see it: the files, or with `source: kubernetes` one list of
-/// the cluster's objects and the files (this blocks on its own runtime).
-pub fn read_once(bootstrap: &Bootstrap) -> Result<Report, String> {
-    match bootstrap.source {
-        crate::bootstrap::ConfigSource::Files => Ok(load::validate(bootstrap)),
-        #[cfg(feature = "kubernetes")]
-        crate::bootstrap::ConfigSource::Kubernetes => {
-            let runtime = tokio::runtime::Builder::new_current_thread()
-                .enable_all()
-                .build()
-                .map_err(|e| format!("cannot start a runtime: {e}"))?;
-            runtime.block_on(async {
-                let client = kubernetes::client(bootstrap)
-                    .await
-                    .map_err(|e| e.to_string())?;
-                Ok(kubernetes::validate(&client, bootstrap).await)
-            })
-        }
-        #[cfg(not(feature = "kubernetes"))]
-        crate::bootstrap::ConfigSource::Kubernetes => Err(
-            "this meshgate is built without the kubernetes feature: --kube (source: kubernetes) \
-             is not available"
-                .into(),
-        ),
     }
 }
 

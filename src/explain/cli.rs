@@ -117,7 +117,7 @@ pub fn run(args: &ExplainArgs) -> ExitCode {
     };
     // The load `run` and `validate` use: what is explained is what is
     // served (in strict mode or not, as the flags say).
-    let report = match crate::source::read_once(&bootstrap) {
+    let report = match crate::source::once::read_once(&bootstrap) {
         Ok(r) => r,
         Err(e) => {
             eprintln!("error: {e}");
