@@ -31,12 +31,13 @@
 //!   resolve their destinations in the same registry: a gateway route to a
 //!   ServiceEntry the egress hosts hide is an error.
 //!
-//! Which Sidecar is in force: the one whose `workloadSelector` selects the
-//! proxy's labels (`plan::selector`); else every Sidecar without a selector
-//! (or, the labels unknown, every Sidecar) applies to meshgate, as for
-//! ingress listeners and `outboundTrafficPolicy`; at most one may declare
-//! `egress` (Istio gives a workload one Sidecar, and meshgate cannot tell
-//! which one is its own). A per-port egress listener
+//! Which Sidecar is in force: `plan::selector` picks Istio's one (the
+//! proxy's namespace's selecting one, its namespace-wide one, or the root
+//! namespace's default); the labels unknown, every Sidecar applies to
+//! meshgate (the root namespace's default only to a namespace without a
+//! Sidecar), as for ingress listeners and `outboundTrafficPolicy`; at most
+//! one may declare `egress` (Istio gives a workload one Sidecar, and
+//! meshgate cannot tell which one is its own). A per-port egress listener
 //! (`port`) is refused (meshgate has one outbound listener: its hosts would
 //! be visible on every port); `bind` and `captureMode` are warned about.
 
@@ -92,7 +93,12 @@ pub(crate) fn scope<'a>(
         .find_map(|s| s.spec.outbound_traffic_policy.as_ref())
         .map(|p| p.mode.unwrap_or(OutboundTrafficPolicy::RegistryOnly))
         .unwrap_or(bootstrap.outbound_traffic_policy);
-    let mesh = egress(&visible, proxy_ns, policy, diag);
+    let mesh = egress(
+        &visible,
+        (proxy_ns, &bootstrap.root_namespace),
+        policy,
+        diag,
+    );
     Scoped { visible, mesh }
 }
 
@@ -630,7 +636,7 @@ fn declaring(config: &Config, host: &str) -> Option<(usize, usize)> {
 /// `None` when no Sidecar declares egress.
 fn egress(
     visible: &Config,
-    proxy_ns: &str,
+    (proxy_ns, root): (&str, &str),
     policy: OutboundTrafficPolicy,
     diag: &mut Diagnostics,
 ) -> Option<Config> {
@@ -651,7 +657,10 @@ fn egress(
             ),
         );
     }
-    if sc.source.namespace != proxy_ns {
+    // The root namespace's Sidecar without a selector is the mesh-wide
+    // default (`plan::selector`).
+    let default = sc.source.namespace == root && sc.spec.workload_selector.is_none();
+    if sc.source.namespace != proxy_ns && !default {
         diag.warn(
             &sc.source,
             "spec.egress",

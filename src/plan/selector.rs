@@ -8,12 +8,13 @@
 //!   when it matches, whatever its namespace. One that does not stays known
 //!   (VirtualServices may name it) but contributes no server.
 //! - Sidecar `workloadSelector` (`doGetSidecarScope`, `initSidecarScopes`):
-//!   a Sidecar of the proxy's namespace whose selector matches is the one in
-//!   force, over those without a selector; two matching: Istio takes the
-//!   oldest (`creationTimestamp`), meshgate the first loaded (warned).
-//!   Sidecars whose selector does not match, or of another namespace with a
-//!   selector, do not apply. Without a matching one, the Sidecars without a
-//!   selector apply as before (`plan::scope`).
+//!   one Sidecar is in force: the proxy's namespace's one whose selector
+//!   matches, else its one without a selector, else the root namespace's
+//!   one without a selector (the mesh-wide default); several at a level:
+//!   Istio takes the oldest (`creationTimestamp`), meshgate the first loaded
+//!   (warned). A root-namespace Sidecar with a selector is for the root
+//!   namespace's workloads only, and another namespace's never applies
+//!   (warned).
 //! - DestinationRule `workloadSelector` (`SidecarScope::DestinationRule`):
 //!   a rule with a selector is its own namespace's only (`plan::scope`
 //!   already hid the others); it applies when it matches, and then takes
@@ -35,9 +36,10 @@
 //! Gateways, Sidecars and DestinationRules then apply as they did before
 //! labels could be given (every one, as if its selector matched), with a
 //! warning naming each selector left unchecked: the configuration given to
-//! meshgate is taken to be this proxy's. A PeerAuthentication with a
-//! selector is applied only when that makes the mode stricter (never
-//! weaker than either reading), also warned.
+//! meshgate is taken to be this proxy's. The root namespace's default
+//! Sidecar still gives way to any Sidecar of the proxy's namespace. A
+//! PeerAuthentication with a selector is applied only when that makes the
+//! mode stricter (never weaker than either reading), also warned.
 
 use std::borrow::Cow;
 use std::collections::{BTreeMap, HashMap};
@@ -285,8 +287,8 @@ fn gateways(config: &Config, proxy: &Proxy, diag: &mut Diagnostics) -> Vec<bool>
 /// Whether each Sidecar applies.
 fn sidecars(config: &Config, proxy: &Proxy, diag: &mut Diagnostics) -> Vec<bool> {
     let field = "spec.workloadSelector";
-    let selectors: Vec<Selector> = config
-        .sidecars
+    let sidecars = &config.sidecars;
+    let selectors: Vec<Selector> = sidecars
         .iter()
         .map(|sc| {
             let at = (
@@ -302,41 +304,74 @@ fn sidecars(config: &Config, proxy: &Proxy, diag: &mut Diagnostics) -> Vec<bool>
             )
         })
         .collect();
+    let own = |i: usize| sidecars[i].source.namespace == proxy.namespace;
+    // A root-namespace Sidecar without a selector: the mesh-wide default.
+    let default = |i: usize| {
+        sidecars[i].source.namespace == proxy.root && matches!(selectors[i], Selector::None)
+    };
     let Some(labels) = proxy.labels else {
-        for (sc, sel) in config.sidecars.iter().zip(&selectors) {
+        for (sc, sel) in sidecars.iter().zip(&selectors) {
             if matches!(sel, Selector::Labels(l) if !l.is_empty()) {
                 let assumed = "applied as if it selects this proxy, as every Sidecar given applies";
                 unchecked(&sc.source, field, assumed, diag);
             }
         }
-        return vec![true; config.sidecars.len()];
-    };
-    let selecting: Vec<usize> = (0..config.sidecars.len())
-        .filter(|&i| {
-            config.sidecars[i].source.namespace == proxy.namespace
-                && matches!(&selectors[i], Selector::Labels(l) if matches(l, labels))
-        })
-        .collect();
-    let Some((&first, rest)) = selecting.split_first() else {
-        // None selects this proxy: those without a selector apply.
-        return selectors
-            .iter()
-            .map(|s| matches!(s, Selector::None))
+        // Every Sidecar applies, but the mesh-wide default only to a
+        // namespace without a Sidecar of its own.
+        let has_own = (0..sidecars.len()).any(own);
+        return (0..sidecars.len())
+            .map(|i| own(i) || !has_own || !default(i))
             .collect();
     };
-    for &i in rest {
-        diag.warn(
-            &config.sidecars[i].source,
-            field,
-            format!(
-                "selects this proxy too: Istio applies the oldest (creationTimestamp) of the \
-                 Sidecars selecting a workload, meshgate the first loaded, {}; this one does \
-                 not apply",
-                config.sidecars[first].source.resource()
-            ),
-        );
+    let first = |pick: &dyn Fn(usize) -> bool, level: &str, diag: &mut Diagnostics| {
+        let mut found = (0..sidecars.len()).filter(|&i| pick(i));
+        let first = found.next()?;
+        for i in found {
+            diag.warn(
+                &sidecars[i].source,
+                field,
+                format!(
+                    "{level}, as {} is: Istio applies the oldest (creationTimestamp), meshgate \
+                     the first loaded; this one does not apply",
+                    sidecars[first].source.resource()
+                ),
+            );
+        }
+        Some(first)
+    };
+    // Istio's `getSidecarScope`: a Sidecar of the proxy's namespace whose
+    // selector matches, else the namespace's one without a selector, else
+    // the root namespace's one without a selector.
+    let chosen = first(
+        &|i| own(i) && matches!(&selectors[i], Selector::Labels(l) if matches(l, labels)),
+        "selects this proxy too",
+        diag,
+    )
+    .or_else(|| {
+        first(
+            &|i| own(i) && matches!(selectors[i], Selector::None),
+            "applies to every workload of the proxy's namespace",
+            diag,
+        )
+    })
+    .or_else(|| first(&default, "is the mesh-wide default (root namespace)", diag));
+    for sc in sidecars {
+        let ns = sc.source.namespace.as_str();
+        if ns != proxy.namespace && ns != proxy.root {
+            diag.warn(
+                &sc.source,
+                "metadata.namespace",
+                format!(
+                    "does not apply to this proxy: a Sidecar applies to workloads of its own \
+                     namespace, and the proxy's is {:?} (--namespace); only a Sidecar without a \
+                     workloadSelector in the root namespace {:?} (--root-namespace) applies \
+                     mesh-wide",
+                    proxy.namespace, proxy.root
+                ),
+            );
+        }
     }
-    (0..config.sidecars.len()).map(|i| i == first).collect()
+    (0..sidecars.len()).map(|i| Some(i) == chosen).collect()
 }
 
 // === DestinationRule ===

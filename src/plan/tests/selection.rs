@@ -257,6 +257,116 @@ fn a_sidecar_selecting_the_proxy_is_the_one_in_force() {
 }
 
 #[test]
+fn the_root_namespace_sidecar_is_the_default_of_a_namespace_without_one() {
+    let root = sidecar("mesh-default", "istio-system", None, 9100);
+    let root_selecting = sidecar("root-web", "istio-system", Some("{app: web}"), 9101);
+    let own = sidecar("namespace-wide", "shop", None, 9080);
+    let own_other = sidecar("other", "shop", Some("{app: other}"), 9999);
+    let own_web = sidecar("web", "shop", Some("{app: web}"), 9443);
+    let root_second = sidecar("second", "istio-system", None, 9102);
+    let own_second = sidecar("second", "shop", None, 9081);
+    let foreign = sidecar("foreign", "elsewhere", None, 9555);
+    let web: Option<&[(&str, &str)]> = Some(&[("app", "web")]);
+    // (Sidecars, labels, ports served, warning expected)
+    type Row<'a> = (
+        Vec<&'a str>,
+        Option<&'a [(&'a str, &'a str)]>,
+        Vec<u16>,
+        Option<&'a str>,
+    );
+    let rows: Vec<Row> = vec![
+        // No Sidecar in the proxy's namespace: the root one without a
+        // selector; the root one selecting the proxy's labels is for the
+        // root namespace's workloads only.
+        (vec![&root_selecting, &root], web, vec![9100], None),
+        (vec![&root, &own_other], web, vec![9100], None),
+        (vec![&root_selecting], web, vec![], None),
+        // The namespace's own replaces it, selecting or not.
+        (vec![&root, &own], web, vec![9080], None),
+        (vec![&root, &own, &own_web], web, vec![9443], None),
+        // Labels unknown: any Sidecar of the namespace replaces it.
+        (vec![&root, &own_other], None, vec![9999], None),
+        (vec![&root, &own], None, vec![9080], None),
+        (vec![&root], None, vec![9100], None),
+        // Two at one level: the first loaded, warned.
+        (
+            vec![&root, &root_second],
+            web,
+            vec![9100],
+            Some("Sidecar/istio-system/second: spec.workloadSelector: is the mesh-wide default"),
+        ),
+        (
+            vec![&own, &own_second, &root],
+            web,
+            vec![9080],
+            Some(
+                "Sidecar/shop/second: spec.workloadSelector: applies to every workload of the \
+                 proxy's namespace, as Sidecar/shop/namespace-wide is",
+            ),
+        ),
+        // Another namespace's never applies.
+        (
+            vec![&foreign, &root],
+            web,
+            vec![9100],
+            Some("Sidecar/elsewhere/foreign: metadata.namespace: does not apply to this proxy"),
+        ),
+    ];
+    let mut failures = Vec::new();
+    for (i, (sidecars, workload, want, warning)) in rows.into_iter().enumerate() {
+        let plan = plan_as(&sidecars.concat(), workload);
+        if ports(&plan) != want {
+            failures.push(format!(
+                "row {i} {workload:?}: ports {:?}, want {want:?}",
+                ports(&plan)
+            ));
+        }
+        if let Some(w) = warning
+            && warned(&plan, w).is_empty()
+        {
+            failures.push(format!("row {i}: no warning {w:?} in {:#?}", plan.warnings));
+        }
+    }
+    assert_no_failures(&failures);
+}
+
+#[test]
+fn a_root_namespace_sidecar_selects_the_root_namespace_workloads() {
+    let yaml = sidecar("mesh-default", "istio-system", None, 9100)
+        + &sidecar("root-web", "istio-system", Some("{app: web}"), 9101);
+    let mut b = bootstrap(Some(&[("app", "web")]));
+    b.namespace = "istio-system".into();
+    let c = compile_as(&yaml, &b);
+    assert!(c.errors.is_empty(), "{:?}", c.errors);
+    assert_eq!(ports(&c.plan), vec![9101]);
+}
+
+#[test]
+fn the_root_namespace_default_egress_is_not_warned_about() {
+    let egress = |name: &str, ns: &str, selector: &str| {
+        format!(
+            "---\napiVersion: networking.istio.io/v1\nkind: Sidecar\nmetadata: {{name: {name}, namespace: {ns}}}\nspec:\n{selector}  egress:\n  - hosts: [\"./*\"]\n"
+        )
+    };
+    let foreign = "Istio would apply this Sidecar to it only from the mesh root namespace";
+    for workload in [Some(&[("app", "web")][..]), None] {
+        let plan = plan_as(&egress("default", "istio-system", ""), workload);
+        assert!(warned(&plan, foreign).is_empty(), "{:#?}", plan.warnings);
+    }
+    // Labels unknown, a root-namespace Sidecar with a selector applies to
+    // meshgate, and is not the default: warned.
+    let plan = plan_as(
+        &egress(
+            "web",
+            "istio-system",
+            "  workloadSelector: {labels: {app: web}}\n",
+        ),
+        None,
+    );
+    assert_eq!(warned(&plan, foreign).len(), 1, "{:#?}", plan.warnings);
+}
+
+#[test]
 fn a_selector_istio_refuses_is_an_error() {
     let yaml = sidecar("bad", "shop", Some("{\"app\": \"*\"}"), 9080)
         + &sidecar("typo", "shop", None, 9081).replace(
