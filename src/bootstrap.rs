@@ -157,9 +157,12 @@ pub struct Bootstrap {
     /// Request headers whose names contain `_` (Envoy's
     /// `headers_with_underscores_action`, default ALLOW).
     pub headers_with_underscores_action: UnderscoreAction,
-    /// Serve a configuration with security policies meshgate does not
-    /// enforce (warned) instead of refusing it (`--ignore-unsupported`).
-    pub ignore_unsupported: bool,
+    /// Proxies in front of this one whose `X-Forwarded-For` entries are
+    /// trusted (ProxyConfig `gatewayTopology.numTrustedProxies`): the
+    /// client address AuthorizationPolicy `remoteIpBlocks` match is the
+    /// N-th entry from the right, the connection's peer when 0 (the
+    /// default) or when the header has fewer entries.
+    pub num_trusted_proxies: u32,
     /// Refuse the whole configuration on any error (`--strict`), instead of
     /// serving all but a broken server or credential.
     pub strict: bool,
@@ -261,7 +264,7 @@ impl Default for Bootstrap {
             termination_drain_duration: DEFAULT_TERMINATION_DRAIN,
             path_normalization: PathNormalization::Base,
             headers_with_underscores_action: UnderscoreAction::Allow,
-            ignore_unsupported: false,
+            num_trusted_proxies: 0,
             strict: false,
             idle_timeout: Duration::from_secs(3600),
             stream_idle_timeout: Duration::from_secs(300),
@@ -311,6 +314,14 @@ struct BootstrapFile {
     workload_labels: Option<BTreeMap<String, String>>,
     root_namespace: Option<String>,
     source: Option<ConfigSource>,
+    gateway_topology: Option<GatewayTopologyFile>,
+}
+
+/// ProxyConfig `gatewayTopology`.
+#[derive(Debug, Default, Deserialize)]
+#[serde(rename_all = "camelCase", deny_unknown_fields)]
+struct GatewayTopologyFile {
+    num_trusted_proxies: Option<u32>,
 }
 
 #[derive(Debug, Default, Deserialize)]
@@ -454,6 +465,9 @@ impl Bootstrap {
         }
         if let Some(source) = file.source {
             self.source = source;
+        }
+        if let Some(n) = file.gateway_topology.and_then(|t| t.num_trusted_proxies) {
+            self.num_trusted_proxies = n;
         }
         Ok(())
     }

@@ -5,10 +5,12 @@
 //! in two passes (head first, then the typed object) so that an error keeps
 //! its line and field path; one broken document never hides the others.
 
+pub mod authorization_policy;
 pub mod destination_rule;
 pub mod gateway;
 pub mod meta;
 pub mod peer_authentication;
+pub mod request_authentication;
 pub mod secret;
 pub mod service_entry;
 pub mod sidecar;
@@ -36,6 +38,9 @@ pub const NETWORKING_VERSIONS: [&str; 3] = [
     "networking.istio.io/v1beta1",
     "networking.istio.io/v1alpha3",
 ];
+
+/// Istio security API versions meshgate accepts.
+pub const SECURITY_VERSIONS: [&str; 2] = ["security.istio.io/v1", "security.istio.io/v1beta1"];
 
 /// One parsed resource with its origin.
 #[derive(Debug, Clone)]
@@ -74,9 +79,10 @@ pub struct Config {
     pub secrets: Vec<Secret>,
     /// `ConfigMap` resources (CA bundles for `caCertCredentialName`).
     pub config_maps: Vec<Secret>,
-    /// Security policies meshgate does not enforce (AuthorizationPolicy,
-    /// RequestAuthentication): the plan refuses them unless told otherwise.
-    pub unenforced_policies: Vec<Source>,
+    /// `AuthorizationPolicy` resources in load order.
+    pub authorization_policies: Vec<Resource<authorization_policy::AuthorizationPolicySpec>>,
+    /// `RequestAuthentication` resources in load order.
+    pub request_authentications: Vec<Resource<request_authentication::RequestAuthenticationSpec>>,
     /// Where each loaded object is in its list, by kind, namespace and
     /// name: a later definition finds the one it replaces in O(1).
     index: std::collections::HashMap<(String, String, String), usize>,
@@ -453,12 +459,7 @@ fn parse_document(
         ("VirtualService", true) => typed!(VirtualServiceSpec, virtual_services),
         ("Gateway", true) => typed!(GatewaySpec, gateways),
         ("Sidecar", true) => typed!(SidecarSpec, sidecars),
-        ("PeerAuthentication", _)
-            if matches!(
-                api_version.as_str(),
-                "security.istio.io/v1" | "security.istio.io/v1beta1"
-            ) =>
-        {
+        ("PeerAuthentication", _) if SECURITY_VERSIONS.contains(&api_version.as_str()) => {
             typed!(
                 peer_authentication::PeerAuthenticationSpec,
                 peer_authentications
@@ -494,10 +495,17 @@ fn parse_document(
             },
             Err((field, line, reason)) => errors.push(error(resource, field, line, reason)),
         },
-        ("AuthorizationPolicy" | "RequestAuthentication", _)
-            if api_version.starts_with("security.istio.io/") =>
-        {
-            config.unenforced_policies.push(source);
+        ("AuthorizationPolicy", _) if SECURITY_VERSIONS.contains(&api_version.as_str()) => {
+            typed!(
+                authorization_policy::AuthorizationPolicySpec,
+                authorization_policies
+            )
+        }
+        ("RequestAuthentication", _) if SECURITY_VERSIONS.contains(&api_version.as_str()) => {
+            typed!(
+                request_authentication::RequestAuthenticationSpec,
+                request_authentications
+            )
         }
         (
             "ServiceEntry" | "DestinationRule" | "VirtualService" | "Gateway" | "Sidecar"
@@ -512,6 +520,20 @@ fn parse_document(
                 NETWORKING_VERSIONS.join(", ")
             ),
         )),
+        ("AuthorizationPolicy" | "RequestAuthentication" | "PeerAuthentication", _)
+            if api_version.starts_with("security.istio.io/") =>
+        {
+            // Never skipped: a policy left out leaves open what it closes.
+            errors.push(error(
+                resource,
+                Some("apiVersion".into()),
+                1,
+                format!(
+                    "unsupported apiVersion {api_version:?}; use one of {}",
+                    SECURITY_VERSIONS.join(", ")
+                ),
+            ));
+        }
         _ => config.warnings.push(format!(
             "{}:{}: skipping {kind} ({api_version}) {}: kind not used by meshgate",
             file.display(),

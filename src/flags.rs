@@ -52,11 +52,12 @@ pub struct ConfigFlags {
     /// SPIFFE trust domain of the mesh [default: cluster.local].
     #[arg(long)]
     pub trust_domain: Option<String>,
-    /// Serve a configuration that holds security policies meshgate does not
-    /// enforce (AuthorizationPolicy, RequestAuthentication), with a warning
-    /// for each, instead of refusing it.
-    #[arg(long)]
-    pub ignore_unsupported: bool,
+    /// Proxies in front of this one whose X-Forwarded-For entries are
+    /// trusted (ProxyConfig gatewayTopology.numTrustedProxies): the client
+    /// address AuthorizationPolicy remoteIpBlocks match is the N-th entry
+    /// from the right [default: 0, the connection's peer].
+    #[arg(long, value_name = "N")]
+    pub num_trusted_proxies: Option<u32>,
     /// Refuse the configuration on any error. Without it, a server or
     /// credential that does not load is left out (its port, or what uses
     /// the credential, fails closed) and the rest is served.
@@ -193,7 +194,7 @@ impl ConfigFlags {
         set(&mut b.interception_mode, self.interception_mode);
         set(&mut b.identity_dir, self.identity_dir.clone().map(Some));
         set(&mut b.trust_domain, self.trust_domain.clone());
-        b.ignore_unsupported |= self.ignore_unsupported;
+        set(&mut b.num_trusted_proxies, self.num_trusted_proxies);
         b.strict |= self.strict;
         set(
             &mut b.workload_labels,

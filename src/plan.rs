@@ -8,6 +8,8 @@
 //! `meshgate validate` runs exactly the code the proxy runs.
 
 mod analyze;
+pub mod authn;
+pub mod authz;
 pub mod destination;
 mod diagnostics;
 pub mod duration;
@@ -40,6 +42,10 @@ pub struct Plan {
     pub outbound: OutboundPlan,
     /// Inbound (termination) listeners.
     pub inbound: inbound::InboundPlan,
+    /// AuthorizationPolicies on inbound traffic.
+    pub authz: authz::AuthzPlan,
+    /// RequestAuthentication JWT rules on inbound requests.
+    pub authn: authn::AuthnPlan,
     /// Findings that do not stop the proxy (unsupported tuning fields,
     /// `insecureSkipVerify`, skipped kinds).
     pub warnings: Vec<String>,
@@ -126,36 +132,19 @@ pub fn compile_all(config: &Config, bootstrap: &Bootstrap) -> Compiled {
         capture: bootstrap.interception_mode == crate::bootstrap::InterceptionMode::Redirect,
         ..Default::default()
     };
-    for source in &config.unenforced_policies {
-        let what = format!(
-            "{} is not enforced by meshgate: a policy that is not enforced leaves open what it closes",
-            source.kind
-        );
-        if bootstrap.ignore_unsupported {
-            diag.warn(
-                source,
-                "kind",
-                format!("{what}; served without it (--ignore-unsupported)"),
-            );
-        } else {
-            diag.error(
-                source,
-                "kind",
-                format!(
-                    "{what}; remove it, or start with --ignore-unsupported to serve without it"
-                ),
-            );
-        }
-    }
     let scoped = scope::scope(config, bootstrap, &mut diag);
     let config = scoped.visible(); // exportTo: what the proxy's namespace sees
     let outbound = outbound::compile::compile(scoped.mesh(), bootstrap, &mut diag);
     analyze::run(config, &mut diag);
     let inbound = inbound::compile::compile(config, &mut diag);
+    let authz = authz::compile(config, bootstrap, &mut diag);
+    let authn = authn::compile(config, bootstrap, &mut diag);
     Compiled {
         plan: Plan {
             outbound,
             inbound,
+            authz,
+            authn,
             warnings: diag.warnings,
         },
         errors: diag.errors,

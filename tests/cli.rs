@@ -596,41 +596,41 @@ fn help_exits_zero_and_documents_the_flags() {
     }
 }
 
-/// An AuthorizationPolicy meshgate does not enforce refuses the config (a
-/// deny-all that is not enforced is an open door), unless the operator
-/// says `--ignore-unsupported`, which serves it with a warning.
+/// An AuthorizationPolicy meshgate cannot enforce (CUSTOM: an external
+/// authorizer) refuses the config with the resource, field and reason; an
+/// enforced one validates.
 #[test]
-fn an_unenforced_authorization_policy_refuses_the_config_unless_ignored() {
+fn a_custom_authorization_policy_refuses_the_config() {
     let dir = tempfile::tempdir().unwrap();
-    let yaml = format!(
-        "{}---\napiVersion: security.istio.io/v1\nkind: AuthorizationPolicy\nmetadata:\n  name: deny-all\n  namespace: default\nspec: {{}}\n",
-        egress_yaml(8443, "        mode: SIMPLE")
-    );
-    let file = write(dir.path(), "policy.yaml", &yaml);
-    let validate = |extra: &[&str]| {
+    let policy = |action: &str| {
+        format!(
+            "{}---\napiVersion: security.istio.io/v1\nkind: AuthorizationPolicy\nmetadata:\n  name: ext\n  namespace: default\nspec:\n  action: {action}\n  rules:\n  - {{}}\n",
+            egress_yaml(8443, "        mode: SIMPLE")
+        )
+    };
+    let validate = |file: &Path| {
         let mut c = meshgate();
-        c.args(["validate", "--config"]).arg(&file).args(extra);
+        c.args(["validate", "--config"]).arg(file);
         run_with_timeout(c, Duration::from_secs(30))
     };
-    let out = validate(&[]);
+    let custom = write(
+        dir.path(),
+        "custom.yaml",
+        &policy("CUSTOM\n  provider:\n    name: opa"),
+    );
+    let out = validate(&custom);
     assert_eq!(out.status.code(), Some(1), "{}", show(&out));
-    let errors = error_lines(&out);
     assert!(
-        errors.iter().any(|l| l.contains("policy.yaml")
-            && l.contains("AuthorizationPolicy/default/deny-all")
-            && l.contains("not enforced")
-            && l.contains("--ignore-unsupported")),
+        error_lines(&out).iter().any(|l| l.contains("custom.yaml")
+            && l.contains("AuthorizationPolicy/default/ext")
+            && l.contains("spec.action")
+            && l.contains("CUSTOM")),
         "{}",
         show(&out)
     );
-    let out = validate(&["--ignore-unsupported"]);
+    let deny = write(dir.path(), "deny.yaml", &policy("DENY"));
+    let out = validate(&deny);
     assert_eq!(out.status.code(), Some(0), "{}", show(&out));
-    assert!(
-        text(&out.stderr).contains("AuthorizationPolicy/default/deny-all")
-            || text(&out.stdout).contains("AuthorizationPolicy/default/deny-all"),
-        "the warning names it: {}",
-        show(&out)
-    );
 }
 
 /// Every configuration shipped under examples/ validates (the demo's

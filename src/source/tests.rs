@@ -151,13 +151,14 @@ fn a_new_guarding_object_that_does_not_load_refuses_the_whole_change() {
         "{errors}"
     );
 
-    // An AuthorizationPolicy is refused as from files: meshgate does not
-    // enforce it, and serving without it would leave open what it closes.
+    // A CUSTOM AuthorizationPolicy is refused as from files: meshgate has
+    // no external authorizer, and serving without it would leave open what
+    // it closes.
     store.apply(destination_rule("6", "a.example.com"));
     store.apply(Document {
-        key: ObjectKey::new("default", "AuthorizationPolicy", "deny-all"),
+        key: ObjectKey::new("default", "AuthorizationPolicy", "ext"),
         version: "7".into(),
-        text: r#"{"apiVersion":"security.istio.io/v1","kind":"AuthorizationPolicy","metadata":{"name":"deny-all","namespace":"default"},"spec":{}}"#.into(),
+        text: r#"{"apiVersion":"security.istio.io/v1","kind":"AuthorizationPolicy","metadata":{"name":"ext","namespace":"default"},"spec":{"action":"CUSTOM","provider":{"name":"opa"},"rules":[{}]}}"#.into(),
     });
     let errors = sources
         .load(&Bootstrap::default(), None)
@@ -165,16 +166,8 @@ fn a_new_guarding_object_that_does_not_load_refuses_the_whole_change() {
         .expect("refused")
         .to_string();
     assert!(
-        errors.contains("default/AuthorizationPolicy/deny-all: kind: AuthorizationPolicy is not enforced by meshgate"),
+        errors.contains("default/AuthorizationPolicy/ext: spec.action: CUSTOM"),
         "{errors}"
-    );
-    let ignoring = Bootstrap {
-        ignore_unsupported: true,
-        ..Bootstrap::default()
-    };
-    assert!(
-        sources.load(&ignoring, None).is_ok(),
-        "--ignore-unsupported serves it"
     );
 }
 

@@ -161,13 +161,14 @@ async fn a_file_overrides_the_cluster_object_of_the_same_name() {
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn an_unenforced_policy_in_the_cluster_is_refused_as_from_files() {
+async fn an_unenforceable_policy_in_the_cluster_is_refused_as_from_files() {
+    // CUSTOM: an external authorizer meshgate does not call.
     let e = Egress::start("one.example.test").await;
     e.fake.apply(serde_json::json!({
         "apiVersion": "security.istio.io/v1",
         "kind": "AuthorizationPolicy",
         "metadata": {"name": "deny-all", "namespace": "istio-system"},
-        "spec": {},
+        "spec": {"action": "CUSTOM", "provider": {"name": "opa"}, "rules": [{}]},
     }));
     let p = start(&e.fake, |_| {}).await;
     let body = wait_for("the first configuration refused", || async {

@@ -1,0 +1,1 @@
+//! Decisions as Istio documents them.
