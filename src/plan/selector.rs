@@ -592,3 +592,62 @@ fn stricter_unchecked(
     }
     best.map(|b| b.0)
 }
+
+// === AuthorizationPolicy, RequestAuthentication ===
+
+/// Whether a security policy of `src`'s namespace applies to this proxy
+/// (Istio's `WorkloadPolicyMatcher::ShouldAttachPolicy` for a sidecar or
+/// an Istio Gateway): one of the proxy's namespace or of the root
+/// namespace (mesh-wide), whose `selector` matches the proxy's labels. A
+/// policy with `targetRef`/`targetRefs` attaches to Kubernetes Gateway API
+/// gateways and waypoints only: Istio does not apply it here (warned).
+/// Labels unknown: a selector is not checked and the policy applies
+/// (warned).
+pub(crate) fn policy_applies(
+    src: &Source,
+    selector: Option<&serde_json::Value>,
+    has_target_refs: bool,
+    bootstrap: &Bootstrap,
+    diag: &mut Diagnostics,
+) -> bool {
+    let ns = src.namespace.as_str();
+    if ns != bootstrap.namespace && ns != bootstrap.root_namespace {
+        diag.warn(
+            src,
+            "metadata.namespace",
+            format!(
+                "applies to workloads of namespace {ns:?}, not to this proxy (namespace {:?}, \
+                 --namespace; mesh-wide policies are those of the root namespace {:?})",
+                bootstrap.namespace, bootstrap.root_namespace
+            ),
+        );
+        return false;
+    }
+    if has_target_refs {
+        diag.warn(
+            src,
+            "spec.targetRefs",
+            "a policy with target references attaches to Kubernetes Gateway API gateways and \
+             waypoints only; Istio does not apply it to a sidecar or an Istio Gateway, nor does \
+             meshgate; use spec.selector",
+        );
+        return false;
+    }
+    let field = "spec.selector";
+    let at = (src, field, "it selects every workload of its namespace");
+    match parse(selector, |s: MatchLabels| s.match_labels, at, diag) {
+        Selector::None => true,
+        // Refused: the configuration is not served.
+        Selector::Invalid => true,
+        Selector::Labels(l) => match &bootstrap.workload_labels {
+            Some(labels) => matches(&l, labels),
+            None => {
+                if !l.is_empty() {
+                    let assumed = "applied as if it selects this proxy";
+                    unchecked(src, field, assumed, diag);
+                }
+                true
+            }
+        },
+    }
+}
