@@ -150,6 +150,16 @@ pub struct PlaintextLabels {
     pub kind: &'static str,
 }
 
+/// `meshgate_authz_decisions_total` labels.
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+pub struct AuthzLabels {
+    /// `allow`, `deny` or `audit`.
+    pub action: &'static str,
+    /// `<namespace>/<name>` of the policy whose rule matched; empty when a
+    /// request was denied because no ALLOW rule matched.
+    pub policy: std::sync::Arc<str>,
+}
+
 /// Labels with only a direction.
 #[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
 pub struct DirectionLabels {
@@ -227,6 +237,8 @@ pub struct Metrics {
     pub upstream_retries: Family<DestinationLabels, Counter>,
     /// Outbound plain text refused under `outboundTlsPolicy: REQUIRE`.
     pub plaintext_refused: Family<PlaintextLabels, Counter>,
+    /// AuthorizationPolicy decisions on inbound traffic.
+    pub authz_decisions: Family<AuthzLabels, Counter>,
     /// CPU seconds the process has used (Prometheus' standard name).
     process_cpu: Counter<f64, std::sync::atomic::AtomicU64>,
     /// Resident memory (Prometheus' standard name).
@@ -421,9 +433,16 @@ impl Metrics {
             "Outbound plain text refused under outboundTlsPolicy REQUIRE (no DestinationRule originates TLS and no exception lists the destination), by kind: http requests answered 403, tcp tunnels closed",
             plaintext_refused.clone(),
         );
+        let authz_decisions = Family::default();
+        registry.register(
+            "meshgate_authz_decisions",
+            "AuthorizationPolicy decisions on inbound requests and connections, by action (allow: an ALLOW rule matched; deny: a DENY rule matched, or ALLOW policies apply and none matched, policy empty; audit: an AUDIT rule matched) and policy",
+            authz_decisions.clone(),
+        );
         Metrics {
             registry,
             plaintext_refused,
+            authz_decisions,
             upstream_overflow,
             upstream_ejections,
             upstream_retries,

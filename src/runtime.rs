@@ -14,6 +14,8 @@
 //!   connections capture rules redirected, by original destination;
 //! - `workers`: the worker threads and the set of listening ports.
 
+mod authn;
+mod authz;
 pub mod capture;
 pub mod conn;
 pub mod copy;

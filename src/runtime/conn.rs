@@ -154,6 +154,8 @@ struct Facts {
     before_splice: (u64, u64),
     /// Where the client was going before capture redirected it here.
     original_dst: Option<SocketAddr>,
+    /// The local address the client connected to.
+    local: Option<SocketAddr>,
     /// The protocol a captured connection's first bytes showed (`http`,
     /// `tls`, `tcp`); empty when not sniffed.
     protocol: &'static str,
@@ -304,6 +306,18 @@ impl Connection {
     /// The pre-NAT destination of a captured connection.
     pub fn original_dst(&self) -> Option<SocketAddr> {
         self.facts().original_dst
+    }
+
+    /// Records the local address the client connected to.
+    pub fn set_local(&self, addr: SocketAddr) {
+        self.facts().local = Some(addr);
+    }
+
+    /// The address the client meant to reach: the original destination of
+    /// a captured connection, else the local address it connected to.
+    pub fn destination(&self) -> Option<SocketAddr> {
+        let f = self.facts();
+        f.original_dst.or(f.local)
     }
 
     /// Records the protocol a captured connection's first bytes showed.

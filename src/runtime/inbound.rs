@@ -80,6 +80,12 @@ pub async fn serve(stream: Counted<TcpStream>, conn: Arc<Connection>, state: Arc
             return super::capture::refuse_loop(&ctx.conn, &ctx.state, orig, "inbound");
         }
     }
+    if !ctx.snapshot.plan.authz.is_empty()
+        && let Ok(local) = stream.get_ref().local_addr()
+    {
+        // `destination.ip` of AuthorizationPolicy conditions.
+        ctx.conn.set_local(local);
+    }
     let Some(listener) = listener_plan(&ctx) else {
         debug!("listener no longer configured; closing");
         ctx.conn.set_flag("no_listener");
@@ -427,6 +433,9 @@ async fn passthrough(stream: Downstream, hello: Hello, ctx: &Ctx, server: &Serve
         );
     };
     let port = config_port(ctx);
+    if !super::authz::check_connection(ctx, Some(sni), port) {
+        return;
+    }
     let Some(dest) = server
         .tls_route(port, sni)
         .and_then(|r| l4_destination(ctx, r))
@@ -496,6 +505,9 @@ where
     IO: AsyncRead + AsyncWrite + Unpin,
 {
     let port = config_port(ctx);
+    if !super::authz::check_connection(ctx, None, port) {
+        return;
+    }
     let dest = match server.tcp_route(port) {
         Some(r) => l4_destination(ctx, r),
         // The mesh listener's captured traffic goes where it was going;

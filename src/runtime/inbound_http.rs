@@ -304,6 +304,25 @@ impl HttpConn {
                 s
             }
         };
+        // RequestAuthentication, then AuthorizationPolicy (Envoy's
+        // jwt_authn and rbac filters, before routing).
+        let token = match super::authn::authenticate(&self.ctx, &mut req).await {
+            Ok(t) => t,
+            Err(reply) => return *reply,
+        };
+        if let Err(reply) = super::authz::check_request(
+            &self.ctx,
+            &super::authz::HttpRequest {
+                host: authority,
+                method: req.method().as_str(),
+                path_and_query: req.uri().path_and_query().map_or("/", |p| p.as_str()),
+                headers: req.headers(),
+                auth: token.as_ref(),
+                port,
+            },
+        ) {
+            return *reply;
+        }
         if server.https_redirect && !self.tls {
             let pq = req
                 .uri()

@@ -1,0 +1,231 @@
+//! AuthorizationPolicy at request and connection time: the attributes
+//! `plan::authz` decides on, read from the connection and the request;
+//! the decision counted, logged and, when it denies, carried out (403 with
+//! Envoy's body for HTTP, the connection closed for TCP).
+
+use std::net::IpAddr;
+
+use http::{HeaderMap, HeaderValue, Response, StatusCode, header};
+use tracing::info;
+
+use super::exchange::{Ctx, Outcome, Reply};
+use super::http::{ERROR_HEADER, boxed};
+use crate::metrics::AuthzLabels;
+use crate::plan::authz::{Attributes, HttpAttributes, RequestAuth, Verdict};
+
+/// The reason (response flag, `x-meshgate-error`) of a denial.
+pub const DENIED: &str = "rbac_access_denied";
+
+/// Envoy's body for a request RBAC denied.
+const BODY: &str = "RBAC: access denied";
+
+/// One HTTP request as authorization sees it.
+pub(super) struct HttpRequest<'a> {
+    /// The authority as sent.
+    pub host: &'a str,
+    /// The method.
+    pub method: &'a str,
+    /// The normalised path, query included or not.
+    pub path_and_query: &'a str,
+    /// The headers.
+    pub headers: &'a HeaderMap,
+    /// The validated token.
+    pub auth: Option<&'a RequestAuth>,
+    /// The config port the request arrived on.
+    pub port: u16,
+}
+
+/// Decides an HTTP request: `Err` is the 403 to send.
+pub(super) fn check_request(ctx: &Ctx, req: &HttpRequest) -> Result<(), Box<Reply>> {
+    let plan = &ctx.snapshot.plan.authz;
+    if plan.is_empty() {
+        return Ok(());
+    }
+    let path = req
+        .path_and_query
+        .split_once('?')
+        .map_or(req.path_and_query, |(p, _)| p);
+    let fact = ctx.conn.tls();
+    let principal = fact.client().and_then(|c| principal_of(&c.sans));
+    let sni = sni_of(&fact);
+    let mut a = connection_attributes(ctx, principal.as_deref(), sni.as_deref(), req.port);
+    a.remote_ip = remote_ip(
+        ctx.conn.peer.ip(),
+        req.headers,
+        ctx.state.bootstrap.num_trusted_proxies,
+    );
+    a.http = Some(HttpAttributes {
+        host: req.host,
+        method: req.method,
+        path,
+        headers: req.headers,
+        auth: req.auth,
+    });
+    let verdict = plan.decide(&a);
+    record(ctx, &verdict, Some((req.method, path)));
+    if verdict.allowed {
+        return Ok(());
+    }
+    let mut resp = Response::new(boxed(http_body_util::Full::new(bytes::Bytes::from_static(
+        BODY.as_bytes(),
+    ))));
+    *resp.status_mut() = StatusCode::FORBIDDEN;
+    let h = resp.headers_mut();
+    h.insert(header::CONTENT_TYPE, HeaderValue::from_static("text/plain"));
+    h.insert(ERROR_HEADER, HeaderValue::from_static(DENIED));
+    Err(Box::new(Reply {
+        resp,
+        outcome: Outcome::local("-", StatusCode::FORBIDDEN, DENIED),
+    }))
+}
+
+/// Decides a TCP connection (opaque, TLS-terminated TCP, passthrough):
+/// `false` when it must be closed (flagged and logged here).
+pub(super) fn check_connection(ctx: &Ctx, sni: Option<&str>, port: u16) -> bool {
+    let plan = &ctx.snapshot.plan.authz;
+    if plan.is_empty() {
+        return true;
+    }
+    let fact = ctx.conn.tls();
+    let principal = fact.client().and_then(|c| principal_of(&c.sans));
+    let own_sni = sni_of(&fact);
+    let a = connection_attributes(ctx, principal.as_deref(), sni.or(own_sni.as_deref()), port);
+    let verdict = plan.decide(&a);
+    record(ctx, &verdict, None);
+    if !verdict.allowed {
+        ctx.conn.set_flag(DENIED);
+    }
+    verdict.allowed
+}
+
+fn connection_attributes<'a>(
+    ctx: &Ctx,
+    principal: Option<&'a str>,
+    sni: Option<&'a str>,
+    port: u16,
+) -> Attributes<'a> {
+    Attributes {
+        source_ip: ctx.conn.peer.ip(),
+        remote_ip: ctx.conn.peer.ip(),
+        principal,
+        destination_ip: ctx.conn.destination().map(|d| d.ip()),
+        destination_port: port,
+        sni,
+        http: None,
+    }
+}
+
+fn sni_of(fact: &super::tls_fact::TlsFact) -> Option<String> {
+    match fact {
+        super::tls_fact::TlsFact::Established { sni, .. }
+        | super::tls_fact::TlsFact::Passthrough { sni } => sni.as_deref().map(str::to_string),
+        super::tls_fact::TlsFact::NoTls(_) => None,
+    }
+}
+
+/// The peer's authenticated principal as Envoy reads it from a verified
+/// certificate: its URI SAN, else its DNS SAN.
+fn principal_of(sans: &[String]) -> Option<String> {
+    let find = |prefix: &str| {
+        sans.iter()
+            .find_map(|s| s.strip_prefix(prefix).map(str::to_string))
+    };
+    find("URI:").or_else(|| find("DNS:"))
+}
+
+/// The original client: with `trusted` proxies in front, the `trusted`-th
+/// `X-Forwarded-For` entry from the right (Envoy's `xff_num_trusted_hops`);
+/// the peer when 0, or when the header is missing, short or not an
+/// address.
+pub(super) fn remote_ip(peer: IpAddr, headers: &HeaderMap, trusted: u32) -> IpAddr {
+    if trusted == 0 {
+        return peer;
+    }
+    let entries: Vec<&str> = headers
+        .get_all("x-forwarded-for")
+        .iter()
+        .filter_map(|v| v.to_str().ok())
+        .flat_map(|v| v.split(','))
+        .map(str::trim)
+        .collect();
+    let n = trusted as usize;
+    if entries.len() < n {
+        return peer;
+    }
+    entries[entries.len() - n].parse().unwrap_or(peer)
+}
+
+/// Counts the decision and marks the log (AUDIT, denials).
+fn record(ctx: &Ctx, v: &Verdict, request: Option<(&str, &str)>) {
+    let metrics = ctx.conn.metrics();
+    let count = |action: &'static str, policy: std::sync::Arc<str>| {
+        metrics
+            .authz_decisions
+            .get_or_create(&AuthzLabels { action, policy })
+            .inc();
+    };
+    match (&v.by, v.allowed) {
+        (Some(by), true) => count("allow", by.policy.clone()),
+        (Some(by), false) => count("deny", by.policy.clone()),
+        (None, false) => count("deny", std::sync::Arc::from("")),
+        (None, true) => {}
+    }
+    if let Some(audit) = &v.audit {
+        count("audit", audit.policy.clone());
+    }
+    if !super::conn::access_log_on() || (v.allowed && v.audit.is_none()) {
+        return;
+    }
+    let (method, path) = request.unwrap_or(("-", "-"));
+    let by = v.by.as_ref().map_or("-".to_string(), |r| {
+        format!("{}/rules[{}]", r.policy, r.rule)
+    });
+    let audit = v.audit.as_ref().map_or("-".to_string(), |r| {
+        format!("{}/rules[{}]", r.policy, r.rule)
+    });
+    info!(
+        target: "access",
+        peer = %ctx.conn.peer,
+        method,
+        path,
+        allowed = v.allowed,
+        policy = %by,
+        audit = %audit,
+        "authorization"
+    );
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn remote_ip_trusts_only_the_configured_hops() {
+        let peer: IpAddr = "10.0.0.9".parse().unwrap();
+        let mut h = HeaderMap::new();
+        h.insert(
+            "x-forwarded-for",
+            HeaderValue::from_static("1.1.1.1, 2.2.2.2, 3.3.3.3"),
+        );
+        assert_eq!(remote_ip(peer, &h, 0), peer, "no trusted proxy: the peer");
+        assert_eq!(remote_ip(peer, &h, 1), "3.3.3.3".parse::<IpAddr>().unwrap());
+        assert_eq!(remote_ip(peer, &h, 3), "1.1.1.1".parse::<IpAddr>().unwrap());
+        assert_eq!(remote_ip(peer, &h, 4), peer, "fewer entries than hops");
+        h.insert("x-forwarded-for", HeaderValue::from_static("nonsense"));
+        assert_eq!(remote_ip(peer, &h, 1), peer);
+    }
+
+    #[test]
+    fn the_principal_is_the_uri_san_else_the_dns_san() {
+        let sans = vec![
+            "DNS:a.example".to_string(),
+            "URI:spiffe://td/ns/a/sa/b".to_string(),
+        ];
+        assert_eq!(
+            principal_of(&sans).as_deref(),
+            Some("spiffe://td/ns/a/sa/b")
+        );
+        assert_eq!(principal_of(&sans[..1]).as_deref(), Some("a.example"));
+        assert_eq!(principal_of(&[]), None);
+    }
+}
