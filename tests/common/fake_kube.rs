@@ -26,8 +26,9 @@
 //!
 //! The test drives it through [`FakeKube`]: objects (`apply`, `delete`),
 //! history (`compact`), `bookmark`, `disconnect`, `set_down`, RBAC denials
-//! (`deny`, `allow`), removing a group's CRDs (`set_installed`), and the
-//! request log (`requests`). Odd requests get a Status error (400, 404, 405),
+//! (`deny`, `allow`), removing a group's CRDs (`set_installed`) or all but
+//! some of its versions (`set_served_versions`), and the request log
+//! (`requests`). Odd requests get a Status error (400, 404, 405),
 //! never a panic; the control methods panic only on a malformed object
 //! passed by the test itself.
 //!
@@ -477,6 +478,17 @@ preferences: {{}}
         let mut st = self.inner.state();
         if let Some(g) = st.groups.get_mut(group) {
             g.installed = installed;
+        }
+    }
+
+    /// Serves `group` at `versions` only, as a cluster whose CRDs have
+    /// other served versions: the others answer 404 `404 page not found`.
+    /// Objects are kept (served under each of `versions`); `apply` of an
+    /// object at another version serves that version again.
+    pub fn set_served_versions(&self, group: &str, versions: &[&str]) {
+        let mut st = self.inner.state();
+        if let Some(g) = st.groups.get_mut(group) {
+            g.versions = versions.iter().map(|v| v.to_string()).collect();
         }
     }
 
