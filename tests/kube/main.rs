@@ -3,8 +3,10 @@
 //! fake writes (TLS with its CA, bearer token) and `kube::runtime::watcher`
 //! over its lists and watches, resourceVersions, 410 Gone, bookmarks, 403,
 //! disconnects and outages. Then meshgate itself on the Kubernetes source
-//! (`run --kube`, `validate --kube`) against the fake: `source`, `outage`,
-//! `rotation`, `validate`, `run` (the binary), with the helpers in `proxy`.
+//! (`run --kube`, `validate --kube`) against the fake: `source`, `kinds`
+//! (each kind added, modified, deleted; served versions; the root
+//! namespace's Sidecar), `outage`, `rotation`, `validate`, `run` (the
+//! binary), with the helpers in `proxy`.
 //!
 //! Every wait has a deadline; no fixed sleep decides an outcome.
 
@@ -25,6 +27,7 @@ use serde_json::{Value, json};
 mod common;
 
 mod fake;
+mod kinds;
 mod outage;
 mod proxy;
 mod rotation;
