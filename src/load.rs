@@ -107,12 +107,14 @@ impl Report {
             )
         };
         format!(
-            "ok: {} ServiceEntry, {} DestinationRule, {} VirtualService (mesh), {} inbound listener(s) with {} server(s), {} Secret; {} warning(s); outbound policy {:?}{left_out}",
+            "ok: {} ServiceEntry, {} DestinationRule, {} VirtualService (mesh), {} inbound listener(s) with {} server(s), {} AuthorizationPolicy, {} JWT rule(s), {} Secret; {} warning(s); outbound policy {:?}{left_out}",
             o.services.len(),
             o.rules.len(),
             o.routes.len(),
             plan.inbound.listeners.len(),
             servers,
+            plan.authz.allow.len() + plan.authz.deny.len() + plan.authz.audit.len(),
+            plan.authn.rules.len(),
             self.secrets,
             self.warnings.len(),
             o.policy

@@ -137,8 +137,8 @@ pub fn compile_all(config: &Config, bootstrap: &Bootstrap) -> Compiled {
     let outbound = outbound::compile::compile(scoped.mesh(), bootstrap, &mut diag);
     analyze::run(config, &mut diag);
     let inbound = inbound::compile::compile(config, &mut diag);
-    let authz = authz::compile(config, bootstrap, &mut diag);
     let authn = authn::compile(config, bootstrap, &mut diag);
+    let authz = authz::compile(config, bootstrap, (&inbound, &authn), &mut diag);
     Compiled {
         plan: Plan {
             outbound,

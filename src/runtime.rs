@@ -15,7 +15,7 @@
 //! - `workers`: the worker threads and the set of listening ports.
 
 mod authn;
-mod authz;
+pub mod authz;
 pub mod capture;
 pub mod conn;
 pub mod copy;

@@ -92,6 +92,10 @@ pub struct InboundArgs {
     /// checked against the server's client CA and allow-lists.
     #[arg(long, value_name = "FILE")]
     pub client_cert: Option<PathBuf>,
+    /// The client's address, for AuthorizationPolicy ipBlocks and
+    /// source.ip.
+    #[arg(long, value_name = "IP", default_value = "127.0.0.1")]
+    pub source_ip: std::net::IpAddr,
 }
 
 fn parse_header(s: &str) -> Result<(String, String), String> {
@@ -165,6 +169,7 @@ pub fn run(args: &ExplainArgs) -> ExitCode {
                 method: i.method.clone(),
                 headers: i.headers.clone(),
                 client_cert: i.client_cert.clone(),
+                source_ip: Some(i.source_ip),
             };
             inbound::explain(&loaded, &bootstrap, &req, client.as_ref())
         }

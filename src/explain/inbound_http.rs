@@ -13,6 +13,7 @@ use super::server::{best_host, hosts_of, set_server};
 use super::upstream;
 use crate::bootstrap::Bootstrap;
 use crate::load::Loaded;
+use crate::plan::authz::{Attributes, HttpAttributes, remote_ip};
 use crate::plan::destination::{self, Speak};
 use crate::plan::inbound::{ListenerPlan, ServerPlan};
 use crate::plan::route::{FaultPlan, HttpRoutePlan, Matched as RouteMatched, RequestView, Share};
@@ -103,6 +104,15 @@ pub fn explain(
             s.clone()
         }
     };
+    if !authorize(
+        ex,
+        loaded,
+        req,
+        (&auth.text, &path, port),
+        bootstrap.num_trusted_proxies,
+    ) {
+        return;
+    }
     if server.https_redirect && !tls {
         ex.refuse(Refusal::status(
             "https_redirect",
@@ -175,6 +185,115 @@ pub fn explain(
         );
     }
     ex.route = Some(info);
+}
+
+/// AuthorizationPolicy, decided by `AuthzPlan::decide` as the runtime
+/// does (`runtime::authz`): the peer identity is the `--client-cert`'s
+/// when the server accepts it, the address `--source-ip`. `false` when
+/// denied (recorded as the refusal).
+fn authorize(
+    ex: &mut Explanation,
+    loaded: &Loaded,
+    req: &InboundRequest,
+    (authority, path, port): (&str, &str, u16),
+    trusted: u32,
+) -> bool {
+    let plan = &loaded.plan.authz;
+    if !loaded.plan.authn.rules.is_empty() {
+        ex.notes.push(
+            "RequestAuthentication applies: explain does not validate tokens, so the request is \
+             decided without a request principal (as a request without a token)"
+                .into(),
+        );
+    }
+    if plan.is_empty() {
+        return true;
+    }
+    let principal = ex
+        .client_certificate
+        .as_ref()
+        .filter(|c| c.accepted == Some(true))
+        .and_then(|c| {
+            let find = |p: &str| c.sans.iter().find_map(|s| s.strip_prefix(p));
+            find("URI:").or_else(|| find("DNS:")).map(str::to_string)
+        });
+    let headers = header_map(&req.headers);
+    let source_ip = req
+        .source_ip
+        .unwrap_or(std::net::IpAddr::from([127, 0, 0, 1]));
+    let bare = path.split_once('?').map_or(path, |(p, _)| p);
+    let attrs = Attributes {
+        source_ip,
+        remote_ip: remote_ip(source_ip, &headers, trusted),
+        principal: principal.as_deref(),
+        destination_ip: None,
+        destination_port: port,
+        sni: req.sni.as_deref(),
+        http: Some(HttpAttributes {
+            host: authority,
+            method: &req.method,
+            path: bare,
+            headers: &headers,
+            auth: None,
+        }),
+    };
+    let verdict = plan.decide(&attrs);
+    let origin = |name: &str| {
+        plan.deny
+            .iter()
+            .chain(&plan.allow)
+            .chain(&plan.audit)
+            .find(|p| &*p.name == name)
+            .map_or_else(|| name.to_string(), |p| p.origin.clone())
+    };
+    if let Some(a) = &verdict.audit {
+        ex.matched.push(Matched {
+            kind: "AuthorizationPolicy".into(),
+            at: origin(&a.policy),
+            detail: format!(
+                "AUDIT rule {} matches: the request is marked in the access log",
+                a.rule
+            ),
+        });
+    }
+    match (&verdict.by, verdict.allowed) {
+        (Some(by), allowed) => {
+            let action = if allowed { "ALLOW" } else { "DENY" };
+            ex.matched.push(Matched {
+                kind: "AuthorizationPolicy".into(),
+                at: origin(&by.policy),
+                detail: format!(
+                    "{action} rule {} (spec.rules[{}]) matches",
+                    by.rule, by.rule
+                ),
+            });
+            if !allowed {
+                ex.refuse(Refusal::status(
+                    crate::runtime::authz::DENIED,
+                    403,
+                    format!(
+                        "denied by AuthorizationPolicy {} spec.rules[{}] (RBAC: access denied)",
+                        by.policy, by.rule
+                    ),
+                    Some(format!("change {} or the request", origin(&by.policy))),
+                ));
+            }
+        }
+        (None, false) => {
+            let names: Vec<&str> = plan.allow.iter().map(|p| &*p.name).collect();
+            ex.refuse(Refusal::status(
+                crate::runtime::authz::DENIED,
+                403,
+                format!(
+                    "ALLOW policies apply ({}) and none of their rules matches (RBAC: access denied)",
+                    names.join(", ")
+                ),
+                Some("add an ALLOW rule that matches the request".into()),
+            ));
+        }
+        (None, true) => {}
+    }
+    verdict.allowed
 }
 
 /// No route: the Sidecar's `defaultEndpoint`, else 404.

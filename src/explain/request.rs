@@ -104,6 +104,9 @@ pub struct InboundRequest {
     pub headers: Vec<(String, String)>,
     /// Client certificate chain given with `--client-cert`.
     pub client_cert: Option<PathBuf>,
+    /// The client's address (AuthorizationPolicy `ipBlocks`) [default:
+    /// 127.0.0.1].
+    pub source_ip: Option<std::net::IpAddr>,
 }
 
 /// The headers of a request, as a header map (names and values were

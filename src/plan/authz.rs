@@ -10,8 +10,10 @@
 //! that names an HTTP attribute never matches, and a DENY or AUDIT rule
 //! matches with those values left out (denying more, never less).
 
+mod analyze;
 mod compile;
 mod pattern;
+mod remote;
 
 use std::net::IpAddr;
 use std::sync::Arc;
@@ -20,6 +22,7 @@ use serde::Serialize;
 
 pub(crate) use compile::compile;
 pub use pattern::Test;
+pub use remote::remote_ip;
 
 use crate::config::authorization_policy::Action;
 

@@ -3,8 +3,6 @@
 //! the decision counted, logged and, when it denies, carried out (403 with
 //! Envoy's body for HTTP, the connection closed for TCP).
 
-use std::net::IpAddr;
-
 use http::{HeaderMap, HeaderValue, Response, StatusCode, header};
 use tracing::info;
 
@@ -49,7 +47,7 @@ pub(super) fn check_request(ctx: &Ctx, req: &HttpRequest) -> Result<(), Box<Repl
     let principal = fact.client().and_then(|c| principal_of(&c.sans));
     let sni = sni_of(&fact);
     let mut a = connection_attributes(ctx, principal.as_deref(), sni.as_deref(), req.port);
-    a.remote_ip = remote_ip(
+    a.remote_ip = crate::plan::authz::remote_ip(
         ctx.conn.peer.ip(),
         req.headers,
         ctx.state.bootstrap.num_trusted_proxies,
@@ -133,28 +131,6 @@ fn principal_of(sans: &[String]) -> Option<String> {
     find("URI:").or_else(|| find("DNS:"))
 }
 
-/// The original client: with `trusted` proxies in front, the `trusted`-th
-/// `X-Forwarded-For` entry from the right (Envoy's `xff_num_trusted_hops`);
-/// the peer when 0, or when the header is missing, short or not an
-/// address.
-pub(super) fn remote_ip(peer: IpAddr, headers: &HeaderMap, trusted: u32) -> IpAddr {
-    if trusted == 0 {
-        return peer;
-    }
-    let entries: Vec<&str> = headers
-        .get_all("x-forwarded-for")
-        .iter()
-        .filter_map(|v| v.to_str().ok())
-        .flat_map(|v| v.split(','))
-        .map(str::trim)
-        .collect();
-    let n = trusted as usize;
-    if entries.len() < n {
-        return peer;
-    }
-    entries[entries.len() - n].parse().unwrap_or(peer)
-}
-
 /// Counts the decision and marks the log (AUDIT, denials).
 fn record(ctx: &Ctx, v: &Verdict, request: Option<(&str, &str)>) {
     let metrics = ctx.conn.metrics();
@@ -198,22 +174,6 @@ fn record(ctx: &Ctx, v: &Verdict, request: Option<(&str, &str)>) {
 #[cfg(test)]
 mod tests {
     use super::*;
-
-    #[test]
-    fn remote_ip_trusts_only_the_configured_hops() {
-        let peer: IpAddr = "10.0.0.9".parse().unwrap();
-        let mut h = HeaderMap::new();
-        h.insert(
-            "x-forwarded-for",
-            HeaderValue::from_static("1.1.1.1, 2.2.2.2, 3.3.3.3"),
-        );
-        assert_eq!(remote_ip(peer, &h, 0), peer, "no trusted proxy: the peer");
-        assert_eq!(remote_ip(peer, &h, 1), "3.3.3.3".parse::<IpAddr>().unwrap());
-        assert_eq!(remote_ip(peer, &h, 3), "1.1.1.1".parse::<IpAddr>().unwrap());
-        assert_eq!(remote_ip(peer, &h, 4), peer, "fewer entries than hops");
-        h.insert("x-forwarded-for", HeaderValue::from_static("nonsense"));
-        assert_eq!(remote_ip(peer, &h, 1), peer);
-    }
 
     #[test]
     fn the_principal_is_the_uri_san_else_the_dns_san() {

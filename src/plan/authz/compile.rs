@@ -4,6 +4,7 @@
 
 use std::sync::Arc;
 
+use super::analyze::{self, Reach};
 use super::pattern::{Cidr, PathPat, RequestPrincipal, Str, Test};
 use super::{AuthzPlan, Field, PolicyPlan, RulePlan};
 use crate::bootstrap::Bootstrap;
@@ -11,14 +12,22 @@ use crate::config::authorization_policy::{
     Action, AuthorizationPolicySpec, Condition, Operation, SourceMatch,
 };
 use crate::config::{Config, Resource, Source};
+use crate::plan::authn::AuthnPlan;
 use crate::plan::diagnostics::Diagnostics;
+use crate::plan::inbound::InboundPlan;
 
 /// Reads one value of a field; the message says why it cannot be used.
 type Parse<'a> = dyn Fn(&str) -> Result<Test, String> + 'a;
 
 /// Compiles the AuthorizationPolicies that apply to this proxy.
-pub(crate) fn compile(config: &Config, bootstrap: &Bootstrap, diag: &mut Diagnostics) -> AuthzPlan {
+pub(crate) fn compile(
+    config: &Config,
+    bootstrap: &Bootstrap,
+    (inbound, authn): (&InboundPlan, &AuthnPlan),
+    diag: &mut Diagnostics,
+) -> AuthzPlan {
     let mut plan = AuthzPlan::default();
+    let reach = Reach::of(inbound, authn, diag.capture, bootstrap.path_normalization);
     for ap in &config.authorization_policies {
         let spec = &ap.spec;
         let refs = spec.target_ref.is_some() || !spec.target_refs.is_empty();
@@ -60,6 +69,7 @@ pub(crate) fn compile(config: &Config, bootstrap: &Bootstrap, diag: &mut Diagnos
         if !applies {
             continue;
         }
+        analyze::check(&policy, &ap.source, (action, &reach), diag);
         match action {
             Action::Allow => plan.allow.push(policy),
             Action::Deny => plan.deny.push(policy),

@@ -173,7 +173,8 @@ impl PathPat {
                 let mut parts = rest.split('/');
                 for seg in segs {
                     match seg {
-                        Segment::Rest => return true,
+                        // The `/` before it is the template's own.
+                        Segment::Rest => return parts.next().is_some(),
                         Segment::One => {
                             if parts.next().is_none_or(str::is_empty) {
                                 return false;
