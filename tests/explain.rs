@@ -854,3 +854,94 @@ spec:
     assert_eq!(v["tlsPolicy"]["mode"], "ALLOW");
     assert_eq!(v["tlsPolicy"]["because"], "allowMode");
 }
+
+/// `explain inbound` decides AuthorizationPolicy as the proxy does and
+/// names the policy (file, line) and rule; `--source-ip` is the client.
+#[test]
+fn inbound_authorization_names_the_deciding_policy_and_rule() {
+    let dir = tempfile::tempdir().unwrap();
+    let (file, client_ca, _) = ingress(dir.path());
+    let policies = "apiVersion: security.istio.io/v1
+kind: AuthorizationPolicy
+metadata: {name: no-secrets, namespace: default}
+spec:
+  action: DENY
+  rules:
+  - to: [{operation: {paths: ['/x/secret*']}}]
+---
+apiVersion: security.istio.io/v1
+kind: AuthorizationPolicy
+metadata: {name: from-ten, namespace: default}
+spec:
+  rules:
+  - from: [{source: {ipBlocks: [10.0.0.0/8]}}]
+";
+    let pfile = write(dir.path(), "policies.yaml", policies);
+    let good = client_ca
+        .issue(&LeafSpec::client("allowed.client.test"))
+        .write(dir.path(), "good")
+        .unwrap()
+        .0;
+    let run = |path: &str, ip: &str| {
+        explain(&[
+            "-c",
+            file.to_str().unwrap(),
+            "-c",
+            pfile.to_str().unwrap(),
+            "inbound",
+            "--port",
+            "443",
+            "--sni",
+            HOST,
+            "--client-cert",
+            good.to_str().unwrap(),
+            "--path",
+            path,
+            "--source-ip",
+            ip,
+            "--json",
+        ])
+    };
+
+    let out = run("/x/1", "10.1.2.3");
+    assert_eq!(out.status.code(), Some(0), "{}", show(&out));
+    let v = json(&out);
+    assert!(
+        matched(&v, "AuthorizationPolicy")["at"]
+            .as_str()
+            .unwrap()
+            .ends_with("policies.yaml:9: AuthorizationPolicy/default/from-ten"),
+        "{v:#}"
+    );
+
+    let out = run("/x/1", "192.0.2.1");
+    assert_eq!(out.status.code(), Some(1), "{}", show(&out));
+    let v = json(&out);
+    assert_eq!(v["refusal"]["code"], "rbac_access_denied", "{v:#}");
+    assert_eq!(v["refusal"]["status"], 403);
+    assert!(
+        v["refusal"]["reason"]
+            .as_str()
+            .unwrap()
+            .contains("default/from-ten"),
+        "{v:#}"
+    );
+
+    let out = run("/x/secret/a", "10.1.2.3");
+    assert_eq!(out.status.code(), Some(1), "{}", show(&out));
+    let v = json(&out);
+    assert!(
+        v["refusal"]["reason"]
+            .as_str()
+            .unwrap()
+            .contains("default/no-secrets spec.rules[0]"),
+        "{v:#}"
+    );
+    assert!(
+        matched(&v, "AuthorizationPolicy")["at"]
+            .as_str()
+            .unwrap()
+            .ends_with("policies.yaml:1: AuthorizationPolicy/default/no-secrets"),
+        "{v:#}"
+    );
+}
