@@ -369,28 +369,26 @@ mod tests {
     async fn a_request_line_in_pieces_is_read_whole_then_replayed() {
         use tokio::io::AsyncWriteExt as _;
         let (mut client, mut server) = tokio::io::duplex(1024);
-        let writer = tokio::spawn(async move {
+        let writer = async {
             client.write_all(b"GET /pa").await.unwrap();
             tokio::time::sleep(Duration::from_millis(50)).await;
             client
                 .write_all(b"th HTTP/1.1\r\nHost: a\r\n\r\n")
                 .await
                 .unwrap();
-            client
-        });
-        let (protocol, first) = sniff(
+        };
+        let reader = sniff(
             &mut server,
             Duration::from_millis(20),
             Duration::from_secs(5),
-        )
-        .await
-        .unwrap();
+        );
+        let ((), sniffed) = tokio::join!(writer, reader);
+        let (protocol, first) = sniffed.unwrap();
         assert_eq!(
             protocol,
             Protocol::Http,
             "the detection timeout bounds only the first byte"
         );
-        let _client = writer.await.unwrap();
         let mut replay = Prefixed::new(first, server);
         let mut line = vec![0u8; 18];
         replay.read_exact(&mut line).await.unwrap();
