@@ -1,0 +1,10 @@
+//! AuthorizationPolicy end to end: real listeners, certificates made at
+//! test time, apps that record what reached them.
+
+mod ip;
+mod mtls;
+mod paths;
+mod reload;
+mod support;
+mod tcp;
+mod validate;
