@@ -3,6 +3,7 @@
 
 mod ip;
 mod mtls;
+mod operations;
 mod paths;
 mod reload;
 mod support;

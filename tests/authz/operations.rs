@@ -1,0 +1,138 @@
+//! Operations and actions on a real listener: `hosts` on the authority as
+//! sent (case-insensitive, port included), `methods`, `ports` as
+//! configured (not the address a test rebinds them to), AUDIT counted
+//! without changing the decision.
+
+use meshgate::test_util::{https_get, tempdir};
+
+use crate::support::*;
+
+#[tokio::test]
+async fn hosts_match_the_authority_as_sent() {
+    let app = App::start().await;
+    let yaml = plain_gateway(app.addr)
+        + &policy(
+            "hosts",
+            "rules:\n- to:\n  - operation:\n      hosts: [\"app.test\"]",
+        );
+    let p = start(&yaml, &[8080], |_| {}).await;
+    let addr = p.proxy.inbound()[&8080];
+    let send = |host: &'static str| async move {
+        let s = tokio::net::TcpStream::connect(addr).await.unwrap();
+        raw_get(s, host, "/h", &[]).await
+    };
+    let r = send("app.test").await;
+    assert_eq!(r.status, 200, "{}", r.body);
+    let r = send("APP.Test").await;
+    assert_eq!(r.status, 200, "hosts are case-insensitive: {}", r.body);
+    let r = send("app.test:8080").await;
+    assert_denied(r.status, &r.body, "a port makes another authority");
+}
+
+#[tokio::test]
+async fn methods_and_config_ports() {
+    let app = App::start().await;
+    let yaml = plain_gateway(app.addr)
+        + &policy(
+            "get-on-8080",
+            "rules:\n- to:\n  - operation:\n      methods: [\"GET\", \"HEAD\"]\n      ports: [\"8080\"]",
+        );
+    let p = start(&yaml, &[8080], |_| {}).await;
+    let addr = p.proxy.inbound()[&8080];
+    assert_ne!(addr.port(), 8080, "the test rebinds the config port");
+    let r = plain_get(addr, "/get", &[]).await;
+    assert_eq!(r.status, 200, "the config port is matched: {}", r.body);
+    let post = meshgate::standin::fetch(addr, "POST", "/post", Some(HOST))
+        .await
+        .unwrap();
+    assert_denied(post.status, &post.body, "POST");
+    assert_eq!(app.seen(), vec!["/get"]);
+}
+
+/// Reference: "AUDIT policies do not affect whether requests are allowed
+/// or denied"; meshgate counts the audited request.
+#[tokio::test]
+async fn audit_is_counted_and_decides_nothing() {
+    let app = App::start().await;
+    let yaml = plain_gateway(app.addr)
+        + &policy(
+            "audit-profile",
+            "action: AUDIT\nrules:\n- to:\n  - operation:\n      methods: [\"GET\"]\n      paths: [\"/user/profile/*\"]",
+        )
+        + &policy(
+            "deny-admin",
+            "action: DENY\nrules:\n- to:\n  - operation:\n      paths: [\"/user/profile/admin\"]",
+        );
+    let p = start(&yaml, &[8080], |_| {}).await;
+    let addr = p.proxy.inbound()[&8080];
+    let r = plain_get(addr, "/user/profile/me", &[]).await;
+    assert_eq!(r.status, 200, "{}", r.body);
+    let r = plain_get(addr, "/user/profile/admin", &[]).await;
+    assert_denied(r.status, &r.body, "DENY with AUDIT");
+    let r = plain_get(addr, "/other", &[]).await;
+    assert_eq!(r.status, 200);
+    assert_eq!(
+        wait_metric(&p, &decisions("audit", "default/audit-profile"), 2.0).await,
+        2.0,
+        "{}",
+        p.metrics().await
+    );
+    assert_eq!(
+        wait_metric(&p, &decisions("deny", "default/deny-admin"), 1.0).await,
+        1.0
+    );
+    assert_eq!(app.seen(), vec!["/user/profile/me", "/other"]);
+}
+
+/// On a sidecar, Istio's `ports` (and `destination.port`) are the
+/// workload's port: the one the app serves, which peers dial and the
+/// capture sends to 15006. meshgate's mesh listener hands connections made
+/// to 15006 itself to `--app-addr`: a policy written for the app's port
+/// must mean the same there, so a DENY scoped to the app's port denies.
+#[tokio::test]
+async fn a_deny_scoped_to_the_apps_port_on_the_mesh_listener() {
+    let app = App::start().await;
+    let dir = tempdir();
+    let pki = MeshPki::new(dir.path());
+    let identity = pki.identity_dir.clone();
+    let yaml = peer_authentication("STRICT")
+        + &policy(
+            "deny-app-port",
+            &format!(
+                "action: DENY\nrules:\n- from:\n  - source:\n      namespaces: [\"b\"]\n  to:\n  - operation:\n      ports: [\"{}\"]",
+                app.addr.port()
+            ),
+        );
+    let app_addr = app.addr;
+    let p = start_in(dir, &yaml, &[], move |b| {
+        b.identity_dir = Some(identity);
+        b.app_addr = Some(app_addr);
+        b.mesh_inbound_addr = "127.0.0.1:0".parse().unwrap();
+    })
+    .await;
+    let addr = p.proxy.inbound()[&15006];
+    let r = https_get(
+        addr,
+        &pki.client(Some(&pki.two), false),
+        WORKLOAD_DNS,
+        "/two",
+        &[],
+    )
+    .await
+    .unwrap();
+    assert_denied(
+        r.status,
+        &r.body,
+        "two (namespace b) to the app's port, a DENY scoped to that port",
+    );
+    let r = https_get(
+        addr,
+        &pki.client(Some(&pki.one), false),
+        WORKLOAD_DNS,
+        "/one",
+        &[],
+    )
+    .await
+    .unwrap();
+    assert_eq!(r.status, 200, "{}", r.body);
+}
