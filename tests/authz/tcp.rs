@@ -172,3 +172,68 @@ async fn a_gateway_tcp_server_is_authorized() {
     assert_eq!(exchange(p.proxy.inbound()[&9000]).await, b"");
     assert_eq!(app.accepted(), 1, "no new connection to the app");
 }
+
+/// PASSTHROUGH: the decision is made on the ClientHello's SNI
+/// (`connection.sni`) before any upstream connection.
+#[tokio::test]
+async fn passthrough_is_decided_on_the_sni() {
+    let app = TcpApp::start().await;
+    let yaml = format!(
+        r#"---
+apiVersion: networking.istio.io/v1
+kind: Gateway
+metadata: {{name: gw, namespace: default}}
+spec:
+  servers:
+  - port: {{number: 443, name: tls, protocol: TLS}}
+    hosts: [a.test, b.test]
+    tls: {{mode: PASSTHROUGH}}
+---
+apiVersion: networking.istio.io/v1
+kind: VirtualService
+metadata: {{name: pass, namespace: default}}
+spec:
+  hosts: [a.test, b.test]
+  gateways: [gw]
+  tls:
+  - match: [{{sniHosts: [a.test, b.test]}}]
+    route:
+    - destination: {{host: 127.0.0.1, port: {{number: {port}}}}}
+"#,
+        port = app.addr.port()
+    ) + &policy(
+        "deny-b",
+        "action: DENY\nrules:\n- when:\n  - key: connection.sni\n    values: [\"b.test\"]",
+    );
+    let p = start(&yaml, &[443], |_| {}).await;
+    let addr = p.proxy.inbound()[&443];
+    let hello = |sni: &str| meshgate::test_util::ClientOpts {
+        sni: Some(sni.into()),
+        ca_pem: meshgate::devpki::DevCa::new("unused").cert_pem,
+        ..Default::default()
+    };
+    // The app is no TLS server: the handshake fails either way; what
+    // matters is whether the app saw the connection.
+    let _ = tokio::time::timeout(
+        DEADLINE,
+        meshgate::test_util::tls_connect(addr, &hello("b.test")),
+    )
+    .await
+    .expect("ends in time");
+    assert_eq!(
+        app.accepted(),
+        0,
+        "b.test is denied before any upstream connection"
+    );
+    let _ = tokio::time::timeout(
+        DEADLINE,
+        meshgate::test_util::tls_connect(addr, &hello("a.test")),
+    )
+    .await
+    .expect("ends in time");
+    assert_eq!(app.accepted(), 1, "a.test is passed through");
+    assert_eq!(
+        wait_metric(&p, &decisions("deny", "default/deny-b"), 1.0).await,
+        1.0
+    );
+}
