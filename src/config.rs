@@ -49,6 +49,8 @@ pub struct Resource<S> {
     pub source: Source,
     /// The typed spec.
     pub spec: S,
+    /// `metadata.annotations` (e.g. `istio.io/dry-run`).
+    pub annotations: BTreeMap<String, String>,
 }
 
 /// A `kind: Secret` with its values decoded to bytes.
@@ -444,6 +446,7 @@ fn parse_document(
                     Resource {
                         source,
                         spec: obj.spec,
+                        annotations: obj.metadata.annotations,
                     },
                     |r| &r.source,
                     &mut config.index,

@@ -44,12 +44,10 @@ pub enum Action {
 #[derive(Debug, Clone, Default, Deserialize, Serialize)]
 #[serde(rename_all = "camelCase", deny_unknown_fields)]
 pub struct Rule {
-    /// Sources; absent: any.
-    #[serde(default)]
-    pub from: Vec<From>,
-    /// Operations; absent: any.
-    #[serde(default)]
-    pub to: Vec<To>,
+    /// Sources; absent: any (present and empty is refused, as Istio).
+    pub from: Option<Vec<From>>,
+    /// Operations; absent: any (present and empty is refused).
+    pub to: Option<Vec<To>>,
     /// Conditions, all of which must hold.
     #[serde(default)]
     pub when: Vec<Condition>,

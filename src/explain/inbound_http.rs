@@ -13,7 +13,7 @@ use super::server::{best_host, hosts_of, set_server};
 use super::upstream;
 use crate::bootstrap::Bootstrap;
 use crate::load::Loaded;
-use crate::plan::authz::{Attributes, HttpAttributes, remote_ip};
+use crate::plan::authz::{Attributes, HttpAttributes, peer_principal, remote_ip};
 use crate::plan::destination::{self, Speak};
 use crate::plan::inbound::{ListenerPlan, ServerPlan};
 use crate::plan::route::{FaultPlan, HttpRoutePlan, Matched as RouteMatched, RequestView, Share};
@@ -213,10 +213,7 @@ fn authorize(
         .client_certificate
         .as_ref()
         .filter(|c| c.accepted == Some(true))
-        .and_then(|c| {
-            let find = |p: &str| c.sans.iter().find_map(|s| s.strip_prefix(p));
-            find("URI:").or_else(|| find("DNS:")).map(str::to_string)
-        });
+        .and_then(|c| peer_principal(&c.sans, &c.subject));
     let headers = header_map(&req.headers);
     let source_ip = req
         .source_ip

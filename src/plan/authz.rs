@@ -22,7 +22,7 @@ use serde::Serialize;
 
 pub(crate) use compile::compile;
 pub use pattern::Test;
-pub use remote::remote_ip;
+pub use remote::{peer_principal, remote_ip};
 
 use crate::config::authorization_policy::Action;
 
@@ -35,6 +35,10 @@ pub struct AuthzPlan {
     pub allow: Vec<PolicyPlan>,
     /// AUDIT policies.
     pub audit: Vec<PolicyPlan>,
+    /// The policies annotated `istio.io/dry-run: "true"`, as a plan of
+    /// their own (Envoy's shadow rules): evaluated, counted and logged,
+    /// never enforced.
+    pub dry_run: Option<Box<AuthzPlan>>,
 }
 
 /// One AuthorizationPolicy.
@@ -155,7 +159,16 @@ impl AuthzPlan {
     /// Whether any policy applies (otherwise every request is allowed and
     /// nothing is evaluated).
     pub fn is_empty(&self) -> bool {
-        self.deny.is_empty() && self.allow.is_empty() && self.audit.is_empty()
+        self.deny.is_empty()
+            && self.allow.is_empty()
+            && self.audit.is_empty()
+            && self.dry_run.is_none()
+    }
+
+    /// What the dry-run policies would decide on their own; `None` when
+    /// there are none.
+    pub fn dry_run(&self, a: &Attributes) -> Option<Verdict> {
+        self.dry_run.as_ref().map(|shadow| shadow.decide(a))
     }
 
     /// Decides a request (or, without `http`, a connection).

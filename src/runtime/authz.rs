@@ -44,7 +44,9 @@ pub(super) fn check_request(ctx: &Ctx, req: &HttpRequest) -> Result<(), Box<Repl
         .split_once('?')
         .map_or(req.path_and_query, |(p, _)| p);
     let fact = ctx.conn.tls();
-    let principal = fact.client().and_then(|c| principal_of(&c.sans));
+    let principal = fact
+        .client()
+        .and_then(|c| crate::plan::authz::peer_principal(&c.sans, &c.subject));
     let sni = sni_of(&fact);
     let mut a = connection_attributes(ctx, principal.as_deref(), sni.as_deref(), req.port);
     a.remote_ip = crate::plan::authz::remote_ip(
@@ -61,6 +63,9 @@ pub(super) fn check_request(ctx: &Ctx, req: &HttpRequest) -> Result<(), Box<Repl
     });
     let verdict = plan.decide(&a);
     record(ctx, &verdict, Some((req.method, path)));
+    if let Some(shadow) = plan.dry_run(&a) {
+        dry_run(ctx, &shadow, Some((req.method, path)));
+    }
     if verdict.allowed {
         return Ok(());
     }
@@ -85,11 +90,16 @@ pub(super) fn check_connection(ctx: &Ctx, sni: Option<&str>, port: u16) -> bool 
         return true;
     }
     let fact = ctx.conn.tls();
-    let principal = fact.client().and_then(|c| principal_of(&c.sans));
+    let principal = fact
+        .client()
+        .and_then(|c| crate::plan::authz::peer_principal(&c.sans, &c.subject));
     let own_sni = sni_of(&fact);
     let a = connection_attributes(ctx, principal.as_deref(), sni.or(own_sni.as_deref()), port);
     let verdict = plan.decide(&a);
     record(ctx, &verdict, None);
+    if let Some(shadow) = plan.dry_run(&a) {
+        dry_run(ctx, &shadow, None);
+    }
     if !verdict.allowed {
         ctx.conn.set_flag(DENIED);
     }
@@ -121,14 +131,37 @@ fn sni_of(fact: &super::tls_fact::TlsFact) -> Option<String> {
     }
 }
 
-/// The peer's authenticated principal as Envoy reads it from a verified
-/// certificate: its URI SAN, else its DNS SAN.
-fn principal_of(sans: &[String]) -> Option<String> {
-    let find = |prefix: &str| {
-        sans.iter()
-            .find_map(|s| s.strip_prefix(prefix).map(str::to_string))
+/// Counts and logs what the dry-run policies would have decided
+/// (`dry_run_allow`, `dry_run_deny`); nothing is enforced.
+fn dry_run(ctx: &Ctx, v: &Verdict, request: Option<(&str, &str)>) {
+    let action = if v.allowed {
+        "dry_run_allow"
+    } else {
+        "dry_run_deny"
     };
-    find("URI:").or_else(|| find("DNS:"))
+    let policy =
+        v.by.as_ref()
+            .map_or_else(|| std::sync::Arc::from(""), |r| r.policy.clone());
+    ctx.conn
+        .metrics()
+        .authz_decisions
+        .get_or_create(&AuthzLabels { action, policy })
+        .inc();
+    if super::conn::access_log_on() {
+        let (method, path) = request.unwrap_or(("-", "-"));
+        let by = v.by.as_ref().map_or("-".to_string(), |r| {
+            format!("{}/rules[{}]", r.policy, r.rule)
+        });
+        info!(
+            target: "access",
+            peer = %ctx.conn.peer,
+            method,
+            path,
+            allowed = v.allowed,
+            policy = %by,
+            "authorization dry run"
+        );
+    }
 }
 
 /// Counts the decision and marks the log (AUDIT, denials).
@@ -169,23 +202,4 @@ fn record(ctx: &Ctx, v: &Verdict, request: Option<(&str, &str)>) {
         audit = %audit,
         "authorization"
     );
-}
-
-#[cfg(test)]
-mod tests {
-    use super::*;
-
-    #[test]
-    fn the_principal_is_the_uri_san_else_the_dns_san() {
-        let sans = vec![
-            "DNS:a.example".to_string(),
-            "URI:spiffe://td/ns/a/sa/b".to_string(),
-        ];
-        assert_eq!(
-            principal_of(&sans).as_deref(),
-            Some("spiffe://td/ns/a/sa/b")
-        );
-        assert_eq!(principal_of(&sans[..1]).as_deref(), Some("a.example"));
-        assert_eq!(principal_of(&[]), None);
-    }
 }

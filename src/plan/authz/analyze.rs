@@ -3,8 +3,8 @@
 
 use super::{Field, PolicyPlan, RulePlan, Test};
 use crate::bootstrap::PathNormalization;
-use crate::config::Source;
-use crate::config::authorization_policy::Action;
+use crate::config::Resource;
+use crate::config::authorization_policy::{Action, AuthorizationPolicySpec};
 use crate::plan::authn::AuthnPlan;
 use crate::plan::diagnostics::Diagnostics;
 use crate::plan::inbound::{InboundPlan, TlsServerMode};
@@ -60,11 +60,15 @@ impl Reach {
 /// Warns about each rule of `policy` that can never match, and about a
 /// DENY path rule a doubled `/` steps around.
 pub(crate) fn check(
+    ap: &Resource<AuthorizationPolicySpec>,
     policy: &PolicyPlan,
-    src: &Source,
     (action, reach): (Action, &Reach),
     diag: &mut Diagnostics,
 ) {
+    let src = &ap.source;
+    if action == Action::Deny {
+        denies_all_tcp(ap, diag);
+    }
     let paths = |r: &RulePlan| {
         r.to.iter()
             .flatten()
@@ -87,6 +91,49 @@ pub(crate) fn check(
                 src,
                 &format!("spec.rules[{}]", rule.index),
                 format!("can never match: {finding}"),
+            );
+        }
+    }
+}
+
+/// Istio's validation warning: a DENY rule whose sources or operations
+/// name only HTTP attributes denies every TCP connection in its scope.
+fn denies_all_tcp(ap: &Resource<AuthorizationPolicySpec>, diag: &mut Diagnostics) {
+    for (i, rule) in ap.spec.rules.iter().enumerate() {
+        let sources: Vec<_> = rule
+            .from
+            .iter()
+            .flatten()
+            .filter_map(|f| f.source.as_ref())
+            .collect();
+        let operations: Vec<_> = rule
+            .to
+            .iter()
+            .flatten()
+            .filter_map(|t| t.operation.as_ref())
+            .collect();
+        let tcp_from = sources.iter().any(|s| {
+            !(s.principals.is_empty()
+                && s.not_principals.is_empty()
+                && s.ip_blocks.is_empty()
+                && s.not_ip_blocks.is_empty()
+                && s.namespaces.is_empty()
+                && s.not_namespaces.is_empty()
+                && s.remote_ip_blocks.is_empty()
+                && s.not_remote_ip_blocks.is_empty()
+                && s.service_accounts.is_empty()
+                && s.not_service_accounts.is_empty())
+        });
+        let tcp_to = operations
+            .iter()
+            .any(|o| !(o.ports.is_empty() && o.not_ports.is_empty()));
+        let (from, to) = (!sources.is_empty(), !operations.is_empty());
+        if (from && !to && !tcp_from) || (to && !tcp_to) {
+            diag.warn(
+                &ap.source,
+                &format!("spec.rules[{i}]"),
+                "this DENY rule names only HTTP attributes, so it denies all traffic to TCP ports \
+                 under its scope (Istio's rule for TCP); name the ports it is meant for",
             );
         }
     }

@@ -41,13 +41,23 @@ pub(crate) fn compile(
         let action = spec.action.unwrap_or(Action::Allow);
         if action == Action::Custom {
             // Never silently allowed: there is no external authorizer.
-            diag.error(
-                &ap.source,
-                "spec.action",
-                "CUSTOM delegates the decision to an external authorizer (spec.provider), which \
-                 meshgate does not call; a CUSTOM policy cannot be enforced, so the configuration \
-                 is refused",
-            );
+            let why = "CUSTOM delegates the decision to an external authorizer (spec.provider), \
+                       which meshgate does not call";
+            if applies {
+                diag.error(
+                    &ap.source,
+                    "spec.action",
+                    format!(
+                        "{why}; a CUSTOM policy cannot be enforced, so the configuration is refused"
+                    ),
+                );
+            } else {
+                diag.warn(
+                    &ap.source,
+                    "spec.action",
+                    format!("{why}; it does not apply to this proxy, so it is left out"),
+                );
+            }
             continue;
         }
         if spec.provider.is_some() {
@@ -69,15 +79,40 @@ pub(crate) fn compile(
         if !applies {
             continue;
         }
-        analyze::check(&policy, &ap.source, (action, &reach), diag);
+        analyze::check(ap, &policy, (action, &reach), diag);
+        let into = if dry_run(ap, diag) {
+            plan.dry_run.get_or_insert_with(Box::default)
+        } else {
+            &mut plan
+        };
         match action {
-            Action::Allow => plan.allow.push(policy),
-            Action::Deny => plan.deny.push(policy),
-            Action::Audit => plan.audit.push(policy),
+            Action::Allow => into.allow.push(policy),
+            Action::Deny => into.deny.push(policy),
+            Action::Audit => into.audit.push(policy),
             Action::Custom => {}
         }
     }
     plan
+}
+
+/// Istio's `istio.io/dry-run` annotation (Go's `strconv.ParseBool`):
+/// the policy is evaluated and logged, never enforced.
+fn dry_run(ap: &Resource<AuthorizationPolicySpec>, diag: &mut Diagnostics) -> bool {
+    let Some(v) = ap.annotations.get("istio.io/dry-run") else {
+        return false;
+    };
+    match v.as_str() {
+        "1" | "t" | "T" | "true" | "TRUE" | "True" => true,
+        "0" | "f" | "F" | "false" | "FALSE" | "False" => false,
+        other => {
+            diag.error(
+                &ap.source,
+                "metadata.annotations[istio.io/dry-run]",
+                format!("{other:?} is not a boolean"),
+            );
+            false
+        }
+    }
 }
 
 fn compile_policy(
@@ -90,9 +125,16 @@ fn compile_policy(
     let mut tcp = Vec::new();
     for (i, rule) in ap.spec.rules.iter().enumerate() {
         let at = format!("spec.rules[{i}]");
+        if rule.from.as_ref().is_some_and(Vec::is_empty) {
+            diag.error(src, format!("{at}.from"), "`from` must not be empty");
+        }
+        if rule.to.as_ref().is_some_and(Vec::is_empty) {
+            diag.error(src, format!("{at}.to"), "`to` must not be empty");
+        }
         let from: Vec<Vec<Field>> = rule
             .from
             .iter()
+            .flatten()
             .enumerate()
             .map(|(j, f)| {
                 let at = format!("{at}.from[{j}].source");
@@ -108,6 +150,7 @@ fn compile_policy(
         let to: Vec<Vec<Field>> = rule
             .to
             .iter()
+            .flatten()
             .enumerate()
             .map(|(j, t)| {
                 let at = format!("{at}.to[{j}].operation");

@@ -127,6 +127,8 @@ pub enum Segment {
     One,
     /// `{**}`: everything that follows.
     Rest,
+    /// `{**}/`: everything that follows, ending in `/`.
+    RestThenSlash,
 }
 
 impl PathPat {
@@ -145,8 +147,15 @@ impl PathPat {
             return Err(format!("{v:?}: a path template must start with '/'"));
         };
         let mut segs = Vec::new();
-        for s in rest.split('/') {
+        let parts: Vec<&str> = rest.split('/').collect();
+        for (i, s) in parts.iter().copied().enumerate() {
             if matches!(segs.last(), Some(Segment::Rest)) {
+                // Istio trims one trailing `/` before its check.
+                if s.is_empty() && i + 1 == parts.len() {
+                    segs.pop();
+                    segs.push(Segment::RestThenSlash);
+                    break;
+                }
                 return Err(format!("{v:?}: {{**}} must be the last operator"));
             }
             segs.push(match s {
@@ -175,6 +184,10 @@ impl PathPat {
                     match seg {
                         // The `/` before it is the template's own.
                         Segment::Rest => return parts.next().is_some(),
+                        Segment::RestThenSlash => {
+                            let rest: Vec<&str> = parts.collect();
+                            return rest.len() >= 2 && rest.last() == Some(&"");
+                        }
                         Segment::One => {
                             if parts.next().is_none_or(str::is_empty) {
                                 return false;
@@ -506,6 +519,10 @@ mod tests {
         assert!(one.matches("/foo/bar"));
         assert!(!one.matches("/foo/bar/baz"));
         assert!(PathPat::parse("/foo/{**}/bar").is_err());
+        let slash = PathPat::parse("/foo/{**}/").unwrap();
+        assert!(slash.matches("/foo/a/b/"));
+        assert!(!slash.matches("/foo/a/b"));
+        assert!(!slash.matches("/foo/"));
         assert!(PathPat::parse("/foo/{x}").is_err());
     }
 

@@ -1,4 +1,5 @@
-//! The original client address `remote.ip` and `remoteIpBlocks` match.
+//! Who the peer is: the original client address `remote.ip` and
+//! `remoteIpBlocks` match, and the identity `principals` match.
 
 use std::net::IpAddr;
 
@@ -24,9 +25,39 @@ pub fn remote_ip(peer: IpAddr, headers: &http::HeaderMap, trusted: u32) -> IpAdd
     entries[entries.len() - n].parse().unwrap_or(peer)
 }
 
+/// The peer's authenticated principal as Envoy's RBAC reads it from a
+/// verified certificate: its URI SAN, else its DNS SAN, else its subject.
+pub fn peer_principal(sans: &[String], subject: &str) -> Option<String> {
+    let find = |prefix: &str| {
+        sans.iter()
+            .find_map(|s| s.strip_prefix(prefix).map(str::to_string))
+    };
+    find("URI:")
+        .or_else(|| find("DNS:"))
+        .or_else(|| (!subject.is_empty()).then(|| subject.to_string()))
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn the_principal_is_the_uri_san_else_the_dns_san_else_the_subject() {
+        let sans = vec![
+            "DNS:a.example".to_string(),
+            "URI:spiffe://td/ns/a/sa/b".to_string(),
+        ];
+        assert_eq!(
+            peer_principal(&sans, "CN=x").as_deref(),
+            Some("spiffe://td/ns/a/sa/b")
+        );
+        assert_eq!(
+            peer_principal(&sans[..1], "CN=x").as_deref(),
+            Some("a.example")
+        );
+        assert_eq!(peer_principal(&[], "CN=x").as_deref(), Some("CN=x"));
+        assert_eq!(peer_principal(&[], ""), None);
+    }
 
     #[test]
     fn remote_ip_trusts_only_the_configured_hops() {
