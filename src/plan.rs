@@ -138,7 +138,7 @@ pub fn compile_all(config: &Config, bootstrap: &Bootstrap) -> Compiled {
     analyze::run(config, &mut diag);
     let inbound = inbound::compile::compile(config, &mut diag);
     let authn = authn::compile(config, bootstrap, &mut diag);
-    let authz = authz::compile(config, bootstrap, (&inbound, &authn), &mut diag);
+    let authz = authz::compile::compile(config, bootstrap, (&inbound, &authn), &mut diag);
     Compiled {
         plan: Plan {
             outbound,

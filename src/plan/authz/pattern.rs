@@ -8,7 +8,7 @@ use std::net::IpAddr;
 
 use serde::Serialize;
 
-use super::Attributes;
+use super::attributes::Attributes;
 
 /// A string pattern (Istio's `StringMatcher`).
 #[derive(Debug, Clone, PartialEq, Eq, Serialize)]
