@@ -1937,3 +1937,109 @@ fn a_custom_policy_for_another_workload_does_not_stop_this_proxy() {
     );
     assert!(c.plan.authz.is_empty());
 }
+
+/// Task "Explicit deny": `deny-method-get` denies GET unless
+/// `x-token: admin`; then `allow-path-ip` allows only GET `/ip` with that
+/// token; adding `deny-path-ip` denies `/ip` even with it.
+#[test]
+fn explicit_deny_task() {
+    let deny_get = ap(
+        "deny-method-get",
+        r#"action: DENY
+rules:
+- to:
+  - operation:
+      methods: ["GET"]
+  when:
+  - key: request.headers[x-token]
+    notValues: ["admin"]"#,
+    );
+    let admin = |r: Req| r.header("x-token", "admin");
+    expect(
+        &plan(&deny_get),
+        &[
+            ("GET /get", get("/get"), DENIED),
+            ("POST /post", req("POST", "/post"), ALLOWED),
+            ("GET /get as admin", admin(get("/get")), ALLOWED),
+            (
+                "GET /get as guest",
+                get("/get").header("x-token", "guest"),
+                DENIED,
+            ),
+        ],
+    );
+    let allow_ip = ap(
+        "allow-path-ip",
+        r#"action: ALLOW
+rules:
+- to:
+  - operation:
+      paths: ["/ip"]"#,
+    );
+    let with_allow = deny_get.clone() + &allow_ip;
+    expect(
+        &plan(&with_allow),
+        &[
+            ("GET /ip as admin", admin(get("/ip")), ALLOWED),
+            ("GET /get as admin", admin(get("/get")), DENIED),
+            ("GET /ip", get("/ip"), DENIED),
+        ],
+    );
+    let deny_ip = ap(
+        "deny-path-ip",
+        r#"action: DENY
+rules:
+- to:
+  - operation:
+      paths: ["/ip"]"#,
+    );
+    let all = with_allow + &deny_ip;
+    let p = plan(&all);
+    expect(&p, &[("GET /ip as admin", admin(get("/ip")), DENIED)]);
+    assert_eq!(
+        decide(&p, &admin(get("/ip"))).by,
+        rule(Action::Deny, "foo/deny-path-ip", 0)
+    );
+}
+
+/// Task "HTTP traffic" (Bookinfo): `details-viewer` allows GET from the
+/// productpage's service account only.
+#[test]
+fn http_task_details_viewer() {
+    let yaml = ap("allow-nothing", "")
+        + &ap(
+            "details-viewer",
+            r#"selector:
+  matchLabels:
+    app: httpbin
+action: ALLOW
+rules:
+- from:
+  - source:
+      principals: ["cluster.local/ns/foo/sa/bookinfo-productpage"]
+  to:
+  - operation:
+      methods: ["GET"]"#,
+        );
+    expect(
+        &plan(&yaml),
+        &[
+            (
+                "productpage GET",
+                get("/details/0").from_sa("foo", "bookinfo-productpage"),
+                ALLOWED,
+            ),
+            (
+                "productpage POST",
+                req("POST", "/details/0").from_sa("foo", "bookinfo-productpage"),
+                DENIED,
+            ),
+            (
+                "reviews GET",
+                get("/details/0").from_sa("foo", "bookinfo-reviews"),
+                DENIED,
+            ),
+            ("plain text GET", get("/details/0"), DENIED),
+        ],
+    );
+}
