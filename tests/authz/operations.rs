@@ -136,3 +136,48 @@ async fn a_deny_scoped_to_the_apps_port_on_the_mesh_listener() {
     .unwrap();
     assert_eq!(r.status, 200, "{}", r.body);
 }
+
+/// Task "Dry run": a DENY policy annotated `istio.io/dry-run: "true"` is
+/// evaluated and counted, never enforced.
+#[tokio::test]
+async fn a_dry_run_policy_is_counted_not_enforced() {
+    let app = App::start().await;
+    let yaml = plain_gateway(app.addr)
+        + r#"---
+apiVersion: security.istio.io/v1
+kind: AuthorizationPolicy
+metadata:
+  name: deny-path-headers
+  namespace: default
+  annotations:
+    "istio.io/dry-run": "true"
+spec:
+  action: DENY
+  rules:
+  - to:
+    - operation:
+        paths: ["/headers"]
+"#;
+    let p = start(&yaml, &[8080], |_| {}).await;
+    let addr = p.proxy.inbound()[&8080];
+    for path in ["/headers", "/ip"] {
+        let r = plain_get(addr, path, &[]).await;
+        assert_eq!(r.status, 200, "{path}: {}", r.body);
+    }
+    assert_eq!(app.seen(), vec!["/headers", "/ip"]);
+    assert_eq!(
+        wait_metric(
+            &p,
+            &decisions("dry_run_deny", "default/deny-path-headers"),
+            1.0
+        )
+        .await,
+        1.0,
+        "{}",
+        p.metrics().await
+    );
+    assert_eq!(
+        wait_metric(&p, &decisions("deny", "default/deny-path-headers"), 0.0).await,
+        0.0
+    );
+}
