@@ -194,7 +194,7 @@ impl Req {
     }
 
     /// From the workload `ns/sa` of trust domain cluster.local.
-    fn from_sa(self, ns: &str, sa: &str) -> Req {
+    fn peer(self, ns: &str, sa: &str) -> Req {
         self.by(&format!("spiffe://cluster.local/ns/{ns}/sa/{sa}"))
     }
 
@@ -304,7 +304,7 @@ fn allow_nothing_denies_every_request_and_connection() {
         &[
             ("GET /", get("/"), DENIED),
             ("POST /data", req("POST", "/data"), DENIED),
-            ("mutual TLS", get("/").from_sa("foo", "sleep"), DENIED),
+            ("mutual TLS", get("/").peer("foo", "sleep"), DENIED),
             ("TCP", tcp(9000), DENIED),
         ],
     );
@@ -381,15 +381,11 @@ rules:
     expect(
         &p,
         &[
-            (
-                "POST from dev",
-                req("POST", "/").from_sa("dev", "x"),
-                DENIED,
-            ),
-            ("GET from dev", get("/").from_sa("dev", "x"), ALLOWED),
+            ("POST from dev", req("POST", "/").peer("dev", "x"), DENIED),
+            ("GET from dev", get("/").peer("dev", "x"), ALLOWED),
             (
                 "POST from prod",
-                req("POST", "/").from_sa("prod", "x"),
+                req("POST", "/").peer("prod", "x"),
                 ALLOWED,
             ),
             ("POST in plain text", req("POST", "/"), ALLOWED),
@@ -407,26 +403,18 @@ rules:
     expect(
         &p,
         &[
-            (
-                "POST from dev",
-                req("POST", "/").from_sa("dev", "x"),
-                DENIED,
-            ),
+            ("POST from dev", req("POST", "/").peer("dev", "x"), DENIED),
             (
                 "POST from prod",
-                req("POST", "/").from_sa("prod", "x"),
+                req("POST", "/").peer("prod", "x"),
                 ALLOWED,
             ),
-            (
-                "PUT from prod",
-                req("PUT", "/").from_sa("prod", "x"),
-                DENIED,
-            ),
+            ("PUT from prod", req("PUT", "/").peer("prod", "x"), DENIED),
         ],
     );
     let v = decide(&p, &req("PUT", "/"));
     assert_eq!(v.by, None, "no ALLOW rule matched: {v:?}");
-    let v = decide(&p, &req("POST", "/").from_sa("prod", "x"));
+    let v = decide(&p, &req("POST", "/").peer("prod", "x"));
     assert_eq!(v.by, rule(Action::Allow, "foo/allow-get", 0));
 }
 
@@ -492,37 +480,37 @@ rules:
         &[
             (
                 "sleep GET /info with a Google token",
-                google(get("/info").from_sa("default", "sleep")),
+                google(get("/info").peer("default", "sleep")),
                 ALLOWED,
             ),
             (
                 "test/x GET /info/x with a Google token",
-                google(get("/info/x").from_sa("test", "x")),
+                google(get("/info/x").peer("test", "x")),
                 ALLOWED,
             ),
             (
                 "test/x POST /data with a Google token",
-                google(req("POST", "/data").from_sa("test", "x")),
+                google(req("POST", "/data").peer("test", "x")),
                 ALLOWED,
             ),
             (
                 "test/x POST /data/x",
-                google(req("POST", "/data/x").from_sa("test", "x")),
+                google(req("POST", "/data/x").peer("test", "x")),
                 DENIED,
             ),
             (
                 "test/x GET /data",
-                google(get("/data").from_sa("test", "x")),
+                google(get("/data").peer("test", "x")),
                 DENIED,
             ),
             (
                 "sleep without a token",
-                get("/info").from_sa("default", "sleep"),
+                get("/info").peer("default", "sleep"),
                 DENIED,
             ),
             (
                 "another issuer",
-                get("/info").from_sa("default", "sleep").jwt(
+                get("/info").peer("default", "sleep").jwt(
                     "https://evil.example",
                     "u1",
                     serde_json::json!({}),
@@ -536,7 +524,7 @@ rules:
             ),
             (
                 "prod/x with a Google token",
-                google(get("/info").from_sa("prod", "x")),
+                google(get("/info").peer("prod", "x")),
                 DENIED,
             ),
         ],
@@ -858,10 +846,10 @@ fn principals_exact_prefix_suffix_and_any() {
     expect(
         &p,
         &[
-            ("exact", get("/").from_sa("default", "sleep"), ALLOWED),
+            ("exact", get("/").peer("default", "sleep"), ALLOWED),
             (
                 "exact, another sa",
-                get("/").from_sa("default", "sleeper"),
+                get("/").peer("default", "sleeper"),
                 DENIED,
             ),
             (
@@ -874,13 +862,13 @@ fn principals_exact_prefix_suffix_and_any() {
                 get("/").by("cluster.local/ns/default/sa/sleep"),
                 DENIED,
             ),
-            ("prefix", get("/").from_sa("ops", "anything"), ALLOWED),
+            ("prefix", get("/").peer("ops", "anything"), ALLOWED),
             (
                 "prefix, another namespace",
-                get("/").from_sa("opsx", "a"),
+                get("/").peer("opsx", "a"),
                 DENIED,
             ),
-            ("suffix", get("/").from_sa("any", "admin"), ALLOWED),
+            ("suffix", get("/").peer("any", "admin"), ALLOWED),
             (
                 "suffix, other td",
                 get("/").by("spiffe://x/ns/y/sa/admin"),
@@ -896,8 +884,8 @@ fn principals_exact_prefix_suffix_and_any() {
     expect(
         &any,
         &[
-            ("any peer", get("/").from_sa("x", "y"), ALLOWED),
-            ("any peer, TCP", tcp(9000).from_sa("x", "y"), ALLOWED),
+            ("any peer", get("/").peer("x", "y"), ALLOWED),
+            ("any peer, TCP", tcp(9000).peer("x", "y"), ALLOWED),
             ("plain text", get("/"), DENIED),
             ("plain text, TCP", tcp(9000), DENIED),
         ],
@@ -918,10 +906,10 @@ fn not_principals_any_denies_plain_text() {
         &[
             ("plain text", get("/"), DENIED),
             ("plain text TCP", tcp(9000), DENIED),
-            ("mutual TLS", get("/").from_sa("default", "sleep"), ALLOWED),
+            ("mutual TLS", get("/").peer("default", "sleep"), ALLOWED),
             (
                 "mutual TLS TCP",
-                tcp(9000).from_sa("default", "sleep"),
+                tcp(9000).peer("default", "sleep"),
                 ALLOWED,
             ),
         ],
@@ -940,12 +928,12 @@ fn namespaces_and_not_namespaces() {
     expect(
         &p,
         &[
-            ("foo", get("/").from_sa("foo", "a"), ALLOWED),
-            ("foobar", get("/").from_sa("foobar", "a"), DENIED),
-            ("team-a", get("/").from_sa("team-a", "x"), ALLOWED),
-            ("team (no dash)", get("/").from_sa("team", "x"), DENIED),
+            ("foo", get("/").peer("foo", "a"), ALLOWED),
+            ("foobar", get("/").peer("foobar", "a"), DENIED),
+            ("team-a", get("/").peer("team-a", "x"), ALLOWED),
+            ("team (no dash)", get("/").peer("team", "x"), DENIED),
             ("plain text", get("/"), DENIED),
-            ("TCP from foo", tcp(9000).from_sa("foo", "a"), ALLOWED),
+            ("TCP from foo", tcp(9000).peer("foo", "a"), ALLOWED),
         ],
     );
     let not = plan(&ap(
@@ -955,8 +943,8 @@ fn namespaces_and_not_namespaces() {
     expect(
         &not,
         &[
-            ("foo", get("/").from_sa("foo", "a"), DENIED),
-            ("bar", get("/").from_sa("bar", "a"), ALLOWED),
+            ("foo", get("/").peer("foo", "a"), DENIED),
+            ("bar", get("/").peer("bar", "a"), ALLOWED),
             ("plain text (no namespace)", get("/"), ALLOWED),
         ],
     );
@@ -980,16 +968,12 @@ fn service_accounts() {
         &[
             (
                 "foo/sleep (the policy's namespace)",
-                get("/").from_sa("foo", "sleep"),
+                get("/").peer("foo", "sleep"),
                 ALLOWED,
             ),
-            (
-                "default/sleep",
-                get("/").from_sa("default", "sleep"),
-                DENIED,
-            ),
-            ("foo/sleep-2", get("/").from_sa("foo", "sleep-2"), DENIED),
-            ("bar/curl", get("/").from_sa("bar", "curl"), ALLOWED),
+            ("default/sleep", get("/").peer("default", "sleep"), DENIED),
+            ("foo/sleep-2", get("/").peer("foo", "sleep-2"), DENIED),
+            ("bar/curl", get("/").peer("bar", "curl"), ALLOWED),
             (
                 "another trust domain",
                 get("/").by("spiffe://td.example/ns/bar/sa/curl"),
@@ -1091,7 +1075,7 @@ fn trust_domains() {
     expect(
         &p,
         &[
-            ("exact", get("/").from_sa("a", "b"), ALLOWED),
+            ("exact", get("/").peer("a", "b"), ALLOWED),
             (
                 "exact, longer",
                 get("/").by("spiffe://cluster.local.evil/ns/a/sa/b"),
@@ -1198,14 +1182,14 @@ rules:
     expect(
         &both,
         &[
-            ("ns-1 on 80", tcp(80).from_sa("ns-1", "a"), ALLOWED),
-            ("ns-1 on 8080", tcp(8080).from_sa("ns-1", "a"), DENIED),
-            ("ns-2 on 9090", tcp(9090).from_sa("ns-2", "a"), DENIED),
+            ("ns-1 on 80", tcp(80).peer("ns-1", "a"), ALLOWED),
+            ("ns-1 on 8080", tcp(8080).peer("ns-1", "a"), DENIED),
+            ("ns-2 on 9090", tcp(9090).peer("ns-2", "a"), DENIED),
             ("plain on 80", tcp(80), DENIED),
         ],
     );
     assert_eq!(
-        decide(&both, &tcp(80).from_sa("ns-1", "a")).by,
+        decide(&both, &tcp(80).peer("ns-1", "a")).by,
         rule(Action::Allow, "foo/httpbin-deny", 3)
     );
 }
@@ -1275,13 +1259,13 @@ rules:
     expect(
         &p,
         &[
-            ("ns-1 on any port", tcp(9000).from_sa("ns-1", "a"), DENIED),
-            ("ns-2 on 9000", tcp(9000).from_sa("ns-2", "a"), ALLOWED),
+            ("ns-1 on any port", tcp(9000).peer("ns-1", "a"), DENIED),
+            ("ns-2 on 9000", tcp(9000).peer("ns-2", "a"), ALLOWED),
             ("anyone on 80", tcp(80), DENIED),
             ("plain on 9000", tcp(9000), ALLOWED),
             (
                 "HTTP POST from ns-1",
-                req("POST", "/").from_sa("ns-1", "a"),
+                req("POST", "/").peer("ns-1", "a"),
                 ALLOWED,
             ),
         ],
@@ -1400,22 +1384,22 @@ fn when_connection_attributes() {
         &[
             (
                 "foo/a",
-                get("/").from_sa("foo", "a").remote("203.0.113.9"),
+                get("/").peer("foo", "a").remote("203.0.113.9"),
                 ALLOWED,
             ),
             (
                 "foo/blocked",
-                get("/").from_sa("foo", "blocked").remote("203.0.113.9"),
+                get("/").peer("foo", "blocked").remote("203.0.113.9"),
                 DENIED,
             ),
             (
                 "bar/a",
-                get("/").from_sa("bar", "a").remote("203.0.113.9"),
+                get("/").peer("bar", "a").remote("203.0.113.9"),
                 DENIED,
             ),
             (
                 "foo/a, another client",
-                get("/").from_sa("foo", "a").remote("198.51.100.1"),
+                get("/").peer("foo", "a").remote("198.51.100.1"),
                 DENIED,
             ),
         ],
@@ -1427,8 +1411,8 @@ fn when_connection_attributes() {
     expect(
         &sa,
         &[
-            ("bar/curl", get("/").from_sa("bar", "curl"), ALLOWED),
-            ("foo/curl", get("/").from_sa("foo", "curl"), DENIED),
+            ("bar/curl", get("/").peer("bar", "curl"), ALLOWED),
+            ("foo/curl", get("/").peer("foo", "curl"), DENIED),
         ],
     );
 }
@@ -2026,17 +2010,17 @@ rules:
         &[
             (
                 "productpage GET",
-                get("/details/0").from_sa("foo", "bookinfo-productpage"),
+                get("/details/0").peer("foo", "bookinfo-productpage"),
                 ALLOWED,
             ),
             (
                 "productpage POST",
-                req("POST", "/details/0").from_sa("foo", "bookinfo-productpage"),
+                req("POST", "/details/0").peer("foo", "bookinfo-productpage"),
                 DENIED,
             ),
             (
                 "reviews GET",
-                get("/details/0").from_sa("foo", "bookinfo-reviews"),
+                get("/details/0").peer("foo", "bookinfo-reviews"),
                 DENIED,
             ),
             ("plain text GET", get("/details/0"), DENIED),
