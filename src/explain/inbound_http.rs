@@ -108,7 +108,16 @@ pub fn explain(
         ex,
         loaded,
         req,
-        (&auth.text, &path, port),
+        // The mesh listener's requests are for the app's port (as the
+        // runtime decides them).
+        (
+            &auth.text,
+            &path,
+            match bootstrap.app_addr {
+                Some(app) if listener.mesh => app.port(),
+                _ => port,
+            },
+        ),
         bootstrap.num_trusted_proxies,
     ) {
         return;

@@ -35,7 +35,10 @@ pub(super) struct HttpRequest<'a> {
 
 /// Decides an HTTP request: `Err` is the 403 to send.
 pub(super) fn check_request(ctx: &Ctx, req: &HttpRequest) -> Result<(), Box<Reply>> {
-    let plan = &ctx.snapshot.plan.authz;
+    // The policies in force now, not when the connection opened: a
+    // reload that tightens a policy holds for keep-alive connections too.
+    let snapshot = ctx.state.snapshot();
+    let plan = &snapshot.plan.authz;
     if plan.is_empty() {
         return Ok(());
     }
@@ -85,7 +88,8 @@ pub(super) fn check_request(ctx: &Ctx, req: &HttpRequest) -> Result<(), Box<Repl
 /// Decides a TCP connection (opaque, TLS-terminated TCP, passthrough):
 /// `false` when it must be closed (flagged and logged here).
 pub(super) fn check_connection(ctx: &Ctx, sni: Option<&str>, port: u16) -> bool {
-    let plan = &ctx.snapshot.plan.authz;
+    let snapshot = ctx.state.snapshot();
+    let plan = &snapshot.plan.authz;
     if plan.is_empty() {
         return true;
     }
@@ -112,6 +116,18 @@ fn connection_attributes<'a>(
     sni: Option<&'a str>,
     port: u16,
 ) -> Attributes<'a> {
+    // Connections made to the mesh listener itself are for the app at
+    // `--app-addr`: policies name the workload's port, as on a sidecar
+    // whose capture delivers the app's port to 15006.
+    let port = match ctx.state.bootstrap.app_addr {
+        Some(app)
+            if ctx.conn.original_dst().is_none()
+                && super::inbound_http::listener_plan(ctx).is_some_and(|l| l.mesh) =>
+        {
+            app.port()
+        }
+        _ => port,
+    };
     Attributes {
         source_ip: ctx.conn.peer.ip(),
         remote_ip: ctx.conn.peer.ip(),
