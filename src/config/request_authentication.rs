@@ -27,8 +27,8 @@ pub struct JwtRule {
     /// The `iss` a token must carry.
     #[serde(default)]
     pub issuer: String,
-    /// `aud` values accepted; empty: the service's own name (Istio), any
-    /// here (see `plan::authn`).
+    /// `aud` values accepted (any one of them); empty: any audience (what
+    /// Istio configures Envoy with).
     #[serde(default)]
     pub audiences: Vec<String>,
     /// Where the JSON Web Key Set is fetched from.
@@ -38,7 +38,8 @@ pub struct JwtRule {
     /// Headers the token is read from (default `Authorization: Bearer`).
     #[serde(default)]
     pub from_headers: Vec<JwtHeader>,
-    /// Query parameters the token is read from (default `access_token`).
+    /// Query parameters the token is read from (`access_token` by default,
+    /// when no location is given at all).
     #[serde(default)]
     pub from_params: Vec<String>,
     /// Cookies the token is read from.
@@ -54,6 +55,10 @@ pub struct JwtRule {
     pub output_claim_to_headers: Vec<ClaimToHeader>,
     /// How long fetching `jwksUri` may take.
     pub timeout: Option<String>,
+    /// Claims whose string value is split at spaces into a list for
+    /// authorization (`scope` and `permission` always are).
+    #[serde(default)]
+    pub space_delimited_claims: Vec<String>,
 }
 
 /// `JWTHeader`.
