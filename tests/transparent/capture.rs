@@ -499,6 +499,14 @@ metadata: {{name: default}}
 spec:
   mtls: {{mode: STRICT}}
 ---
+apiVersion: security.istio.io/v1
+kind: AuthorizationPolicy
+metadata: {{name: no-denied}}
+spec:
+  action: DENY
+  rules:
+  - to: [{{operation: {{ports: ["8080"], paths: ["/denied*"]}}}}]
+---
 apiVersion: networking.istio.io/v1
 kind: Sidecar
 metadata: {{name: default}}
@@ -559,6 +567,18 @@ spec:
         xfcc.contains("spiffe://cluster.local/ns/default/sa/client"),
         "{echo}"
     );
+    // AuthorizationPolicy on captured traffic, by the port the client
+    // dialled: /denied on 8080 is refused before the app sees it.
+    let denied = format!("https://{}:8080/denied", t.pod_ip());
+    let c = t
+        .curl_as(
+            Ns::World,
+            0,
+            &["-k", "--cert", &client_cert, "--key", &client_key, &denied],
+        )
+        .await;
+    assert_eq!(c.status, 403, "{c:?}\n{}", meshgate.output());
+    assert_eq!(c.body, "RBAC: access denied", "{c:?}");
     // STRICT: no client certificate, no way in; plain text neither.
     let c = t.curl_as(Ns::World, 0, &["-k", &pod_url]).await;
     assert_ne!(c.status, 200, "{c:?}");
@@ -588,6 +608,21 @@ spec:
         .await;
     assert_eq!(c.status, 200, "{c:?}\n{}", meshgate.output());
     assert!(c.body.contains("/ingress"), "{c:?}");
+    // The DENY names port 8080: the same path on 8443 is served.
+    let c = t
+        .curl_as(
+            Ns::World,
+            0,
+            &[
+                "--cacert",
+                &path(&ca_file),
+                "--resolve",
+                &resolve,
+                "https://app.pod.test:8443/denied",
+            ],
+        )
+        .await;
+    assert_eq!(c.status, 200, "{c:?}\n{}", meshgate.output());
     let line = {
         let start = Instant::now();
         loop {
