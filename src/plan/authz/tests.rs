@@ -2027,3 +2027,42 @@ rules:
         ],
     );
 }
+
+/// Labels unknown (no `--workload-labels`): whether a selecting policy
+/// applies cannot be known. Applying an ALLOW policy that selects another
+/// workload adds its rules to this proxy's: with `rules: [{}]` it would
+/// allow every request this proxy's own ALLOW policy refuses, which Istio
+/// never does. Either the configuration is refused naming the selector, or
+/// the uncertain ALLOW policy can only deny (fail closed).
+#[test]
+fn unknown_labels_never_widen_what_allow_policies_allow() {
+    let yaml = ap(
+        "frontend-only",
+        "rules:\n- from:\n  - source:\n      namespaces: [\"frontend\"]",
+    ) + &ap(
+        "public-allow-all",
+        "selector:\n  matchLabels:\n    app: public\nrules:\n- {}",
+    );
+    let unknown = Bootstrap {
+        workload_labels: None,
+        ..bootstrap()
+    };
+    let c = compiled_as(&yaml, &unknown);
+    let errors = error_lines(&c);
+    if errors.iter().any(|e| e.contains("spec.selector")) {
+        return;
+    }
+    assert!(errors.is_empty(), "{}", errors.join("\n"));
+    expect(
+        &c.plan.authz,
+        &[
+            ("frontend", get("/").peer("frontend", "a"), ALLOWED),
+            (
+                "another namespace, allowed only if this proxy were app: public",
+                get("/").peer("evil", "a"),
+                DENIED,
+            ),
+            ("plain text", get("/"), DENIED),
+        ],
+    );
+}
