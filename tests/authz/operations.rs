@@ -181,3 +181,24 @@ spec:
         0.0
     );
 }
+
+/// A condition on a pseudo-header (`request.headers[:method]`, as in
+/// Istio's builder testdata) is matched on a real request.
+#[tokio::test]
+async fn a_deny_on_the_method_pseudo_header() {
+    let app = App::start().await;
+    let yaml = plain_gateway(app.addr)
+        + &policy(
+            "deny-get",
+            "action: DENY\nrules:\n- when:\n  - key: \"request.headers[:method]\"\n    values: [\"GET\"]",
+        );
+    let p = start(&yaml, &[8080], |_| {}).await;
+    let addr = p.proxy.inbound()[&8080];
+    let r = plain_get(addr, "/get", &[]).await;
+    assert_denied(r.status, &r.body, "GET");
+    let post = meshgate::standin::fetch(addr, "POST", "/post", Some(HOST))
+        .await
+        .unwrap();
+    assert_eq!(post.status, 200, "{}", post.body);
+    assert_eq!(app.seen(), vec!["/post"]);
+}

@@ -2066,3 +2066,43 @@ fn unknown_labels_never_widen_what_allow_policies_allow() {
         ],
     );
 }
+
+/// Envoy's header matchers see the request's pseudo-headers (`:method`,
+/// `:authority`, `:path`), and Istio writes conditions on them (builder
+/// testdata `tcp/deny-both-http-tcp`, rule 8:
+/// `request.headers[:method]`). A DENY on `:method` must deny.
+#[test]
+fn when_request_pseudo_headers() {
+    let p = plan(&ap(
+        "deny-get",
+        "action: DENY\nrules:\n- when:\n  - key: \"request.headers[:method]\"\n    values: [\"GET\"]",
+    ));
+    expect(
+        &p,
+        &[
+            ("GET", get("/"), DENIED),
+            ("POST", req("POST", "/"), ALLOWED),
+        ],
+    );
+    let p = plan(&ap(
+        "pseudo",
+        r#"rules:
+- when:
+  - key: "request.headers[:authority]"
+    values: ["httpbin.foo"]
+  - key: "request.headers[:path]"
+    values: ["/status/*"]"#,
+    ));
+    expect(
+        &p,
+        &[
+            ("authority and path", get("/status/200"), ALLOWED),
+            ("another path", get("/headers"), DENIED),
+            (
+                "another authority",
+                get("/status/200").host("other.foo"),
+                DENIED,
+            ),
+        ],
+    );
+}
