@@ -202,3 +202,41 @@ async fn a_deny_on_the_method_pseudo_header() {
     assert_eq!(post.status, 200, "{}", post.body);
     assert_eq!(app.seen(), vec!["/post"]);
 }
+
+/// An upgrade request (WebSocket) is authorized like any request, before
+/// any upgrade: a denied one gets 403 and never reaches the app.
+#[tokio::test]
+async fn an_upgrade_request_is_authorized_first() {
+    use tokio::io::{AsyncReadExt, AsyncWriteExt};
+    let app = App::start().await;
+    let yaml = plain_gateway(app.addr)
+        + &policy(
+            "deny-ws",
+            "action: DENY\nrules:\n- to:\n  - operation:\n      paths: [\"/ws*\"]",
+        );
+    let p = start(&yaml, &[8080], |_| {}).await;
+    let mut s = tokio::net::TcpStream::connect(p.proxy.inbound()[&8080])
+        .await
+        .unwrap();
+    s.write_all(
+        format!(
+            "GET /ws HTTP/1.1\r\nHost: {HOST}\r\nConnection: Upgrade\r\nUpgrade: websocket\r\n\
+             Sec-WebSocket-Version: 13\r\nSec-WebSocket-Key: dGhlIHNhbXBsZSBub25jZQ==\r\n\r\n"
+        )
+        .as_bytes(),
+    )
+    .await
+    .unwrap();
+    let mut got = Vec::new();
+    let mut buf = [0u8; 1024];
+    while !String::from_utf8_lossy(&got).contains(RBAC_BODY) {
+        match tokio::time::timeout(DEADLINE, s.read(&mut buf)).await {
+            Ok(Ok(n)) if n > 0 => got.extend_from_slice(&buf[..n]),
+            _ => break,
+        }
+    }
+    let text = String::from_utf8_lossy(&got);
+    assert!(text.starts_with("HTTP/1.1 403"), "{text}");
+    assert!(text.ends_with(RBAC_BODY), "{text}");
+    assert!(app.seen().is_empty());
+}
