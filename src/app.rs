@@ -143,6 +143,7 @@ async fn start(
     metrics.config_errors.set(loaded.isolated.len() as i64);
     let state = Arc::new(State::new(bootstrap, loaded, metrics).with_sources(sources));
     state.upstreams.set_own_address(outbound);
+    crate::runtime::jwks::prefetch(&state);
     let shutdown = CancellationToken::new();
     let workers = Arc::new(Workers::start(state.clone(), shutdown.clone())?);
     for port in bound {

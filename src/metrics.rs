@@ -160,6 +160,23 @@ pub struct AuthzLabels {
     pub policy: std::sync::Arc<str>,
 }
 
+/// `meshgate_jwt_authn_total` labels.
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+pub struct JwtAuthnLabels {
+    /// `allowed` (a valid token), `denied` (401/403) or `no_token`.
+    pub result: &'static str,
+    /// Why a token was refused (`plan::authn::token::Status::reason`),
+    /// empty otherwise.
+    pub reason: &'static str,
+}
+
+/// `meshgate_jwks_fetches_total` labels.
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+pub struct JwksFetchLabels {
+    /// `success` or `failure`.
+    pub result: &'static str,
+}
+
 /// Labels with only a direction.
 #[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
 pub struct DirectionLabels {
@@ -239,6 +256,10 @@ pub struct Metrics {
     pub plaintext_refused: Family<PlaintextLabels, Counter>,
     /// AuthorizationPolicy decisions on inbound traffic.
     pub authz_decisions: Family<AuthzLabels, Counter>,
+    /// RequestAuthentication outcomes on inbound requests.
+    pub jwt_authn: Family<JwtAuthnLabels, Counter>,
+    /// Fetches of remote JSON Web Key Sets.
+    pub jwks_fetches: Family<JwksFetchLabels, Counter>,
     /// CPU seconds the process has used (Prometheus' standard name).
     process_cpu: Counter<f64, std::sync::atomic::AtomicU64>,
     /// Resident memory (Prometheus' standard name).
@@ -439,8 +460,22 @@ impl Metrics {
             "AuthorizationPolicy decisions on inbound requests and connections, by action (allow: an ALLOW rule matched; deny: a DENY rule matched, or ALLOW policies apply and none matched, policy empty; audit: an AUDIT rule matched) and policy",
             authz_decisions.clone(),
         );
+        let jwt_authn = Family::default();
+        registry.register(
+            "meshgate_jwt_authn",
+            "RequestAuthentication on inbound requests when JWT rules apply, by result (allowed: a valid token; denied: 401 or 403; no_token: none found) and reason (why a token was refused)",
+            jwt_authn.clone(),
+        );
+        let jwks_fetches = Family::default();
+        registry.register(
+            "meshgate_jwks_fetches",
+            "Fetches of remote JSON Web Key Sets (jwksUri, OpenID discovery), by result",
+            jwks_fetches.clone(),
+        );
         Metrics {
             registry,
+            jwt_authn,
+            jwks_fetches,
             plaintext_refused,
             authz_decisions,
             upstream_overflow,

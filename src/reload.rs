@@ -155,6 +155,7 @@ async fn reload(state: &Arc<State>, workers: &Workers, causes: &[Cause]) -> Resu
     let loaded_isolated = loaded.isolated.len();
     let want = workers::desired(&loaded.plan, &state.bootstrap);
     let generation = state.publish(loaded);
+    crate::runtime::jwks::prefetch(state);
     state.sources.commit(used);
     let changes = workers.reconcile(&want).await;
     state.upstreams.evict(generation);

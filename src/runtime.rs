@@ -24,6 +24,7 @@ pub mod exchange;
 pub mod http;
 pub mod inbound;
 mod inbound_http;
+pub mod jwks;
 pub mod log_limit;
 pub mod outbound;
 pub mod per_worker;

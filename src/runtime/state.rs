@@ -55,6 +55,8 @@ pub struct State {
     weights: AtomicU64,
     /// Where configurations are read from (files, the Kubernetes source).
     pub sources: Sources,
+    /// Remote JSON Web Key Sets of RequestAuthentication rules.
+    pub jwks: super::jwks::JwksCache,
 }
 
 impl State {
@@ -78,6 +80,7 @@ impl State {
             counter: AtomicU64::new(0),
             weights: AtomicU64::new(0),
             sources: Sources::files(),
+            jwks: Default::default(),
         }
     }
 

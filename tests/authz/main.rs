@@ -9,3 +9,4 @@ mod reload;
 mod support;
 mod tcp;
 mod validate;
+mod jwt;
