@@ -84,6 +84,8 @@ async fn gateway_with(app: &App, extra: &str) -> TestProxy {
 struct KeyServer {
     addr: SocketAddr,
     answer: Arc<Mutex<(u16, String)>>,
+    /// Answers for particular paths, before `answer`.
+    paths: Arc<Mutex<Vec<(String, String)>>>,
     hits: Arc<AtomicUsize>,
     task: tokio::task::JoinHandle<()>,
 }
@@ -105,18 +107,26 @@ impl KeyServer {
         let l = TcpListener::bind("127.0.0.1:0").await.unwrap();
         let addr = l.local_addr().unwrap();
         let answer = Arc::new(Mutex::new((200u16, body)));
+        let paths = Arc::new(Mutex::new(Vec::<(String, String)>::new()));
         let hits = Arc::new(AtomicUsize::new(0));
-        let (a, h) = (answer.clone(), hits.clone());
+        let (a, h, ps) = (answer.clone(), hits.clone(), paths.clone());
         let task = tokio::spawn(async move {
             while let Ok((s, _)) = l.accept().await {
-                let (acceptor, a, h) = (acceptor.clone(), a.clone(), h.clone());
+                let (acceptor, a, h, ps) = (acceptor.clone(), a.clone(), h.clone(), ps.clone());
                 tokio::spawn(async move {
                     let Ok(tls) = acceptor.accept(s).await else {
                         return;
                     };
-                    let svc = hyper::service::service_fn(move |_req| {
+                    let svc = hyper::service::service_fn(move |req: http::Request<_>| {
                         h.fetch_add(1, Ordering::SeqCst);
-                        let (status, body) = a.lock().unwrap().clone();
+                        let path = req.uri().path().to_string();
+                        let (status, body) = ps
+                            .lock()
+                            .unwrap()
+                            .iter()
+                            .find(|(p, _)| *p == path)
+                            .map(|(_, b)| (200, b.clone()))
+                            .unwrap_or_else(|| a.lock().unwrap().clone());
                         async move {
                             let mut resp = http::Response::new(http_body_util::Full::new(
                                 bytes::Bytes::from(body),
@@ -134,6 +144,7 @@ impl KeyServer {
         KeyServer {
             addr,
             answer,
+            paths,
             hits,
             task,
         }
@@ -141,6 +152,11 @@ impl KeyServer {
 
     fn set(&self, status: u16, body: String) {
         *self.answer.lock().unwrap() = (status, body);
+    }
+
+    /// Answers `body` (200) at `path`.
+    fn serve(&self, path: &str, body: String) {
+        self.paths.lock().unwrap().push((path.into(), body));
     }
 
     fn hits(&self) -> usize {
@@ -364,6 +380,43 @@ async fn request_principals_and_claims_decide_authorization() {
     }
 }
 
+/// Istio's rules of several issuers (and two of one issuer): a token valid
+/// for one rule passes with that rule's identity; one no rule accepts is
+/// refused with the first rule's reason.
+#[tokio::test]
+async fn several_issuers_share_the_authorization_header() {
+    let a = SigningKey::new("ES256", Some("a"));
+    let b = SigningKey::new("RS256", Some("b"));
+    let app = App::start().await;
+    let yaml = format!(
+        "---\napiVersion: security.istio.io/v1\nkind: RequestAuthentication\nmetadata: {{name: two, namespace: default}}\nspec:\n  jwtRules:\n  - issuer: https://b.test\n    jwks: {jb:?}\n    audiences: [one]\n  - issuer: https://b.test\n    jwks: {jb:?}\n    audiences: [two]\n  - issuer: https://a.test\n    jwks: {ja:?}\n",
+        ja = jwks(&[&a]),
+        jb = jwks(&[&b]),
+    ) + &policy(
+        "only-b",
+        "rules:\n- from:\n  - source:\n      requestPrincipals: [\"https://b.test/*\"]",
+    );
+    let p = gateway_with(&app, &yaml).await;
+    let addr = p.proxy.inbound()[&8080];
+    let token = |k: &SigningKey, iss: &str, aud: &str| {
+        k.sign(&json!({"iss": iss, "sub": "s", "aud": aud, "exp": now() + 60}))
+    };
+    let get =
+        |t: String| async move { plain_get(addr, "/t", &[("authorization", &bearer(&t))]).await };
+    // Valid for the second rule of issuer b (audience two).
+    let r = get(token(&b, "https://b.test", "two")).await;
+    assert_eq!(r.status, 200, "{}", r.body);
+    // Valid for issuer a: authenticated, but not a b principal.
+    let r = get(token(&a, "https://a.test", "x")).await;
+    assert_denied(r.status, &r.body, "issuer a is authenticated, not allowed");
+    // Valid for no rule: the first rule's (issuer a, sorted first) reason.
+    let r = get(token(&a, "https://c.test", "one")).await;
+    assert_refused(&r, 401, "Jwt issuer is not configured", "/t");
+    let r = get(token(&b, "https://b.test", "three")).await;
+    assert_refused(&r, 401, "Jwt issuer is not configured", "/t");
+    assert_eq!(app.seen(), ["/t"]);
+}
+
 #[tokio::test]
 async fn query_parameters_cookies_and_forwarded_tokens() {
     let key = SigningKey::new("PS256", Some("p"));
@@ -576,6 +629,68 @@ async fn a_key_server_that_is_down_or_silent_refuses_tokens_only() {
         t.elapsed()
     );
     hold.abort();
+}
+
+#[tokio::test]
+async fn keys_are_found_through_the_issuers_openid_discovery() {
+    let key = SigningKey::new("PS384", Some("d"));
+    let r = remote();
+    let server = KeyServer::start(&r.ca, "not found".into()).await;
+    server.set(404, "not found".into());
+    server.serve(
+        "/tenant/.well-known/openid-configuration",
+        json!({"issuer": "x", "jwks_uri": format!("https://{KEYS_HOST}/tenant/keys")}).to_string(),
+    );
+    server.serve("/tenant/keys", jwks(&[&key]));
+    let app = App::start().await;
+    let issuer = format!("https://{KEYS_HOST}/tenant/");
+    let yaml = plain_gateway(app.addr)
+        + &server.registry(&r.ca_file)
+        + &format!(
+            "---\napiVersion: security.istio.io/v1\nkind: RequestAuthentication\nmetadata: {{name: oidc, namespace: default}}\nspec:\n  jwtRules:\n  - issuer: {issuer}\n"
+        );
+    let p = start_in(r.dir, &yaml, &[8080], |_| {}).await;
+    let addr = p.proxy.inbound()[&8080];
+    let t = key.sign(&json!({"iss": issuer, "sub": "d", "exp": now() + 60}));
+    let resp = until_status(addr, &t, 200).await;
+    assert_eq!(resp.status, 200, "{}", resp.body);
+    assert_eq!(server.hits(), 2, "the discovery document, then the key set");
+}
+
+#[tokio::test]
+async fn what_is_not_a_key_set_is_not_used() {
+    let key = SigningKey::new("ES256", None);
+    let r = remote();
+    let server = KeyServer::start(&r.ca, "{}".into()).await;
+    let app = App::start().await;
+    let yaml = plain_gateway(app.addr)
+        + &server.registry(&r.ca_file)
+        + &request_authentication(&format!("    jwksUri: https://{KEYS_HOST}/keys\n"));
+    let p = start_in(r.dir, &yaml, &[8080], |_| {}).await;
+    let addr = p.proxy.inbound()[&8080];
+    // Envoy answers with the key set's own failure.
+    let resp = until_status(addr, &key.sign(&claims("a")), 401).await;
+    assert_refused(&resp, 401, "Jwks does not have [keys] field", "/r");
+    // A document over 1 MiB is not read.
+    let mut big = jwks(&[&key]);
+    big.insert_str(1, &format!("\"pad\": \"{}\", ", "x".repeat(1 << 20)));
+    server.set(200, big);
+    p.proxy
+        .state
+        .jwks
+        .set_refresh_interval(Duration::from_millis(100));
+    tokio::time::sleep(Duration::from_millis(500)).await;
+    let resp = plain_get(
+        addr,
+        "/r",
+        &[("authorization", &bearer(&key.sign(&claims("a"))))],
+    )
+    .await;
+    assert_refused(&resp, 401, "Jwks remote fetch is failed", "/r");
+    // The same key set, small: used.
+    server.set(200, jwks(&[&key]));
+    let resp = until_status(addr, &key.sign(&claims("a")), 200).await;
+    assert_eq!(resp.status, 200, "{}", resp.body);
 }
 
 #[tokio::test]
