@@ -153,7 +153,8 @@ pub struct PlaintextLabels {
 /// `meshgate_authz_decisions_total` labels.
 #[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
 pub struct AuthzLabels {
-    /// `allow`, `deny` or `audit`.
+    /// `allow`, `deny`, `audit`, or what the dry-run policies would decide:
+    /// `dry_run_allow`, `dry_run_deny`.
     pub action: &'static str,
     /// `<namespace>/<name>` of the policy whose rule matched; empty when a
     /// request was denied because no ALLOW rule matched.
@@ -457,7 +458,7 @@ impl Metrics {
         let authz_decisions = Family::default();
         registry.register(
             "meshgate_authz_decisions",
-            "AuthorizationPolicy decisions on inbound requests and connections, by action (allow: an ALLOW rule matched; deny: a DENY rule matched, or ALLOW policies apply and none matched, policy empty; audit: an AUDIT rule matched) and policy",
+            "AuthorizationPolicy decisions on inbound requests and connections, by action (allow: an ALLOW rule matched; deny: a DENY rule matched, or ALLOW policies apply and none matched, policy empty; audit: an AUDIT rule matched; dry_run_allow, dry_run_deny: what the istio.io/dry-run policies would decide, not enforced) and policy",
             authz_decisions.clone(),
         );
         let jwt_authn = Family::default();

@@ -116,18 +116,6 @@ fn connection_attributes<'a>(
     sni: Option<&'a str>,
     port: u16,
 ) -> Attributes<'a> {
-    // Connections made to the mesh listener itself are for the app at
-    // `--app-addr`: policies name the workload's port, as on a sidecar
-    // whose capture delivers the app's port to 15006.
-    let port = match ctx.state.bootstrap.app_addr {
-        Some(app)
-            if ctx.conn.original_dst().is_none()
-                && super::inbound_http::listener_plan(ctx).is_some_and(|l| l.mesh) =>
-        {
-            app.port()
-        }
-        _ => port,
-    };
     Attributes {
         source_ip: ctx.conn.peer.ip(),
         remote_ip: ctx.conn.peer.ip(),

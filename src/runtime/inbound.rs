@@ -433,7 +433,7 @@ async fn passthrough(stream: Downstream, hello: Hello, ctx: &Ctx, server: &Serve
         );
     };
     let port = config_port(ctx);
-    if !super::authz::check_connection(ctx, Some(sni), port) {
+    if !super::authz::check_connection(ctx, Some(sni), inbound_http::policy_port(ctx)) {
         return;
     }
     let Some(dest) = server
@@ -505,7 +505,7 @@ where
     IO: AsyncRead + AsyncWrite + Unpin,
 {
     let port = config_port(ctx);
-    if !super::authz::check_connection(ctx, None, port) {
+    if !super::authz::check_connection(ctx, None, inbound_http::policy_port(ctx)) {
         return;
     }
     let dest = match server.tcp_route(port) {

@@ -51,6 +51,22 @@ pub(super) fn config_port(ctx: &Ctx) -> u16 {
         .map_or(ctx.conn.listener.port, |o| o.port())
 }
 
+/// The destination port AuthorizationPolicy sees (`ports`,
+/// `destination.port`): the config port, except that connections made to
+/// the mesh listener itself are for the app at `--app-addr`, and policies
+/// name the workload's port, as on a sidecar whose capture delivers the
+/// app's port to 15006.
+pub(super) fn policy_port(ctx: &Ctx) -> u16 {
+    match ctx.state.bootstrap.app_addr {
+        Some(app)
+            if ctx.conn.original_dst().is_none() && listener_plan(ctx).is_some_and(|l| l.mesh) =>
+        {
+            app.port()
+        }
+        _ => config_port(ctx),
+    }
+}
+
 /// Where a captured connection served by the mesh listener goes: the
 /// address the client dialled, connected to from `127.0.0.6`, which the
 /// capture rules let through (Istio's `InboundPassthroughCluster`).
@@ -318,7 +334,7 @@ impl HttpConn {
                 path_and_query: req.uri().path_and_query().map_or("/", |p| p.as_str()),
                 headers: req.headers(),
                 auth: token.as_ref(),
-                port,
+                port: policy_port(&self.ctx),
             },
         ) {
             return *reply;
