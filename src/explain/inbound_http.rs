@@ -117,6 +117,7 @@ pub fn explain(
                 Some(app) if listener.mesh => app.port(),
                 _ => port,
             },
+            if tls { "https" } else { "http" },
         ),
         bootstrap.num_trusted_proxies,
     ) {
@@ -204,7 +205,7 @@ fn authorize(
     ex: &mut Explanation,
     loaded: &Loaded,
     req: &InboundRequest,
-    (authority, path, port): (&str, &str, u16),
+    (authority, path, port, scheme): (&str, &str, u16, &str),
     trusted: u32,
 ) -> bool {
     let plan = &loaded.plan.authz;
@@ -239,6 +240,8 @@ fn authorize(
             host: authority,
             method: &req.method,
             path: bare,
+            path_and_query: path,
+            scheme,
             headers: &headers,
             auth: None,
         }),

@@ -23,6 +23,8 @@ pub(super) struct HttpRequest<'a> {
     pub host: &'a str,
     /// The method.
     pub method: &'a str,
+    /// `http` or `https`.
+    pub scheme: &'a str,
     /// The normalised path, query included or not.
     pub path_and_query: &'a str,
     /// The headers.
@@ -61,6 +63,8 @@ pub(super) fn check_request(ctx: &Ctx, req: &HttpRequest) -> Result<(), Box<Repl
         host: req.host,
         method: req.method,
         path,
+        path_and_query: req.path_and_query,
+        scheme: req.scheme,
         headers: req.headers,
         auth: req.auth,
     });

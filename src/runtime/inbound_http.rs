@@ -331,6 +331,7 @@ impl HttpConn {
             &super::authz::HttpRequest {
                 host: authority,
                 method: req.method().as_str(),
+                scheme: if self.tls { "https" } else { "http" },
                 path_and_query: req.uri().path_and_query().map_or("/", |p| p.as_str()),
                 headers: req.headers(),
                 auth: token.as_ref(),

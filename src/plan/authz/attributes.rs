@@ -51,8 +51,26 @@ pub struct HttpAttributes<'a> {
     pub method: &'a str,
     /// The normalised path without the query (`paths`).
     pub path: &'a str,
+    /// The normalised path with the query (`request.headers[:path]`).
+    pub path_and_query: &'a str,
+    /// `http` or `https` (`request.headers[:scheme]`).
+    pub scheme: &'a str,
     /// The request headers (`request.headers[...]`).
     pub headers: &'a http::HeaderMap,
     /// The validated token (`requestPrincipals`, `request.auth.*`).
     pub auth: Option<&'a RequestAuth>,
+}
+
+impl HttpAttributes<'_> {
+    /// A pseudo-header's value, as Envoy's header matchers see it
+    /// (`:method`, `:path`, `:authority` or `host`, `:scheme`).
+    pub fn pseudo(&self, name: &str) -> Option<&str> {
+        match name {
+            ":method" => Some(self.method),
+            ":path" => Some(self.path_and_query),
+            ":authority" | "host" => Some(self.host),
+            ":scheme" => Some(self.scheme),
+            _ => None,
+        }
+    }
 }

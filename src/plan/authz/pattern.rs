@@ -345,6 +345,9 @@ impl Test {
             Test::Method(s) => a.http.as_ref().is_some_and(|h| s.matches(h.method)),
             Test::Path(p) => a.http.as_ref().is_some_and(|h| p.matches(h.path)),
             Test::Header { name, value } => a.http.as_ref().is_some_and(|h| {
+                if let Some(v) = h.pseudo(name) {
+                    return *value == Str::Any || value.matches(v);
+                }
                 let mut values = h.headers.get_all(name.as_str()).iter().peekable();
                 if values.peek().is_none() {
                     return false;

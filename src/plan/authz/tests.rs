@@ -257,6 +257,8 @@ impl Req {
                 host: &h.host,
                 method: &h.method,
                 path: &h.path,
+                path_and_query: &h.path,
+                scheme: "http",
                 headers: &h.headers,
                 auth: h.auth.as_ref(),
             }),
