@@ -182,10 +182,14 @@ pub(crate) fn compile(config: &Config, bootstrap: &Bootstrap, diag: &mut Diagnos
         let applies = super::selector::policy_applies(
             &ra.source,
             ra.spec.selector.as_ref(),
-            refs,
+            (
+                refs,
+                "failing closed: left out, so tokens of its issuers are refused (401) rather \
+                 than accepted for a workload it may not select",
+            ),
             bootstrap,
             diag,
-        );
+        ) == super::selector::Applies::Yes;
         let policy = format!("{}/{}", ra.source.namespace, ra.source.name);
         for (index, rule) in ra.spec.jwt_rules.iter().enumerate() {
             let field = format!("spec.jwtRules[{index}]");

@@ -595,21 +595,33 @@ fn stricter_unchecked(
 
 // === AuthorizationPolicy, RequestAuthentication ===
 
+/// Whether a security policy applies to this proxy.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(crate) enum Applies {
+    /// It applies.
+    Yes,
+    /// It does not.
+    No,
+    /// It has a selector and the proxy's labels are unknown: the caller
+    /// fails closed (an ALLOW policy allows nothing, a DENY one applies, a
+    /// RequestAuthentication accepts no token), warned.
+    Unknown,
+}
+
 /// Whether a security policy of `src`'s namespace applies to this proxy
 /// (Istio's `WorkloadPolicyMatcher::ShouldAttachPolicy` for a sidecar or
 /// an Istio Gateway): one of the proxy's namespace or of the root
 /// namespace (mesh-wide), whose `selector` matches the proxy's labels. A
 /// policy with `targetRef`/`targetRefs` attaches to Kubernetes Gateway API
 /// gateways and waypoints only: Istio does not apply it here (warned).
-/// Labels unknown: a selector is not checked and the policy applies
-/// (warned).
+/// `assumed` says what an [`Applies::Unknown`] policy is taken to do.
 pub(crate) fn policy_applies(
     src: &Source,
     selector: Option<&serde_json::Value>,
-    has_target_refs: bool,
+    (has_target_refs, assumed): (bool, &str),
     bootstrap: &Bootstrap,
     diag: &mut Diagnostics,
-) -> bool {
+) -> Applies {
     let ns = src.namespace.as_str();
     if ns != bootstrap.namespace && ns != bootstrap.root_namespace {
         diag.warn(
@@ -621,7 +633,7 @@ pub(crate) fn policy_applies(
                 bootstrap.namespace, bootstrap.root_namespace
             ),
         );
-        return false;
+        return Applies::No;
     }
     if has_target_refs {
         diag.warn(
@@ -631,22 +643,21 @@ pub(crate) fn policy_applies(
              waypoints only; Istio does not apply it to a sidecar or an Istio Gateway, nor does \
              meshgate; use spec.selector",
         );
-        return false;
+        return Applies::No;
     }
     let field = "spec.selector";
     let at = (src, field, "it selects every workload of its namespace");
     match parse(selector, |s: MatchLabels| s.match_labels, at, diag) {
-        Selector::None => true,
+        Selector::None => Applies::Yes,
         // Refused: the configuration is not served.
-        Selector::Invalid => true,
+        Selector::Invalid => Applies::Yes,
         Selector::Labels(l) => match &bootstrap.workload_labels {
-            Some(labels) => matches(&l, labels),
+            Some(labels) if matches(&l, labels) => Applies::Yes,
+            Some(_) => Applies::No,
+            None if l.is_empty() => Applies::Yes,
             None => {
-                if !l.is_empty() {
-                    let assumed = "applied as if it selects this proxy";
-                    unchecked(src, field, assumed, diag);
-                }
-                true
+                unchecked(src, field, assumed, diag);
+                Applies::Unknown
             }
         },
     }

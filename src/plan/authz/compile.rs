@@ -15,6 +15,7 @@ use crate::config::{Config, Resource, Source};
 use crate::plan::authn::AuthnPlan;
 use crate::plan::diagnostics::Diagnostics;
 use crate::plan::inbound::InboundPlan;
+use crate::plan::selector::Applies;
 
 /// Reads one value of a field; the message says why it cannot be used.
 type Parse<'a> = dyn Fn(&str) -> Result<Test, String> + 'a;
@@ -31,19 +32,26 @@ pub(crate) fn compile(
     for ap in &config.authorization_policies {
         let spec = &ap.spec;
         let refs = spec.target_ref.is_some() || !spec.target_refs.is_empty();
+        let action = spec.action.unwrap_or(Action::Allow);
+        let assumed = match action {
+            Action::Allow => {
+                "failing closed: it counts as an ALLOW policy of this proxy whose rules match \
+                 nothing (requests must match another ALLOW policy)"
+            }
+            _ => "applied as if it selects this proxy (it can only refuse more)",
+        };
         let applies = super::super::selector::policy_applies(
             &ap.source,
             spec.selector.as_ref(),
-            refs,
+            (refs, assumed),
             bootstrap,
             diag,
         );
-        let action = spec.action.unwrap_or(Action::Allow);
         if action == Action::Custom {
             // Never silently allowed: there is no external authorizer.
             let why = "CUSTOM delegates the decision to an external authorizer (spec.provider), \
                        which meshgate does not call";
-            if applies {
+            if applies != Applies::No {
                 diag.error(
                     &ap.source,
                     "spec.action",
@@ -75,9 +83,14 @@ pub(crate) fn compile(
                  an empty rule `{}` if it is meant for every request",
             );
         }
-        let policy = compile_policy(ap, action, diag);
-        if !applies {
-            continue;
+        let mut policy = compile_policy(ap, action, diag);
+        match applies {
+            Applies::No => continue,
+            Applies::Unknown if action == Action::Allow => {
+                policy.http.clear();
+                policy.tcp.clear();
+            }
+            Applies::Unknown | Applies::Yes => {}
         }
         analyze::check(ap, &policy, (action, &reach), diag);
         let into = if dry_run(ap, diag) {
