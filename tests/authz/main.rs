@@ -2,6 +2,7 @@
 //! test time, apps that record what reached them.
 
 mod ip;
+mod jwt;
 mod mtls;
 mod operations;
 mod paths;
@@ -9,4 +10,3 @@ mod reload;
 mod support;
 mod tcp;
 mod validate;
-mod jwt;
