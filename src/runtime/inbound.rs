@@ -80,10 +80,9 @@ pub async fn serve(stream: Counted<TcpStream>, conn: Arc<Connection>, state: Arc
             return super::capture::refuse_loop(&ctx.conn, &ctx.state, orig, "inbound");
         }
     }
-    if !ctx.snapshot.plan.authz.is_empty()
-        && let Ok(local) = stream.get_ref().local_addr()
-    {
-        // `destination.ip` of AuthorizationPolicy conditions.
+    if let Ok(local) = stream.get_ref().local_addr() {
+        // `destination.ip` of AuthorizationPolicy conditions (recorded
+        // whatever the policies now: a reload may add one).
         ctx.conn.set_local(local);
     }
     let Some(listener) = listener_plan(&ctx) else {
