@@ -31,7 +31,7 @@ pub(super) struct HttpRequest<'a> {
     pub headers: &'a HeaderMap,
     /// The validated token.
     pub auth: Option<&'a RequestAuth>,
-    /// The config port the request arrived on.
+    /// The destination port policies see (`inbound_http::policy_port`).
     pub port: u16,
 }
 
