@@ -457,27 +457,55 @@ where
     S: AsyncRead + AsyncWrite + Unpin + Send + 'static,
 {
     let io = TokioIo::new(io);
-    let resp = if h2 {
+    if h2 {
         let (mut sender, conn) = hyper::client::conn::http2::handshake(TokioExecutor::new(), io)
             .await
             .map_err(|e| e.to_string())?;
-        tokio::spawn(conn);
         let req = Request::get(format!("https://{authority}{path}"))
             .body(Empty::<Bytes>::new())
             .map_err(|e| e.to_string())?;
-        sender.send_request(req).await.map_err(|e| e.to_string())?
+        drive(conn, async move {
+            body(sender.send_request(req).await.map_err(|e| e.to_string())?).await
+        })
+        .await
     } else {
         let (mut sender, conn) = hyper::client::conn::http1::handshake(io)
             .await
             .map_err(|e| e.to_string())?;
-        tokio::spawn(conn);
         let req = Request::get(path)
             .header(header::HOST, authority)
             .header(header::ACCEPT, "application/json")
             .body(Empty::<Bytes>::new())
             .map_err(|e| e.to_string())?;
-        sender.send_request(req).await.map_err(|e| e.to_string())?
-    };
+        drive(conn, async move {
+            body(sender.send_request(req).await.map_err(|e| e.to_string())?).await
+        })
+        .await
+    }
+}
+
+/// Runs the exchange `work` while driving its connection `conn` in the
+/// same task, so the connection ends with the fetch (its timeout
+/// included) instead of outliving it.
+async fn drive<C, W>(conn: C, work: W) -> Result<Bytes, String>
+where
+    C: std::future::Future<Output = Result<(), hyper::Error>>,
+    W: std::future::Future<Output = Result<Bytes, String>>,
+{
+    tokio::pin!(conn);
+    tokio::pin!(work);
+    tokio::select! {
+        r = &mut work => r,
+        c = &mut conn => match c {
+            Err(e) => Err(e.to_string()),
+            // Closed after the response: what was read still completes.
+            Ok(()) => work.await,
+        },
+    }
+}
+
+/// The response's body, bounded, when its status is a success.
+async fn body(resp: http::Response<hyper::body::Incoming>) -> Result<Bytes, String> {
     if !resp.status().is_success() {
         return Err(format!("status {}", resp.status().as_u16()));
     }
