@@ -323,6 +323,38 @@ async fn refresh<E: Env>(env: Weak<E>, shared: Arc<Shared>, remote: Remote, entr
     }
 }
 
+/// Why a key set could not be fetched.
+#[derive(Debug, thiserror::Error)]
+enum FetchError {
+    /// Nothing (complete) within the rule's timeout.
+    #[error("no answer within {0:?}")]
+    Timeout(Duration),
+    /// The URL cannot be fetched.
+    #[error("{0}")]
+    Url(&'static str),
+    /// Not reachable, or the TLS to it could not be set up.
+    #[error("{0}")]
+    Upstream(#[from] super::upstream::UpstreamError),
+    /// The system roots cannot be read.
+    #[error("{0}")]
+    Roots(#[from] crate::creds::CredError),
+    /// The TLS handshake failed.
+    #[error("TLS: {0}")]
+    Tls(#[from] crate::tls::client::HandshakeError),
+    /// The server name is not one TLS can name.
+    #[error("{0:?} is not a valid server name")]
+    ServerName(String),
+    /// The HTTP exchange failed.
+    #[error("HTTP: {0}")]
+    Http(#[from] hyper::Error),
+    /// A status other than 2xx.
+    #[error("status {0}")]
+    Status(u16),
+    /// The body could not be read (or is over the limit).
+    #[error("reading the body: {0}")]
+    Body(String),
+}
+
 /// Fetches and reads one key set: `Err` is the status a token would be
 /// refused with and what went wrong (for the log).
 async fn fetch<E: Env>(
@@ -334,7 +366,7 @@ async fn fetch<E: Env>(
     let fail = |why: String| (Status::JwksFetchFail, why);
     let mut body = get(env, shared, &remote.url(), timeout)
         .await
-        .map_err(fail)?;
+        .map_err(|e| fail(e.to_string()))?;
     if let Remote::Discovery(_) = remote {
         let doc: serde_json::Value = serde_json::from_slice(&body)
             .map_err(|e| fail(format!("the OpenID discovery document is not JSON: {e}")))?;
@@ -343,9 +375,11 @@ async fn fetch<E: Env>(
                 "the OpenID discovery document has no jwks_uri string".into(),
             ));
         };
-        body = get(env, shared, uri, timeout)
-            .await
-            .map_err(|e| fail(format!("{uri}: {e}")))?;
+        body = get(env, shared, uri, timeout).await.map_err(|e| {
+            // The document is the server's: its URL is logged bounded.
+            let shown: String = uri.chars().take(256).collect();
+            fail(format!("{shown}: {e}"))
+        })?;
     }
     let text = std::str::from_utf8(&body)
         .map_err(|_| (Status::JwksParseError, "the key set is not UTF-8".into()))?;
@@ -361,10 +395,10 @@ async fn get<E: Env>(
     shared: &Shared,
     url: &str,
     timeout: Duration,
-) -> Result<Bytes, String> {
+) -> Result<Bytes, FetchError> {
     match tokio::time::timeout(timeout, get_inner(env, shared, url, timeout)).await {
         Ok(r) => r,
-        Err(_) => Err(format!("no answer within {timeout:?}")),
+        Err(_) => Err(FetchError::Timeout(timeout)),
     }
 }
 
@@ -373,16 +407,16 @@ async fn get_inner<E: Env>(
     shared: &Shared,
     url: &str,
     timeout: Duration,
-) -> Result<Bytes, String> {
-    let uri: http::Uri = url.parse().map_err(|e| format!("not a URL: {e}"))?;
+) -> Result<Bytes, FetchError> {
+    let uri: http::Uri = url.parse().map_err(|_| FetchError::Url("not a URL"))?;
     let https = match uri.scheme_str() {
         Some("https") => true,
         Some("http") => false,
-        _ => return Err("only http and https URLs are fetched".into()),
+        _ => return Err(FetchError::Url("only http and https URLs are fetched")),
     };
     let host = uri
         .host()
-        .ok_or("the URL has no host")?
+        .ok_or(FetchError::Url("the URL has no host"))?
         .trim_start_matches('[')
         .trim_end_matches(']')
         .to_string();
@@ -399,15 +433,12 @@ async fn get_inner<E: Env>(
         let dest = Destination::registered(&target);
         endpoints = dest.endpoints.clone();
         if dest.policy.tls.mode != TlsMode::Disable {
-            let config = env
-                .upstreams()
-                .tls_config(
-                    &PolicyRef(dest.policy.clone()),
-                    &dest.names,
-                    &view.creds,
-                    view.generation,
-                )
-                .map_err(|e| e.to_string())?;
+            let config = env.upstreams().tls_config(
+                &PolicyRef(dest.policy.clone()),
+                &dest.names,
+                &view.creds,
+                view.generation,
+            )?;
             let sni = dest.sni.clone().unwrap_or_else(|| host.clone());
             tls = Some((config, sni));
         }
@@ -418,15 +449,12 @@ async fn get_inner<E: Env>(
     let tcp = env
         .upstreams()
         .connect_tcp(&endpoints, timeout, pick)
-        .await
-        .map_err(|e| e.to_string())?;
+        .await?;
     match tls {
         Some((config, sni)) => {
-            let name = ServerName::try_from(sni.clone())
-                .map_err(|_| format!("{sni:?} is not a valid server name"))?;
-            let stream = crate::tls::client::connect(&config, name, tcp)
-                .await
-                .map_err(|e| format!("TLS: {e}"))?;
+            let name =
+                ServerName::try_from(sni.clone()).map_err(|_| FetchError::ServerName(sni))?;
+            let stream = crate::tls::client::connect(&config, name, tcp).await?;
             let h2 = stream.get_ref().1.alpn_protocol() == Some(crate::tls::client::ALPN_H2);
             request(stream, h2, &authority, &path).await
         }
@@ -435,15 +463,15 @@ async fn get_inner<E: Env>(
 }
 
 /// The client config verifying servers against the system roots.
-fn system_config(shared: &Shared) -> Result<Arc<ClientConfig>, String> {
+fn system_config(shared: &Shared) -> Result<Arc<ClientConfig>, FetchError> {
     let mut cached = lock(&shared.system);
     if let Some(c) = &*cached {
         return Ok(c.clone());
     }
-    let roots = crate::creds::system_roots().map_err(|e| e.to_string())?;
+    let roots = crate::creds::system_roots()?;
     let mut config = ClientConfig::builder_with_provider(crate::creds::provider())
         .with_protocol_versions(&[&rustls::version::TLS13, &rustls::version::TLS12])
-        .map_err(|e| e.to_string())?
+        .map_err(|_| FetchError::Url("TLS 1.2 and 1.3 are not available"))?
         .with_root_certificates(roots)
         .with_no_client_auth();
     config.alpn_protocols = vec![crate::tls::client::ALPN_HTTP11.to_vec()];
@@ -452,34 +480,35 @@ fn system_config(shared: &Shared) -> Result<Arc<ClientConfig>, String> {
     Ok(config)
 }
 
-async fn request<S>(io: S, h2: bool, authority: &str, path: &str) -> Result<Bytes, String>
+async fn request<S>(io: S, h2: bool, authority: &str, path: &str) -> Result<Bytes, FetchError>
 where
     S: AsyncRead + AsyncWrite + Unpin + Send + 'static,
 {
     let io = TokioIo::new(io);
+    // The URL was parsed already: these requests are well formed.
+    let bad = |_| FetchError::Url("the URL does not make a request");
     if h2 {
-        let (mut sender, conn) = hyper::client::conn::http2::handshake(TokioExecutor::new(), io)
-            .await
-            .map_err(|e| e.to_string())?;
+        let (mut sender, conn) =
+            hyper::client::conn::http2::handshake(TokioExecutor::new(), io).await?;
         let req = Request::get(format!("https://{authority}{path}"))
             .body(Empty::<Bytes>::new())
-            .map_err(|e| e.to_string())?;
-        drive(conn, async move {
-            body(sender.send_request(req).await.map_err(|e| e.to_string())?).await
-        })
+            .map_err(bad)?;
+        drive(
+            conn,
+            async move { body(sender.send_request(req).await?).await },
+        )
         .await
     } else {
-        let (mut sender, conn) = hyper::client::conn::http1::handshake(io)
-            .await
-            .map_err(|e| e.to_string())?;
+        let (mut sender, conn) = hyper::client::conn::http1::handshake(io).await?;
         let req = Request::get(path)
             .header(header::HOST, authority)
             .header(header::ACCEPT, "application/json")
             .body(Empty::<Bytes>::new())
-            .map_err(|e| e.to_string())?;
-        drive(conn, async move {
-            body(sender.send_request(req).await.map_err(|e| e.to_string())?).await
-        })
+            .map_err(bad)?;
+        drive(
+            conn,
+            async move { body(sender.send_request(req).await?).await },
+        )
         .await
     }
 }
@@ -487,17 +516,17 @@ where
 /// Runs the exchange `work` while driving its connection `conn` in the
 /// same task, so the connection ends with the fetch (its timeout
 /// included) instead of outliving it.
-async fn drive<C, W>(conn: C, work: W) -> Result<Bytes, String>
+async fn drive<C, W>(conn: C, work: W) -> Result<Bytes, FetchError>
 where
     C: std::future::Future<Output = Result<(), hyper::Error>>,
-    W: std::future::Future<Output = Result<Bytes, String>>,
+    W: std::future::Future<Output = Result<Bytes, FetchError>>,
 {
     tokio::pin!(conn);
     tokio::pin!(work);
     tokio::select! {
         r = &mut work => r,
         c = &mut conn => match c {
-            Err(e) => Err(e.to_string()),
+            Err(e) => Err(e.into()),
             // Closed after the response: what was read still completes.
             Ok(()) => work.await,
         },
@@ -505,13 +534,13 @@ where
 }
 
 /// The response's body, bounded, when its status is a success.
-async fn body(resp: http::Response<hyper::body::Incoming>) -> Result<Bytes, String> {
+async fn body(resp: http::Response<hyper::body::Incoming>) -> Result<Bytes, FetchError> {
     if !resp.status().is_success() {
-        return Err(format!("status {}", resp.status().as_u16()));
+        return Err(FetchError::Status(resp.status().as_u16()));
     }
     Limited::new(resp.into_body(), MAX_BODY)
         .collect()
         .await
         .map(|b| b.to_bytes())
-        .map_err(|e| format!("reading the body: {e}"))
+        .map_err(|e| FetchError::Body(e.to_string()))
 }
