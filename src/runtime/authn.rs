@@ -66,7 +66,9 @@ pub(super) async fn authenticate<B>(
     ctx: &Ctx,
     req: &mut Request<B>,
 ) -> Result<Option<RequestAuth>, Box<Reply>> {
-    let plan = &ctx.snapshot.plan.authn;
+    // The rules in force now, as authorization decides by them.
+    let snapshot = ctx.state.snapshot();
+    let plan = &snapshot.plan.authn;
     if plan.rules.is_empty() {
         return Ok(None);
     }

@@ -42,12 +42,18 @@ impl Conn {
 
     /// GET `path`; `None` when the connection is closed.
     async fn get(&mut self, path: &str) -> Option<Answer> {
+        self.get_with(path, &[]).await
+    }
+
+    /// GET `path` with `headers`; `None` when the connection is closed.
+    async fn get_with(&mut self, path: &str, headers: &[(&str, &str)]) -> Option<Answer> {
         let go = async {
             self.send.ready().await.ok()?;
-            let req = http::Request::get(path)
-                .header(http::header::HOST, HOST)
-                .body(Empty::new())
-                .unwrap();
+            let mut req = http::Request::get(path).header(http::header::HOST, HOST);
+            for (k, v) in headers {
+                req = req.header(*k, *v);
+            }
+            let req = req.body(Empty::new()).unwrap();
             let resp = self.send.send_request(req).await.ok()?;
             let status = resp.status().as_u16();
             let closing = resp
@@ -156,4 +162,48 @@ async fn a_busy_keep_alive_connection_meets_a_new_allow_nothing() {
     old_connection_follows(&mut c, "/busy/after", 403, "allow-nothing added").await;
     let r = plain_get(addr, "/busy/new", &[]).await;
     assert_denied(r.status, &r.body, "a new connection");
+}
+
+/// A RequestAuthentication added by a reload validates the next token on a
+/// keep-alive connection opened before it: a token signed by a key not in
+/// its set is refused (401), one signed by its key is accepted.
+#[tokio::test]
+async fn a_request_authentication_added_by_a_reload_checks_kept_connections() {
+    use meshgate::plan::authn::testing::{SigningKey, jwks, now};
+    let app = App::start().await;
+    let open = plain_gateway(app.addr);
+    let p = start(&open, &[8080], |_| {}).await;
+    let addr = p.proxy.inbound()[&8080];
+    let key = SigningKey::new("ES256", Some("k1"));
+    let stranger = SigningKey::new("ES256", Some("k1"));
+    let claims = serde_json::json!({
+        "iss": "https://issuer.test", "sub": "alice", "iat": now(), "exp": now() + 600,
+    });
+    let forged = format!("Bearer {}", stranger.sign(&claims));
+    let good = format!("Bearer {}", key.sign(&claims));
+    let mut c = Conn::open(addr).await;
+    let a = c
+        .get_with("/before", &[("authorization", &forged)])
+        .await
+        .expect("served");
+    assert_eq!(a.status, 200, "no RequestAuthentication yet: {}", a.body);
+
+    let ra = format!(
+        "---\napiVersion: security.istio.io/v1\nkind: RequestAuthentication\nmetadata: {{name: jwt, namespace: default}}\nspec:\n  jwtRules:\n  - issuer: https://issuer.test\n    jwks: {:?}\n",
+        jwks(&[&key])
+    );
+    reload_with(&p, &(open + &ra)).await;
+    let Some(a) = c.get_with("/after", &[("authorization", &forged)]).await else {
+        return; // Closed: the client reconnects under the new rules.
+    };
+    assert_eq!(
+        a.status, 401,
+        "a forged token on a kept connection: {}",
+        a.body
+    );
+    let a = c
+        .get_with("/after", &[("authorization", &good)])
+        .await
+        .expect("still open");
+    assert_eq!(a.status, 200, "{}", a.body);
 }
