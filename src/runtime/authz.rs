@@ -39,7 +39,7 @@ pub(super) struct HttpRequest<'a> {
 pub(super) fn check_request(ctx: &Ctx, req: &HttpRequest) -> Result<(), Box<Reply>> {
     // The policies in force now, not when the connection opened: a
     // reload that tightens a policy holds for keep-alive connections too.
-    let snapshot = ctx.state.snapshot();
+    let snapshot = ctx.state.current();
     let plan = &snapshot.plan.authz;
     if plan.is_empty() {
         return Ok(());
@@ -92,7 +92,7 @@ pub(super) fn check_request(ctx: &Ctx, req: &HttpRequest) -> Result<(), Box<Repl
 /// Decides a TCP connection (opaque, TLS-terminated TCP, passthrough):
 /// `false` when it must be closed (flagged and logged here).
 pub(super) fn check_connection(ctx: &Ctx, sni: Option<&str>, port: u16) -> bool {
-    let snapshot = ctx.state.snapshot();
+    let snapshot = ctx.state.current();
     let plan = &snapshot.plan.authz;
     if plan.is_empty() {
         return true;

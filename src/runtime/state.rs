@@ -94,6 +94,13 @@ impl State {
         self.snapshot.load_full()
     }
 
+    /// The configuration in force, borrowed for a moment (no reference
+    /// count taken: per-request checks on the hot path; not to be held
+    /// across an await).
+    pub fn current(&self) -> arc_swap::Guard<Arc<Snapshot>> {
+        self.snapshot.load()
+    }
+
     /// Puts a new configuration in force for new connections; returns its
     /// generation.
     pub fn publish(&self, loaded: Loaded) -> u64 {
