@@ -36,8 +36,12 @@ PAGE_KIB = os.sysconf("SC_PAGE_SIZE") // 1024
 PROXIES = ["meshgate", "nginx", "haproxy"]
 # Scenario order inside one run. "direct" only takes part where it makes sense.
 SCENARIOS = ["term-ka", "term-lat", "term-hs", "term-hs-wrk", "term-mtls", "orig-ka", "orig-lat",
-             "orig-mtls", "term-1m", "mem"]
-DIRECT_SCENARIOS = {"term-ka", "term-lat", "term-1m"}
+             "orig-mtls", "term-1m", "term-h2", "floor", "ka-10k", "mem", "config-scale"]
+# ka-10k (10,000 active TLS connections) runs with --10k, --smoke or when named in --scenarios
+DEFAULT_SCENARIOS = [s for s in SCENARIOS if s != "ka-10k"]
+DIRECT_SCENARIOS = {"term-ka", "term-lat", "term-1m", "floor"}
+# run once after the interleaved runs, not per proxy (meshgate only)
+SPECIAL_SCENARIOS = {"config-scale"}
 
 
 def log(msg: str) -> None:
@@ -120,16 +124,39 @@ def children_of(pid: int) -> list[int]:
         return []
 
 
-def cpu_ticks(pids: list[int]) -> int:
-    total = 0
+def cpu_split(pids: list[int]) -> tuple[int, int]:
+    """(utime, stime) clock ticks summed over these processes (all their threads)."""
+    user = system = 0
     for pid in pids:
         try:
             with open(f"/proc/{pid}/stat") as f:
                 fields = f.read().rsplit(")", 1)[1].split()
-            total += int(fields[11]) + int(fields[12])  # utime, stime (process-wide)
+            user += int(fields[11])    # utime (process-wide)
+            system += int(fields[12])  # stime
         except (OSError, IndexError, ValueError):
             pass
-    return total
+    return user, system
+
+
+def cpu_ticks(pids: list[int]) -> int:
+    return sum(cpu_split(pids))
+
+
+def established(port: int) -> int:
+    """TCP connections in ESTABLISHED state whose local port is `port` (IPv4, from /proc/net/tcp):
+    the server side of the connections to a listener, accepted or still in its backlog."""
+    want = f":{port:04X}"
+    n = 0
+    try:
+        with open("/proc/net/tcp") as f:
+            next(f, None)
+            for line in f:
+                parts = line.split(None, 4)
+                if len(parts) > 3 and parts[3] == "01" and parts[1].endswith(want):
+                    n += 1
+    except OSError:
+        return -1
+    return n
 
 
 def ctx_switches(pids: list[int]) -> int:
@@ -389,6 +416,11 @@ def nginx_proxy_conf(prefix: str, p: dict, certs: dict) -> str:
             server_name {HOST};
             access_log {prefix}/hs.log hs buffer=64k flush=1s;{term}
         }}
+        server {{   # term-h2: term with HTTP/2 offered over ALPN (its own listener, so that the
+                    # other term scenarios run on exactly the configuration they always had)
+            listen 127.0.0.1:{p['ng_h2']} ssl http2;
+            server_name {HOST};{term}
+        }}
         server {{   # term-mtls
             listen 127.0.0.1:{p['ng_term_mtls']} ssl;
             server_name {HOST};
@@ -444,6 +476,18 @@ def haproxy_conf(d: str, p: dict, certs: dict) -> str:
             log-format "%[ssl_fc_is_resumed] %sslv"
             default_backend plain
 
+        frontend term_h2
+            # term with HTTP/2 offered over ALPN (its own listener, as for nginx)
+            bind 127.0.0.1:{p['hp_h2']} ssl crt {certs['server_full']} alpn h2,http/1.1
+            default_backend plain
+
+        frontend floor
+            # the floor: a plain TCP relay, no TLS, no HTTP parsing
+            mode tcp
+            no option http-keep-alive
+            bind 127.0.0.1:{p['hp_floor']}
+            default_backend plain_tcp
+
         frontend term_mtls
             bind 127.0.0.1:{p['hp_term_mtls']} ssl crt {certs['server_full']} ca-file {certs['ca']} verify required
             default_backend plain
@@ -457,6 +501,11 @@ def haproxy_conf(d: str, p: dict, certs: dict) -> str:
             default_backend mtls
 
         backend plain
+            server be 127.0.0.1:{p['be_plain']}
+
+        backend plain_tcp
+            mode tcp
+            no option http-keep-alive
             server be 127.0.0.1:{p['be_plain']}
 
         backend tls
@@ -562,6 +611,64 @@ def meshgate_conf(p: dict, certs: dict) -> str:
         """)
 
 
+def scale_conf(p: dict, certs: dict, services: int, gateway_hosts: int) -> str:
+    """config-scale: `services` ServiceEntries (svcN.example.com, port 80 HTTP → the TLS backend,
+    STATIC 127.0.0.1) each with a DestinationRule (port-level SIMPLE TLS, verified with the bench CA),
+    and one Gateway with one HTTPS server listing `gateway_hosts` hosts. Added to the bench's
+    normal configuration (whose `bench.test` entry carries the measured requests)."""
+    out = [textwrap.dedent(f"""\
+        apiVersion: networking.istio.io/v1
+        kind: Gateway
+        metadata:
+          name: scale
+          namespace: default
+        spec:
+          servers:
+          - port:
+              number: 443
+              name: https-scale
+              protocol: HTTPS
+            hosts:
+        """) + "".join(f"    - gw{i}.example.com\n" for i in range(gateway_hosts))
+        + f"    tls:\n      mode: SIMPLE\n      serverCertificate: {certs['server']}\n"
+        f"      privateKey: {certs['server_key']}\n"]
+    for i in range(services):
+        out.append(f"""apiVersion: networking.istio.io/v1
+kind: ServiceEntry
+metadata:
+  name: svc{i}
+  namespace: default
+spec:
+  hosts:
+  - svc{i}.example.com
+  ports:
+  - number: 80
+    name: http
+    protocol: HTTP
+    targetPort: {p['be_tls']}
+  resolution: STATIC
+  endpoints:
+  - address: 127.0.0.1
+""")
+        out.append(f"""apiVersion: networking.istio.io/v1
+kind: DestinationRule
+metadata:
+  name: svc{i}
+  namespace: default
+spec:
+  host: svc{i}.example.com
+  trafficPolicy:
+    portLevelSettings:
+    - port:
+        number: 80
+      tls:
+        mode: SIMPLE
+        caCertificates: {certs['ca']}
+        sni: {HOST}
+""")
+    return "---\n".join(out)
+
+
 # ---------------------------------------------------------------------------
 # Proxies under test
 # ---------------------------------------------------------------------------
@@ -636,6 +743,11 @@ def parse_wrk(out: str) -> dict:
         m = re.search(rf"^\s+{pct}%\s+([\d.]+)(us|ms|s|m|h)\s*$", out, re.M)
         if m:
             r[f"p{pct}_ms"] = float(m.group(1)) * _UNIT_MS[m.group(2)]
+    m = re.search(r"^\s+Latency\s+([\d.]+)(us|ms|s|m|h)\s+([\d.]+)(us|ms|s|m|h)\s+([\d.]+)(us|ms|s|m|h)",
+                  out, re.M)
+    if m:
+        r["avg_ms"] = float(m.group(1)) * _UNIT_MS[m.group(2)]
+        r["max_ms"] = float(m.group(5)) * _UNIT_MS[m.group(6)]
     errs = 0
     m = re.search(r"Socket errors: connect (\d+), read (\d+), write (\d+), timeout (\d+)", out)
     if m:
@@ -647,6 +759,43 @@ def parse_wrk(out: str) -> dict:
         r["non_2xx"] = int(m.group(1))
     r["errors"] = errs
     return r
+
+
+def parse_h2load(out: str) -> dict:
+    """h2load's summary: rate, request counts, status classes, request time (min/max/mean)."""
+    r: dict = {}
+    m = re.search(r"^finished in ([\d.]+)s, ([\d.]+) req/s, ([\d.]+)(\w+)/s", out, re.M)
+    if m:
+        r["elapsed_s"] = float(m.group(1))
+        r["rps"] = float(m.group(2))
+    m = re.search(r"^requests: (\d+) total, (\d+) started, (\d+) done, (\d+) succeeded, (\d+) failed, "
+                  r"(\d+) errored, (\d+) timeout", out, re.M)
+    if m:
+        total, _started, done, ok, failed, errored, timeout = (int(x) for x in m.groups())
+        r.update(requests=ok, requests_done=done, failed=failed, errored=errored, timeouts=timeout)
+    m = re.search(r"^status codes: (\d+) 2xx, (\d+) 3xx, (\d+) 4xx, (\d+) 5xx", out, re.M)
+    if m:
+        r["non_2xx"] = sum(int(x) for x in m.groups()[1:])
+    m = re.search(r"^time for request:\s+([\d.]+)(us|ms|s)\s+([\d.]+)(us|ms|s)\s+([\d.]+)(us|ms|s)",
+                  out, re.M)
+    if m:
+        r["min_ms"] = float(m.group(1)) * _UNIT_MS[m.group(2)]
+        r["max_ms"] = float(m.group(3)) * _UNIT_MS[m.group(4)]
+        r["mean_ms"] = float(m.group(5)) * _UNIT_MS[m.group(6)]
+    m = re.search(r"^Application protocol: (\S+)", out, re.M)
+    if m:
+        r["alpn"] = m.group(1)
+    r["errors"] = r.get("failed", 0) + r.get("errored", 0) + r.get("timeouts", 0) + r.get("non_2xx", 0)
+    return r
+
+
+def median_range(v: list[float], fmt: str) -> str:
+    if not v:
+        return "–"
+    s = fmt.format(statistics.median(v))
+    if len(v) > 1:
+        s += f" [{fmt.format(min(v))}–{fmt.format(max(v))}]"
+    return s
 
 
 class Bench:
@@ -675,10 +824,17 @@ class Bench:
                             os.path.join(TOOLS, "wrkshim.c"), "-ldl"], capture_output=True, text=True)
         if r.returncode != 0:
             raise RuntimeError(f"building wrkshim.so failed:\n{r.stderr}")
+        self.hscount = os.path.join(self.work, "hscount.so")
+        r = subprocess.run(["cc", "-shared", "-fPIC", "-O2", "-o", self.hscount,
+                            os.path.join(TOOLS, "hscount.c"), "-ldl", "-lpthread"], capture_output=True, text=True)
+        if r.returncode != 0:
+            raise RuntimeError(f"building hscount.so failed:\n{r.stderr}")
         names = ["be_plain", "be_tls", "be_mtls", "be_status",
                  "ng_term", "ng_hs", "ng_term_mtls", "ng_orig", "ng_orig_mtls",
                  "hp_term", "hp_hs", "hp_term_mtls", "hp_orig", "hp_orig_mtls",
-                 "mg_term", "mg_term_mtls", "mg_out", "mg_admin", "mg_stats", "mg_ready"]
+                 "mg_term", "mg_term_mtls", "mg_out", "mg_admin", "mg_stats", "mg_ready",
+                 "ng_h2", "hp_h2", "hp_floor",
+                 "sc_term", "sc_term_mtls", "sc_out", "sc_admin", "sc_stats", "sc_ready"]
         self.ports = dict(zip(names, free_ports(len(names))))
         self.start_backend()
         for name in a.proxies:
@@ -697,6 +853,7 @@ class Bench:
                 "term-lat": {"url": f"http://127.0.0.1:{p['be_plain']}/", "port": p["be_plain"], "tls": False},
                 "term-1m": {"url": f"http://127.0.0.1:{p['be_plain']}/1m.bin", "port": p["be_plain"],
                             "tls": False, "path": "/1m.bin"},
+                "floor": {"url": f"http://127.0.0.1:{p['be_plain']}/", "port": p["be_plain"], "tls": False},
             }
             self.proxies["direct"] = d
         time.sleep(1.0)
@@ -733,9 +890,12 @@ class Bench:
         log(f"backend nginx up: plain :{self.ports['be_plain']}, TLS :{self.ports['be_tls']}, "
             f"mTLS :{self.ports['be_mtls']}")
 
-    def _term_endpoints(self, term: int, hs: int, mtls: int, orig: int, orig_mtls: int,
+    def _term_endpoints(self, term: int, hs: int, mtls: int, orig: int, orig_mtls: int, h2: int,
                         orig_host_mtls: str = HOST) -> dict:
         return {
+            # h2load sends the URL's host as SNI and :authority; --connect-to points it at 127.0.0.1
+            "term-h2": {"url": f"https://{HOST}:{h2}/", "port": h2, "tls": True, "h2": True},
+            "ka-10k": {"url": f"https://127.0.0.1:{term}/", "port": term, "tls": True},
             "term-ka": {"url": f"https://127.0.0.1:{term}/", "port": term, "tls": True},
             "term-lat": {"url": f"https://127.0.0.1:{term}/", "port": term, "tls": True},
             "term-hs": {"port": hs, "tls": True},
@@ -763,11 +923,11 @@ class Bench:
         px.proc = CHILDREN.start("nginx", ["nginx", "-p", prefix, "-c", conf],
                                  os.path.join(prefix, "stdout.log"))
         p = self.ports
-        for k in ("ng_term", "ng_hs", "ng_term_mtls", "ng_orig", "ng_orig_mtls"):
+        for k in ("ng_term", "ng_hs", "ng_term_mtls", "ng_orig", "ng_orig_mtls", "ng_h2"):
             if not wait_tcp(p[k], px.proc):
                 raise RuntimeError(f"nginx proxy not listening on {p[k]}: {tail(px.log_path, 20)}")
         px.endpoints = self._term_endpoints(p["ng_term"], p["ng_hs"], p["ng_term_mtls"], p["ng_orig"],
-                                            p["ng_orig_mtls"])
+                                            p["ng_orig_mtls"], p["ng_h2"])
         px.hs_log = os.path.join(prefix, "hs.log")
         log(f"nginx proxy up (pid {px.proc.pid}, workers {children_of(px.proc.pid)})")
 
@@ -783,13 +943,51 @@ class Bench:
             raise RuntimeError(f"haproxy -c: {r.stdout}{r.stderr}")
         px.proc = CHILDREN.start("haproxy", ["haproxy", "-db", "-f", conf], px.log_path)
         p = self.ports
-        for k in ("hp_term", "hp_hs", "hp_term_mtls", "hp_orig", "hp_orig_mtls"):
+        for k in ("hp_term", "hp_hs", "hp_term_mtls", "hp_orig", "hp_orig_mtls", "hp_h2", "hp_floor"):
             if not wait_tcp(p[k], px.proc):
                 raise RuntimeError(f"haproxy not listening on {p[k]}: {tail(px.log_path, 20)}")
         px.endpoints = self._term_endpoints(p["hp_term"], p["hp_hs"], p["hp_term_mtls"], p["hp_orig"],
-                                            p["hp_orig_mtls"])
+                                            p["hp_orig_mtls"], p["hp_h2"])
+        px.endpoints["floor"] = {"url": f"http://127.0.0.1:{p['hp_floor']}/", "port": p["hp_floor"],
+                                 "tls": False}
         px.hs_log = px.log_path
         log(f"haproxy up (pid {px.proc.pid})")
+
+    def launch_meshgate(self, d: str, pre: str, extra: list[str] | None = None,
+                        name: str = "meshgate") -> tuple[subprocess.Popen, float | None]:
+        """Start `meshgate run -c d` on the ports named `<pre>_*`; wait for /healthz/ready.
+
+        Returns the process and the seconds from spawn to the first 200 (None: not ready in 60 s)."""
+        p = self.ports
+        bootstrap = os.path.join(self.work, "meshgate-bootstrap.yaml")
+        with open(bootstrap, "w") as f:
+            # nginx (client_header_timeout) and HAProxy (timeout client) give a handshake 60 s
+            f.write(f"handshakeTimeout: {self.args.meshgate_handshake_timeout}\n")
+        argv = [self.args.meshgate_bin, "run", "-c", d, "--bootstrap", bootstrap,
+                "--port-map", f"443=127.0.0.1:{p[pre + '_term']}",
+                "--port-map", f"8443=127.0.0.1:{p[pre + '_term_mtls']}",
+                "--inbound-bind", "127.0.0.1",
+                "--outbound-addr", f"127.0.0.1:{p[pre + '_out']}",
+                "--admin-addr", f"127.0.0.1:{p[pre + '_admin']}",
+                "--stats-addr", f"127.0.0.1:{p[pre + '_stats']}",
+                "--ready-addr", f"127.0.0.1:{p[pre + '_ready']}",
+                "--log-level", "warn",
+                "--concurrency", str(self.args.meshgate_threads)] + (extra or [])
+        env = dict(os.environ)
+        env.pop("RUST_LOG", None)
+        with open(os.path.join(d, "command.txt"), "w") as f:
+            f.write(" ".join(argv) + "\n")
+        t0 = time.monotonic()
+        proc = CHILDREN.start(name, argv, os.path.join(d, "meshgate.log"), env=env)
+        deadline = t0 + 60
+        while time.monotonic() < deadline and proc.poll() is None:
+            try:
+                if http_get(f"http://127.0.0.1:{p[pre + '_ready']}/healthz/ready", 1)[0] == 200:
+                    return proc, time.monotonic() - t0
+            except OSError:
+                pass
+            time.sleep(0.02)
+        return proc, None
 
     def start_meshgate(self, px: Proxy) -> None:
         d = os.path.join(self.work, "meshgate")
@@ -798,35 +996,11 @@ class Bench:
             f.write(meshgate_conf(self.ports, self.certs))
         p = self.ports
         px.log_path = os.path.join(d, "meshgate.log")
-        argv = [self.args.meshgate_bin, "run", "-c", d,
-                "--port-map", f"443=127.0.0.1:{p['mg_term']}",
-                "--port-map", f"8443=127.0.0.1:{p['mg_term_mtls']}",
-                "--inbound-bind", "127.0.0.1",
-                "--outbound-addr", f"127.0.0.1:{p['mg_out']}",
-                "--admin-addr", f"127.0.0.1:{p['mg_admin']}",
-                "--stats-addr", f"127.0.0.1:{p['mg_stats']}",
-                "--ready-addr", f"127.0.0.1:{p['mg_ready']}",
-                "--log-level", "warn",
-                "--concurrency", str(self.args.meshgate_threads)]
-        env = dict(os.environ)
-        env.pop("RUST_LOG", None)
-        with open(os.path.join(d, "command.txt"), "w") as f:
-            f.write(" ".join(argv) + "\n")
-        px.proc = CHILDREN.start("meshgate", argv, px.log_path, env=env)
-        deadline = time.monotonic() + 20
-        ready = False
-        while time.monotonic() < deadline and px.proc.poll() is None:
-            try:
-                if http_get(f"http://127.0.0.1:{p['mg_ready']}/healthz/ready", 1)[0] == 200:
-                    ready = True
-                    break
-            except OSError:
-                pass
-            time.sleep(0.1)
-        if not ready:
+        px.proc, ready = self.launch_meshgate(d, "mg")
+        if ready is None:
             raise RuntimeError(f"meshgate not ready (exit status {px.proc.poll()}):\n{tail(px.log_path, 30)}")
         px.endpoints = self._term_endpoints(p["mg_term"], p["mg_term"], p["mg_term_mtls"], p["mg_out"],
-                                            p["mg_out"], orig_host_mtls=f"{HOST}:81")
+                                            p["mg_out"], p["mg_term"], orig_host_mtls=f"{HOST}:81")
         log(f"meshgate up (pid {px.proc.pid}): 443→:{p['mg_term']}, 8443→:{p['mg_term_mtls']}, "
             f"outbound :{p['mg_out']}")
 
@@ -839,9 +1013,18 @@ class Bench:
         except OSError:
             return None
 
-    def meshgate_metrics(self) -> str:
+    def backend_requests(self) -> int | None:
+        """Requests the backend answered so far (stub_status), counting this status request."""
         try:
-            st, body = http_get(f"http://127.0.0.1:{self.ports['mg_stats']}/stats/prometheus", 3)
+            st, body = http_get(f"http://127.0.0.1:{self.ports['be_status']}/status", 3)
+            m = re.search(rb"\n\s*(\d+)\s+(\d+)\s+(\d+)", body)
+            return int(m.group(3)) if st == 200 and m else None
+        except OSError:
+            return None
+
+    def meshgate_metrics(self, pre: str = "mg") -> str:
+        try:
+            st, body = http_get(f"http://127.0.0.1:{self.ports[pre + '_stats']}/stats/prometheus", 3)
             return body.decode("utf-8", "replace") if st == 200 else ""
         except OSError:
             return ""
@@ -862,6 +1045,9 @@ class Bench:
             for sc, ep in px.endpoints.items():
                 ok, detail = probe(ep["port"], ep["tls"], self.certs, ep.get("host", HOST),
                                    ep.get("client_cert", False), ep.get("path", "/"))
+                if ep.get("h2") and ok:
+                    # the listener must negotiate h2 over ALPN and answer over it
+                    ok, detail = self.h2_probe(ep)
                 if sc == "term-mtls" and ok:
                     # the listener must refuse a client without a certificate
                     bad_ok, bad_detail = probe(ep["port"], True, self.certs)
@@ -1026,6 +1212,319 @@ class Bench:
         self.warm(px)  # pools and caches back to where the other proxies' are
         return res, "python3 bench/tools/hold_conns.py " + " ".join(argv[2:])
 
+    def h2load_argv(self, ep: dict, conns: int, streams: int, threads: int, duration: float | None = None,
+                    requests: int | None = None) -> list[str]:
+        # h2load sends the URL's host (bench.test) as SNI and :authority; --connect-to makes it
+        # connect to 127.0.0.1:<port> without resolving bench.test (no /etc/hosts entry needed)
+        argv = ["h2load", f"-c{conns}", f"-m{streams}", f"-t{threads}"]
+        if duration is not None:
+            argv += ["-D", str(max(1, int(round(duration))))]
+        else:
+            argv += ["-n", str(requests)]
+        return argv + ["--connect-to", f"127.0.0.1:{ep['port']}", ep["url"]]
+
+    def h2_probe(self, ep: dict) -> tuple[bool, str]:
+        argv = self.h2load_argv(ep, 1, 1, 1, requests=20)
+        r = run_tool(argv, timeout=30)
+        res = parse_h2load(r.stdout)
+        if res.get("alpn") != "h2" or res.get("requests") != 20 or res.get("errors"):
+            return False, (f"h2load: protocol {res.get('alpn')}, {res.get('requests')} of 20 succeeded: "
+                           + (r.stdout + r.stderr)[-300:])
+        return True, "h2 negotiated over ALPN, 20/20 requests 2xx"
+
+    def h2load(self, ep: dict, duration: float) -> tuple[dict, str]:
+        a = self.args
+        argv = self.h2load_argv(ep, a.h2_conns, a.h2_streams, a.wrk_threads, duration=duration)
+        r = run_tool(argv, timeout=duration + 60)
+        res = parse_h2load(r.stdout)
+        if r.returncode != 0 or "rps" not in res:
+            res["tool_error"] = (r.stdout + r.stderr)[-600:]
+        elif res.get("alpn") != "h2":
+            res["tool_error"] = f"negotiated {res.get('alpn')}, not h2"
+        return res, " ".join(argv)
+
+    def ka10k(self, px: Proxy, ep: dict) -> tuple[dict, str]:
+        """wrk with 10,000 keep-alive TLS connections. CPU and requests are measured over a window
+        that starts once wrk has completed a TLS handshake per connection (counted by the
+        hscount.so shim) and the request rate is steady: the ramp is 10,000 full handshakes and
+        would swamp the per-request cost. wrk is then stopped with SIGINT (it prints its summary),
+        so its error counts cover the whole run, ramp included."""
+        a = self.args
+        n = a.k10_conns
+        ramp_max = 150.0
+        counter = os.path.join(self.work, "hscount.bin")
+        with open(counter, "wb") as f:
+            f.write(b"\0" * 8)
+        env = dict(os.environ, LD_PRELOAD=f"{self.shim} {self.hscount}", WRKSHIM_SNI=HOST,
+                   HSCOUNT_FILE=counter)
+        # --timeout: with 10,000 requests in flight a response takes ~1 s on 2 cores; wrk's default
+        # 2 s would count the slow ones as errors
+        argv = ["wrk", f"-t{a.wrk_threads}", f"-c{n}", f"-d{int(ramp_max + a.duration + 30)}s", "--timeout", "30s",
+                "--latency", "-H", f"Host: {HOST}", ep["url"]]
+        cmd = (f"LD_PRELOAD='wrkshim.so hscount.so' WRKSHIM_SNI={HOST} " + " ".join(argv)
+               + " (stopped with SIGINT after the steady window)")
+
+        def handshakes() -> int:
+            with open(counter, "rb") as f:
+                return int.from_bytes(f.read(8), sys.byteorder)
+
+        pids = px.pids() if px.proc else []
+        p = subprocess.Popen(argv, stdout=subprocess.PIPE, stderr=subprocess.PIPE, stdin=subprocess.DEVNULL,
+                             env=env, text=True, start_new_session=True)
+        CHILDREN.procs.append(("wrk-10k", p))
+        res: dict = {"conns": n}
+        try:
+            t0 = time.monotonic()
+            prev, stable_since, hs = -1, t0, 0
+            while time.monotonic() - t0 < ramp_max and p.poll() is None:
+                time.sleep(0.5)
+                hs = handshakes()
+                now = time.monotonic()
+                if hs != prev:
+                    prev, stable_since = hs, now
+                # all connections up, or no new handshake for 5 s (a proxy that refuses some)
+                if hs >= n or (hs > 0 and now - stable_since >= 5.0):
+                    break
+            res["handshakes_at_window"] = hs
+            res["conns_established"] = established(ep["port"])
+            time.sleep(1.0)  # the last handshakes' first requests
+            res["ramp_s"] = time.monotonic() - t0
+            if p.poll() is not None:
+                res["tool_error"] = "wrk ended during the ramp: " + (p.stdout.read() + p.stderr.read())[-600:]
+                res["errors"] = 1
+                return res, cmd
+            u0, s0 = cpu_split(pids) if pids else cpu_split(self.backend.pids())
+            r0, w0, hs0 = self.backend_requests(), time.monotonic(), handshakes()
+            time.sleep(a.duration)
+            u1, s1 = cpu_split(pids) if pids else cpu_split(self.backend.pids())
+            r1, w1, hs1 = self.backend_requests(), time.monotonic(), handshakes()
+            res["handshakes_in_window"] = hs1 - hs0  # reconnections after errors
+            res["conns_established_end"] = established(ep["port"])
+            os.kill(p.pid, signal.SIGINT)
+            try:
+                out, err = p.communicate(timeout=60)
+            except subprocess.TimeoutExpired:
+                os.killpg(p.pid, signal.SIGKILL)
+                out, err = p.communicate()
+                err += "\n[bench] wrk did not stop on SIGINT"
+            res.update(parse_wrk(out))
+            res["handshakes_total"] = handshakes()
+            if "rps" not in res:
+                res["tool_error"] = (out + err)[-600:]
+            if r0 is not None and r1 is not None:
+                res["window_s"] = w1 - w0
+                res["window_requests"] = r1 - r0 - 1  # the second status request is counted
+                res["window_rps"] = res["window_requests"] / res["window_s"]
+                res["window_user_us"] = (u1 - u0) * 1e6 / CLK_TCK
+                res["window_sys_us"] = (s1 - s0) * 1e6 / CLK_TCK
+            else:
+                res["tool_error"] = "the backend's stub_status did not answer around the window"
+        finally:
+            if p.poll() is None:
+                os.killpg(p.pid, signal.SIGKILL)
+                p.wait(timeout=10)
+            CHILDREN.procs = [(nm, q) for nm, q in CHILDREN.procs if q is not p]
+        time.sleep(2.0)  # let the proxy close the 10,000 connections before the next one
+        return res, cmd
+
+    # ----- config-scale (meshgate only) -----
+
+    def timed_child(self, argv: list[str], log_path: str, timeout: float = 120) -> tuple[float, int, int]:
+        """(wall seconds, peak RSS KiB, exit code) of one command.
+
+        The peak RSS comes from GNU time (`%M`) when /usr/bin/time exists: a child forked from this
+        Python process inherits its RSS high-water mark until it execs, so wait4's ru_maxrss would
+        report the bench's own size for a small child. Without GNU time, wait4's figure is used."""
+        gnu_time = shutil.which("time", path="/usr/bin:/bin")
+        rss_file = log_path + ".maxrss"
+        if gnu_time:
+            argv = [gnu_time, "-f", "%M", "-o", rss_file] + argv
+        out = open(log_path, "ab")
+        t0 = time.monotonic()
+        p = subprocess.Popen(argv, stdout=out, stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL,
+                             start_new_session=True)
+        out.close()
+        CHILDREN.procs.append((argv[0], p))
+        try:
+            while True:
+                pid, status, ru = os.wait4(p.pid, os.WNOHANG)
+                if pid:
+                    wall = time.monotonic() - t0
+                    p.returncode = os.waitstatus_to_exitcode(status)
+                    maxrss = ru.ru_maxrss
+                    if gnu_time:
+                        try:
+                            with open(rss_file) as f:
+                                maxrss = int(f.read().split()[-1])
+                        except (OSError, ValueError, IndexError):
+                            maxrss = -1
+                    return wall, maxrss, p.returncode
+                if time.monotonic() - t0 > timeout:
+                    os.killpg(p.pid, signal.SIGKILL)
+                    _pid, status, ru = os.wait4(p.pid, 0)
+                    p.returncode = -9
+                    return time.monotonic() - t0, ru.ru_maxrss, -9
+                time.sleep(0.005)
+        finally:
+            CHILDREN.procs = [(nm, q) for nm, q in CHILDREN.procs if q is not p]
+
+    def reload_counts(self, pre: str) -> dict:
+        out: dict = {}
+        for line in self.meshgate_metrics(pre).splitlines():
+            if line.startswith("meshgate_config_reloads_total{"):
+                m = re.search(r'result="(\w+)"', line)
+                if m:
+                    out[m.group(1)] = float(line.rsplit(" ", 1)[1])
+        return out
+
+    def reload(self, proc: subprocess.Popen, pre: str, timeout: float = 60) -> tuple[float | None, str]:
+        """SIGHUP, then poll the stats endpoint until a reload is counted. (seconds, result)."""
+        before = self.reload_counts(pre)
+        t0 = time.monotonic()
+        os.kill(proc.pid, signal.SIGHUP)
+        while time.monotonic() - t0 < timeout and proc.poll() is None:
+            now = self.reload_counts(pre)
+            for result in ("success", "partial", "failure"):
+                if now.get(result, 0) > before.get(result, 0):
+                    return time.monotonic() - t0, result
+            time.sleep(0.02)
+        return None, "no reload counted"
+
+    def stop_proc(self, proc: subprocess.Popen) -> None:
+        try:
+            os.killpg(proc.pid, signal.SIGTERM)
+        except ProcessLookupError:
+            pass
+        try:
+            proc.wait(timeout=15)
+        except subprocess.TimeoutExpired:
+            os.killpg(proc.pid, signal.SIGKILL)
+            proc.wait(timeout=5)
+        CHILDREN.procs = [(n, q) for n, q in CHILDREN.procs if q is not proc]
+
+    def scale_emit(self, measure: str, config: str, value, **extra) -> None:
+        rec = {"ts": time.time(), "run": 0, "proxy": "meshgate", "scenario": "config-scale",
+               "measure": measure, "config": config, "value": value}
+        rec.update(extra)
+        self.emit(rec)
+        shown = f"{value:.3f}" if isinstance(value, float) else str(value)
+        log(f"config-scale {config:5s} {measure}: {shown} "
+            + " ".join(f"{k}={v:.3f}" if isinstance(v, float) else f"{k}={v}" for k, v in extra.items()
+                       if k not in ("cmd",)))
+
+    def config_scale(self) -> None:
+        a = self.args
+        mg = self.proxies.get("meshgate")
+        if mg is None or not mg.alive():
+            self.notes.append("config-scale skipped: meshgate is not among the running proxies")
+            return
+        reps = max(3, a.runs)
+        dirs = {}
+        for config in ("small", "scale"):
+            d = os.path.join(self.work, f"meshgate-{config}")
+            os.makedirs(d, exist_ok=True)
+            with open(os.path.join(d, "bench.yaml"), "w") as f:
+                f.write(meshgate_conf(self.ports, self.certs))
+            if config == "scale":
+                with open(os.path.join(d, "scale.yaml"), "w") as f:
+                    f.write(scale_conf(self.ports, self.certs, a.scale_services, a.scale_gateway_hosts))
+            dirs[config] = d
+        self.scale_yaml_bytes = os.path.getsize(os.path.join(dirs["scale"], "scale.yaml"))
+        log(f"config-scale: {a.scale_services:,} ServiceEntries + {a.scale_services:,} DestinationRules + "
+            f"a Gateway server with {a.scale_gateway_hosts:,} hosts ({self.scale_yaml_bytes / 1e6:.1f} MB), "
+            f"{reps} repetitions of each measure")
+        # 1. validate: wall time and peak RSS (wait4 of that child)
+        for i in range(reps):
+            for config, d in dirs.items():
+                argv = [a.meshgate_bin, "validate", "-c", d]
+                wall, maxrss, rc = self.timed_child(argv, os.path.join(d, "validate.log"))
+                self.scale_emit("validate_s", config, wall, peak_rss_kib=maxrss, exit=rc, cmd=" ".join(argv))
+        # 2. start to ready, RSS once ready, reloads (SIGHUP to the success counter), RSS after them
+        for i in range(reps):
+            for config, d in dirs.items():
+                proc, ready = self.launch_meshgate(d, "sc", ["--watch-interval", "0s"], name=f"meshgate-{config}")
+                if ready is None:
+                    self.scale_emit("ready_s", config, None,
+                                    error=f"not ready (exit {proc.poll()}): {tail(os.path.join(d, 'meshgate.log'), 5)}")
+                    self.stop_proc(proc)
+                    continue
+                time.sleep(0.3)
+                rss = proc_status_kib(proc.pid, "VmRSS")
+                self.scale_emit("ready_s", config, ready, rss_ready_kib=rss)
+                for j in range(1, a.scale_reloads + 1):
+                    took, result = self.reload(proc, "sc")
+                    time.sleep(0.3)
+                    self.scale_emit("reload_s", config, took, result=result, reload=j,
+                                    rss_kib=proc_status_kib(proc.pid, "VmRSS"))
+                self.stop_proc(proc)
+        # 3. keep-alive requests while reloads happen (p99, max), and without reloads; CPU per request
+        #    of orig-ka with each configuration
+        d = dirs["scale"]
+        procs = {}
+        for config in ("scale",):
+            proc, ready = self.launch_meshgate(d, "sc", ["--watch-interval", "0s"], name="meshgate-scale")
+            if ready is None:
+                self.notes.append("config-scale: the 10k-config meshgate did not become ready; latency and "
+                                  "CPU measures skipped")
+                self.stop_proc(proc)
+                return
+            procs[config] = proc
+        proc = procs["scale"]
+        ep_scale = {"url": f"http://127.0.0.1:{self.ports['sc_out']}/", "port": self.ports["sc_out"], "tls": False}
+        ok, detail = probe(ep_scale["port"], False, self.certs)
+        if not ok:
+            self.notes.append(f"config-scale: orig request through the 10k-config meshgate failed: {detail}")
+            self.stop_proc(proc)
+            return
+        ep_small = mg.endpoints["orig-ka"]
+        lat_s = max(4.0, a.reload_latency_duration)
+        for i in range(reps):
+            for during in (False, True):
+                argv_env = dict(os.environ)
+                argv = ["wrk", "-t1", "-c8", f"-d{lat_s:g}s", "--latency", "-H", f"Host: {HOST}", ep_scale["url"]]
+                pw = subprocess.Popen(argv, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
+                                      env=argv_env, start_new_session=True)
+                CHILDREN.procs.append(("wrk", pw))
+                reloads = []
+                try:
+                    t0 = time.monotonic()
+                    nxt = t0 + 1.0
+                    while during and pw.poll() is None and nxt < t0 + lat_s - 0.5:
+                        time.sleep(max(0.0, nxt - time.monotonic()))
+                        took, result = self.reload(proc, "sc", timeout=max(0.5, t0 + lat_s - time.monotonic()))
+                        reloads.append((took, result))
+                        nxt = max(nxt + a.reload_interval, time.monotonic())
+                    out, err = pw.communicate(timeout=lat_s + 30)
+                except subprocess.TimeoutExpired:
+                    os.killpg(pw.pid, signal.SIGKILL)
+                    out, err = pw.communicate()
+                finally:
+                    CHILDREN.procs = [(nm, q) for nm, q in CHILDREN.procs if q is not pw]
+                res = parse_wrk(out)
+                if "rps" not in res:
+                    res["tool_error"] = (out + err)[-400:]
+                done = [t for t, r in reloads if t is not None and r == "success"]
+                self.scale_emit("reload_latency" if during else "steady_latency", "scale", res.get("p99_ms"),
+                                p99_ms=res.get("p99_ms"), max_ms=res.get("max_ms"), rps=res.get("rps"),
+                                errors=res.get("errors"), reloads_ok=len(done), reloads_tried=len(reloads),
+                                reload_s=[round(t, 3) for t in done], cmd=" ".join(argv),
+                                **({"tool_error": res["tool_error"]} if "tool_error" in res else {}))
+        for i in range(max(reps, a.runs)):
+            for config, p_, ep in (("small", mg.proc, ep_small), ("scale", proc, ep_scale)):
+                pids = [p_.pid]
+                u0, s0 = cpu_split(pids)
+                res, cmd = self.wrk(ep, a.wrk_threads, a.ka_conns, a.duration)
+                u1, s1 = cpu_split(pids)
+                nreq = res.get("requests") or 0
+                if not nreq:
+                    self.scale_emit("orig_ka_cpu_us_per_req", config, None, error=res.get("tool_error", "no requests"))
+                    continue
+                user, system = (u1 - u0) * 1e6 / CLK_TCK / nreq, (s1 - s0) * 1e6 / CLK_TCK / nreq
+                self.scale_emit("orig_ka_cpu_us_per_req", config, user + system, user_us_per_req=user,
+                                sys_us_per_req=system, rps=res.get("rps"), errors=res.get("errors"), cmd=cmd)
+        self.scale_emit("rss_end_kib", "scale", proc_status_kib(proc.pid, "VmRSS"))
+        self.stop_proc(proc)
+
     def run_one(self, run: int, sc: str, px: Proxy) -> None:
         a = self.args
         rec = {"ts": time.time(), "run": run, "proxy": px.name, "scenario": sc}
@@ -1041,12 +1540,20 @@ class Bench:
         pids = px.pids() if px.proc else []
         be_pids = self.backend.pids()
         acc0 = self.backend_accepts()
-        c0, b0, h0 = cpu_ticks(pids), cpu_ticks(be_pids), host_cpu()
+        (cu0, cs0_), b0, h0 = cpu_split(pids), cpu_ticks(be_pids), host_cpu()
+        c0 = cu0 + cs0_
+        bu0, bs0 = cpu_split(be_pids)
         cs0 = ctx_switches(pids)
         ru0 = resource.getrusage(resource.RUSAGE_CHILDREN)
         t0 = time.monotonic()
         if sc in ("term-ka", "term-mtls", "orig-ka", "orig-mtls"):
             res, cmd = self.wrk(ep, a.wrk_threads, a.ka_conns, a.duration)
+        elif sc == "floor":
+            res, cmd = self.wrk(ep, a.wrk_threads, a.ka_conns, a.duration)
+        elif sc == "term-h2":
+            res, cmd = self.h2load(ep, a.duration)
+        elif sc == "ka-10k":
+            res, cmd = self.ka10k(px, ep)
         elif sc in ("term-lat", "orig-lat"):
             res, cmd = self.wrk(ep, 1, 1, a.duration)
         elif sc == "term-1m":
@@ -1060,7 +1567,9 @@ class Bench:
         else:
             raise ValueError(sc)
         wall = time.monotonic() - t0
-        c1, b1, h1 = cpu_ticks(pids), cpu_ticks(be_pids), host_cpu()
+        (cu1, cs1_), b1, h1 = cpu_split(pids), cpu_ticks(be_pids), host_cpu()
+        c1 = cu1 + cs1_
+        bu1, bs1 = cpu_split(be_pids)
         cs1 = ctx_switches(pids)
         ru1 = resource.getrusage(resource.RUSAGE_CHILDREN)
         acc1 = self.backend_accepts()
@@ -1081,13 +1590,33 @@ class Bench:
                    backend_cpu_us=(b1 - b0) * 1e6 / CLK_TCK)
         if sc == "mem":  # the proxy was restarted: its CPU counters started again
             rec["proxy_cpu_us"] = None
+        if pids:
+            rec["proxy_user_us"] = (cu1 - cu0) * 1e6 / CLK_TCK
+            rec["proxy_sys_us"] = (cs1_ - cs0_) * 1e6 / CLK_TCK
+        rec["backend_user_us"] = (bu1 - bu0) * 1e6 / CLK_TCK
+        rec["backend_sys_us"] = (bs1 - bs0) * 1e6 / CLK_TCK
         cpu = (rec["proxy_cpu_us"] or 0) if px.proc else rec["backend_cpu_us"]
+        user = rec.get("proxy_user_us", 0) if px.proc else rec["backend_user_us"]
+        system = rec.get("proxy_sys_us", 0) if px.proc else rec["backend_sys_us"]
+        nreq = res.get("requests")
+        if sc == "ka-10k":
+            # the steady window only: the ramp is 10,000 full handshakes
+            if res.get("window_requests"):
+                user, system = res["window_user_us"], res["window_sys_us"]
+                cpu, nreq = user + system, res["window_requests"]
+            else:
+                nreq = None
         if sc == "term-1m" and res.get("bytes"):
-            rec["cpu_us_per_mib"] = cpu / (res["bytes"] / 1024 ** 2)
-        elif sc != "mem" and res.get("requests"):
-            rec["cpu_us_per_req"] = cpu / res["requests"]
-            if pids:
-                rec["ctx_switches_per_req"] = (cs1 - cs0) / res["requests"]
+            mib = res["bytes"] / 1024 ** 2
+            rec["cpu_us_per_mib"] = cpu / mib
+            rec["user_us_per_mib"] = user / mib
+            rec["sys_us_per_mib"] = system / mib
+        elif sc != "mem" and nreq:
+            rec["cpu_us_per_req"] = cpu / nreq
+            rec["user_us_per_req"] = user / nreq
+            rec["sys_us_per_req"] = system / nreq
+            if pids and sc != "ka-10k":
+                rec["ctx_switches_per_req"] = (cs1 - cs0) / nreq
         rec["proxy_cpu_share"] = rec["proxy_cpu_us"] / 1e6 / wall if rec["proxy_cpu_us"] is not None else None
         if not px.alive():
             rec["proxy_died"] = px.dead
@@ -1120,13 +1649,106 @@ class Bench:
             this = order[rot:] + order[:rot]
             log(f"=== run {run}/{a.runs}: order {' '.join(this)}")
             for sc in a.scenarios:
+                if sc in SPECIAL_SCENARIOS:
+                    continue
                 for name in this:
                     if name == "direct" and sc not in DIRECT_SCENARIOS:
                         continue
+                    if sc not in self.proxies[name].endpoints and self.proxies[name].alive():
+                        continue  # e.g. floor: HAProxy (mode tcp) and direct only
+                    if sc == "ka-10k" and nofile() < a.k10_conns + 2000:
+                        self.emit({"ts": time.time(), "run": run, "proxy": name, "scenario": sc,
+                                   "skipped": f"fd limit {nofile()} too low for {a.k10_conns} connections"})
+                        continue
                     self.run_one(run, sc, self.proxies[name])
                     time.sleep(0.5)
+        if "config-scale" in a.scenarios:
+            log("=== config-scale (meshgate)")
+            self.config_scale()
 
     # ----- report -----
+
+    def scale_report(self) -> list[str]:
+        a = self.args
+        recs = [r for r in self.results if r.get("scenario") == "config-scale"]
+        out = ["", f"## config-scale (meshgate only): {a.scale_services:,} ServiceEntries + "
+               f"{a.scale_services:,} DestinationRules + a Gateway server with {a.scale_gateway_hosts:,} hosts",
+               ""]
+        if not recs:
+            out.append("Not measured: " + "; ".join(n for n in self.notes if n.startswith("config-scale")))
+            return out
+        out.append(f"Generated into the work dir ({getattr(self, 'scale_yaml_bytes', 0) / 1e6:.1f} MB of YAML; "
+                   "STATIC 127.0.0.1 endpoints, SIMPLE TLS with `caCertificates`) next to the bench's own "
+                   "configuration, whose `bench.test` entry carries the requests; \"bench config\" is that "
+                   "configuration alone. Median [min–max] over the repetitions. `validate`: wall time and peak RSS "
+                   "(GNU time's %M). Start: spawn to the first 200 of `/healthz/ready` (polled every 20 ms). Reload: "
+                   "SIGHUP to the increment of `meshgate_config_reloads_total{result=\"success\"}` (polled "
+                   "every 20 ms; `--watch-interval 0s`). Latency: `wrk -t1 -c8 --latency` on the outbound "
+                   f"listener (`Host: {HOST}`) for {max(4.0, a.reload_latency_duration):g} s, without reloads and "
+                   f"with a SIGHUP every {a.reload_interval:g} s (the next one once the previous is counted). CPU: "
+                   f"orig-ka (`wrk -t{a.wrk_threads} -c{a.ka_conns}`), the bench's running meshgate (bench config) "
+                   "and the 10k-config one alternately.\n")
+
+        def pick(measure, config, key="value", where=None):
+            v = []
+            for r in recs:
+                if r["measure"] == measure and r["config"] == config and (where is None or where(r)):
+                    x = r.get(key)
+                    if isinstance(x, (int, float)) and not isinstance(x, bool):
+                        v.append(x)
+            return v
+
+        def kib(v):
+            return [x / 1024 for x in v]
+
+        ok = lambda r: r.get("result") == "success"  # noqa: E731
+        rows = [
+            ("`validate` wall time, s", pick("validate_s", "scale"), pick("validate_s", "small"), "{:.2f}", "≤ 1 s"),
+            ("`validate` peak RSS, MiB", kib(pick("validate_s", "scale", "peak_rss_kib")),
+             kib(pick("validate_s", "small", "peak_rss_kib")), "{:.0f}", "≤ 64 MiB"),
+            ("start to `/healthz/ready`, s", pick("ready_s", "scale"), pick("ready_s", "small"), "{:.2f}", "≤ 1 s"),
+            ("RSS once ready, MiB", kib(pick("ready_s", "scale", "rss_ready_kib")),
+             kib(pick("ready_s", "small", "rss_ready_kib")), "{:.1f}", "≤ 64 MiB"),
+            ("reload (SIGHUP → success counted), s", pick("reload_s", "scale", where=ok),
+             pick("reload_s", "small", where=ok), "{:.2f}", "≤ 0.5 s"),
+        ]
+        for j in range(1, a.scale_reloads + 1):
+            rows.append((f"RSS after reload {j}, MiB", kib(pick("reload_s", "scale", "rss_kib", lambda r, j=j: r.get("reload") == j)),
+                         kib(pick("reload_s", "small", "rss_kib", lambda r, j=j: r.get("reload") == j)), "{:.1f}",
+                         "≤ 64 MiB"))
+        rows += [
+            ("p99 ms, wrk -t1 -c8, no reload", pick("steady_latency", "scale", "p99_ms"), [], "{:.2f}", ""),
+            ("max ms, no reload", pick("steady_latency", "scale", "max_ms"), [], "{:.2f}", ""),
+            ("p99 ms during reloads", pick("reload_latency", "scale", "p99_ms"), [], "{:.2f}", "≤ 10 ms"),
+            ("max ms during reloads", pick("reload_latency", "scale", "max_ms"), [], "{:.2f}", ""),
+            ("reloads counted during the latency runs (each)", pick("reload_latency", "scale", "reloads_ok"), [],
+             "{:.0f}", ""),
+            ("orig-ka proxy CPU µs/req", pick("orig_ka_cpu_us_per_req", "scale"),
+             pick("orig_ka_cpu_us_per_req", "small"), "{:.1f}", "≤ 1.05× bench config"),
+            ("… user µs/req", pick("orig_ka_cpu_us_per_req", "scale", "user_us_per_req"),
+             pick("orig_ka_cpu_us_per_req", "small", "user_us_per_req"), "{:.1f}", ""),
+            ("… sys µs/req", pick("orig_ka_cpu_us_per_req", "scale", "sys_us_per_req"),
+             pick("orig_ka_cpu_us_per_req", "small", "sys_us_per_req"), "{:.1f}", ""),
+            ("orig-ka req/s", pick("orig_ka_cpu_us_per_req", "scale", "rps"),
+             pick("orig_ka_cpu_us_per_req", "small", "rps"), "{:,.0f}", ""),
+        ]
+        out.append("| measure | 10k config | bench config | issue 14 target |")
+        out.append("|---|---|---|---|")
+        for label, big, small, fmt, target in rows:
+            out.append(f"| {label} | {median_range(big, fmt)} | {median_range(small, fmt) if small else ''} | "
+                       f"{target} |")
+        big, small = pick("orig_ka_cpu_us_per_req", "scale"), pick("orig_ka_cpu_us_per_req", "small")
+        if big and small:
+            out.append(f"| orig-ka CPU/req, 10k config ÷ bench config | "
+                       f"{statistics.median(big) / statistics.median(small):.2f}× | | ≤ 1.05× |")
+        bad = [r for r in recs if r.get("error") or r.get("tool_error")
+               or (r["measure"] == "reload_s" and r.get("result") != "success")
+               or (r["measure"] == "validate_s" and r.get("exit") != 0) or r.get("errors")]
+        for r in bad[:10]:
+            out.append(f"\n⚠ {r['config']} {r['measure']}: "
+                       + ", ".join(f"{k}={r.get(k)}" for k in ("result", "exit", "errors", "error", "tool_error")
+                                   if r.get(k) not in (None, 0, "success")))
+        return out
 
     def versions(self) -> dict:
         def first_line(argv):
@@ -1208,6 +1830,20 @@ class Bench:
             ("term-1m", "MiB/s", "mib_s", "{:,.0f}", True),
             ("term-1m", "p50 / p99 ms", ("p50_ms", "p99_ms"), "{:.1f}", False),
             ("term-1m", "proxy CPU µs/MiB", "cpu_us_per_mib", "{:.0f}", False),
+            ("term-h2", "req/s (× HAProxy)", "rps", "{:,.0f}", True, "haproxy"),
+            ("term-h2", "mean / max ms per request", ("mean_ms", "max_ms"), "{:.2f}", False),
+            ("term-h2", "proxy CPU µs/req (× HAProxy)", "cpu_us_per_req", "{:.1f}", False, "haproxy"),
+            ("floor", "req/s (HAProxy mode tcp, no TLS; direct = no relay)", "rps", "{:,.0f}", True),
+            ("floor", "p50 / p99 ms", ("p50_ms", "p99_ms"), "{:.2f}", False),
+            ("floor", "relay CPU µs/req (direct: the backend's)", "cpu_us_per_req", "{:.1f}", None),
+            ("ka-10k", f"req/s, steady window ({a.k10_conns:,} conns)", "window_rps", "{:,.0f}", True),
+            ("ka-10k", "p50 / p99 ms (whole run, ramp included)", ("p50_ms", "p99_ms"), "{:.1f}", False),
+            ("ka-10k", "proxy CPU µs/req, steady window", "cpu_us_per_req", "{:.1f}", False),
+            ("ka-10k", "CPU µs/req ÷ term-ka's (64 conns)", "cpu_vs_64", "{:.2f}", False),
+            ("ka-10k", "errors (wrk socket errors + non-2xx)", "errors", "{:,.0f}", None),
+            ("ka-10k", "wrk handshakes done at window start / ramp s", ("handshakes_at_window", "ramp_s"),
+             "{:,.0f}", None),
+            ("ka-10k", "wrk handshakes during the window (reconnections)", "handshakes_in_window", "{:,.0f}", None),
             ("mem", "RSS idle, fresh process, MiB", "rss_before_mib", "{:.1f}", False),
             ("mem", "PSS idle, fresh process, MiB", "pss_before_mib", "{:.1f}", False),
             ("mem", f"RSS with {a.conns} idle TLS conns, MiB", "rss_held_mib", "{:.1f}", False),
@@ -1216,8 +1852,26 @@ class Bench:
             ("mem", "RSS after the load scenarios (before restart), MiB", "rss_after_load_mib", "{:.1f}", False),
             ("mem", f"conns still open at measurement (of {a.conns})", "alive", "{:.0f}", None),
         ]
+        # every CPU figure is followed by its user and kernel (sys) parts
+        split_spec = []
+        for row in spec:
+            split_spec.append(row)
+            if row[2] in ("cpu_us_per_req", "cpu_us_per_mib"):
+                unit = "MiB" if row[2] == "cpu_us_per_mib" else ("handshake" if row[0].startswith("term-hs")
+                                                                 else "req")
+                part = row[2].replace("cpu_us_", "")
+                ref = row[5] if len(row) > 5 else "nginx"
+                better = None if row[4] is None else False
+                split_spec.append((row[0], f"… user µs/{unit}", f"user_us_{part}", row[3], better, ref))
+                split_spec.append((row[0], f"… sys µs/{unit}", f"sys_us_{part}", row[3], better, ref))
+        spec = split_spec
         # derived per-run values
         direct_p50 = med("direct", "term-lat", "p50_ms")
+        for (pname, sc), recs in by.items():
+            ka64 = med(pname, "term-ka", "cpu_us_per_req")
+            for r in recs:
+                if sc == "ka-10k" and ka64 and r.get("cpu_us_per_req") is not None:
+                    r["cpu_vs_64"] = r["cpu_us_per_req"] / ka64
         for (pname, sc), recs in by.items():
             for r in recs:
                 if sc in ("term-lat", "orig-lat") and direct_p50 is not None and r.get("p50_ms") is not None \
@@ -1229,7 +1883,7 @@ class Bench:
                     r["rss_held_mib"] = r["rss_held_kib"] / 1024
                     r["rss_after_load_mib"] = r["rss_after_load_kib"] / 1024
 
-        def cell(pname, sc, key, fmt, better):
+        def cell(pname, sc, key, fmt, better, ref="nginx"):
             keys = key if isinstance(key, tuple) else (key,)
             parts = []
             for k in keys:
@@ -1249,18 +1903,18 @@ class Bench:
                 return "–"
             s = " / ".join(parts)
             # ratio to nginx for single-valued rows
-            if len(keys) == 1 and pname not in ("nginx", "direct") and better is not None \
-                    and keys[0] not in ("added_p50_us",):
-                mine, ng = med(pname, sc, keys[0]), med("nginx", sc, keys[0])
+            if len(keys) == 1 and pname not in (ref, "direct") and better is not None \
+                    and keys[0] not in ("added_p50_us", "cpu_vs_64"):
+                mine, ng = med(pname, sc, keys[0]), med(ref, sc, keys[0])
                 if mine is not None and ng:
-                    s += f" ({mine / ng:.2f}× nginx)"
+                    s += f" ({mine / ng:.2f}× {ref})"
             errs = sum(r.get("errors", 0) or 0 for r in by.get((pname, sc), []))
             if errs and key == spec_first_key.get(sc):
                 s += f" ⚠ {errs} errors"
             return s
 
         spec_first_key = {}
-        for sc, _l, key, _f, _b in spec:
+        for sc, _l, key, *_rest in spec:
             spec_first_key.setdefault(sc, key)
         out = []
         out.append(f"# meshgate vs nginx vs HAProxy — {self.stamp}\n")
@@ -1272,11 +1926,14 @@ class Bench:
                    "and HAProxy, which log the resumed flag).\n")
         out.append("Cells: median [min–max] over runs; (×nginx) = median ÷ nginx's median. "
                    "Lower is better except req/s, handshakes/s and MiB/s. "
-                   "CPU = the proxy's own processes (utime+stime from /proc); for `direct` it is the backend's.\n")
+                   "CPU = the proxy's own processes (utime+stime from /proc; the `… user` and `… sys` rows "
+                   "split it into user-space and kernel time); for `direct` it is the backend's. "
+                   "The floor rows are a plain TCP relay (HAProxy `mode tcp`, no TLS, wrk keep-alive "
+                   "plain HTTP): its sys time is the kernel's loopback work that every proxy pays per request.\n")
         cols = order
         out.append("| scenario | metric | " + " | ".join(cols) + " |")
         out.append("|---|---|" + "---|" * len(cols))
-        for sc, label, key, fmt, better in spec:
+        for sc, label, key, fmt, better, *ref in spec:
             if sc not in a.scenarios:
                 continue
             cells = []
@@ -1287,8 +1944,10 @@ class Bench:
                 if pname == "direct" and sc == "orig-lat":
                     cells.append("")
                     continue
-                cells.append(cell(pname, sc, key, fmt, better))
+                cells.append(cell(pname, sc, key, fmt, better, *ref))
             out.append(f"| {sc} | {label} | " + " | ".join(cells) + " |")
+        if "config-scale" in a.scenarios:
+            out.extend(self.scale_report())
         # host load
         out.append("")
         out.append("Host CPU during the scenarios (all processes, from /proc/stat), median [min–max]:\n")
@@ -1325,21 +1984,23 @@ class Bench:
                 if r.get("non_2xx"):
                     what = f"{what} non-2xx {r['non_2xx']}"
                 problems.append(f"- {r['proxy']} {r['scenario']} run {r['run']}: {r['errors']} errors {what}")
-        out.append("")
-        out.append("Upstream connections opened per scenario run (connections the backend accepted, "
-                   "from its stub_status; median [min–max]). A pooling proxy opens about as many as it has "
-                   f"concurrent requests ({a.ka_conns} for the ka scenarios):\n")
         ka_scs = [x for x in ("term-ka", "term-lat", "term-hs", "term-hs-wrk", "term-mtls", "orig-ka",
-                              "orig-lat", "orig-mtls", "term-1m") if x in a.scenarios]
-        out.append("| proxy | " + " | ".join(ka_scs) + " |")
-        out.append("|---|" + "---|" * len(ka_scs))
-        for pname in cols:
-            cells = []
-            for sc in ka_scs:
-                v = vals(pname, sc, "upstream_conns_opened")
-                cells.append((f"{statistics.median(v):,.0f}" + (f" [{min(v):,}–{max(v):,}]" if len(v) > 1 else ""))
-                             if v else "")
-            out.append(f"| {pname} | " + " | ".join(cells) + " |")
+                              "orig-lat", "orig-mtls", "term-1m", "term-h2", "floor", "ka-10k")
+                  if x in a.scenarios]
+        if ka_scs:
+            out.append("")
+            out.append("Upstream connections opened per scenario run (connections the backend accepted, "
+                       "from its stub_status; median [min–max]). A pooling proxy opens about as many as it has "
+                       f"concurrent requests ({a.ka_conns} for the ka scenarios):\n")
+            out.append("| proxy | " + " | ".join(ka_scs) + " |")
+            out.append("|---|" + "---|" * len(ka_scs))
+            for pname in cols:
+                cells = []
+                for sc in ka_scs:
+                    v = vals(pname, sc, "upstream_conns_opened")
+                    cells.append((f"{statistics.median(v):,.0f}" + (f" [{min(v):,}–{max(v):,}]" if len(v) > 1 else ""))
+                                 if v else "")
+                out.append(f"| {pname} | " + " | ".join(cells) + " |")
         out.append("")
         out.append("Processes: " + "; ".join(f"{n}: {px.layout}" for n, px in self.proxies.items()
                                              if getattr(px, "layout", "")))
@@ -1443,12 +2104,21 @@ def summary(r: dict) -> str:
                     f"server {r.get('server_full')}/{r.get('server_resumed')}")
     elif sc == "term-1m":
         bits.append(f"{r.get('mib_s', 0):,.0f} MiB/s p50 {r.get('p50_ms', 0):.1f} ms")
+    elif sc == "term-h2":
+        bits.append(f"{r.get('rps', 0):,.0f} req/s mean {r.get('mean_ms') or 0:.2f} ms max {r.get('max_ms') or 0:.2f} ms")
+    elif sc == "ka-10k":
+        bits.append(f"window {r.get('window_rps') or 0:,.0f} req/s ({r.get('window_requests')} in "
+                    f"{r.get('window_s') or 0:.1f} s) after a {r.get('ramp_s') or 0:.1f} s ramp, "
+                    f"{r.get('handshakes_at_window')} handshakes done, {r.get('handshakes_in_window')} in the "
+                    f"window; wrk {r.get('rps', 0):,.0f} req/s "
+                    f"p99 {r.get('p99_ms') or 0:.1f} ms")
     else:
         bits.append(f"{r.get('rps', 0):,.0f} req/s p50 {r.get('p50_ms', 0):.3f} ms p99 {r.get('p99_ms', 0):.3f} ms")
         if sc == "term-hs-wrk":
             bits.append(f"server-seen full/resumed {r.get('server_full')}/{r.get('server_resumed')}")
     if r.get("cpu_us_per_req") is not None:
-        bits.append(f"cpu {r['cpu_us_per_req']:.1f} µs/req")
+        bits.append(f"cpu {r['cpu_us_per_req']:.1f} µs/req (user {r.get('user_us_per_req', 0):.1f} "
+                    f"sys {r.get('sys_us_per_req', 0):.1f})")
     if r.get("cpu_us_per_mib") is not None:
         bits.append(f"cpu {r['cpu_us_per_mib']:.0f} µs/MiB")
     bits.append(f"host busy {r.get('host_busy', 0)*100:.0f}% steal {r.get('host_steal', 0)*100:.1f}%")
@@ -1468,24 +2138,47 @@ def main() -> int:
                     help="mem scenario with 10,000 connections (raises the fd limit to 65536; "
                          "meshgate's accept limit is 10,000 connections)")
     ap.add_argument("--proxies", default=",".join(PROXIES), help="comma list of meshgate,nginx,haproxy")
-    ap.add_argument("--scenarios", default=",".join(SCENARIOS), help="comma list of " + ",".join(SCENARIOS))
+    ap.add_argument("--scenarios", default=None,
+                    help="comma list of " + ",".join(SCENARIOS) + " (default: all but ka-10k, which runs "
+                         "with --10k or --smoke)")
+    ap.add_argument("--h2-conns", type=int, default=64, help="h2load connections for term-h2")
+    ap.add_argument("--h2-streams", type=int, default=10, help="h2load concurrent streams per connection")
+    ap.add_argument("--k10-conns", type=int, default=10000, help="wrk connections for ka-10k")
+    ap.add_argument("--scale-services", type=int, default=10000,
+                    help="config-scale: ServiceEntries (each with a DestinationRule)")
+    ap.add_argument("--scale-gateway-hosts", type=int, default=1000, help="config-scale: hosts on the Gateway server")
+    ap.add_argument("--scale-reloads", type=int, default=3, help="config-scale: SIGHUP reloads per start")
+    ap.add_argument("--reload-interval", type=float, default=2.0,
+                    help="config-scale: seconds between reloads while wrk measures latency")
+    ap.add_argument("--reload-latency-duration", type=float, default=10.0,
+                    help="config-scale: seconds of wrk -t1 -c8 with (and without) reloads")
     ap.add_argument("--hs-procs", type=int, default=4, help="client processes for term-hs")
     ap.add_argument("--hs-conns", type=int, default=32, help="wrk connections for term-hs-wrk")
     ap.add_argument("--wrk-threads", type=int, default=2)
     ap.add_argument("--ka-conns", type=int, default=64)
-    ap.add_argument("--meshgate-bin", default=os.path.join(REPO, "target", "release", "meshgate"))
+    ap.add_argument("--meshgate-bin", default=os.environ.get("MESHGATE_BIN") or os.path.join(
+        os.environ.get("CARGO_TARGET_DIR") or os.path.join(REPO, "target"), "release", "meshgate"),
+        help="meshgate binary (default: $MESHGATE_BIN, else $CARGO_TARGET_DIR/release/meshgate, "
+             "else target/release/meshgate); cargo builds into $CARGO_TARGET_DIR too")
     ap.add_argument("--no-build", action="store_true", help="use the existing meshgate binary as is")
     ap.add_argument("--meshgate-threads", type=int, default=2,
                     help="meshgate --concurrency (worker threads; the comparison uses 2)")
+    ap.add_argument("--meshgate-handshake-timeout", default="60s",
+                    help="meshgate's handshakeTimeout (bootstrap file; its own default is 10s); 60s as nginx's "
+                         "client_header_timeout and HAProxy's timeout client here")
     ap.add_argument("--keep-workdir", action="store_true", help="keep configs, certificates and logs")
     ap.add_argument("--out-dir", default=os.path.join(BENCH_DIR, "results"))
     a = ap.parse_args()
     if a.smoke:
         a.runs, a.duration = 1, 2
+        a.reload_latency_duration = min(a.reload_latency_duration, 5)
     if a.tenk:
         a.conns = 10000
     a.proxies = [p for p in a.proxies.split(",") if p]
-    a.scenarios = [s for s in a.scenarios.split(",") if s]
+    if a.scenarios is None:
+        a.scenarios = list(SCENARIOS) if (a.smoke or a.tenk) else list(DEFAULT_SCENARIOS)
+    else:
+        a.scenarios = [s for s in a.scenarios.split(",") if s]
     for p in a.proxies:
         if p not in PROXIES:
             ap.error(f"unknown proxy {p}")
@@ -1494,10 +2187,12 @@ def main() -> int:
             ap.error(f"unknown scenario {s}")
 
     missing = [t for t in ("nginx", "haproxy", "wrk", "openssl", "cc") if not shutil.which(t)]
+    if "term-h2" in a.scenarios and not shutil.which("h2load"):
+        missing.append("h2load")
     if missing:
         print(f"missing tools: {' '.join(missing)}; run bench/install-deps.sh", file=sys.stderr)
         return 2
-    want = max(65536, a.conns + 1024)
+    want = max(65536, a.conns + 1024, a.k10_conns * 2 + 1024)
     try:
         resource.setrlimit(resource.RLIMIT_NOFILE, (want, want))
     except (ValueError, OSError):
