@@ -28,6 +28,8 @@ use crate::plan::destination::{self, Speak};
 use crate::plan::inbound::{ListenerPlan, ServerPlan};
 use crate::plan::route::{FaultPlan, HttpRoutePlan, Matched, RequestView, RouteDestinationPlan};
 
+mod idle;
+
 /// The listener plan a connection arrived on, under its configuration
 /// (servers on one port may bind different IPs).
 pub(super) fn listener_plan(ctx: &Ctx) -> Option<&ListenerPlan> {
@@ -104,6 +106,14 @@ pub(super) struct HttpConn {
     xfcc: Option<HeaderValue>,
     /// The peer's IP as a header value (`X-Forwarded-For`), made once.
     peer_ip: HeaderValue,
+    /// HTTP/1.1 sessions and the connection's time bounds (`idle`).
+    park: idle::ParkCtl,
+}
+
+impl AsRef<idle::ParkCtl> for HttpConn {
+    fn as_ref(&self) -> &idle::ParkCtl {
+        &self.park
+    }
 }
 
 impl HttpConn {
@@ -123,6 +133,7 @@ impl HttpConn {
             server,
             xfcc,
             peer_ip,
+            park: idle::ParkCtl::default(),
         }
     }
 }
@@ -156,14 +167,16 @@ pub(super) enum Version {
 /// Serves HTTP/1.1 and HTTP/2 on `io`. The connection's state is built
 /// here, on the heap and sized for the version in use (an HTTP/1.1
 /// connection carries no room for HTTP/2's); the returned future only
-/// drives it, so an idle connection's task stays small.
+/// drives it, so an idle connection's task stays small. HTTP/1.1 (by ALPN
+/// or by its first bytes) is served in sessions that release hyper's
+/// buffers while the connection is idle (`idle`).
 pub(super) fn serve<IO>(
     io: IO,
     conn: Arc<HttpConn>,
     version: Version,
 ) -> std::pin::Pin<Box<dyn std::future::Future<Output = ()> + Send>>
 where
-    IO: AsyncRead + AsyncWrite + Unpin + Send + 'static,
+    IO: idle::Park + AsyncRead + AsyncWrite + Unpin + Send + 'static,
 {
     let header_timeout = conn.ctx.state.bootstrap.request_header_timeout;
     let max_head = conn.ctx.state.bootstrap.max_header_bytes;
@@ -171,6 +184,7 @@ where
     let shutdown = conn.ctx.conn.listener.stop.clone();
     let record = conn.ctx.conn.clone();
     let timeouts = Timeouts::of(&conn.ctx.state.bootstrap);
+    let ctl = conn.clone();
     let service = service_fn(move |req| {
         let conn = conn.clone();
         // hyper keeps room for one request future per connection for the
@@ -178,29 +192,30 @@ where
         // room (idle memory) small and frees it between requests.
         async move { Ok::<_, Infallible>(Box::pin(conn.handle(req)).await) }
     });
-    let io = TokioIo::new(io);
+    let h1 = move || {
+        let mut builder = hyper::server::conn::http1::Builder::new();
+        builder
+            .timer(TokioTimer::new())
+            .header_read_timeout(header_timeout)
+            .max_buf_size(max_buf);
+        builder
+    };
+    let h2 = move || {
+        let mut builder = hyper::server::conn::http2::Builder::new(TokioExecutor::new());
+        builder
+            .timer(TokioTimer::new())
+            .max_concurrent_streams(MAX_CONCURRENT_STREAMS)
+            .max_header_list_size(max_list);
+        builder
+    };
     match version {
-        Version::H1 => {
-            let mut builder = hyper::server::conn::http1::Builder::new();
-            builder
-                .timer(TokioTimer::new())
-                .header_read_timeout(header_timeout)
-                .max_buf_size(max_buf);
-            let served = Box::pin(builder.serve_connection(io, service).with_upgrades());
-            Box::pin(async move {
-                serve_bounded(served, &record, timeouts, shutdown, |c| {
-                    c.as_mut().graceful_shutdown()
-                })
-                .await
-            })
-        }
+        Version::H1 => Box::pin(async move {
+            let io = idle::Parked::new(io, ctl.clone());
+            let served = Box::pin(idle::serve_h1(io, h1(), service, &record));
+            serve_bounded(served, &record, timeouts, shutdown, |_| ctl.park.close()).await
+        }),
         Version::H2 => {
-            let mut builder = hyper::server::conn::http2::Builder::new(TokioExecutor::new());
-            builder
-                .timer(TokioTimer::new())
-                .max_concurrent_streams(MAX_CONCURRENT_STREAMS)
-                .max_header_list_size(max_list);
-            let served = Box::pin(builder.serve_connection(io, service));
+            let served = Box::pin(h2().serve_connection(TokioIo::new(io), service));
             Box::pin(async move {
                 serve_bounded(served, &record, timeouts, shutdown, |c| {
                     c.as_mut().graceful_shutdown()
@@ -208,26 +223,40 @@ where
                 .await
             })
         }
-        // The auto builder lends itself to its connection: both live in
-        // this future (no ALPN: plain ports and the rare TLS client
-        // without it).
+        // No ALPN (plain ports, the rare TLS client without it): HTTP/2
+        // with prior knowledge or HTTP/1.x, told by the first bytes.
         Version::Detect => Box::pin(async move {
-            let mut builder = hyper_util::server::conn::auto::Builder::new(TokioExecutor::new());
-            builder
-                .http1()
-                .timer(TokioTimer::new())
-                .header_read_timeout(header_timeout)
-                .max_buf_size(max_buf);
-            builder
-                .http2()
-                .timer(TokioTimer::new())
-                .max_concurrent_streams(MAX_CONCURRENT_STREAMS)
-                .max_header_list_size(max_list);
-            let served = Box::pin(builder.serve_connection_with_upgrades(io, service));
-            serve_bounded(served, &record, timeouts, shutdown, |c| {
-                c.as_mut().graceful_shutdown()
-            })
-            .await
+            let served = Box::pin(async {
+                let mut io = idle::Parked::new(io, ctl.clone());
+                let detected = tokio::select! {
+                    d = idle::detect(&mut io) => d,
+                    // Finishing before the first bytes: nothing to answer.
+                    () = ctl.park.closed() => Ok(idle::Detected::Closed),
+                };
+                match detected {
+                    Ok(idle::Detected::H1) => idle::serve_h1(io, h1(), service, &record).await,
+                    Ok(idle::Detected::H2) => {
+                        let mut c =
+                            std::pin::pin!(h2().serve_connection(TokioIo::new(io), service));
+                        let mut closing = false;
+                        loop {
+                            tokio::select! {
+                                r = c.as_mut() => break r,
+                                () = ctl.park.closed(), if !closing => {
+                                    closing = true;
+                                    c.as_mut().graceful_shutdown();
+                                }
+                            }
+                        }
+                    }
+                    Ok(idle::Detected::Closed) => Ok(()),
+                    Err(e) => {
+                        tracing::debug!(error = %e, "downstream connection ended before its first request");
+                        Ok(())
+                    }
+                }
+            });
+            serve_bounded(served, &record, timeouts, shutdown, |_| ctl.park.close()).await
         }),
     }
 }

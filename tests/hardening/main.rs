@@ -201,6 +201,7 @@ async fn still_served(addr: SocketAddr, host: &str) {
 }
 
 mod identity;
+mod idle;
 mod limits;
 mod paths;
 mod timeouts;
