@@ -1,9 +1,11 @@
 //! Loading Istio YAML: files or directories, multi-document, dispatched on
 //! `apiVersion`/`kind`, every resource tagged with its file and line.
 //!
-//! Pure: reads files, opens no sockets, starts no tasks. Documents are parsed
-//! in two passes (head first, then the typed object) so that an error keeps
-//! its line and field path; one broken document never hides the others.
+//! Pure: reads files, opens no sockets, starts no tasks. A document is
+//! parsed in one pass when its kind comes before its spec, else (and on any
+//! error) in two passes (head first, then the typed object) so that an
+//! error keeps its line and field path; one broken document never hides
+//! the others.
 
 pub mod authorization_policy;
 pub mod destination_rule;
@@ -14,6 +16,7 @@ pub mod request_authentication;
 pub mod secret;
 pub mod service_entry;
 pub mod sidecar;
+mod single_pass;
 pub mod virtual_service;
 
 use std::collections::BTreeMap;
@@ -377,19 +380,30 @@ fn parse_document(
             reason,
         }
     };
-    let head: Head = match parse_doc(doc.text) {
-        Ok(h) => h,
-        Err((field, line, reason)) => {
-            errors.push(error(None, field, line, format!("invalid YAML: {reason}")));
-            return;
+    // The common case in one pass; the two passes otherwise (see
+    // `single_pass`), which give the same result.
+    let (kind, api_version, meta, mut spec) = match single_pass::parse(doc.text) {
+        Some(p) => (p.kind, p.api_version, p.metadata, Some(p.spec)),
+        None => {
+            let head: Head = match parse_doc(doc.text) {
+                Ok(h) => h,
+                Err((field, line, reason)) => {
+                    errors.push(error(None, field, line, format!("invalid YAML: {reason}")));
+                    return;
+                }
+            };
+            let meta: ObjectMeta = head
+                .metadata
+                .and_then(|m| serde_json::from_value(m).ok())
+                .unwrap_or_default();
+            (
+                head.kind.unwrap_or_default(),
+                head.api_version.unwrap_or_default(),
+                meta,
+                None,
+            )
         }
     };
-    let meta: ObjectMeta = head
-        .metadata
-        .and_then(|m| serde_json::from_value(m).ok())
-        .unwrap_or_default();
-    let kind = head.kind.unwrap_or_default();
-    let api_version = head.api_version.unwrap_or_default();
     let namespace = meta.namespace.clone().unwrap_or_else(|| "default".into());
     let name = meta.name.clone().unwrap_or_default();
     let source = Source {
@@ -439,14 +453,18 @@ fn parse_document(
     }
     let is_networking = NETWORKING_VERSIONS.contains(&api_version.as_str());
     macro_rules! typed {
-        ($ty:ty, $list:ident) => {
-            match parse_doc::<Object<$ty>>(doc.text) {
-                Ok(obj) => upsert(
+        ($ty:ty, $list:ident, $variant:ident) => {{
+            let parsed = match spec.take() {
+                Some(single_pass::Spec::$variant(spec)) => Ok((spec, meta.annotations)),
+                _ => parse_doc::<Object<$ty>>(doc.text).map(|o| (o.spec, o.metadata.annotations)),
+            };
+            match parsed {
+                Ok((spec, annotations)) => upsert(
                     &mut config.$list,
                     Resource {
                         source,
-                        spec: obj.spec,
-                        annotations: obj.metadata.annotations,
+                        spec,
+                        annotations,
                     },
                     |r| &r.source,
                     &mut config.index,
@@ -454,18 +472,21 @@ fn parse_document(
                 ),
                 Err((field, line, reason)) => errors.push(error(resource, field, line, reason)),
             }
-        };
+        }};
     }
     match (kind.as_str(), is_networking) {
-        ("ServiceEntry", true) => typed!(ServiceEntrySpec, service_entries),
-        ("DestinationRule", true) => typed!(DestinationRuleSpec, destination_rules),
-        ("VirtualService", true) => typed!(VirtualServiceSpec, virtual_services),
-        ("Gateway", true) => typed!(GatewaySpec, gateways),
-        ("Sidecar", true) => typed!(SidecarSpec, sidecars),
+        ("ServiceEntry", true) => typed!(ServiceEntrySpec, service_entries, ServiceEntry),
+        ("DestinationRule", true) => {
+            typed!(DestinationRuleSpec, destination_rules, DestinationRule)
+        }
+        ("VirtualService", true) => typed!(VirtualServiceSpec, virtual_services, VirtualService),
+        ("Gateway", true) => typed!(GatewaySpec, gateways, Gateway),
+        ("Sidecar", true) => typed!(SidecarSpec, sidecars, Sidecar),
         ("PeerAuthentication", _) if SECURITY_VERSIONS.contains(&api_version.as_str()) => {
             typed!(
                 peer_authentication::PeerAuthenticationSpec,
-                peer_authentications
+                peer_authentications,
+                PeerAuthentication
             )
         }
         ("ConfigMap", _) if api_version == "v1" => match parse_doc::<ConfigMapObject>(doc.text) {
@@ -501,13 +522,15 @@ fn parse_document(
         ("AuthorizationPolicy", _) if SECURITY_VERSIONS.contains(&api_version.as_str()) => {
             typed!(
                 authorization_policy::AuthorizationPolicySpec,
-                authorization_policies
+                authorization_policies,
+                AuthorizationPolicy
             )
         }
         ("RequestAuthentication", _) if SECURITY_VERSIONS.contains(&api_version.as_str()) => {
             typed!(
                 request_authentication::RequestAuthenticationSpec,
-                request_authentications
+                request_authentications,
+                RequestAuthentication
             )
         }
         (
