@@ -176,8 +176,14 @@ pub struct UpstreamPolicy {
     pub outlier: Option<OutlierPlan>,
 }
 
-/// Envoy's default for each circuit-breaker threshold.
-pub const DEFAULT_CIRCUIT_LIMIT: u32 = 1024;
+/// Istio's default for each circuit-breaker threshold (pilot's
+/// `getDefaultCircuitBreakerThresholds`: `math.MaxUint32`, not Envoy's
+/// 1024, which would refuse the 1,025th concurrent request to a
+/// destination). Upstream connections and requests stay bounded by the
+/// downstream ones that cause them: each request in flight holds at most
+/// one upstream connection, and downstream connections and streams are
+/// limited per listener.
+pub const DEFAULT_CIRCUIT_LIMIT: u32 = u32::MAX;
 
 /// `connectionPool` limits of one destination, shared by every worker.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize)]

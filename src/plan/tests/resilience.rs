@@ -24,11 +24,12 @@ fn with_route(http_route: &str) -> Plan {
 }
 
 #[test]
-fn limits_take_envoys_defaults_where_the_rule_is_silent() {
+fn limits_take_istios_defaults_where_the_rule_is_silent() {
     let unruled = registered(&compiled(ONE_SERVICE), "api.example.com", 443);
     assert_eq!(unruled.policy.limits, PoolLimits::default());
     assert_eq!(PoolLimits::default().max_connections, DEFAULT_CIRCUIT_LIMIT);
-    assert_eq!(DEFAULT_CIRCUIT_LIMIT, 1024);
+    // Istio's MaxUint32, not Envoy's 1024.
+    assert_eq!(DEFAULT_CIRCUIT_LIMIT, u32::MAX);
     assert_eq!(
         unruled.policy.outlier, None,
         "no outlierDetection, no ejection"
