@@ -285,9 +285,11 @@ where
         let mut closing = false;
         let result = loop {
             let activity = record.activity();
-            let park_at = (activity.in_flight == 0 && activity.requests > served_before)
-                .then(|| Instant::from_std(activity.last) + PARK_AFTER)
-                .unwrap_or_else(|| Instant::now() + PARK_AFTER);
+            let park_at = if activity.in_flight == 0 && activity.requests > served_before {
+                Instant::from_std(activity.last) + PARK_AFTER
+            } else {
+                Instant::now() + PARK_AFTER
+            };
             tokio::select! {
                 r = session.as_mut() => break r,
                 () = ctl.wake.notified(), if !closing => {
