@@ -136,8 +136,29 @@ async fn reload(state: &Arc<State>, workers: &Workers, causes: &[Cause]) -> Resu
             return Err(e);
         }
     };
+    // A warning the configuration in force already had was logged when it
+    // loaded: a reload logs what is new (10,000 services without
+    // `caCertificates` are not 10,000 lines per reload).
+    let known: std::collections::HashSet<&str> = previous
+        .plan
+        .warnings
+        .iter()
+        .chain(&previous.creds.warnings)
+        .map(String::as_str)
+        .collect();
+    let mut unchanged = 0usize;
     for w in loaded.warnings() {
-        warn!("{w}");
+        if known.contains(w.as_str()) {
+            unchanged += 1;
+        } else {
+            warn!("{w}");
+        }
+    }
+    if unchanged > 0 {
+        info!(
+            unchanged,
+            "warnings already logged for the configuration in force are not repeated (`meshgate validate` lists every one)"
+        );
     }
     for e in &loaded.isolated {
         error!("{e}; left out, the rest is served");

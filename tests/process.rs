@@ -437,3 +437,64 @@ async fn a_request_whose_client_goes_away_is_logged() {
         assert!(conn.contains(&field), "{field} missing: {conn}");
     }
 }
+
+/// A ServiceEntry and a DestinationRule with SIMPLE TLS and no
+/// `caCertificates` (Istio's IST0128 warning) for `host`.
+fn unverified(host: &str) -> String {
+    format!(
+        r#"
+---
+apiVersion: networking.istio.io/v1
+kind: ServiceEntry
+metadata: {{name: {host}}}
+spec:
+  hosts: [{host}.example.com]
+  ports: [{{number: 80, name: http, protocol: HTTP, targetPort: 443}}]
+  resolution: DNS
+---
+apiVersion: networking.istio.io/v1
+kind: DestinationRule
+metadata: {{name: {host}}}
+spec:
+  host: {host}.example.com
+  trafficPolicy: {{tls: {{mode: SIMPLE}}}}
+"#
+    )
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_reload_logs_only_the_warnings_that_are_new() {
+    let dir = tempfile::tempdir().unwrap();
+    let app = app().await;
+    let config = dir.path().join("config.yaml");
+    std::fs::write(&config, gateway(8080, app) + &unverified("one")).unwrap();
+    let (p, ()) = Running::start_ready(dir.path(), "proxy", || {
+        (
+            vec!["--port-map".into(), format!("8080={}", free_addr())],
+            (),
+        )
+    })
+    .await;
+    let count = |needle: &str| p.log().lines().filter(|l| l.contains(needle)).count();
+    let one = "IST0128: DestinationRule default/one";
+    let two = "IST0128: DestinationRule default/two";
+    p.log_line(&[one]).await;
+
+    // Nothing changed: the warning is not logged again, and that is said.
+    p.signal("HUP");
+    p.log_line(&["are not repeated", "unchanged=1"]).await;
+    p.log_line(&["configuration reloaded"]).await;
+    assert_eq!(count(one), 1, "{}", p.log());
+
+    // A new warning is logged, the old one still not.
+    std::fs::write(
+        &config,
+        gateway(8080, app) + &unverified("one") + &unverified("two"),
+    )
+    .unwrap();
+    p.signal("HUP");
+    p.log_line(&[two]).await;
+    p.log_line(&["are not repeated", "unchanged=1"]).await;
+    assert_eq!(count(one), 1, "{}", p.log());
+    assert_eq!(count(two), 1, "{}", p.log());
+}
