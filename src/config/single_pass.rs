@@ -64,6 +64,9 @@ impl Typed {
 }
 
 /// A typed spec read in the single pass.
+// One per document, moved into its list at once: boxing the large variant
+// would only add an allocation per DestinationRule.
+#[allow(clippy::large_enum_variant)]
 pub(super) enum Spec {
     ServiceEntry(ServiceEntrySpec),
     DestinationRule(DestinationRuleSpec),
