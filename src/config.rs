@@ -9,6 +9,7 @@
 
 pub mod authorization_policy;
 pub mod destination_rule;
+mod document;
 pub mod gateway;
 pub mod meta;
 pub mod peer_authentication;
@@ -27,23 +28,16 @@ use base64::Engine as _;
 use serde::Deserialize;
 use serde::de::DeserializeOwned;
 
+pub use document::{NETWORKING_VERSIONS, SECURITY_VERSIONS};
 pub use meta::{Object, ObjectMeta, Source};
+
+use document::parse_options;
 
 use destination_rule::DestinationRuleSpec;
 use gateway::GatewaySpec;
 use service_entry::ServiceEntrySpec;
 use sidecar::SidecarSpec;
 use virtual_service::VirtualServiceSpec;
-
-/// Istio networking API versions meshgate accepts.
-pub const NETWORKING_VERSIONS: [&str; 3] = [
-    "networking.istio.io/v1",
-    "networking.istio.io/v1beta1",
-    "networking.istio.io/v1alpha3",
-];
-
-/// Istio security API versions meshgate accepts.
-pub const SECURITY_VERSIONS: [&str; 2] = ["security.istio.io/v1", "security.istio.io/v1beta1"];
 
 /// One parsed resource with its origin.
 #[derive(Debug, Clone)]
@@ -311,21 +305,6 @@ struct Head {
     metadata: Option<serde_json::Value>,
 }
 
-/// Parser limits for one Istio document. serde-saphyr's defaults allow 50,000
-/// aliases and a million replayed anchor events: an "alias bomb" of a few
-/// hundred bytes then costs seconds and tens of MiB before it is refused.
-/// Istio resources use few anchors, so aliases and what they replay are
-/// held far lower; the node and event limits (250,000 / 1,000,000) stay,
-/// which a ServiceEntry with thousands of endpoints needs.
-fn parse_options() -> serde_saphyr::Options {
-    serde_saphyr::options! {
-        budget: serde_saphyr::budget! {
-            max_aliases: 1_000,
-            max_recorded_anchor_events: 20_000,
-        },
-    }
-}
-
 /// Deserializes one document into `T`, giving the field path and the line
 /// (relative to the document) on failure.
 fn parse_doc<T: DeserializeOwned>(text: &str) -> Result<T, (Option<String>, usize, String)> {
@@ -360,14 +339,20 @@ fn clean_message(e: &serde_saphyr::Error) -> String {
 }
 
 fn parse_into(file: &Path, text: &str, config: &mut Config, errors: &mut Vec<ConfigError>) {
-    for doc in split_documents(text) {
-        parse_document(file, &doc, config, errors);
+    let docs = split_documents(text);
+    let texts: Vec<&str> = docs.iter().map(|d| d.text).collect();
+    let parsed = single_pass::parse_all(&texts);
+    for (doc, parsed) in docs.iter().zip(parsed) {
+        parse_document(file, doc, parsed, config, errors);
     }
 }
 
+/// Adds one document to `config` (or its errors to `errors`); `parsed` is
+/// its [`single_pass::parse`].
 fn parse_document(
     file: &Path,
     doc: &Document<'_>,
+    parsed: Option<single_pass::Parsed>,
     config: &mut Config,
     errors: &mut Vec<ConfigError>,
 ) {
@@ -382,7 +367,7 @@ fn parse_document(
     };
     // The common case in one pass; the two passes otherwise (see
     // `single_pass`), which give the same result.
-    let (kind, api_version, meta, mut spec) = match single_pass::parse(doc.text) {
+    let (kind, api_version, meta, mut spec) = match parsed {
         Some(p) => (p.kind, p.api_version, p.metadata, Some(p.spec)),
         None => {
             let head: Head = match parse_doc(doc.text) {
@@ -636,7 +621,8 @@ fn expand_list(
             text_line: doc.first_line,
             first_line: doc.first_line,
         };
-        parse_document(file, &item_doc, config, errors);
+        let parsed = single_pass::parse(item_doc.text);
+        parse_document(file, &item_doc, parsed, config, errors);
     }
 }
 
