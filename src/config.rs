@@ -440,7 +440,7 @@ fn parse_document(
     macro_rules! typed {
         ($ty:ty, $list:ident, $variant:ident) => {{
             let parsed = match spec.take() {
-                Some(single_pass::Spec::$variant(spec)) => Ok((spec, meta.annotations)),
+                Some(single_pass::Spec::$variant(spec)) => Ok((*spec, meta.annotations)),
                 _ => parse_doc::<Object<$ty>>(doc.text).map(|o| (o.spec, o.metadata.annotations)),
             };
             match parsed {

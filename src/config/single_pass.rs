@@ -63,19 +63,17 @@ impl Typed {
     }
 }
 
-/// A typed spec read in the single pass.
-// One per document, moved into its list at once: boxing the large variant
-// would only add an allocation per DestinationRule.
-#[allow(clippy::large_enum_variant)]
+/// A typed spec read in the single pass, boxed: a large file's documents
+/// are all held at once between parsing and adding them in order.
 pub(super) enum Spec {
-    ServiceEntry(ServiceEntrySpec),
-    DestinationRule(DestinationRuleSpec),
-    VirtualService(VirtualServiceSpec),
-    Gateway(GatewaySpec),
-    Sidecar(SidecarSpec),
-    PeerAuthentication(PeerAuthenticationSpec),
-    AuthorizationPolicy(AuthorizationPolicySpec),
-    RequestAuthentication(RequestAuthenticationSpec),
+    ServiceEntry(Box<ServiceEntrySpec>),
+    DestinationRule(Box<DestinationRuleSpec>),
+    VirtualService(Box<VirtualServiceSpec>),
+    Gateway(Box<GatewaySpec>),
+    Sidecar(Box<SidecarSpec>),
+    PeerAuthentication(Box<PeerAuthenticationSpec>),
+    AuthorizationPolicy(Box<AuthorizationPolicySpec>),
+    RequestAuthentication(Box<RequestAuthenticationSpec>),
 }
 
 /// A whole document read in one pass.
