@@ -116,6 +116,61 @@ async fn an_idle_http2_connection_is_closed_after_the_idle_timeout() {
     );
 }
 
+/// An idle HTTP/1.1 keep-alive connection outlives the request-head
+/// timeout (which starts at a request's first byte) and its parked state
+/// (no hyper session after 250 ms idle), and is closed at the idle timeout.
+#[tokio::test]
+async fn an_idle_http1_connection_is_closed_after_the_idle_timeout() {
+    let app = backend("app").await;
+    let p = start(&plain_gateway("\"app.test\"", &route_to(app)), |b| {
+        b.idle_timeout = Duration::from_millis(1500);
+        b.request_header_timeout = Duration::from_millis(500);
+    })
+    .await;
+    let addr = p.proxy.inbound()[&8080];
+    let s = TcpStream::connect(addr).await.unwrap();
+    let (mut sender, conn) = hyper::client::conn::http1::handshake(hyper_util::rt::TokioIo::new(s))
+        .await
+        .unwrap();
+    let mut driver = tokio::spawn(conn);
+    let get = |path: &str| {
+        http::Request::get(format!("http://app.test{path}"))
+            .header("host", "app.test")
+            .body(http_body_util::Empty::<bytes::Bytes>::new())
+            .unwrap()
+    };
+    let resp = sender.send_request(get("/one")).await.unwrap();
+    assert_eq!(resp.status(), 200);
+    drop(resp);
+    // Past the head timeout and the park: still open, still served.
+    tokio::time::sleep(Duration::from_millis(800)).await;
+    assert!(!driver.is_finished(), "closed before the idle timeout");
+    let resp = sender.send_request(get("/two")).await.unwrap();
+    assert_eq!(resp.status(), 200);
+    drop(resp);
+    let idle_from = Instant::now();
+    if tokio::time::timeout(Duration::from_secs(5), &mut driver)
+        .await
+        .is_err()
+    {
+        panic!("still open after the idle timeout");
+    }
+    assert!(
+        idle_from.elapsed() >= Duration::from_millis(1300),
+        "not before the idle timeout: {:?}",
+        idle_from.elapsed()
+    );
+    assert_eq!(
+        wait_metric(
+            &p,
+            "meshgate_downstream_timeouts_total{kind=\"idle_timeout\"}",
+            1.0
+        )
+        .await,
+        1.0
+    );
+}
+
 /// A request whose body stops arriving: the proxy answers 408 at the
 /// stream idle timeout and lets go of the upstream request.
 #[tokio::test]
