@@ -340,10 +340,13 @@ fn clean_message(e: &serde_saphyr::Error) -> String {
 
 fn parse_into(file: &Path, text: &str, config: &mut Config, errors: &mut Vec<ConfigError>) {
     let docs = split_documents(text);
-    let texts: Vec<&str> = docs.iter().map(|d| d.text).collect();
-    let parsed = single_pass::parse_all(&texts);
-    for (doc, parsed) in docs.iter().zip(parsed) {
-        parse_document(file, doc, parsed, config, errors);
+    // In batches: what is parsed but not yet added stays bounded.
+    for batch in docs.chunks(single_pass::BATCH) {
+        let texts: Vec<&str> = batch.iter().map(|d| d.text).collect();
+        let parsed = single_pass::parse_all(&texts);
+        for (doc, parsed) in batch.iter().zip(parsed) {
+            parse_document(file, doc, parsed, config, errors);
+        }
     }
 }
 

@@ -88,6 +88,10 @@ pub(super) struct Parsed {
 /// thread alone.
 const PARALLEL_FROM: usize = 512;
 
+/// Documents parsed together before they are added (a file's are taken in
+/// batches of this many, so what waits between the two stays bounded).
+pub(super) const BATCH: usize = 2048;
+
 /// [`parse`] of every document, in order. A large file is split between
 /// threads (at most one per core, four at most): parsing is most of what
 /// loading a large configuration costs, and each document parses on its

@@ -351,3 +351,41 @@ fn a_secret_as_the_api_server_serves_it_is_read() {
     assert!(errors.0.is_empty(), "{errors}");
     assert_eq!(config.secrets[0].data["ca.crt"], b"ca");
 }
+
+/// A file large enough to be parsed in batches on several threads reads
+/// exactly as it would one document at a time: order, replacements,
+/// errors and their lines.
+#[test]
+fn a_large_file_reads_as_one_document_at_a_time() {
+    let n = single_pass::BATCH * 2 + 3;
+    let mut docs: Vec<String> = (0..n)
+        .map(|i| {
+            format!(
+                "apiVersion: networking.istio.io/v1\nkind: ServiceEntry\nmetadata:\n  name: s{i}\nspec:\n  hosts: [s{i}.example.com]\n  ports: [{{number: 80, name: http, protocol: HTTP}}]\n"
+            )
+        })
+        .collect();
+    // A type error, the two-pass form (spec first) and a replacement of
+    // an earlier object, in different batches.
+    docs[2500] = docs[2500].replace("number: 80", "number: eighty");
+    docs[3000] = "spec:\n  hosts: [late.example.com]\napiVersion: networking.istio.io/v1\nkind: ServiceEntry\nmetadata: {name: late}\n".into();
+    docs.push(docs[10].replace("s10.example.com", "replaced.example.com"));
+    let text = docs.join("---\n");
+    let (c, errs) = load_documents([(Path::new("big.yaml"), text.as_str())], &[]);
+    assert_eq!(errs.0.len(), 1, "{errs}");
+    let line_of_2500 = docs[..2500]
+        .iter()
+        .map(|d| d.lines().count() + 1)
+        .sum::<usize>()
+        + 1;
+    assert_eq!(errs.0[0].line, line_of_2500 + 6, "{}", errs.0[0]);
+    assert!(errs.0[0].to_string().contains("ServiceEntry/default/s2500"));
+    assert_eq!(c.service_entries.len(), n - 1);
+    let hosts = |i: usize| c.service_entries[i].spec.hosts.clone();
+    assert_eq!(hosts(0), ["s0.example.com"]);
+    assert_eq!(hosts(10), ["replaced.example.com"], "replaced in place");
+    assert_eq!(hosts(2999), ["late.example.com"], "after s2500 left out");
+    assert_eq!(hosts(n - 2), [format!("s{}.example.com", n - 1)]);
+    assert_eq!(c.warnings.len(), 1, "{:?}", c.warnings);
+    assert!(c.warnings[0].contains("replaces the definition"));
+}
