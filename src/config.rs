@@ -30,6 +30,7 @@ use serde::de::DeserializeOwned;
 
 pub use document::{NETWORKING_VERSIONS, SECURITY_VERSIONS};
 pub use meta::{Object, ObjectMeta, Source};
+pub use single_pass::parse_on_one_thread;
 
 use document::parse_options;
 

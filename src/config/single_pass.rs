@@ -88,6 +88,16 @@ pub(super) struct Parsed {
 /// thread alone.
 const PARALLEL_FROM: usize = 512;
 
+/// Set once the proxy serves: a reload parses on the calling thread, so
+/// the other cores keep serving requests, and the allocator's memory is
+/// not spread over the arenas of short-lived threads at every reload.
+static ONE_THREAD: std::sync::atomic::AtomicBool = std::sync::atomic::AtomicBool::new(false);
+
+/// From now on, documents are parsed on the calling thread only.
+pub fn parse_on_one_thread() {
+    ONE_THREAD.store(true, std::sync::atomic::Ordering::Relaxed);
+}
+
 /// Documents parsed together before they are added (a file's are taken in
 /// batches of this many, so what waits between the two stays bounded).
 pub(super) const BATCH: usize = 2048;
@@ -98,9 +108,13 @@ pub(super) const BATCH: usize = 2048;
 /// own; what they add to the configuration is then applied in order on
 /// the calling thread.
 pub(super) fn parse_all(texts: &[&str]) -> Vec<Option<Parsed>> {
-    let threads = std::thread::available_parallelism()
-        .map_or(1, usize::from)
-        .min(4);
+    let threads = if ONE_THREAD.load(std::sync::atomic::Ordering::Relaxed) {
+        1
+    } else {
+        std::thread::available_parallelism()
+            .map_or(1, usize::from)
+            .min(4)
+    };
     if texts.len() < PARALLEL_FROM || threads < 2 {
         return texts.iter().map(|t| parse(t)).collect();
     }
