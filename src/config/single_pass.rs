@@ -91,7 +91,7 @@ const PARALLEL_FROM: usize = 512;
 /// Set once the proxy serves: a reload parses on the calling thread, so
 /// the other cores keep serving requests, and the allocator's memory is
 /// not spread over the arenas of short-lived threads at every reload.
-static ONE_THREAD: std::sync::atomic::AtomicBool = std::sync::atomic::AtomicBool::new(false);
+static ONE_THREAD: std::sync::atomic::AtomicBool = std::sync::atomic::AtomicBool::new(true);
 
 /// From now on, documents are parsed on the calling thread only.
 pub fn parse_on_one_thread() {
