@@ -107,8 +107,6 @@ async fn reload(state: &Arc<State>, workers: &Workers, causes: &[Cause]) -> Resu
             "nothing is loaded before the Kubernetes source's first complete sync".into(),
         ]));
     }
-    // Serving: the reload leaves the other cores to the requests.
-    crate::config::parse_on_one_thread();
     let previous = state.snapshot();
     let bootstrap = state.bootstrap.clone();
     let sources = state.sources.clone();

@@ -84,68 +84,6 @@ pub(super) struct Parsed {
     pub(super) spec: Spec,
 }
 
-/// Below this many documents in a file, they are parsed on the calling
-/// thread alone.
-const PARALLEL_FROM: usize = 512;
-
-/// Set once the proxy serves: a reload parses on the calling thread, so
-/// the other cores keep serving requests, and the allocator's memory is
-/// not spread over the arenas of short-lived threads at every reload.
-static ONE_THREAD: std::sync::atomic::AtomicBool = std::sync::atomic::AtomicBool::new(true);
-
-/// From now on, documents are parsed on the calling thread only.
-pub fn parse_on_one_thread() {
-    ONE_THREAD.store(true, std::sync::atomic::Ordering::Relaxed);
-}
-
-/// Documents parsed together before they are added (a file's are taken in
-/// batches of this many, so what waits between the two stays bounded).
-pub(super) const BATCH: usize = 2048;
-
-/// [`parse`] of every document, in order. A large file is split between
-/// threads (at most one per core, four at most): parsing is most of what
-/// loading a large configuration costs, and each document parses on its
-/// own; what they add to the configuration is then applied in order on
-/// the calling thread.
-pub(super) fn parse_all(texts: &[&str]) -> Vec<Option<Parsed>> {
-    let threads = if ONE_THREAD.load(std::sync::atomic::Ordering::Relaxed) {
-        1
-    } else {
-        std::thread::available_parallelism()
-            .map_or(1, usize::from)
-            .min(4)
-    };
-    if texts.len() < PARALLEL_FROM || threads < 2 {
-        return texts.iter().map(|t| parse(t)).collect();
-    }
-    let chunk = texts.len().div_ceil(threads);
-    std::thread::scope(|scope| {
-        let parts: Vec<_> = texts
-            .chunks(chunk)
-            .map(|part| {
-                let spawned = std::thread::Builder::new()
-                    .name("meshgate-parse".into())
-                    .spawn_scoped(scope, move || {
-                        part.iter().map(|t| parse(t)).collect::<Vec<_>>()
-                    });
-                (part, spawned)
-            })
-            .collect();
-        parts
-            .into_iter()
-            .flat_map(|(part, spawned)| match spawned {
-                // A thread that panicked gives nothing: its documents take
-                // the two passes, which report what is wrong with them.
-                Ok(h) => h
-                    .join()
-                    .unwrap_or_else(|_| part.iter().map(|_| None).collect()),
-                // No thread to be had: parsed here.
-                Err(_) => part.iter().map(|t| parse(t)).collect(),
-            })
-            .collect()
-    })
-}
-
 /// Reads `text` in one pass, or `None` when the two passes must run.
 pub(super) fn parse(text: &str) -> Option<Parsed> {
     let raw: Raw = serde_saphyr::from_str_with_options(text, parse_options()).ok()?;
@@ -268,29 +206,6 @@ mod tests {
         assert_eq!(kind_of(SE), Some("ServiceEntry"));
         let pa = "apiVersion: security.istio.io/v1\nkind: PeerAuthentication\nmetadata: {name: d}\nspec: {mtls: {mode: STRICT}}\nstatus: {x: 1}\n";
         assert_eq!(kind_of(pa), Some("PeerAuthentication"));
-    }
-
-    #[test]
-    fn a_large_file_parsed_on_several_threads_keeps_its_order() {
-        let texts: Vec<String> = (0..PARALLEL_FROM * 2 + 7)
-            .map(|i| {
-                if i % 100 == 0 {
-                    // Some go to the two passes.
-                    format!("apiVersion: v1\nkind: Secret\nmetadata: {{name: s{i}}}\n")
-                } else {
-                    SE.replace("name: a", &format!("name: a{i}"))
-                }
-            })
-            .collect();
-        let refs: Vec<&str> = texts.iter().map(String::as_str).collect();
-        let all = parse_all(&refs);
-        assert_eq!(all.len(), texts.len());
-        for (i, p) in all.iter().enumerate() {
-            match p {
-                Some(p) => assert_eq!(p.metadata.name.as_deref(), Some(&*format!("a{i}"))),
-                None => assert_eq!(i % 100, 0, "document {i}"),
-            }
-        }
     }
 
     #[test]
