@@ -43,6 +43,8 @@ pub struct Proxy {
 /// another process holds one of the ports.
 pub async fn build(bootstrap: Bootstrap, loaded: Loaded) -> std::io::Result<Proxy> {
     let (proxy, _) = start(bootstrap, loaded, crate::source::Sources::files()).await?;
+    // The load's transient parse is freed: resident no longer.
+    let _ = tokio::task::spawn_blocking(crate::memory::release).await;
     proxy.state.ready.store(true, Ordering::Release);
     info!(
         outbound = %proxy.outbound, admin = %proxy.admin, stats = %proxy.stats, ready = %proxy.ready,

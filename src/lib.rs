@@ -16,6 +16,7 @@ pub mod flags;
 pub mod identity;
 pub mod inject;
 pub mod load;
+pub mod memory;
 pub mod metrics;
 pub mod plan;
 pub mod reload;

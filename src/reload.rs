@@ -124,6 +124,7 @@ async fn reload(state: &Arc<State>, workers: &Workers, causes: &[Cause]) -> Resu
     let (loaded, used) = match loaded {
         Ok(l) => l,
         Err(e) => {
+            let _ = tokio::task::spawn_blocking(crate::memory::release).await;
             state
                 .metrics
                 .config_reloads
@@ -180,6 +181,9 @@ async fn reload(state: &Arc<State>, workers: &Workers, causes: &[Cause]) -> Resu
     state.sources.commit(used);
     let changes = workers.reconcile(&want).await;
     state.upstreams.evict(generation);
+    // The transient parse and the replaced configuration (unless
+    // connections still hold it) are freed: resident no longer.
+    let _ = tokio::task::spawn_blocking(crate::memory::release).await;
     let result = if stale || !changes.failed.is_empty() || loaded_isolated > 0 {
         "partial"
     } else {
