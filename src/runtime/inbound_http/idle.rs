@@ -39,11 +39,30 @@ use tokio::time::Instant;
 use crate::runtime::conn::Connection;
 use crate::runtime::copy::Counted;
 
-/// How long an HTTP/1.1 connection has nothing in flight before its HTTP
-/// state is released. Back-to-back keep-alive requests never wait this
-/// long, so they keep one session; a connection idle between bursts pays
-/// one session set-up (two buffer allocations) when it is used again.
+/// How long an HTTP/1.1 connection first has nothing in flight before its
+/// HTTP state is released. Back-to-back keep-alive requests never wait
+/// this long, so they keep one session; a connection idle between bursts
+/// pays one session set-up (two buffer allocations) when it is used again.
 pub const PARK_AFTER: Duration = Duration::from_millis(250);
+
+/// The longest a connection waits before its HTTP state is released. A
+/// client that keeps coming back soon after its connection was parked
+/// (a request every second on each of many connections) doubles its wait
+/// up to this, so it keeps one session instead of paying a set-up per
+/// request.
+pub const PARK_AFTER_MAX: Duration = Duration::from_secs(4);
+
+/// The wait before the next park, for a connection parked after `current`
+/// that was used again after `parked_for`: back within four times its wait
+/// (it was parked too early), twice the wait, up to [`PARK_AFTER_MAX`];
+/// otherwise (really idle) [`PARK_AFTER`] again.
+pub fn next_park_after(current: Duration, parked_for: Duration) -> Duration {
+    if parked_for < current * 4 {
+        (current * 2).min(PARK_AFTER_MAX)
+    } else {
+        PARK_AFTER
+    }
+}
 
 /// The HTTP/2 connection preface (RFC 9113 §3.4).
 const H2_PREFACE: &[u8; 24] = b"PRI * HTTP/2.0\r\n\r\nSM\r\n\r\n";
@@ -229,8 +248,9 @@ where
 }
 
 /// Serves HTTP/1.1 on `io` until the connection ends, releasing hyper's
-/// state whenever nothing has been in flight for [`PARK_AFTER`] (see the
-/// module). `record` tells when requests start and end; `io.ctl` carries
+/// state whenever nothing has been in flight for [`PARK_AFTER`], or longer
+/// for a client that comes back soon after each park ([`next_park_after`];
+/// see the module). `record` tells when requests start and end; `io.ctl` carries
 /// the request to finish ([`ParkCtl::close`]).
 ///
 /// Before a session's first request hyper counts as busy, so a session
@@ -252,6 +272,9 @@ where
 {
     let shared = io.ctl.clone();
     let ctl: &ParkCtl = (*shared).as_ref();
+    let mut park_after = PARK_AFTER;
+    // When the last session was parked.
+    let mut parked_at: Option<Instant> = None;
     loop {
         // Idle: wait for the client with no HTTP state.
         if io.prefix.is_empty() {
@@ -272,6 +295,9 @@ where
                 }
             }
         }
+        if let Some(at) = parked_at.take() {
+            park_after = next_park_after(park_after, at.elapsed());
+        }
         let mut session = Box::pin(
             builder
                 .serve_connection(TokioIo::new(io), service.clone())
@@ -286,9 +312,9 @@ where
         let result = loop {
             let activity = record.activity();
             let park_at = if activity.in_flight == 0 && activity.requests > served_before {
-                Instant::from_std(activity.last) + PARK_AFTER
+                Instant::from_std(activity.last) + park_after
             } else {
-                Instant::now() + PARK_AFTER
+                Instant::now() + park_after
             };
             tokio::select! {
                 r = session.as_mut() => break r,
@@ -302,7 +328,7 @@ where
                     let activity = record.activity();
                     if activity.in_flight == 0
                         && activity.requests > served_before
-                        && Instant::now() >= Instant::from_std(activity.last) + PARK_AFTER
+                        && Instant::now() >= Instant::from_std(activity.last) + park_after
                         && !ctl.closing()
                     {
                         parking = true;
@@ -328,6 +354,7 @@ where
             let _ = next.shutdown().await;
             return Ok(());
         }
+        parked_at = Some(Instant::now());
         // Bytes hyper read but did not parse, then any it was not given.
         next.prefix = match (parts.read_buf.is_empty(), next.prefix.is_empty()) {
             (true, _) => next.prefix,
@@ -339,5 +366,35 @@ where
             }
         };
         io = next;
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::{PARK_AFTER, PARK_AFTER_MAX, next_park_after};
+    use std::time::Duration;
+
+    const MS: Duration = Duration::from_millis(1);
+
+    #[test]
+    fn a_client_back_soon_after_each_park_is_parked_later_up_to_the_maximum() {
+        // A request every 800 ms: parked at 250 ms, back 550 ms later.
+        let mut wait = PARK_AFTER;
+        wait = next_park_after(wait, 550 * MS);
+        assert_eq!(wait, 500 * MS);
+        wait = next_park_after(wait, 300 * MS);
+        assert_eq!(wait, 1000 * MS);
+        // 800 ms gaps no longer reach the wait: one session from here on.
+        for _ in 0..10 {
+            wait = next_park_after(wait, wait);
+        }
+        assert_eq!(wait, PARK_AFTER_MAX);
+    }
+
+    #[test]
+    fn a_connection_really_idle_goes_back_to_the_first_wait() {
+        assert_eq!(next_park_after(PARK_AFTER, 60_000 * MS), PARK_AFTER);
+        assert_eq!(next_park_after(PARK_AFTER_MAX, 16_000 * MS), PARK_AFTER);
+        assert_eq!(next_park_after(2000 * MS, 7_999 * MS), 4000 * MS);
     }
 }
