@@ -705,6 +705,11 @@ class Proxy:
     def pss_kib(self) -> int:
         return sum(pss_kib(pid) for pid in self.pids())
 
+    def anon_kib(self) -> int:
+        """Anonymous resident memory (heap, stacks): RSS without the mapped
+        program and library files, which are clean and shared."""
+        return sum(proc_status_kib(pid, "RssAnon") for pid in self.pids())
+
     def alive(self) -> bool:
         if self.proc is None:
             return self.name == "direct"
@@ -1172,13 +1177,14 @@ class Bench:
         after_load_rss, after_load_pss = px.rss_kib(), px.pss_kib()
         self.restart(px)
         time.sleep(1.0)
-        before_rss, before_pss = px.rss_kib(), px.pss_kib()
+        before_rss, before_pss, before_anon = px.rss_kib(), px.pss_kib(), px.anon_kib()
         argv = [sys.executable, os.path.join(TOOLS, "hold_conns.py"), "--port", str(ep["port"]),
                 "--sni", HOST, "--ca", self.certs["ca"], "--n", str(n), "--threads", "8"]
         p = subprocess.Popen(argv, stdin=subprocess.PIPE, stdout=subprocess.PIPE, stderr=subprocess.PIPE,
                              text=True, start_new_session=True)
         CHILDREN.procs.append(("hold_conns", p))
         res: dict = {"conns": n, "rss_before_kib": before_rss, "pss_before_kib": before_pss,
+                     "anon_before_kib": before_anon,
                      "rss_after_load_kib": after_load_rss, "pss_after_load_kib": after_load_pss}
         try:
             t0 = time.monotonic()
@@ -1854,6 +1860,7 @@ class Bench:
             ("ka-10k", "wrk handshakes during the window (reconnections)", "handshakes_in_window", "{:,.0f}", None),
             ("mem", "RSS idle, fresh process, MiB", "rss_before_mib", "{:.1f}", False),
             ("mem", "PSS idle, fresh process, MiB", "pss_before_mib", "{:.1f}", False),
+            ("mem", "anonymous RSS idle (RssAnon: no mapped files), MiB", "anon_before_mib", "{:.1f}", False),
             ("mem", f"RSS with {a.conns} idle TLS conns, MiB", "rss_held_mib", "{:.1f}", False),
             ("mem", "KiB per idle TLS conn (RSS)", "kib_per_conn", "{:.1f}", False),
             ("mem", "KiB per idle TLS conn (PSS)", "pss_kib_per_conn", "{:.1f}", False),
@@ -1888,6 +1895,7 @@ class Bench:
                 if sc == "mem" and r.get("rss_held_kib") is not None:
                     r["rss_before_mib"] = r["rss_before_kib"] / 1024
                     r["pss_before_mib"] = r["pss_before_kib"] / 1024
+                    r["anon_before_mib"] = r.get("anon_before_kib", 0) / 1024
                     r["rss_held_mib"] = r["rss_held_kib"] / 1024
                     r["rss_after_load_mib"] = r["rss_after_load_kib"] / 1024
 
