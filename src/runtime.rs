@@ -10,6 +10,8 @@
 //!   `ArcSwap`; each connection takes one when accepted, so it never sees
 //!   half of a reload) and what every connection shares;
 //! - `exchange`: one HTTP exchange, the same for both directions;
+//! - `idle`: HTTP/1.1 served in sessions that let go of hyper's state
+//!   while a connection is idle (both directions' listeners use it);
 //! - `outbound`, `inbound_http`, `inbound`: the listener kinds; `capture`:
 //!   connections capture rules redirected, by original destination;
 //! - `workers`: the worker threads and the set of listening ports.
@@ -22,6 +24,7 @@ pub mod copy;
 pub mod drain;
 pub mod exchange;
 pub mod http;
+mod idle;
 pub mod inbound;
 mod inbound_http;
 pub mod jwks;

@@ -20,6 +20,7 @@ use super::http::{
     Body, MAX_CONCURRENT_STREAMS, boxed, head_buffer, header_list_size, local_response,
     request_authority, strip_hop_by_hop,
 };
+use super::idle;
 use super::prepared::{Destination, PreparedKey};
 use super::state::Snapshot;
 use super::timeouts::{self, Timeouts, serve_bounded};
@@ -27,8 +28,6 @@ use crate::creds::CertInfo;
 use crate::plan::destination::{self, Speak};
 use crate::plan::inbound::{ListenerPlan, ServerPlan};
 use crate::plan::route::{FaultPlan, HttpRoutePlan, Matched, RequestView, RouteDestinationPlan};
-
-mod idle;
 
 /// The listener plan a connection arrived on, under its configuration
 /// (servers on one port may bind different IPs).
@@ -179,6 +178,7 @@ where
     IO: idle::Park + AsyncRead + AsyncWrite + Unpin + Send + 'static,
 {
     let header_timeout = conn.ctx.state.bootstrap.request_header_timeout;
+    let park_limit = idle::park_limit(header_timeout);
     let max_head = conn.ctx.state.bootstrap.max_header_bytes;
     let (max_buf, max_list) = (head_buffer(max_head), header_list_size(max_head));
     let shutdown = conn.ctx.conn.listener.stop.clone();
@@ -211,7 +211,7 @@ where
     match version {
         Version::H1 => Box::pin(async move {
             let io = idle::Parked::new(io, ctl.clone());
-            let served = Box::pin(idle::serve_h1(io, h1(), service, &record));
+            let served = Box::pin(idle::serve_h1(io, h1(), service, &record, park_limit));
             serve_bounded(served, &record, timeouts, shutdown, |_| ctl.park.close()).await
         }),
         Version::H2 => {
@@ -234,7 +234,9 @@ where
                     () = ctl.park.closed() => Ok(idle::Detected::Closed),
                 };
                 match detected {
-                    Ok(idle::Detected::H1) => idle::serve_h1(io, h1(), service, &record).await,
+                    Ok(idle::Detected::H1) => {
+                        idle::serve_h1(io, h1(), service, &record, park_limit).await
+                    }
                     Ok(idle::Detected::H2) => {
                         let mut c =
                             std::pin::pin!(h2().serve_connection(TokioIo::new(io), service));

@@ -31,6 +31,7 @@ use super::exchange::{
     shape_response,
 };
 use super::http::{Authority, Body, boxed, head_buffer, request_authority, strip_hop_by_hop};
+use super::idle;
 use super::log_limit::LogLimit;
 use super::prepared::{Destination, Prepared, PreparedKey};
 use super::state::State;
@@ -48,10 +49,12 @@ pub async fn serve(stream: Counted<TcpStream>, conn: Arc<Connection>, state: Arc
 }
 
 /// Serves HTTP/1.1 from the app on `io` (an accepted socket, or a captured
-/// one whose first bytes were read to sniff it and are replayed).
+/// one whose first bytes were read to sniff it and are replayed), in
+/// sessions that let go of hyper's state while the app's connection is
+/// idle (`idle`): an app's pool of keep-alive connections costs little.
 pub(super) async fn serve_http<IO>(io: IO, conn: Arc<Connection>, state: Arc<State>)
 where
-    IO: tokio::io::AsyncRead + tokio::io::AsyncWrite + Unpin + Send + 'static,
+    IO: idle::Park + tokio::io::AsyncRead + tokio::io::AsyncWrite + Unpin + Send + 'static,
 {
     conn.set_tls(TlsFact::NoTls(NoTls::Plaintext));
     let stop = conn.listener.stop.clone();
@@ -62,10 +65,11 @@ where
         state,
         conn: conn.clone(),
     });
+    let header_timeout = ctx.state.bootstrap.request_header_timeout;
     let mut builder = http1::Builder::new();
     builder
         .timer(TokioTimer::new())
-        .header_read_timeout(ctx.state.bootstrap.request_header_timeout)
+        .header_read_timeout(header_timeout)
         .max_buf_size(head_buffer(ctx.state.bootstrap.max_header_bytes));
     let service = service_fn(move |req| {
         let ctx = ctx.clone();
@@ -74,13 +78,16 @@ where
         // room (idle memory) small and frees it between requests.
         async move { Ok::<_, Infallible>(Box::pin(handle(ctx, req)).await) }
     });
-    let served = builder
-        .serve_connection(TokioIo::new(io), service)
-        .with_upgrades();
-    serve_bounded(Box::pin(served), &conn, timeouts, stop, |c| {
-        c.as_mut().graceful_shutdown()
-    })
-    .await;
+    let ctl = Arc::new(idle::ParkCtl::default());
+    let limit = idle::park_limit(header_timeout);
+    let served = idle::serve_h1(
+        idle::Parked::new(io, ctl.clone()),
+        builder,
+        service,
+        &conn,
+        limit,
+    );
+    serve_bounded(Box::pin(served), &conn, timeouts, stop, |_| ctl.close()).await;
 }
 
 async fn handle(ctx: Arc<Ctx>, mut req: Request<Incoming>) -> Response<Body> {

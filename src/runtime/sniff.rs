@@ -228,6 +228,18 @@ impl<S> Prefixed<S> {
     }
 }
 
+impl<S> Prefixed<S> {
+    /// Whether bytes read earlier are still to be given back.
+    pub fn buffered(&self) -> bool {
+        self.at < self.prefix.len()
+    }
+
+    /// The stream under the prefix.
+    pub fn get_mut(&mut self) -> &mut S {
+        &mut self.inner
+    }
+}
+
 impl<S: AsyncRead + Unpin> AsyncRead for Prefixed<S> {
     fn poll_read(
         mut self: Pin<&mut Self>,

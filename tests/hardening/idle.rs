@@ -1,6 +1,7 @@
-//! Idle HTTP/1.1 keep-alive connections: the proxy lets go of a
-//! connection's HTTP state while it is idle (after 250 ms with nothing in
-//! flight) and builds it again on the client's next bytes. What the client
+//! Idle HTTP/1.1 keep-alive connections, inbound and from the app on the
+//! outbound listener: the proxy lets go of a connection's HTTP state while
+//! it is idle (after 250 ms with nothing in flight) and builds it again on
+//! the client's next bytes. What the client
 //! sees must not change: bytes sent across that point, a head at the size
 //! limit, an upgrade; and a request-head timeout that counts from the first
 //! byte of a head, as Envoy's `request_headers_timeout`, not from the end
@@ -145,4 +146,82 @@ async fn a_websocket_upgrade_after_an_idle_period_is_relayed() {
     s.shutdown().await.unwrap();
     let end = read_for(&mut s, Duration::from_secs(3)).await;
     assert!(end.is_empty(), "{end:?}");
+}
+
+/// The app's keep-alive connection to the outbound listener (an HTTP
+/// client's pool): idle longer than the request-head timeout, it is still
+/// open and served; a head split across an idle period arrives whole; a
+/// head that starts and never ends is still closed at the timeout.
+#[tokio::test]
+async fn an_idle_app_connection_outlives_the_request_head_timeout() {
+    let (app, heads) = upgrading_backend().await;
+    let p = start("", |b| {
+        b.request_header_timeout = Duration::from_millis(500);
+    })
+    .await;
+    let mut s = TcpStream::connect(p.proxy.outbound).await.unwrap();
+    let get = |path: &str| format!("GET {path} HTTP/1.1\r\nHost: {app}\r\n\r\n");
+    s.write_all(get("/1").as_bytes()).await.unwrap();
+    assert!(kept(&response(&mut s).await));
+    tokio::time::sleep(Duration::from_millis(1200)).await;
+    s.write_all(get("/2").as_bytes()).await.unwrap();
+    let second = response(&mut s).await;
+    assert!(kept(&second), "{second}");
+    // Half a head, an idle period shorter than the head timeout, the rest.
+    let third = get("/3");
+    let (start_of, rest) = third.as_bytes().split_at(third.len() / 2);
+    s.write_all(start_of).await.unwrap();
+    tokio::time::sleep(Duration::from_millis(300)).await;
+    s.write_all(rest).await.unwrap();
+    let third = response(&mut s).await;
+    assert!(kept(&third), "{third}");
+    let seen = heads.lock().unwrap().clone();
+    assert_eq!(seen.len(), 3, "{seen:?}");
+    assert!(seen[2].starts_with("GET /3 "), "{}", seen[2]);
+    tokio::time::sleep(IDLE).await;
+    s.write_all(format!("GET /4 HTTP/1.1\r\nHost: {app}").as_bytes())
+        .await
+        .unwrap();
+    let started = Instant::now();
+    let rest = read_for(&mut s, Duration::from_secs(3)).await;
+    assert!(
+        started.elapsed() < Duration::from_secs(2),
+        "closed at the head timeout, not later: {:?} {:?}",
+        started.elapsed(),
+        String::from_utf8_lossy(&rest)
+    );
+}
+
+/// A WebSocket the app opens on a connection that was idle is relayed.
+#[tokio::test]
+async fn an_outbound_websocket_after_an_idle_period_is_relayed() {
+    let (ws, _) = upgrading_backend().await;
+    let p = start("", |_| {}).await;
+    let mut s = TcpStream::connect(p.proxy.outbound).await.unwrap();
+    s.write_all(format!("GET /1 HTTP/1.1\r\nHost: {ws}\r\n\r\n").as_bytes())
+        .await
+        .unwrap();
+    assert!(kept(&response(&mut s).await));
+    tokio::time::sleep(IDLE).await;
+    s.write_all(
+        format!(
+            "GET /chat HTTP/1.1\r\nHost: {ws}\r\nConnection: Upgrade\r\nUpgrade: websocket\r\nSec-WebSocket-Version: 13\r\nSec-WebSocket-Key: dGhlIHNhbXBsZSBub25jZQ==\r\n\r\n"
+        )
+        .as_bytes(),
+    )
+    .await
+    .unwrap();
+    let head = tokio::time::timeout(Duration::from_secs(5), read_head(&mut s))
+        .await
+        .unwrap()
+        .unwrap();
+    assert!(head.starts_with("HTTP/1.1 101"), "{head}");
+    tokio::time::sleep(IDLE).await;
+    s.write_all(b"\x81\x02hi").await.unwrap();
+    let mut back = [0u8; 4];
+    tokio::time::timeout(Duration::from_secs(5), s.read_exact(&mut back))
+        .await
+        .unwrap()
+        .unwrap();
+    assert_eq!(&back, b"\x81\x02hi");
 }

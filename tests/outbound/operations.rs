@@ -213,7 +213,8 @@ async fn idle_and_slow_downstream_connections_are_closed() {
     let up = upstream(&pki, LeafSpec::server(&[HOST])).await;
     let yaml = egress_yaml(up.addr.port(), &simple(&pki.ca_file));
     let p = TestProxy::start(pki.dir, &yaml, |b| {
-        b.request_header_timeout = std::time::Duration::from_millis(300)
+        b.request_header_timeout = std::time::Duration::from_millis(300);
+        b.idle_timeout = std::time::Duration::from_millis(1500);
     })
     .await
     .unwrap();
@@ -228,7 +229,9 @@ async fn idle_and_slow_downstream_connections_are_closed() {
         r.is_ok(),
         "a stalled request head is dropped after the header timeout"
     );
-    // A keep-alive connection left idle after a request is closed too.
+    // A keep-alive connection left idle after a request: the head timeout
+    // starts with a head's first byte (Envoy's `request_headers_timeout`),
+    // so it is closed at the idle timeout, not at the head timeout.
     let mut s = tokio::net::TcpStream::connect(p.proxy.outbound)
         .await
         .unwrap();
@@ -238,11 +241,17 @@ async fn idle_and_slow_downstream_connections_are_closed() {
     let mut first = vec![0u8; 4096];
     let n = s.read(&mut first).await.unwrap();
     assert!(String::from_utf8_lossy(&first[..n]).starts_with("HTTP/1.1 200"));
+    let idle_from = std::time::Instant::now();
     let mut rest = Vec::new();
     let r = tokio::time::timeout(std::time::Duration::from_secs(5), s.read_to_end(&mut rest)).await;
     assert!(
         r.is_ok(),
-        "an idle keep-alive connection is closed after the header timeout"
+        "an idle keep-alive connection is closed after the idle timeout"
+    );
+    assert!(
+        idle_from.elapsed() >= std::time::Duration::from_millis(1300),
+        "not at the head timeout: {:?}",
+        idle_from.elapsed()
     );
 }
 

@@ -38,6 +38,7 @@ use tokio::time::Instant;
 
 use crate::runtime::conn::Connection;
 use crate::runtime::copy::Counted;
+use crate::runtime::sniff::Prefixed;
 
 /// How long an HTTP/1.1 connection first has nothing in flight before its
 /// HTTP state is released. Back-to-back keep-alive requests never wait
@@ -55,13 +56,22 @@ pub const PARK_AFTER_MAX: Duration = Duration::from_secs(4);
 /// The wait before the next park, for a connection parked after `current`
 /// that was used again after `parked_for`: back within four times its wait
 /// (it was parked too early), twice the wait, up to [`PARK_AFTER_MAX`];
-/// otherwise (really idle) [`PARK_AFTER`] again.
-pub fn next_park_after(current: Duration, parked_for: Duration) -> Duration {
-    if parked_for < current * 4 {
+/// otherwise (really idle) [`PARK_AFTER`] again. Never above `limit`.
+pub fn next_park_after(current: Duration, parked_for: Duration, limit: Duration) -> Duration {
+    let next = if parked_for < current * 4 {
         (current * 2).min(PARK_AFTER_MAX)
     } else {
         PARK_AFTER
-    }
+    };
+    next.min(limit)
+}
+
+/// The longest a session may wait before it is parked, for a request-head
+/// timeout of `header_timeout`: hyper starts that timer when it waits for
+/// the next head, so an idle session must be parked well before it fires
+/// (a parked connection has no timer; the next head starts one).
+pub fn park_limit(header_timeout: Duration) -> Duration {
+    header_timeout / 2
 }
 
 /// The HTTP/2 connection preface (RFC 9113 §3.4).
@@ -103,6 +113,17 @@ impl Park for tokio_rustls::server::TlsStream<Counted<TcpStream>> {
     }
 }
 
+/// A captured connection whose first bytes were read to sniff it.
+impl<S: Park> Park for Prefixed<S> {
+    fn has_input(&mut self) -> bool {
+        self.buffered() || self.get_mut().has_input()
+    }
+
+    fn poll_socket_readable(&mut self, cx: &mut Context<'_>) -> Poll<io::Result<()>> {
+        self.get_mut().poll_socket_readable(cx)
+    }
+}
+
 /// What a connection's sessions and its time bounds share.
 #[derive(Default)]
 pub struct ParkCtl {
@@ -112,6 +133,12 @@ pub struct ParkCtl {
     /// The connection was asked to finish (idle timeout, drain).
     closing: AtomicBool,
     wake: Notify,
+}
+
+impl AsRef<ParkCtl> for ParkCtl {
+    fn as_ref(&self) -> &ParkCtl {
+        self
+    }
 }
 
 impl ParkCtl {
@@ -249,8 +276,8 @@ where
 
 /// Serves HTTP/1.1 on `io` until the connection ends, releasing hyper's
 /// state whenever nothing has been in flight for [`PARK_AFTER`], or longer
-/// for a client that comes back soon after each park ([`next_park_after`];
-/// see the module). `record` tells when requests start and end; `io.ctl` carries
+/// for a client that comes back soon after each park ([`next_park_after`],
+/// never above `limit`: see [`park_limit`]; and the module). `record` tells when requests start and end; `io.ctl` carries
 /// the request to finish ([`ParkCtl::close`]).
 ///
 /// Before a session's first request hyper counts as busy, so a session
@@ -261,6 +288,7 @@ pub async fn serve_h1<IO, C, S>(
     builder: http1::Builder,
     service: S,
     record: &Connection,
+    limit: Duration,
 ) -> Result<(), hyper::Error>
 where
     IO: Park + AsyncRead + AsyncWrite + Unpin + Send + 'static,
@@ -272,7 +300,7 @@ where
 {
     let shared = io.ctl.clone();
     let ctl: &ParkCtl = (*shared).as_ref();
-    let mut park_after = PARK_AFTER;
+    let mut park_after = PARK_AFTER.min(limit);
     // When the last session was parked.
     let mut parked_at: Option<Instant> = None;
     loop {
@@ -296,7 +324,7 @@ where
             }
         }
         if let Some(at) = parked_at.take() {
-            park_after = next_park_after(park_after, at.elapsed());
+            park_after = next_park_after(park_after, at.elapsed(), limit);
         }
         let mut session = Box::pin(
             builder
@@ -371,10 +399,15 @@ where
 
 #[cfg(test)]
 mod tests {
-    use super::{PARK_AFTER, PARK_AFTER_MAX, next_park_after};
+    use super::{PARK_AFTER, PARK_AFTER_MAX, park_limit};
     use std::time::Duration;
 
     const MS: Duration = Duration::from_millis(1);
+
+    /// With Envoy's default request-head timeout (10 s), no limit.
+    fn next_park_after(current: Duration, parked_for: Duration) -> Duration {
+        super::next_park_after(current, parked_for, park_limit(Duration::from_secs(10)))
+    }
 
     #[test]
     fn a_client_back_soon_after_each_park_is_parked_later_up_to_the_maximum() {
@@ -396,5 +429,15 @@ mod tests {
         assert_eq!(next_park_after(PARK_AFTER, 60_000 * MS), PARK_AFTER);
         assert_eq!(next_park_after(PARK_AFTER_MAX, 16_000 * MS), PARK_AFTER);
         assert_eq!(next_park_after(2000 * MS, 7_999 * MS), 4000 * MS);
+    }
+
+    #[test]
+    fn a_session_is_parked_before_the_request_head_timeout_fires() {
+        let limit = park_limit(Duration::from_millis(500));
+        assert_eq!(
+            super::next_park_after(PARK_AFTER, 300 * MS, limit),
+            250 * MS
+        );
+        assert_eq!(super::next_park_after(250 * MS, 300 * MS, limit), 250 * MS);
     }
 }
