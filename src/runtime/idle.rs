@@ -4,10 +4,12 @@
 //! connection state for as long as a connection lives, idle or not: most of
 //! what an idle keep-alive connection costs. Here an HTTP/1.1 connection is
 //! served as a series of hyper *sessions* on one socket: once nothing has
-//! been in flight for [`PARK_AFTER`], the session is asked to end between
-//! requests, its socket is taken back with whatever bytes hyper read but
-//! had not used, and the connection waits for the client's next bytes with
-//! no HTTP state and no read buffer (TLS keeps only its own record state).
+//! been in flight for [`PARK_AFTER`] (longer for a client that keeps coming
+//! back soon after: [`next_park_after`]), the session is asked to end
+//! between requests, its socket is taken back with whatever bytes hyper
+//! read but had not used, and the connection waits for the client's next
+//! bytes with no HTTP state and no read buffer (TLS keeps only its own
+//! record state).
 //! A new session starts on them, the unused bytes replayed first.
 //!
 //! A session ends with `graceful_shutdown`, which hyper honours between

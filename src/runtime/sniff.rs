@@ -226,9 +226,7 @@ impl<S> Prefixed<S> {
             inner,
         }
     }
-}
 
-impl<S> Prefixed<S> {
     /// Whether bytes read earlier are still to be given back.
     pub fn buffered(&self) -> bool {
         self.at < self.prefix.len()
