@@ -112,19 +112,21 @@ async fn the_request_head_timeout_starts_with_a_head_not_at_the_previous_respons
     );
 }
 
-#[tokio::test]
-async fn a_websocket_upgrade_after_an_idle_period_is_relayed() {
-    let (app, _) = upgrading_backend().await;
-    let p = start(&plain_gateway("app.test", &route_to(app)), |_| {}).await;
-    let addr = p.proxy.inbound()[&8080];
+/// On a connection to `addr` with `host`: a request, an idle period, a
+/// WebSocket upgrade, an idle period inside the tunnel, a frame each way,
+/// and the client's close reaching the end of the tunnel.
+async fn websocket_after_an_idle_period(addr: SocketAddr, host: &str) {
     let mut s = TcpStream::connect(addr).await.unwrap();
-    s.write_all(b"GET /1 HTTP/1.1\r\nHost: app.test\r\n\r\n")
+    s.write_all(format!("GET /1 HTTP/1.1\r\nHost: {host}\r\n\r\n").as_bytes())
         .await
         .unwrap();
     assert!(kept(&response(&mut s).await));
     tokio::time::sleep(IDLE).await;
     s.write_all(
-        b"GET /ws HTTP/1.1\r\nHost: app.test\r\nConnection: Upgrade\r\nUpgrade: websocket\r\nSec-WebSocket-Version: 13\r\nSec-WebSocket-Key: dGhlIHNhbXBsZSBub25jZQ==\r\n\r\n",
+        format!(
+            "GET /ws HTTP/1.1\r\nHost: {host}\r\nConnection: Upgrade\r\nUpgrade: websocket\r\nSec-WebSocket-Version: 13\r\nSec-WebSocket-Key: dGhlIHNhbXBsZSBub25jZQ==\r\n\r\n"
+        )
+        .as_bytes(),
     )
     .await
     .unwrap();
@@ -146,6 +148,13 @@ async fn a_websocket_upgrade_after_an_idle_period_is_relayed() {
     s.shutdown().await.unwrap();
     let end = read_for(&mut s, Duration::from_secs(3)).await;
     assert!(end.is_empty(), "{end:?}");
+}
+
+#[tokio::test]
+async fn a_websocket_upgrade_after_an_idle_period_is_relayed() {
+    let (app, _) = upgrading_backend().await;
+    let p = start(&plain_gateway("app.test", &route_to(app)), |_| {}).await;
+    websocket_after_an_idle_period(p.proxy.inbound()[&8080], "app.test").await;
 }
 
 /// The app's keep-alive connection to the outbound listener (an HTTP
@@ -197,31 +206,5 @@ async fn an_idle_app_connection_outlives_the_request_head_timeout() {
 async fn an_outbound_websocket_after_an_idle_period_is_relayed() {
     let (ws, _) = upgrading_backend().await;
     let p = start("", |_| {}).await;
-    let mut s = TcpStream::connect(p.proxy.outbound).await.unwrap();
-    s.write_all(format!("GET /1 HTTP/1.1\r\nHost: {ws}\r\n\r\n").as_bytes())
-        .await
-        .unwrap();
-    assert!(kept(&response(&mut s).await));
-    tokio::time::sleep(IDLE).await;
-    s.write_all(
-        format!(
-            "GET /chat HTTP/1.1\r\nHost: {ws}\r\nConnection: Upgrade\r\nUpgrade: websocket\r\nSec-WebSocket-Version: 13\r\nSec-WebSocket-Key: dGhlIHNhbXBsZSBub25jZQ==\r\n\r\n"
-        )
-        .as_bytes(),
-    )
-    .await
-    .unwrap();
-    let head = tokio::time::timeout(Duration::from_secs(5), read_head(&mut s))
-        .await
-        .unwrap()
-        .unwrap();
-    assert!(head.starts_with("HTTP/1.1 101"), "{head}");
-    tokio::time::sleep(IDLE).await;
-    s.write_all(b"\x81\x02hi").await.unwrap();
-    let mut back = [0u8; 4];
-    tokio::time::timeout(Duration::from_secs(5), s.read_exact(&mut back))
-        .await
-        .unwrap()
-        .unwrap();
-    assert_eq!(&back, b"\x81\x02hi");
+    websocket_after_an_idle_period(p.proxy.outbound, &ws.to_string()).await;
 }
