@@ -84,18 +84,6 @@ class ConfigScaleMixin:
             time.sleep(0.02)
         return None, "no reload counted"
 
-    def stop_proc(self, proc: subprocess.Popen) -> None:
-        try:
-            os.killpg(proc.pid, signal.SIGTERM)
-        except ProcessLookupError:
-            pass
-        try:
-            proc.wait(timeout=15)
-        except subprocess.TimeoutExpired:
-            os.killpg(proc.pid, signal.SIGKILL)
-            proc.wait(timeout=5)
-        CHILDREN.procs = [(n, q) for n, q in CHILDREN.procs if q is not proc]
-
     def scale_emit(self, measure: str, config: str, value, **extra) -> None:
         rec = {"ts": time.time(), "run": 0, "proxy": "meshgate", "scenario": "config-scale",
                "measure": measure, "config": config, "value": value}
@@ -140,7 +128,7 @@ class ConfigScaleMixin:
                 if ready is None:
                     self.scale_emit("ready_s", config, None,
                                     error=f"not ready (exit {proc.poll()}): {tail(os.path.join(d, 'meshgate.log'), 5)}")
-                    self.stop_proc(proc)
+                    CHILDREN.stop(proc)
                     continue
                 time.sleep(0.3)
                 rss = proc_status_kib(proc.pid, "VmRSS")
@@ -150,7 +138,7 @@ class ConfigScaleMixin:
                     time.sleep(0.3)
                     self.scale_emit("reload_s", config, took, result=result, reload=j,
                                     rss_kib=proc_status_kib(proc.pid, "VmRSS"))
-                self.stop_proc(proc)
+                CHILDREN.stop(proc)
         # 3. keep-alive requests while reloads happen (p99, max), and without reloads; CPU per request
         #    of orig-ka with each configuration
         d = dirs["scale"]
@@ -160,7 +148,7 @@ class ConfigScaleMixin:
             if ready is None:
                 self.notes.append("config-scale: the 10k-config meshgate did not become ready; latency and "
                                   "CPU measures skipped")
-                self.stop_proc(proc)
+                CHILDREN.stop(proc)
                 return
             procs[config] = proc
         proc = procs["scale"]
@@ -168,7 +156,7 @@ class ConfigScaleMixin:
         ok, detail = probe(ep_scale["port"], False, self.certs)
         if not ok:
             self.notes.append(f"config-scale: orig request through the 10k-config meshgate failed: {detail}")
-            self.stop_proc(proc)
+            CHILDREN.stop(proc)
             return
         ep_small = mg.endpoints["orig-ka"]
         lat_s = max(4.0, a.reload_latency_duration)
@@ -218,7 +206,7 @@ class ConfigScaleMixin:
                 self.scale_emit("orig_ka_cpu_us_per_req", config, user + system, user_us_per_req=user,
                                 sys_us_per_req=system, rps=res.get("rps"), errors=res.get("errors"), cmd=cmd)
         self.scale_emit("rss_end_kib", "scale", proc_status_kib(proc.pid, "VmRSS"))
-        self.stop_proc(proc)
+        CHILDREN.stop(proc)
 
     def scale_report(self) -> list[str]:
         a = self.args

@@ -100,17 +100,7 @@ class LoadsMixin:
 
     def restart(self, px: Proxy) -> None:
         """Stop the proxy and start it again with the same configuration and ports."""
-        old = px.proc
-        try:
-            os.killpg(old.pid, signal.SIGTERM)
-        except ProcessLookupError:
-            pass
-        try:
-            old.wait(timeout=15)
-        except subprocess.TimeoutExpired:
-            os.killpg(old.pid, signal.SIGKILL)
-            old.wait(timeout=5)
-        CHILDREN.procs = [(n, q) for n, q in CHILDREN.procs if q is not old]
+        CHILDREN.stop(px.proc)
         getattr(self, f"start_{px.name}")(px)
 
     def warm(self, px: Proxy, seconds: float = 1) -> None:

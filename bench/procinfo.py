@@ -24,6 +24,19 @@ class Children:
     def __init__(self) -> None:
         self.procs: list[tuple[str, subprocess.Popen]] = []
 
+    def stop(self, proc: subprocess.Popen) -> None:
+        """SIGTERM to the process group, SIGKILL after 15 s; then forgotten."""
+        try:
+            os.killpg(proc.pid, signal.SIGTERM)
+        except ProcessLookupError:
+            pass
+        try:
+            proc.wait(timeout=15)
+        except subprocess.TimeoutExpired:
+            os.killpg(proc.pid, signal.SIGKILL)
+            proc.wait(timeout=5)
+        self.procs = [(n, q) for n, q in self.procs if q is not proc]
+
     def start(self, name: str, argv: list[str], log_path: str, env: dict | None = None,
               cwd: str | None = None) -> subprocess.Popen:
         out = open(log_path, "ab")
