@@ -339,9 +339,14 @@ fn clean_message(e: &serde_saphyr::Error) -> String {
 }
 
 fn parse_into(file: &Path, text: &str, config: &mut Config, errors: &mut Vec<ConfigError>) {
-    for doc in split_documents(text) {
-        let parsed = single_pass::parse(doc.text);
-        parse_document(file, &doc, parsed, config, errors);
+    let docs = split_documents(text);
+    // In batches: what is parsed but not yet added stays bounded.
+    for batch in docs.chunks(single_pass::BATCH) {
+        let texts: Vec<&str> = batch.iter().map(|d| d.text).collect();
+        let parsed = single_pass::parse_all(&texts);
+        for (doc, parsed) in batch.iter().zip(parsed) {
+            parse_document(file, doc, parsed, config, errors);
+        }
     }
 }
 
