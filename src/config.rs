@@ -12,6 +12,7 @@ pub mod destination_rule;
 mod document;
 pub mod gateway;
 pub mod meta;
+mod parallel;
 pub mod peer_authentication;
 pub mod request_authentication;
 pub mod secret;
@@ -340,14 +341,10 @@ fn clean_message(e: &serde_saphyr::Error) -> String {
 
 fn parse_into(file: &Path, text: &str, config: &mut Config, errors: &mut Vec<ConfigError>) {
     let docs = split_documents(text);
-    // In batches: what is parsed but not yet added stays bounded.
-    for batch in docs.chunks(single_pass::BATCH) {
-        let texts: Vec<&str> = batch.iter().map(|d| d.text).collect();
-        let parsed = single_pass::parse_all(&texts);
-        for (doc, parsed) in batch.iter().zip(parsed) {
-            parse_document(file, doc, parsed, config, errors);
-        }
-    }
+    let texts: Vec<&str> = docs.iter().map(|d| d.text).collect();
+    parallel::parse_each(&texts, |i, parsed| {
+        parse_document(file, &docs[i], parsed, config, errors);
+    });
 }
 
 /// Adds one document to `config` (or its errors to `errors`); `parsed` is

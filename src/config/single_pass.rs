@@ -84,58 +84,6 @@ pub(super) struct Parsed {
     pub(super) spec: Spec,
 }
 
-/// Below this many documents in a file, they are parsed on the calling
-/// thread alone.
-const PARALLEL_FROM: usize = 512;
-
-/// Documents parsed together before they are added (a file's are taken in
-/// batches of this many, so what waits between the two stays bounded).
-pub(super) const BATCH: usize = 2048;
-
-/// [`parse`] of every document, in order. A large batch is split between
-/// the calling thread and one helper per other core (four threads at
-/// most): parsing is most of what loading a large configuration costs,
-/// and each document parses on its own. What the helpers' arenas hold
-/// once the load has ended is handed back by [`crate::memory::release`].
-pub(super) fn parse_all(texts: &[&str]) -> Vec<Option<Parsed>> {
-    let threads = std::thread::available_parallelism()
-        .map_or(1, usize::from)
-        .min(4);
-    if texts.len() < PARALLEL_FROM || threads < 2 {
-        return texts.iter().map(|t| parse(t)).collect();
-    }
-    let chunk = texts.len().div_ceil(threads);
-    let mut parts = texts.chunks(chunk);
-    let own = parts.next().unwrap_or_default();
-    std::thread::scope(|scope| {
-        let helpers: Vec<_> = parts
-            .map(|part| {
-                let spawned = std::thread::Builder::new()
-                    .name("meshgate-parse".into())
-                    .spawn_scoped(scope, move || {
-                        part.iter().map(|t| parse(t)).collect::<Vec<_>>()
-                    });
-                (part, spawned)
-            })
-            .collect();
-        let mut all: Vec<Option<Parsed>> = Vec::with_capacity(texts.len());
-        all.extend(own.iter().map(|t| parse(t)));
-        for (part, spawned) in helpers {
-            match spawned {
-                // A helper that panicked gives nothing: its documents take
-                // the two passes, which report what is wrong with them.
-                Ok(h) => match h.join() {
-                    Ok(parsed) => all.extend(parsed),
-                    Err(_) => all.extend(part.iter().map(|_| None)),
-                },
-                // No thread to be had: parsed here.
-                Err(_) => all.extend(part.iter().map(|t| parse(t))),
-            }
-        }
-        all
-    })
-}
-
 /// Reads `text` in one pass, or `None` when the two passes must run.
 pub(super) fn parse(text: &str) -> Option<Parsed> {
     let raw: Raw = serde_saphyr::from_str_with_options(text, parse_options()).ok()?;
@@ -258,29 +206,6 @@ mod tests {
         assert_eq!(kind_of(SE), Some("ServiceEntry"));
         let pa = "apiVersion: security.istio.io/v1\nkind: PeerAuthentication\nmetadata: {name: d}\nspec: {mtls: {mode: STRICT}}\nstatus: {x: 1}\n";
         assert_eq!(kind_of(pa), Some("PeerAuthentication"));
-    }
-
-    #[test]
-    fn a_large_batch_parsed_on_several_threads_keeps_its_order() {
-        let texts: Vec<String> = (0..PARALLEL_FROM * 2 + 7)
-            .map(|i| {
-                if i % 100 == 0 {
-                    // Some go to the two passes.
-                    format!("apiVersion: v1\nkind: Secret\nmetadata: {{name: s{i}}}\n")
-                } else {
-                    SE.replace("name: a", &format!("name: a{i}"))
-                }
-            })
-            .collect();
-        let refs: Vec<&str> = texts.iter().map(String::as_str).collect();
-        let all = parse_all(&refs);
-        assert_eq!(all.len(), texts.len());
-        for (i, p) in all.iter().enumerate() {
-            match p {
-                Some(p) => assert_eq!(p.metadata.name.as_deref(), Some(&*format!("a{i}"))),
-                None => assert_eq!(i % 100, 0, "document {i}"),
-            }
-        }
     }
 
     #[test]

@@ -352,12 +352,12 @@ fn a_secret_as_the_api_server_serves_it_is_read() {
     assert_eq!(config.secrets[0].data["ca.crt"], b"ca");
 }
 
-/// A file large enough to be parsed in batches on several threads reads
-/// exactly as it would one document at a time: order, replacements,
-/// errors and their lines.
+/// A file large enough to be parsed on several threads reads exactly as
+/// it would one document at a time: order, replacements, errors and their
+/// lines.
 #[test]
 fn a_large_file_reads_as_one_document_at_a_time() {
-    let n = single_pass::BATCH * 2 + 3;
+    let n = 4099;
     let mut docs: Vec<String> = (0..n)
         .map(|i| {
             format!(
