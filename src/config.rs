@@ -90,6 +90,18 @@ pub struct Config {
     pub warnings: Vec<String>,
 }
 
+impl Config {
+    /// The Secrets and ConfigMaps alone: what credentials are read from
+    /// besides the compiled plan.
+    pub fn credential_sources(&self) -> Config {
+        Config {
+            secrets: self.secrets.clone(),
+            config_maps: self.config_maps.clone(),
+            ..Config::default()
+        }
+    }
+}
+
 /// One problem in the configuration.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct ConfigError {
@@ -168,22 +180,74 @@ pub fn load_documents<'a>(
     documents: impl IntoIterator<Item = (&'a Path, &'a str)>,
     paths: &[PathBuf],
 ) -> (Config, ConfigErrors) {
-    let mut config = Config::default();
+    read_files(paths).parse_after(documents)
+}
+
+/// The configuration files' text, in the order they are loaded, with what
+/// could not be read: everything a load of files alone depends on.
+pub struct Files {
+    files: Vec<(PathBuf, String)>,
+    errors: Vec<ConfigError>,
+}
+
+/// Reads every file of `paths` (directories: their `.yaml`, `.yml` and
+/// `.json` files, sorted, recursively).
+pub fn read_files(paths: &[PathBuf]) -> Files {
     let mut errors = Vec::new();
-    for (origin, text) in documents {
-        parse_into(origin, text, &mut config, &mut errors);
-    }
-    let mut files = Vec::new();
+    let mut names = Vec::new();
     for p in paths {
-        collect_files(p, &mut files, &mut errors);
+        collect_files(p, &mut names, &mut errors);
     }
-    for file in files {
+    let mut files = Vec::with_capacity(names.len());
+    for file in names {
         match std::fs::read_to_string(&file) {
-            Ok(text) => parse_into(&file, &text, &mut config, &mut errors),
+            Ok(text) => files.push((file, text)),
             Err(e) => errors.push(file_error(&file, format!("cannot read file: {e}"))),
         }
     }
-    (config, ConfigErrors(errors))
+    Files { files, errors }
+}
+
+impl Files {
+    /// A digest of the files' names and bytes and of what could not be
+    /// read: two reads with the same digest parse to the same
+    /// configuration. Keyed with a random key per process (SipHash), so
+    /// no file can be written to collide with another.
+    pub fn digest(&self) -> u64 {
+        use std::hash::{BuildHasher, Hash, Hasher};
+        static KEY: std::sync::OnceLock<std::hash::RandomState> = std::sync::OnceLock::new();
+        let mut h = KEY.get_or_init(std::hash::RandomState::new).build_hasher();
+        for (file, text) in &self.files {
+            file.hash(&mut h);
+            text.hash(&mut h);
+        }
+        for e in &self.errors {
+            e.to_string().hash(&mut h);
+        }
+        h.finish()
+    }
+
+    /// Parses every document of every file.
+    pub fn parse(&self) -> (Config, ConfigErrors) {
+        self.parse_after(std::iter::empty())
+    }
+
+    /// Parses `documents` (see [`load_documents`]), then the files.
+    fn parse_after<'a>(
+        &self,
+        documents: impl IntoIterator<Item = (&'a Path, &'a str)>,
+    ) -> (Config, ConfigErrors) {
+        let mut config = Config::default();
+        let mut errors = Vec::new();
+        for (origin, text) in documents {
+            parse_into(origin, text, &mut config, &mut errors);
+        }
+        errors.extend(self.errors.iter().cloned());
+        for (file, text) in &self.files {
+            parse_into(file, text, &mut config, &mut errors);
+        }
+        (config, ConfigErrors(errors))
+    }
 }
 
 /// Parses YAML text as if read from `file` (used by the demo and tests).

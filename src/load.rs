@@ -4,6 +4,8 @@
 //! Synchronous (file reads, YAML, rustls builds): the reloader runs it off
 //! the async threads. Depends on nothing in the runtime.
 
+use std::sync::Arc;
+
 use crate::bootstrap::Bootstrap;
 use crate::config::{self, Config};
 use crate::creds::{self, Credentials};
@@ -36,6 +38,28 @@ pub struct Loaded {
     pub isolated: Vec<String>,
     /// When reading its files began: a file changed later is not in it.
     pub read_at: std::time::SystemTime,
+    /// What the plan was compiled from, when a later load of the same
+    /// files may reuse it (a load of files alone).
+    pub inputs: Option<Arc<Inputs>>,
+    /// Whether the plan is the one in force, reused because no file
+    /// changed (only the credentials were loaded again).
+    pub reused: bool,
+}
+
+/// What a load of files compiled its plan from, kept with the
+/// configuration in force so a reload whose files did not change (a
+/// SIGHUP, a certificate renewed on disk) reuses the plan instead of
+/// parsing and compiling everything again. The plan is a pure function of
+/// the files and the bootstrap, which a process does not change.
+#[derive(Debug)]
+pub struct Inputs {
+    /// [`config::Files::digest`] of the files.
+    digest: u64,
+    /// The Secrets and ConfigMaps of the files: all the credentials read
+    /// from the configuration besides the plan.
+    config: Config,
+    /// The compile's errors in parts left out.
+    isolated: Vec<String>,
 }
 
 /// What a reload may reuse from the configuration in force.
@@ -49,6 +73,10 @@ pub struct Previous<'a> {
     /// Errors whose parts are left out of the configuration in force: still
     /// left out, they do not refuse the reload.
     pub isolated: &'a [String],
+    /// The plan in force, reused when its [`Inputs`] did not change.
+    pub plan: &'a Plan,
+    /// What the plan in force was compiled from, if it may be reused.
+    pub inputs: Option<&'a Arc<Inputs>>,
 }
 
 impl Loaded {
@@ -146,8 +174,38 @@ pub fn validate(bootstrap: &Bootstrap) -> Report {
 /// Reads, compiles and checks the bootstrap's configuration.
 pub fn report(bootstrap: &Bootstrap, previous: Option<Previous<'_>>) -> Report {
     let read_at = std::time::SystemTime::now();
-    let (config, parse_errors) = config::load_partial(&bootstrap.config_paths);
-    report_parsed(&config, &parse_errors, bootstrap, previous, read_at)
+    let files = config::read_files(&bootstrap.config_paths);
+    let digest = files.digest();
+    if let Some(p) = previous
+        && let Some(inputs) = p.inputs.filter(|i| i.digest == digest)
+    {
+        // No file changed: the same plan, with the credentials loaded again.
+        let compiled = Lines {
+            plan: p.plan.clone(),
+            errors: Vec::new(),
+            isolated: inputs.isolated.clone(),
+        };
+        let mut report = check_compiled(compiled, &inputs.config, bootstrap, previous, read_at);
+        if let Some(loaded) = &mut report.loaded {
+            loaded.inputs = Some(Arc::clone(inputs));
+            loaded.reused = true;
+        }
+        return report;
+    }
+    let (config, parse_errors) = files.parse();
+    drop(files);
+    let compiled = Lines::compile(&config, bootstrap);
+    let isolated = compiled.isolated.clone();
+    let mut report = check_compiled(compiled, &config, bootstrap, previous, read_at);
+    with_parse_errors(&mut report, &parse_errors);
+    if let Some(loaded) = &mut report.loaded {
+        loaded.inputs = Some(Arc::new(Inputs {
+            digest,
+            config: config.credential_sources(),
+            isolated,
+        }));
+    }
+    report
 }
 
 /// [`report`] for a configuration already read, with the errors of
@@ -161,13 +219,19 @@ pub fn report_parsed(
     read_at: std::time::SystemTime,
 ) -> Report {
     let mut report = check_all(config, bootstrap, previous, read_at);
+    with_parse_errors(&mut report, parse_errors);
+    report
+}
+
+/// Puts the errors of reading the configuration first; with any, nothing
+/// is served.
+fn with_parse_errors(report: &mut Report, parse_errors: &config::ConfigErrors) {
     report
         .errors
         .splice(0..0, parse_errors.0.iter().map(ToString::to_string));
     if !parse_errors.0.is_empty() {
         report.loaded = None;
     }
-    report
 }
 
 /// Compiles parsed config and loads its credentials.
@@ -183,10 +247,47 @@ fn check_all(
     previous: Option<Previous<'_>>,
     read_at: std::time::SystemTime,
 ) -> Report {
-    let compiled = plan::compile_all(config, bootstrap);
-    let plan = compiled.plan;
-    let mut errors: Vec<String> = compiled.errors.iter().map(ToString::to_string).collect();
-    let mut isolated: Vec<String> = compiled.isolated.iter().map(ToString::to_string).collect();
+    check_compiled(
+        Lines::compile(config, bootstrap),
+        config,
+        bootstrap,
+        previous,
+        read_at,
+    )
+}
+
+/// A compiled plan and its errors, as lines.
+struct Lines {
+    plan: Plan,
+    errors: Vec<String>,
+    isolated: Vec<String>,
+}
+
+impl Lines {
+    fn compile(config: &Config, bootstrap: &Bootstrap) -> Lines {
+        let compiled = plan::compile_all(config, bootstrap);
+        Lines {
+            plan: compiled.plan,
+            errors: compiled.errors.iter().map(ToString::to_string).collect(),
+            isolated: compiled.isolated.iter().map(ToString::to_string).collect(),
+        }
+    }
+}
+
+/// Loads the credentials of a compiled plan (`config` gives the Secrets
+/// and ConfigMaps of the documents) and builds its server configs.
+fn check_compiled(
+    compiled: Lines,
+    config: &Config,
+    bootstrap: &Bootstrap,
+    previous: Option<Previous<'_>>,
+    read_at: std::time::SystemTime,
+) -> Report {
+    let Lines {
+        plan,
+        mut errors,
+        mut isolated,
+    } = compiled;
     // The plan's warnings start with those of parsing `config`.
     let mut warnings = plan.warnings.clone();
     let (creds, cred_errors) =
@@ -241,6 +342,8 @@ fn check_all(
         server_tls,
         isolated: isolated.clone(),
         read_at,
+        inputs: None,
+        reused: false,
     });
     Report {
         loaded,

@@ -116,6 +116,8 @@ async fn reload(state: &Arc<State>, workers: &Workers, causes: &[Cause]) -> Resu
             creds: &prev.creds,
             server_tls: &prev.server_tls,
             isolated: &prev.isolated,
+            plan: &prev.plan,
+            inputs: prev.inputs.as_ref(),
         };
         sources.load(&bootstrap, Some(previous))
     })
@@ -173,6 +175,11 @@ async fn reload(state: &Arc<State>, workers: &Workers, causes: &[Cause]) -> Resu
         .metrics
         .count_rotations(&previous.creds, &loaded.creds);
     drop(previous);
+    if loaded.reused {
+        info!(
+            "no configuration file changed: the compiled plan in force is kept, credentials were loaded again"
+        );
+    }
     let stale = !loaded.creds.stale.is_empty();
     let loaded_isolated = loaded.isolated.len();
     let want = workers::desired(&loaded.plan, &state.bootstrap);

@@ -105,3 +105,72 @@ fn a_credential_error_alone_is_served_without_it_unless_strict() {
     assert_eq!(strict.errors.len(), 1, "{:?}", strict.errors);
     assert!(strict.isolated.is_empty());
 }
+
+/// A reload whose files did not change reuses the plan in force and loads
+/// the credentials again (a certificate renewed on disk is picked up); a
+/// changed file is parsed and compiled again.
+#[test]
+fn unchanged_files_reuse_the_plan_and_reload_the_credentials() {
+    let dir = tempfile::tempdir().unwrap();
+    let ca = dir.path().join("ca.pem");
+    let rule = dr(
+        "a",
+        "a.example.com",
+        &format!("{{mode: SIMPLE, caCertificates: {}}}", ca.display()),
+    );
+    std::fs::write(
+        dir.path().join("a.yaml"),
+        [se("a", "a.example.com"), rule.clone()].join("---\n"),
+    )
+    .unwrap();
+    let boot = bootstrap(dir.path(), false);
+    let first = validate(&boot).loaded.expect("served without the CA");
+    assert!(!first.reused);
+    assert!(first.inputs.is_some());
+    assert_eq!(first.isolated.len(), 1, "{:?}", first.isolated);
+    assert!(first.creds.trust.is_empty());
+    let previous = |l: &Loaded| -> Report {
+        report(
+            &boot,
+            Some(Previous {
+                creds: &l.creds,
+                server_tls: &l.server_tls,
+                isolated: &l.isolated,
+                plan: &l.plan,
+                inputs: l.inputs.as_ref(),
+            }),
+        )
+    };
+
+    // The CA file appears; no configuration file changed.
+    crate::devpki::DevCa::new("reuse CA")
+        .write_cert(dir.path(), "ca.pem")
+        .unwrap();
+    let second = previous(&first).loaded.expect("loads");
+    assert!(second.reused);
+    assert!(second.isolated.is_empty(), "{:?}", second.isolated);
+    assert_eq!(second.creds.trust.len(), 1);
+    assert_eq!(
+        serde_json::to_string(&second.plan).unwrap(),
+        serde_json::to_string(&first.plan).unwrap()
+    );
+
+    // A file changes: parsed and compiled again.
+    std::fs::write(
+        dir.path().join("a.yaml"),
+        [se("a", "a.example.com"), rule, se("b", "b.example.com")].join("---\n"),
+    )
+    .unwrap();
+    let third = previous(&second).loaded.expect("loads");
+    assert!(!third.reused);
+    assert_eq!(third.plan.outbound.services.len(), 2);
+
+    // A file added to the directory is a change too.
+    std::fs::write(dir.path().join("b.yaml"), se("c", "c.example.com")).unwrap();
+    let fourth = previous(&third).loaded.expect("loads");
+    assert!(!fourth.reused);
+    assert_eq!(fourth.plan.outbound.services.len(), 3);
+    let fifth = previous(&fourth).loaded.expect("loads");
+    assert!(fifth.reused);
+    assert_eq!(fifth.plan.outbound.services.len(), 3);
+}

@@ -29,6 +29,9 @@ pub struct Snapshot {
     pub generation: u64,
     /// Errors whose parts are left out of this configuration.
     pub isolated: Vec<String>,
+    /// What the plan was compiled from, when a reload of unchanged files
+    /// may reuse it.
+    pub inputs: Option<Arc<crate::load::Inputs>>,
 }
 
 /// State shared by every listener and connection.
@@ -72,6 +75,7 @@ impl State {
                 server_tls: loaded.server_tls,
                 generation: 0,
                 isolated: loaded.isolated,
+                inputs: loaded.inputs,
             }),
             upstreams: Upstreams::new(metrics.clone(), shards),
             prepared: PreparedCache::new(shards),
@@ -111,6 +115,7 @@ impl State {
             server_tls: loaded.server_tls,
             generation,
             isolated: loaded.isolated,
+            inputs: loaded.inputs,
         }));
         generation
     }

@@ -185,6 +185,8 @@ fn a_broken_change_keeps_the_version_in_force() {
         creds: &loaded.creds,
         server_tls: &loaded.server_tls,
         isolated: &loaded.isolated,
+        plan: &loaded.plan,
+        inputs: loaded.inputs.as_ref(),
     };
 
     // A change that does not compile: the version in force stays.
