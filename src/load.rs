@@ -26,8 +26,9 @@ impl std::error::Error for LoadErrors {}
 
 /// A fully checked configuration.
 pub struct Loaded {
-    /// The compiled plan.
-    pub plan: Plan,
+    /// The compiled plan (shared: a reload of unchanged files reuses the
+    /// one in force).
+    pub plan: Arc<Plan>,
     /// The credentials it references, validated.
     pub creds: Credentials,
     /// rustls server configs of the terminating inbound servers.
@@ -74,7 +75,7 @@ pub struct Previous<'a> {
     /// left out, they do not refuse the reload.
     pub isolated: &'a [String],
     /// The plan in force, reused when its [`Inputs`] did not change.
-    pub plan: &'a Plan,
+    pub plan: &'a Arc<Plan>,
     /// What the plan in force was compiled from, if it may be reused.
     pub inputs: Option<&'a Arc<Inputs>>,
 }
@@ -181,7 +182,7 @@ pub fn report(bootstrap: &Bootstrap, previous: Option<Previous<'_>>) -> Report {
     {
         // No file changed: the same plan, with the credentials loaded again.
         let compiled = Lines {
-            plan: p.plan.clone(),
+            plan: Arc::clone(p.plan),
             errors: Vec::new(),
             isolated: inputs.isolated.clone(),
         };
@@ -258,7 +259,7 @@ fn check_all(
 
 /// A compiled plan and its errors, as lines.
 struct Lines {
-    plan: Plan,
+    plan: Arc<Plan>,
     errors: Vec<String>,
     isolated: Vec<String>,
 }
@@ -267,7 +268,7 @@ impl Lines {
     fn compile(config: &Config, bootstrap: &Bootstrap) -> Lines {
         let compiled = plan::compile_all(config, bootstrap);
         Lines {
-            plan: compiled.plan,
+            plan: Arc::new(compiled.plan),
             errors: compiled.errors.iter().map(ToString::to_string).collect(),
             isolated: compiled.isolated.iter().map(ToString::to_string).collect(),
         }

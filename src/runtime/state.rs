@@ -70,7 +70,7 @@ impl State {
             bootstrap,
             read_at: loaded.read_at,
             snapshot: ArcSwap::from_pointee(Snapshot {
-                plan: Arc::new(loaded.plan),
+                plan: loaded.plan,
                 creds: Arc::new(loaded.creds),
                 server_tls: loaded.server_tls,
                 generation: 0,
@@ -110,7 +110,7 @@ impl State {
     pub fn publish(&self, loaded: Loaded) -> u64 {
         let generation = self.snapshot.load().generation + 1;
         self.snapshot.store(Arc::new(Snapshot {
-            plan: Arc::new(loaded.plan),
+            plan: loaded.plan,
             creds: Arc::new(loaded.creds),
             server_tls: loaded.server_tls,
             generation,

@@ -35,6 +35,7 @@ fn validate_warnings(dir: &std::path::Path, yaml: &str, registry_only: bool) -> 
         .unwrap_or_else(|e| panic!("does not load: {e}"))
         .plan
         .warnings
+        .clone()
 }
 
 #[tokio::test]
