@@ -148,7 +148,10 @@ fn unchanged_files_reuse_the_plan_and_reload_the_credentials() {
         .unwrap();
     let second = previous(&first).loaded.expect("loads");
     assert!(second.reused);
-    assert!(Arc::ptr_eq(&second.plan, &first.plan), "shared, not rebuilt");
+    assert!(
+        Arc::ptr_eq(&second.plan, &first.plan),
+        "shared, not rebuilt"
+    );
     assert!(second.isolated.is_empty(), "{:?}", second.isolated);
     assert_eq!(second.creds.trust.len(), 1);
     assert_eq!(
