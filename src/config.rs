@@ -18,6 +18,7 @@ pub mod request_authentication;
 pub mod secret;
 pub mod service_entry;
 pub mod sidecar;
+mod simple_yaml;
 mod single_pass;
 pub mod virtual_service;
 

@@ -26,6 +26,7 @@ use super::peer_authentication::PeerAuthenticationSpec;
 use super::request_authentication::RequestAuthenticationSpec;
 use super::service_entry::ServiceEntrySpec;
 use super::sidecar::SidecarSpec;
+use super::simple_yaml;
 use super::virtual_service::VirtualServiceSpec;
 
 /// The kinds whose spec is read typed, as dispatched on kind and
@@ -65,6 +66,7 @@ impl Typed {
 
 /// A typed spec read in the single pass, boxed: a large file's documents
 /// are all held at once between parsing and adding them in order.
+#[derive(Debug)]
 pub(super) enum Spec {
     ServiceEntry(Box<ServiceEntrySpec>),
     DestinationRule(Box<DestinationRuleSpec>),
@@ -77,6 +79,7 @@ pub(super) enum Spec {
 }
 
 /// A whole document read in one pass.
+#[derive(Debug)]
 pub(super) struct Parsed {
     pub(super) api_version: String,
     pub(super) kind: String,
@@ -85,8 +88,32 @@ pub(super) struct Parsed {
 }
 
 /// Reads `text` in one pass, or `None` when the two passes must run.
+/// A document in YAML's everyday subset is read without the general
+/// parser (see [`simple_yaml`]).
 pub(super) fn parse(text: &str) -> Option<Parsed> {
-    let raw: Raw = serde_saphyr::from_str_with_options(text, parse_options()).ok()?;
+    let simple = simple_yaml::read(text)
+        .and_then(|node| Raw::deserialize(simple_yaml::NodeDeserializer(&node)).ok());
+    let raw = match simple {
+        Some(raw) => raw,
+        None => serde_saphyr::from_str_with_options(text, parse_options()).ok()?,
+    };
+    finish(raw)
+}
+
+/// Reads `text` in one pass with the general parser only.
+#[cfg(test)]
+pub(super) fn parse_general(text: &str) -> Option<Parsed> {
+    finish(serde_saphyr::from_str_with_options(text, parse_options()).ok()?)
+}
+
+/// Reads `text` in one pass with the subset reader only.
+#[cfg(test)]
+pub(super) fn parse_simple(text: &str) -> Option<Parsed> {
+    let node = simple_yaml::read(text)?;
+    finish(Raw::deserialize(simple_yaml::NodeDeserializer(&node)).ok()?)
+}
+
+fn finish(raw: Raw) -> Option<Parsed> {
     // As `Object<S>` reads it: absent is the default, anything present must
     // be a valid ObjectMeta.
     let metadata = match raw.metadata {
