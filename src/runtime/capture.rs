@@ -52,11 +52,14 @@ pub async fn serve_outbound(stream: Counted<TcpStream>, conn: Arc<Connection>, s
     }
     let mut stream = stream;
     let bootstrap = &state.bootstrap;
-    let sniffed = sniff::sniff(
+    // What follows is boxed branch by branch: the connection's task keeps
+    // room only for the branch it takes, and a plain (uncaptured)
+    // connection none for the captured ones.
+    let sniffed = Box::pin(sniff::sniff(
         &mut stream,
         bootstrap.protocol_detection_timeout,
         bootstrap.request_header_timeout,
-    )
+    ))
     .await;
     let (protocol, first) = match sniffed {
         Ok(s) => s,
@@ -65,14 +68,21 @@ pub async fn serve_outbound(stream: Counted<TcpStream>, conn: Arc<Connection>, s
     conn.set_protocol(protocol.as_str());
     count(&state, "outbound", protocol.as_str());
     match protocol {
-        Protocol::Http => outbound::serve_http(Prefixed::new(first, stream), conn, state).await,
+        Protocol::Http => {
+            Box::pin(outbound::serve_http(
+                Prefixed::new(first, stream),
+                conn,
+                state,
+            ))
+            .await;
+        }
         Protocol::Tls | Protocol::Tcp => {
             let ctx = Ctx {
                 snapshot: state.snapshot(),
                 state,
                 conn,
             };
-            tunnel(&ctx, stream, orig, protocol, first).await;
+            Box::pin(tunnel(&ctx, stream, orig, protocol, first)).await;
         }
     }
 }

@@ -126,6 +126,19 @@ impl<S: Park> Park for Prefixed<S> {
     }
 }
 
+/// A stream moved through a connection's futures as a pointer, so each
+/// future that holds it on the way keeps a pointer's room, not the
+/// stream's (a TLS stream is over a KiB).
+impl<S: Park + ?Sized> Park for Box<S> {
+    fn has_input(&mut self) -> bool {
+        (**self).has_input()
+    }
+
+    fn poll_socket_readable(&mut self, cx: &mut Context<'_>) -> Poll<io::Result<()>> {
+        (**self).poll_socket_readable(cx)
+    }
+}
+
 /// What a connection's sessions and its time bounds share.
 #[derive(Default)]
 pub struct ParkCtl {

@@ -7,6 +7,8 @@
 //! upstream chosen by SNI and splice | terminate with that server's config →
 //! HTTP (ALPN h2 / http/1.1) or TCP.
 
+use std::future::Future;
+use std::pin::Pin;
 use std::sync::Arc;
 use std::time::Instant;
 
@@ -265,10 +267,24 @@ enum Terminated {
 /// gone once the connection is established: an idle connection keeps only
 /// what serving needs.
 async fn serve_tls(stream: Downstream, ctx: Ctx) {
-    match Box::pin(accept_tls(stream, ctx)).await {
-        Some(Terminated::Http(tls, conn, version)) => inbound_http::serve(tls, conn, version).await,
-        Some(Terminated::Tcp(tls, ctx, server)) => Box::pin(serve_tcp(tls, &ctx, &server)).await,
-        None => {}
+    // The handshake's future gives back only the (boxed) future serving
+    // the connection: the connection's task keeps no room for the TLS
+    // stream on its way from one to the other.
+    let serving = Box::pin(async move { accept_tls(stream, ctx).await.map(serve_terminated) });
+    if let Some(serving) = serving.await {
+        serving.await;
+    }
+}
+
+/// The future serving an established TLS connection, which holds the
+/// stream.
+fn serve_terminated(terminated: Terminated) -> Pin<Box<dyn Future<Output = ()> + Send>> {
+    match terminated {
+        Terminated::Http(tls, conn, version) => inbound_http::serve(tls, conn, version),
+        Terminated::Tcp(tls, ctx, server) => {
+            let tls = Box::new(tls);
+            Box::pin(async move { serve_tcp(tls, &ctx, &server).await })
+        }
     }
 }
 

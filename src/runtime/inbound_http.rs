@@ -177,6 +177,8 @@ pub(super) fn serve<IO>(
 where
     IO: idle::Park + AsyncRead + AsyncWrite + Unpin + Send + 'static,
 {
+    // Held once, on the heap: the futures below each keep a pointer.
+    let io = Box::new(io);
     let header_timeout = conn.ctx.state.bootstrap.request_header_timeout;
     let park_limit = idle::park_limit(header_timeout);
     let max_head = conn.ctx.state.bootstrap.max_header_bytes;
@@ -238,8 +240,9 @@ where
                         idle::serve_h1(io, h1(), service, &record, park_limit).await
                     }
                     Ok(idle::Detected::H2) => {
-                        let mut c =
-                            std::pin::pin!(h2().serve_connection(TokioIo::new(io), service));
+                        // Boxed: an HTTP/1.1 connection carries no room
+                        // for HTTP/2's state.
+                        let mut c = Box::pin(h2().serve_connection(TokioIo::new(io), service));
                         let mut closing = false;
                         loop {
                             tokio::select! {
