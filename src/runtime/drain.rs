@@ -9,9 +9,11 @@
 //! the pooled upstream connections are closed.
 
 use std::future::Future;
+use std::pin::Pin;
+use std::task::{Context, Poll};
 use std::time::Duration;
 
-use tokio_util::sync::CancellationToken;
+use tokio_util::sync::{CancellationToken, WaitForCancellationFutureOwned};
 use tokio_util::task::TaskTracker;
 
 /// A worker's tasks and the signals that end them. Cheap to clone.
@@ -57,12 +59,10 @@ impl Drain {
     where
         F: Future<Output = ()> + Send + 'static,
     {
-        let force = self.force.clone();
-        self.tasks.spawn(async move {
-            tokio::select! {
-                () = fut => {}
-                () = force.cancelled() => on_force(),
-            }
+        self.tasks.spawn(Until {
+            fut,
+            stop: self.force.clone().cancelled_owned(),
+            on_stop: Some(on_force),
         });
     }
 
@@ -73,12 +73,10 @@ impl Drain {
     where
         F: Future + Send + 'static,
     {
-        let stop = self.upstream_stop.clone();
-        self.upstream.spawn(async move {
-            tokio::select! {
-                _ = fut => {}
-                () = stop.cancelled() => {}
-            }
+        self.upstream.spawn(Until {
+            fut,
+            stop: self.upstream_stop.clone().cancelled_owned(),
+            on_stop: Some(|| {}),
         });
     }
 
@@ -105,11 +103,61 @@ impl Drain {
     }
 }
 
+pin_project_lite::pin_project! {
+    /// `fut` (its output ignored) until `stop`: then `on_stop` runs and
+    /// `fut` is dropped with the task. A task lives as long as its connection, so this holds
+    /// `fut` once (an `async` block selecting on it would hold it twice:
+    /// as the value it captured and as the future it polls).
+    struct Until<F, G> {
+        #[pin]
+        fut: F,
+        #[pin]
+        stop: WaitForCancellationFutureOwned,
+        on_stop: Option<G>,
+    }
+}
+
+impl<F: Future, G: FnOnce()> Future for Until<F, G> {
+    type Output = ();
+
+    fn poll(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<()> {
+        let this = self.project();
+        if this.fut.poll(cx).is_ready() {
+            return Poll::Ready(());
+        }
+        if this.stop.poll(cx).is_ready() {
+            if let Some(on_stop) = this.on_stop.take() {
+                on_stop();
+            }
+            return Poll::Ready(());
+        }
+        Poll::Pending
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
     use std::sync::Arc;
     use std::sync::atomic::{AtomicUsize, Ordering};
+
+    #[test]
+    fn a_task_holds_its_work_once() {
+        let work = async {
+            let held = [1u8; 1024];
+            tokio::task::yield_now().await;
+            std::hint::black_box(&held);
+        };
+        let alone = std::mem::size_of_val(&work);
+        let until = Until {
+            fut: work,
+            stop: CancellationToken::new().cancelled_owned(),
+            on_stop: Some(|| {}),
+        };
+        // The work, the stop signal and the closure: not the work twice.
+        let task = std::mem::size_of_val(&until);
+        assert!(alone >= 1024 && task < alone + 256, "{alone} -> {task}");
+    }
 
     #[tokio::test(start_paused = true)]
     async fn work_finishes_within_the_limit_or_is_stopped_there() {

@@ -302,7 +302,7 @@ pub async fn serve_h1<IO, C, S>(
     mut io: Parked<IO, C>,
     builder: http1::Builder,
     service: S,
-    record: &Connection,
+    record: Arc<Connection>,
     limit: Duration,
 ) -> Result<(), hyper::Error>
 where

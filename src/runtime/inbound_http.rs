@@ -210,34 +210,47 @@ where
             .max_header_list_size(max_list);
         builder
     };
+    // Each version's future is built here and handed to `serve_bounded`
+    // as it is: no `async` block around them holds a second copy of what
+    // they own.
     match version {
-        Version::H1 => Box::pin(async move {
+        Version::H1 => {
             let io = idle::Parked::new(io, ctl.clone());
-            let served = Box::pin(idle::serve_h1(io, h1(), service, &record, park_limit));
-            serve_bounded(served, &record, timeouts, shutdown, |_| ctl.park.close()).await
-        }),
+            let served = Box::pin(idle::serve_h1(
+                io,
+                h1(),
+                service,
+                record.clone(),
+                park_limit,
+            ));
+            Box::pin(serve_bounded(
+                served,
+                record,
+                timeouts,
+                shutdown,
+                move |_| ctl.park.close(),
+            ))
+        }
         Version::H2 => {
             let served = Box::pin(h2().serve_connection(TokioIo::new(io), service));
-            Box::pin(async move {
-                serve_bounded(served, &record, timeouts, shutdown, |c| {
-                    c.as_mut().graceful_shutdown()
-                })
-                .await
-            })
+            Box::pin(serve_bounded(served, record, timeouts, shutdown, |c| {
+                c.as_mut().graceful_shutdown()
+            }))
         }
         // No ALPN (plain ports, the rare TLS client without it): HTTP/2
         // with prior knowledge or HTTP/1.x, told by the first bytes.
-        Version::Detect => Box::pin(async move {
-            let served = Box::pin(async {
-                let mut io = idle::Parked::new(io, ctl.clone());
+        Version::Detect => {
+            let (park, rec) = (ctl.clone(), record.clone());
+            let served = Box::pin(async move {
+                let mut io = idle::Parked::new(io, park.clone());
                 let detected = tokio::select! {
                     d = idle::detect(&mut io) => d,
                     // Finishing before the first bytes: nothing to answer.
-                    () = ctl.park.closed() => Ok(idle::Detected::Closed),
+                    () = park.park.closed() => Ok(idle::Detected::Closed),
                 };
                 match detected {
                     Ok(idle::Detected::H1) => {
-                        idle::serve_h1(io, h1(), service, &record, park_limit).await
+                        idle::serve_h1(io, h1(), service, rec, park_limit).await
                     }
                     Ok(idle::Detected::H2) => {
                         // Boxed: an HTTP/1.1 connection carries no room
@@ -247,7 +260,7 @@ where
                         loop {
                             tokio::select! {
                                 r = c.as_mut() => break r,
-                                () = ctl.park.closed(), if !closing => {
+                                () = park.park.closed(), if !closing => {
                                     closing = true;
                                     c.as_mut().graceful_shutdown();
                                 }
@@ -261,8 +274,14 @@ where
                     }
                 }
             });
-            serve_bounded(served, &record, timeouts, shutdown, |_| ctl.park.close()).await
-        }),
+            Box::pin(serve_bounded(
+                served,
+                record,
+                timeouts,
+                shutdown,
+                move |_| ctl.park.close(),
+            ))
+        }
     }
 }
 

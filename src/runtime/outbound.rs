@@ -84,10 +84,10 @@ where
         idle::Parked::new(io, ctl.clone()),
         builder,
         service,
-        &conn,
+        conn.clone(),
         limit,
     );
-    serve_bounded(Box::pin(served), &conn, timeouts, stop, |_| ctl.close()).await;
+    serve_bounded(Box::pin(served), conn, timeouts, stop, |_| ctl.close()).await;
 }
 
 async fn handle(ctx: Arc<Ctx>, mut req: Request<Incoming>) -> Response<Body> {

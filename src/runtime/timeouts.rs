@@ -68,7 +68,7 @@ impl Timeouts {
 /// a client's reset is normal.
 pub async fn serve_bounded<C, E>(
     mut conn: Pin<Box<C>>,
-    record: &Connection,
+    record: Arc<Connection>,
     timeouts: Timeouts,
     stop: CancellationToken,
     graceful: impl Fn(&mut Pin<Box<C>>),
