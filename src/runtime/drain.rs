@@ -105,9 +105,10 @@ impl Drain {
 
 pin_project_lite::pin_project! {
     /// `fut` (its output ignored) until `stop`: then `on_stop` runs and
-    /// `fut` is dropped with the task. A task lives as long as its connection, so this holds
-    /// `fut` once (an `async` block selecting on it would hold it twice:
-    /// as the value it captured and as the future it polls).
+    /// `fut` is dropped with the task. A task lives as long as its
+    /// connection, so this holds `fut` once (an `async` block selecting
+    /// on it would hold it twice: as the value it captured and as the
+    /// future it polls).
     struct Until<F, G> {
         #[pin]
         fut: F,

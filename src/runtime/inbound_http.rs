@@ -240,13 +240,13 @@ where
         // No ALPN (plain ports, the rare TLS client without it): HTTP/2
         // with prior knowledge or HTTP/1.x, told by the first bytes.
         Version::Detect => {
-            let (park, rec) = (ctl.clone(), record.clone());
+            let (shared, rec) = (ctl.clone(), record.clone());
             let served = Box::pin(async move {
-                let mut io = idle::Parked::new(io, park.clone());
+                let mut io = idle::Parked::new(io, shared.clone());
                 let detected = tokio::select! {
                     d = idle::detect(&mut io) => d,
                     // Finishing before the first bytes: nothing to answer.
-                    () = park.park.closed() => Ok(idle::Detected::Closed),
+                    () = shared.park.closed() => Ok(idle::Detected::Closed),
                 };
                 match detected {
                     Ok(idle::Detected::H1) => {
@@ -260,7 +260,7 @@ where
                         loop {
                             tokio::select! {
                                 r = c.as_mut() => break r,
-                                () = park.park.closed(), if !closing => {
+                                () = shared.park.closed(), if !closing => {
                                     closing = true;
                                     c.as_mut().graceful_shutdown();
                                 }
