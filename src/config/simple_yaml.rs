@@ -2,17 +2,18 @@
 //!
 //! What `kubectl`, Helm and most hand-written Istio resources contain is
 //! block mappings and sequences of plain or simply quoted scalars. This
-//! module reads exactly that subset about ten times faster than the
+//! module reads exactly that subset several times faster than the
 //! general YAML parser, which matters for a configuration of tens of
 //! thousands of documents.
 //!
 //! It is a strict subset, and only ever a shortcut: [`read`] gives `None`
 //! for anything it does not recognise with certainty (anchors, tags, flow
-//! collections other than `{}` and `[]`, block scalars, escapes, nulls,
-//! numbers other than plain decimal integers, words YAML 1.1 reads as
-//! booleans, comments after content, tabs, non-ASCII text, repeated keys,
-//! documents past its size, depth and node limits, which sit well inside
-//! the general parser's budget), and the deserializer refuses every
+//! mappings other than `{}`, flow sequences other than one line of
+//! scalars, block scalars, escapes, nulls, numbers other than plain
+//! decimal integers, words YAML 1.1 reads as booleans, a `#` that might
+//! sit inside quotes, tabs, non-ASCII text, repeated keys, documents past
+//! its size, depth and node limits, which sit well inside the general
+//! parser's budget), and the deserializer refuses every
 //! mismatch of type instead of converting. The caller then reads the
 //! document with the general parser, so a document is only ever read here
 //! when the general parser would read it the same way. The tests hold
