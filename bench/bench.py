@@ -26,6 +26,7 @@ from procinfo import (CHILDREN, children_of, cpu_split, cpu_ticks, ctx_switches,
                       http_get, nofile, _on_signal, probe, proc_status_kib, Proxy, tail, wait_tcp)
 from confs import haproxy_conf, make_certs, meshgate_conf, nginx_backend_conf, nginx_proxy_conf
 from parsing import summary
+from symbol_order import layout
 
 from loads import LoadsMixin
 from configscale import ConfigScaleMixin
@@ -99,6 +100,8 @@ class Bench(LoadsMixin, ConfigScaleMixin, ReportMixin):
                 px.layout = (f"{len(pids)} process(es), threads {'+'.join(map(str, threads))}"
                              + (" (master + workers)" if len(pids) > 1 else "")
                              + f", RSS {px.idle_rss_kib / 1024:.1f} MiB at start")
+                if px.name == "meshgate":
+                    px.layout += f", {layout(self.args.meshgate_bin)}"
         self.check_endpoints()
 
     def start_backend(self) -> None:

@@ -676,6 +676,13 @@ fn the_dockerfile_builds_a_locked_release_into_a_1337_image_and_an_init_image() 
             "{rel} is compiled in but not copied into the build stage"
         );
     }
+    // The build script, and the code layout it hands the linker.
+    for needed in ["build.rs", "build"] {
+        assert!(
+            copied.iter().any(|c| c == needed),
+            "{needed} is not copied into the build stage"
+        );
+    }
     let ignore = read(&root().join("deploy/Dockerfile.dockerignore"));
     for c in &copied {
         assert!(

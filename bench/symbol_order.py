@@ -1,0 +1,219 @@
+#!/usr/bin/env python3
+"""Write build/symbol-order.txt: the functions meshgate runs while it starts
+and while it serves, for the linker to lay out first (see build.rs).
+
+    bench/symbol_order.py [--meshgate-bin target/release/meshgate]
+
+Runs a release build under valgrind's callgrind with the bench's
+configuration and backend (nginx): once ready, its counters are dumped
+("start"); then a few requests of every kind the bench measures (TLS and
+mutual TLS termination over HTTP/1.1 and HTTP/2, TLS and mutual TLS
+origination, the admin and stats endpoints) are made and the counters
+dumped again ("serve"). The order file lists the functions that ran
+while serving, then those that ran only while starting, each group sorted
+by name. Names are the binary's own (mangled) symbols; they stay the same
+from one build to the next while the compiler, the dependencies and the
+function do, so the file needs making again after a compiler or dependency
+upgrade, and is worth making again after large changes to the code.
+
+Needs valgrind, nginx, curl and openssl. Python 3 standard library only.
+"""
+from __future__ import annotations
+
+import argparse
+import glob
+import os
+import shutil
+import signal
+import subprocess
+import sys
+import tempfile
+import time
+
+sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
+from common import HOST, REPO, log  # noqa: E402
+from confs import make_certs, meshgate_conf, nginx_backend_conf  # noqa: E402
+from procinfo import CHILDREN, free_ports, http_get, tail, wait_tcp  # noqa: E402
+
+ORDER_FILE = os.path.join(REPO, "build", "symbol-order.txt")
+HEADER = """\
+# Functions laid out first in a release build (build.rs), made by
+# bench/symbol_order.py: those meshgate ran while serving, then those it ran
+# only while starting. Generated; do not edit.
+"""
+
+
+def text_symbols(binary: str) -> set[str]:
+    out = subprocess.run(["nm", "--defined-only", binary], capture_output=True, text=True, check=True).stdout
+    return {p[2] for p in (line.split() for line in out.splitlines()) if len(p) == 3 and p[1] in "tT"}
+
+
+def functions_in(dump: str) -> set[str]:
+    """Functions with a cost in one callgrind dump (written with
+    --compress-strings=no, so every `fn=` line carries the name)."""
+    names = set()
+    with open(dump, errors="replace") as f:
+        for line in f:
+            if line.startswith("fn="):
+                names.add(line[3:].strip())
+    return names
+
+
+def curl(*argv: str) -> None:
+    """curl with these options and URLs (every `http…` argument); each must answer 200."""
+    args: list[str] = []
+    for arg in argv:
+        args += ["-o", "/dev/null", arg] if arg.startswith("http") else [arg]
+    urls = sum(1 for arg in argv if arg.startswith("http"))
+    r = subprocess.run(["curl", "-sS", "-w", "%{http_code}", "--max-time", "30", *args],
+                       capture_output=True, text=True)
+    if r.stdout != "200" * urls:
+        raise RuntimeError(f"curl {' '.join(argv)}: {r.stdout} {r.stderr.strip()}")
+
+
+def main() -> int:
+    ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    ap.add_argument("--meshgate-bin", default=os.path.join(os.environ.get("CARGO_TARGET_DIR",
+                                                                          os.path.join(REPO, "target")),
+                                                           "release", "meshgate"))
+    ap.add_argument("--out", default=ORDER_FILE)
+    a = ap.parse_args()
+    missing = [t for t in ("valgrind", "callgrind_control", "nginx", "curl", "openssl", "nm")
+               if not shutil.which(t)]
+    if missing:
+        print(f"missing tools: {' '.join(missing)}", file=sys.stderr)
+        return 2
+    work = tempfile.mkdtemp(prefix="meshgate-order-")
+    signal.signal(signal.SIGTERM, lambda *_: sys.exit(1))
+    try:
+        return generate(a, work)
+    finally:
+        CHILDREN.stop_all()
+        shutil.rmtree(work, ignore_errors=True)
+
+
+def generate(a, work: str) -> int:
+    certs = make_certs(os.path.join(work, "certs"), rsa=False)
+    names = ["be_plain", "be_tls", "be_mtls", "be_status", "term", "term_mtls", "out", "admin", "stats", "ready"]
+    p = dict(zip(names, free_ports(len(names))))
+    backend = os.path.join(work, "backend")
+    os.makedirs(os.path.join(backend, "html"))
+    with open(os.path.join(backend, "nginx.conf"), "w") as f:
+        f.write(nginx_backend_conf(backend, p, certs, os.path.join(backend, "html")))
+    be = CHILDREN.start("backend", ["nginx", "-p", backend, "-c", "nginx.conf"], os.path.join(backend, "out.log"))
+    for k in ("be_plain", "be_tls", "be_mtls"):
+        if not wait_tcp(p[k], be):
+            raise RuntimeError(f"backend nginx did not come up: {tail(os.path.join(backend, 'error.log'), 20)}")
+
+    conf = os.path.join(work, "meshgate")
+    os.makedirs(conf)
+    with open(os.path.join(conf, "bench.yaml"), "w") as f:
+        f.write(meshgate_conf(p, certs))
+    prefix = os.path.join(work, "callgrind.out")
+    argv = ["valgrind", "--tool=callgrind", f"--callgrind-out-file={prefix}", "--dump-instr=no",
+            "--compress-strings=no", "--compress-pos=no", "--demangle=no",
+            a.meshgate_bin, "run", "-c", conf,
+            "--port-map", f"443=127.0.0.1:{p['term']}", "--port-map", f"8443=127.0.0.1:{p['term_mtls']}",
+            "--inbound-bind", "127.0.0.1", "--outbound-addr", f"127.0.0.1:{p['out']}",
+            "--admin-addr", f"127.0.0.1:{p['admin']}", "--stats-addr", f"127.0.0.1:{p['stats']}",
+            "--ready-addr", f"127.0.0.1:{p['ready']}", "--log-level", "warn", "--concurrency", "2"]
+    log_path = os.path.join(work, "meshgate.log")
+    mg = CHILDREN.start("meshgate", argv, log_path)
+    deadline = time.monotonic() + 300
+    while True:
+        try:
+            if http_get(f"http://127.0.0.1:{p['ready']}/healthz/ready", 2)[0] == 200:
+                break
+        except OSError:
+            pass
+        if mg.poll() is not None or time.monotonic() > deadline:
+            raise RuntimeError(f"meshgate under callgrind did not become ready:\n{tail(log_path, 30)}")
+        time.sleep(0.5)
+    time.sleep(2)
+    dump(mg.pid, "start")
+
+    resolve = ["--connect-to", f"{HOST}:443:127.0.0.1:{p['term']}"]
+    mtls = ["--connect-to", f"{HOST}:8443:127.0.0.1:{p['term_mtls']}",
+            "--cert", certs["client"], "--key", certs["client_key"]]
+    for _ in range(3):
+        curl("--cacert", certs["ca"], *resolve, "--http1.1", f"https://{HOST}/")
+        curl("--cacert", certs["ca"], *resolve, "--http2", f"https://{HOST}/", f"https://{HOST}/")
+        curl("--cacert", certs["ca"], *mtls, f"https://{HOST}:8443/")
+        curl("-H", f"Host: {HOST}", f"http://127.0.0.1:{p['out']}/", f"http://127.0.0.1:{p['out']}/")
+        curl("-H", f"Host: {HOST}:81", f"http://127.0.0.1:{p['out']}/")
+        curl(f"http://127.0.0.1:{p['stats']}/stats/prometheus")
+        curl(f"http://127.0.0.1:{p['admin']}/stats/prometheus")
+        curl(f"http://127.0.0.1:{p['ready']}/healthz/ready")
+    time.sleep(1)
+    dump(mg.pid, "serve")
+    os.killpg(mg.pid, signal.SIGTERM)
+    mg.wait(timeout=120)
+
+    start = dumps(prefix, "start")
+    serve = dumps(prefix, "serve")
+    syms = text_symbols(a.meshgate_bin)
+    serving = sorted(serve & syms)
+    starting = sorted((start & syms) - serve)
+    os.makedirs(os.path.dirname(a.out), exist_ok=True)
+    with open(a.out, "w") as f:
+        f.write(HEADER)
+        f.write("".join(s + "\n" for s in serving + starting))
+    size = symbol_sizes(a.meshgate_bin)
+    log(f"wrote {a.out}: {len(serving)} functions while serving ({sum(size.get(s, 0) for s in serving) >> 10} KiB), "
+        f"{len(starting)} more while starting ({sum(size.get(s, 0) for s in starting) >> 10} KiB), "
+        f"of {sum(size.values()) >> 20} MiB of code")
+    return 0
+
+
+def layout(binary: str, order_file: str = ORDER_FILE) -> str:
+    """How much of the order file a binary follows: the functions it names
+    that the binary has, and the span of code they occupy (about their total
+    size when laid out first, most of the binary when not)."""
+    try:
+        with open(order_file) as f:
+            names = [line.strip() for line in f if line.strip() and not line.startswith("#")]
+        out = subprocess.run(["nm", "-S", "--defined-only", binary], capture_output=True, text=True,
+                             check=True).stdout
+    except (OSError, subprocess.CalledProcessError) as e:
+        return f"code layout unknown: {e}"
+    where = {}
+    for p in (line.split() for line in out.splitlines()):
+        if len(p) == 4 and p[2] in "tT":
+            where[p[3]] = (int(p[0], 16), int(p[1], 16))
+    found = [where[n] for n in names if n in where]
+    if not found:
+        return f"code layout: none of the {len(names):,} functions in build/symbol-order.txt found"
+    span = max(a + n for a, n in found) - min(a for a, _ in found)
+    size = sum(n for _, n in found)
+    return (f"code layout: {len(found):,} of {len(names):,} functions in build/symbol-order.txt found, "
+            f"{size / 2**20:.1f} MiB of code spread over {span / 2**20:.1f} MiB")
+
+
+def dump(pid: int, name: str) -> None:
+    """Write callgrind's counters so far to a dump named `name`, and zero them."""
+    r = subprocess.run(["callgrind_control", f"--dump={name}", str(pid)], capture_output=True, text=True,
+                       timeout=120)
+    if r.returncode != 0:
+        raise RuntimeError(f"callgrind_control --dump={name}: {r.stdout} {r.stderr}")
+
+
+def dumps(prefix: str, name: str) -> set[str]:
+    """Functions in the dumps whose trigger was `name` (one per thread at most)."""
+    names: set[str] = set()
+    for path in glob.glob(prefix + "*"):
+        with open(path, errors="replace") as f:
+            head = f.read(4096)
+        if f"\ndesc: Trigger: dump {name}\n" in head:
+            names |= functions_in(path)
+    if not names:
+        raise RuntimeError(f"no callgrind dump named {name} under {prefix}*")
+    return names
+
+
+def symbol_sizes(binary: str) -> dict[str, int]:
+    out = subprocess.run(["nm", "-S", "--defined-only", binary], capture_output=True, text=True, check=True).stdout
+    return {p[3]: int(p[1], 16) for p in (line.split() for line in out.splitlines()) if len(p) == 4 and p[2] in "tT"}
+
+
+if __name__ == "__main__":
+    sys.exit(main())
