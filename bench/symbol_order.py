@@ -38,8 +38,9 @@ from procinfo import CHILDREN, free_ports, http_get, tail, wait_tcp  # noqa: E40
 ORDER_FILE = os.path.join(REPO, "build", "symbol-order.txt")
 HEADER = """\
 # Functions laid out first in a release build (build.rs), made by
-# bench/symbol_order.py: those meshgate ran while serving, then those it ran
-# only while starting. Generated; do not edit.
+# bench/symbol_order.py: those meshgate ran both while starting and while
+# serving, then those it ran only while starting, then those it ran only
+# while serving. Generated; do not edit.
 """
 
 
@@ -109,10 +110,14 @@ def generate(a, work: str) -> int:
     os.makedirs(conf)
     with open(os.path.join(conf, "bench.yaml"), "w") as f:
         f.write(meshgate_conf(p, certs))
+    # As the bench starts it: a bootstrap file is read at start too.
+    bootstrap = os.path.join(work, "bootstrap.yaml")
+    with open(bootstrap, "w") as f:
+        f.write("handshakeTimeout: 60s\n")
     prefix = os.path.join(work, "callgrind.out")
     argv = ["valgrind", "--tool=callgrind", f"--callgrind-out-file={prefix}", "--dump-instr=no",
             "--compress-strings=no", "--compress-pos=no", "--demangle=no",
-            a.meshgate_bin, "run", "-c", conf,
+            a.meshgate_bin, "run", "-c", conf, "--bootstrap", bootstrap,
             "--port-map", f"443=127.0.0.1:{p['term']}", "--port-map", f"8443=127.0.0.1:{p['term_mtls']}",
             "--inbound-bind", "127.0.0.1", "--outbound-addr", f"127.0.0.1:{p['out']}",
             "--admin-addr", f"127.0.0.1:{p['admin']}", "--stats-addr", f"127.0.0.1:{p['stats']}",
@@ -152,16 +157,20 @@ def generate(a, work: str) -> int:
     start = dumps(prefix, "start")
     serve = dumps(prefix, "serve")
     syms = text_symbols(a.meshgate_bin)
-    serving = sorted(serve & syms)
-    starting = sorted((start & syms) - serve)
+    groups = {
+        "both while starting and serving": sorted(start & serve & syms),
+        "only while starting": sorted((start - serve) & syms),
+        "only while serving": sorted((serve - start) & syms),
+    }
     os.makedirs(os.path.dirname(a.out), exist_ok=True)
     with open(a.out, "w") as f:
         f.write(HEADER)
-        f.write("".join(s + "\n" for s in serving + starting))
+        for names in groups.values():
+            f.write("".join(s + "\n" for s in names))
     size = symbol_sizes(a.meshgate_bin)
-    log(f"wrote {a.out}: {len(serving)} functions while serving ({sum(size.get(s, 0) for s in serving) >> 10} KiB), "
-        f"{len(starting)} more while starting ({sum(size.get(s, 0) for s in starting) >> 10} KiB), "
-        f"of {sum(size.values()) >> 20} MiB of code")
+    log(f"wrote {a.out}: " + ", ".join(f"{len(names):,} functions {what} ({sum(size.get(s, 0) for s in names) >> 10} KiB)"
+                                       for what, names in groups.items())
+        + f", of {sum(size.values()) >> 20} MiB of code")
     return 0
 
 
