@@ -102,6 +102,8 @@ class Bench(LoadsMixin, ConfigScaleMixin, ReportMixin):
                              + f", RSS {px.idle_rss_kib / 1024:.1f} MiB at start")
                 if px.name == "meshgate":
                     px.layout += f", {layout(self.args.meshgate_bin)}"
+                    if "NOT FOLLOWED" in px.layout:
+                        log(f"meshgate: {px.layout}")
         self.check_endpoints()
 
     def start_backend(self) -> None:

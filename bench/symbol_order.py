@@ -194,8 +194,12 @@ def layout(binary: str, order_file: str = ORDER_FILE) -> str:
         return f"code layout: none of the {len(names):,} functions in build/symbol-order.txt found"
     span = max(a + n for a, n in found) - min(a for a, _ in found)
     size = sum(n for _, n in found)
-    return (f"code layout: {len(found):,} of {len(names):,} functions in build/symbol-order.txt found, "
+    text = (f"code layout: {len(found):,} of {len(names):,} functions in build/symbol-order.txt found, "
             f"{size / 2**20:.1f} MiB of code spread over {span / 2**20:.1f} MiB")
+    if len(found) < 0.9 * len(names) or span > 1.5 * size:
+        text += (" (NOT FOLLOWED: the list is stale or the linker did not get it; idle RSS is higher; "
+                 "see bench/README.md, Code layout)")
+    return text
 
 
 def dump(pid: int, name: str) -> None:
