@@ -16,7 +16,13 @@ from one build to the next while the compiler, the dependencies and the
 function do, so the file needs making again after a compiler or dependency
 upgrade, and is worth making again after large changes to the code.
 
-Needs valgrind, nginx, curl and openssl. Python 3 standard library only.
+Valgrind cannot run every instruction the real CPU has, and aws-lc picks
+its assembly by the CPU's features, so a second run on the real CPU is
+sampled with perf (at 20 kHz) where perf is installed, and what it saw is
+added to the same groups.
+
+Needs valgrind, nginx, curl and openssl (perf optional). Python 3 standard
+library only.
 """
 from __future__ import annotations
 
@@ -31,7 +37,7 @@ import tempfile
 import time
 
 sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
-from common import HOST, REPO, log  # noqa: E402
+from common import CLK_TCK, HOST, REPO, log  # noqa: E402
 from confs import make_certs, meshgate_conf, nginx_backend_conf  # noqa: E402
 from procinfo import CHILDREN, free_ports, http_get, tail, wait_tcp  # noqa: E402
 
@@ -114,48 +120,65 @@ def generate(a, work: str) -> int:
     bootstrap = os.path.join(work, "bootstrap.yaml")
     with open(bootstrap, "w") as f:
         f.write("handshakeTimeout: 60s\n")
-    prefix = os.path.join(work, "callgrind.out")
-    argv = ["valgrind", "--tool=callgrind", f"--callgrind-out-file={prefix}", "--dump-instr=no",
-            "--compress-strings=no", "--compress-pos=no", "--demangle=no",
-            a.meshgate_bin, "run", "-c", conf, "--bootstrap", bootstrap,
-            "--port-map", f"443=127.0.0.1:{p['term']}", "--port-map", f"8443=127.0.0.1:{p['term_mtls']}",
-            "--inbound-bind", "127.0.0.1", "--outbound-addr", f"127.0.0.1:{p['out']}",
-            "--admin-addr", f"127.0.0.1:{p['admin']}", "--stats-addr", f"127.0.0.1:{p['stats']}",
-            "--ready-addr", f"127.0.0.1:{p['ready']}", "--log-level", "warn", "--concurrency", "2"]
-    log_path = os.path.join(work, "meshgate.log")
-    mg = CHILDREN.start("meshgate", argv, log_path)
-    deadline = time.monotonic() + 300
-    while True:
-        try:
-            if http_get(f"http://127.0.0.1:{p['ready']}/healthz/ready", 2)[0] == 200:
-                break
-        except OSError:
-            pass
-        if mg.poll() is not None or time.monotonic() > deadline:
-            raise RuntimeError(f"meshgate under callgrind did not become ready:\n{tail(log_path, 30)}")
-        time.sleep(0.5)
-    time.sleep(2)
-    dump(mg.pid, "start")
+    run = ["run", "-c", conf, "--bootstrap", bootstrap,
+           "--port-map", f"443=127.0.0.1:{p['term']}", "--port-map", f"8443=127.0.0.1:{p['term_mtls']}",
+           "--inbound-bind", "127.0.0.1", "--outbound-addr", f"127.0.0.1:{p['out']}",
+           "--admin-addr", f"127.0.0.1:{p['admin']}", "--stats-addr", f"127.0.0.1:{p['stats']}",
+           "--ready-addr", f"127.0.0.1:{p['ready']}", "--log-level", "warn", "--concurrency", "2"]
 
-    resolve = ["--connect-to", f"{HOST}:443:127.0.0.1:{p['term']}"]
-    mtls = ["--connect-to", f"{HOST}:8443:127.0.0.1:{p['term_mtls']}",
-            "--cert", certs["client"], "--key", certs["client_key"]]
-    for _ in range(3):
-        curl("--cacert", certs["ca"], *resolve, "--http1.1", f"https://{HOST}/")
-        curl("--cacert", certs["ca"], *resolve, "--http2", f"https://{HOST}/", f"https://{HOST}/")
-        curl("--cacert", certs["ca"], *mtls, f"https://{HOST}:8443/")
-        curl("-H", f"Host: {HOST}", f"http://127.0.0.1:{p['out']}/", f"http://127.0.0.1:{p['out']}/")
-        curl("-H", f"Host: {HOST}:81", f"http://127.0.0.1:{p['out']}/")
-        curl(f"http://127.0.0.1:{p['stats']}/stats/prometheus")
-        curl(f"http://127.0.0.1:{p['admin']}/stats/prometheus")
-        curl(f"http://127.0.0.1:{p['ready']}/healthz/ready")
-    time.sleep(1)
+    def traffic() -> None:
+        resolve = ["--connect-to", f"{HOST}:443:127.0.0.1:{p['term']}"]
+        mtls = ["--connect-to", f"{HOST}:8443:127.0.0.1:{p['term_mtls']}",
+                "--cert", certs["client"], "--key", certs["client_key"]]
+        for _ in range(3):
+            curl("--cacert", certs["ca"], *resolve, "--http1.1", f"https://{HOST}/")
+            curl("--cacert", certs["ca"], *resolve, "--http2", f"https://{HOST}/", f"https://{HOST}/")
+            curl("--cacert", certs["ca"], *mtls, f"https://{HOST}:8443/")
+            curl("-H", f"Host: {HOST}", f"http://127.0.0.1:{p['out']}/", f"http://127.0.0.1:{p['out']}/")
+            curl("-H", f"Host: {HOST}:81", f"http://127.0.0.1:{p['out']}/")
+            curl(f"http://127.0.0.1:{p['stats']}/stats/prometheus")
+            curl(f"http://127.0.0.1:{p['admin']}/stats/prometheus")
+            curl(f"http://127.0.0.1:{p['ready']}/healthz/ready")
+        time.sleep(1)
+
+    # Every function that runs, under callgrind.
+    prefix = os.path.join(work, "callgrind.out")
+    mg = launch(["valgrind", "--tool=callgrind", f"--callgrind-out-file={prefix}", "--dump-instr=no",
+                 "--compress-strings=no", "--compress-pos=no", "--demangle=no", a.meshgate_bin, *run],
+                p["ready"], os.path.join(work, "callgrind.log"))
+    # What a proxy does just after it is ready (connections it opens ahead
+    # of requests, timers) belongs to starting too: wait for it to go quiet.
+    settle(mg.pid)
+    dump(mg.pid, "start")
+    traffic()
     dump(mg.pid, "serve")
     os.killpg(mg.pid, signal.SIGTERM)
     mg.wait(timeout=120)
-
     start = dumps(prefix, "start")
     serve = dumps(prefix, "serve")
+
+    # aws-lc picks its assembly by the CPU's features, and valgrind's
+    # virtual CPU lacks some of this one's: sample a run on the real CPU
+    # too (perf, where it is installed) for the variants that only it runs.
+    if shutil.which("perf"):
+        data = os.path.join(work, "perf.data")
+        mg = launch(["perf", "record", "-q", "-k", "CLOCK_MONOTONIC", "-F", "20000", "-o", data,
+                     "--", a.meshgate_bin, *run], p["ready"], os.path.join(work, "perf.log"))
+        time.sleep(1)
+        started = time.monotonic()
+        traffic()
+        os.killpg(mg.pid, signal.SIGINT)
+        mg.wait(timeout=120)
+        out = subprocess.run(["perf", "script", "-i", data, "-F", "time,ip,sym", "--no-demangle"],
+                             capture_output=True, text=True).stdout
+        for line in out.splitlines():
+            at, _, rest = line.strip().partition(":")
+            fields = rest.split()  # address, symbol
+            if len(fields) == 2 and at.replace(".", "").isdigit():
+                (start if float(at) < started else serve).add(fields[1])
+    else:
+        log("perf not found: the list has only what ran under callgrind")
+
     syms = text_symbols(a.meshgate_bin)
     groups = {
         "both while starting and serving": sorted(start & serve & syms),
@@ -200,6 +223,38 @@ def layout(binary: str, order_file: str = ORDER_FILE) -> str:
         text += (" (NOT FOLLOWED: the list is stale or the linker did not get it; idle RSS is higher; "
                  "see bench/README.md, Code layout)")
     return text
+
+
+def launch(argv: list[str], ready_port: int, log_path: str) -> subprocess.Popen:
+    """Start meshgate (under a tool) and wait for its readiness endpoint."""
+    mg = CHILDREN.start("meshgate", argv, log_path)
+    deadline = time.monotonic() + 300
+    while True:
+        try:
+            if http_get(f"http://127.0.0.1:{ready_port}/healthz/ready", 2)[0] == 200:
+                return mg
+        except OSError:
+            pass
+        if mg.poll() is not None or time.monotonic() > deadline:
+            raise RuntimeError(f"{argv[0]} meshgate did not become ready:\n{tail(log_path, 30)}")
+        time.sleep(0.5)
+
+
+def settle(pid: int, timeout: float = 120) -> None:
+    """Wait until the process has used under 20 ms of CPU in each of three
+    seconds in a row (callgrind runs it some fifty times slower)."""
+    def cpu() -> float:
+        with open(f"/proc/{pid}/stat") as f:
+            fields = f.read().rsplit(")", 1)[1].split()
+        return (int(fields[11]) + int(fields[12])) / CLK_TCK
+
+    deadline = time.monotonic() + timeout
+    quiet, last = 0, cpu()
+    while quiet < 3 and time.monotonic() < deadline:
+        time.sleep(1)
+        now = cpu()
+        quiet = quiet + 1 if now - last < 0.02 else 0
+        last = now
 
 
 def dump(pid: int, name: str) -> None:
