@@ -5,21 +5,27 @@ and while it serves, for the linker to lay out first (see build.rs).
     bench/symbol_order.py [--meshgate-bin target/release/meshgate]
 
 Runs a release build under valgrind's callgrind with the bench's
-configuration and backend (nginx): once ready, its counters are dumped
-("start"); then a few requests of every kind the bench measures (TLS and
-mutual TLS termination over HTTP/1.1 and HTTP/2, TLS and mutual TLS
-origination, the admin and stats endpoints) are made and the counters
-dumped again ("serve"). The order file lists the functions that ran
-while serving, then those that ran only while starting, each group sorted
-by name. Names are the binary's own (mangled) symbols; they stay the same
-from one build to the next while the compiler, the dependencies and the
-function do, so the file needs making again after a compiler or dependency
-upgrade, and is worth making again after large changes to the code.
+configuration, bootstrap file and backend (nginx): once it is ready and
+quiet, its counters are dumped ("start"); then a few requests of every
+kind the bench measures (TLS and mutual TLS termination over HTTP/1.1 and
+HTTP/2, TLS and mutual TLS origination, the admin and stats endpoints) are
+made and the counters dumped again ("serve"). The order file lists the
+functions that ran in both, then those that ran only while starting, then
+those that ran only while serving, each group sorted by name: a proxy that
+has started maps the first two groups and a proxy that serves the first
+and the last, with the least code of the other group in between.
 
-Valgrind cannot run every instruction the real CPU has, and aws-lc picks
-its assembly by the CPU's features, so a second run on the real CPU is
-sampled with perf (at 20 kHz) where perf is installed, and what it saw is
-added to the same groups.
+Valgrind's virtual CPU lacks some of the real one's features, and aws-lc
+picks its assembly by them, so five more runs on the real CPU are sampled
+with perf (at 20 kHz) where perf is installed, and what they saw is added
+to the same groups; of aws-lc's s2n-bignum pairs (`X` for CPUs with BMI2
+and ADX, `X_alt` for the rest) both are listed where either ran.
+
+Names are the binary's own (mangled) symbols; they stay the same from one
+build to the next while the compiler, the dependencies, the features, the
+release profile and the function do, so the file needs making again after
+a compiler or dependency upgrade, and is worth making again after large
+changes to the code.
 
 Needs valgrind, nginx, curl and openssl (perf optional). Python 3 standard
 library only.
