@@ -222,10 +222,12 @@ def layout(binary: str, order_file: str = ORDER_FILE) -> str:
                              check=True).stdout
     except (OSError, subprocess.CalledProcessError) as e:
         return f"code layout unknown: {e}"
-    where = {}
+    where = {}  # name: (address, size); assembly labels have no size
     for p in (line.split() for line in out.splitlines()):
         if len(p) == 4 and p[2] in "tT":
             where[p[3]] = (int(p[0], 16), int(p[1], 16))
+        elif len(p) == 3 and p[1] in "tT":
+            where[p[2]] = (int(p[0], 16), 0)
     found = [where[n] for n in names if n in where]
     if not found:
         return f"code layout: none of the {len(names):,} functions in build/symbol-order.txt found"
