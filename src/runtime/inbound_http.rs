@@ -3,6 +3,8 @@
 //! headers for the app, and the relay to the destination.
 
 use std::convert::Infallible;
+use std::future::Future;
+use std::pin::Pin;
 use std::sync::Arc;
 
 use http::header::{self, HeaderName, HeaderValue};
@@ -173,7 +175,7 @@ pub(super) fn serve<IO>(
     io: IO,
     conn: Arc<HttpConn>,
     version: Version,
-) -> std::pin::Pin<Box<dyn std::future::Future<Output = ()> + Send>>
+) -> Pin<Box<dyn Future<Output = ()> + Send>>
 where
     IO: idle::Park + AsyncRead + AsyncWrite + Unpin + Send + 'static,
 {
@@ -212,36 +214,31 @@ where
     };
     // Each version's future is built here and handed to `serve_bounded`
     // as it is: no `async` block around them holds a second copy of what
-    // they own.
-    match version {
+    // they own. HTTP/1.x sessions (and HTTP/2 found by detection) are
+    // asked to finish through the park control; HTTP/2 by ALPN by hyper's
+    // graceful shutdown.
+    let served: Pin<Box<dyn Future<Output = Result<(), hyper::Error>> + Send>> = match version {
+        Version::H2 => {
+            let served = Box::pin(h2().serve_connection(TokioIo::new(io), service));
+            return Box::pin(serve_bounded(served, record, timeouts, shutdown, |c| {
+                c.as_mut().graceful_shutdown()
+            }));
+        }
         Version::H1 => {
             let io = idle::Parked::new(io, ctl.clone());
-            let served = Box::pin(idle::serve_h1(
+            Box::pin(idle::serve_h1(
                 io,
                 h1(),
                 service,
                 record.clone(),
                 park_limit,
-            ));
-            Box::pin(serve_bounded(
-                served,
-                record,
-                timeouts,
-                shutdown,
-                move |_| ctl.park.close(),
             ))
-        }
-        Version::H2 => {
-            let served = Box::pin(h2().serve_connection(TokioIo::new(io), service));
-            Box::pin(serve_bounded(served, record, timeouts, shutdown, |c| {
-                c.as_mut().graceful_shutdown()
-            }))
         }
         // No ALPN (plain ports, the rare TLS client without it): HTTP/2
         // with prior knowledge or HTTP/1.x, told by the first bytes.
         Version::Detect => {
             let (shared, rec) = (ctl.clone(), record.clone());
-            let served = Box::pin(async move {
+            Box::pin(async move {
                 let mut io = idle::Parked::new(io, shared.clone());
                 let detected = tokio::select! {
                     d = idle::detect(&mut io) => d,
@@ -273,16 +270,16 @@ where
                         Ok(())
                     }
                 }
-            });
-            Box::pin(serve_bounded(
-                served,
-                record,
-                timeouts,
-                shutdown,
-                move |_| ctl.park.close(),
-            ))
+            })
         }
-    }
+    };
+    Box::pin(serve_bounded(
+        served,
+        record,
+        timeouts,
+        shutdown,
+        move |_| ctl.park.close(),
+    ))
 }
 
 /// Envoy's `X-Forwarded-Client-Cert` for a verified client certificate:

@@ -73,7 +73,7 @@ pub async fn serve_bounded<C, E>(
     stop: CancellationToken,
     graceful: impl Fn(&mut Pin<Box<C>>),
 ) where
-    C: Future<Output = Result<(), E>>,
+    C: Future<Output = Result<(), E>> + ?Sized,
     E: ServeError,
 {
     let served = Instant::now();
