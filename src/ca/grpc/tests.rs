@@ -1,6 +1,3 @@
-use std::collections::BTreeMap;
-
-use super::proto::{put_bytes, put_varint};
 use super::*;
 
 const CSR: &str = "-----BEGIN CERTIFICATE REQUEST-----\nx\n";
