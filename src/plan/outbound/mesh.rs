@@ -1,6 +1,8 @@
-//! Mesh routing: the VirtualService routes bound to `mesh`, and the first
-//! step of routing outbound traffic (which route it follows) before
-//! [`OutboundPlan::decide`] asks the registry where that goes.
+//! Mesh routing: the VirtualService routes bound to `mesh` and the route
+//! a piece of outbound traffic follows (`MeshRouting`), which
+//! `outbound::select` chooses before
+//! [`OutboundPlan::decide`](super::OutboundPlan::decide) asks the
+//! registry where that goes.
 
 use std::borrow::Cow;
 use std::net::IpAddr;
@@ -66,7 +68,7 @@ pub struct RequestFacts<'a> {
 }
 
 /// What the mesh routes say about some traffic, before the registry is
-/// asked where the chosen destination is ([`OutboundPlan::decide`]).
+/// asked where the chosen destination is ([`OutboundPlan::decide`](super::OutboundPlan::decide)).
 #[derive(Debug, Clone, Copy)]
 pub enum MeshRouting<'p> {
     /// No VirtualService route applies: the registry decides by host.
